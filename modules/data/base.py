@@ -1,0 +1,188 @@
+"""The base LightningDataModule every data source derives from.
+
+A subclass only builds its splits (lists of ``Example``), its tokenizer and its vocabulary; batching, seeding
+and the checks on batch settings live here once, so a GAN run and a Transformer run on the same config see the
+same batches in the same order for the same seed.
+"""
+
+from __future__ import annotations
+
+from typing import Literal, Optional, Sequence
+
+import pytorch_lightning as pl
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+from modules.data.batch import Batch, Example, collate, pad_sequences
+from modules.data.errors import DataError, VocabularyMismatchError
+from modules.data.vocab import NULL_ID, PAD_ID, Vocab, WordTokenizer
+
+Condition = Literal["none", "label", "source"]
+SPLITS = ("train", "val", "test")
+
+
+class ExampleDataset(Dataset):
+    def __init__(self, examples: Sequence[Example]):
+        self.examples = list(examples)
+
+    def __len__(self) -> int:
+        return len(self.examples)
+
+    def __getitem__(self, i: int) -> Example:
+        return self.examples[i]
+
+
+class SequenceDataModule(pl.LightningDataModule):
+    """Shared batching for all data sources.
+
+    Args:
+        batch_size: training batch size (>= 1; 1 is allowed: the batch-size sweep goes down to one sample).
+        eval_batch_size: batch size for validation/test (defaults to ``max(batch_size, 64)``).
+        seed: fixes the shuffling order of the training loader (independent of the global RNG, so the model
+            family and its initialisation do not change the order of batches).
+        drop_last: drop the last incomplete training batch.
+        num_workers: DataLoader workers.
+    """
+
+    condition: Condition = "none"
+
+    def __init__(
+        self,
+        batch_size: int = 64,
+        eval_batch_size: Optional[int] = None,
+        seed: int = 0,
+        drop_last: bool = False,
+        num_workers: int = 0,
+    ):
+        super().__init__()
+        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+            raise DataError(f"data.batch_size must be an integer >= 1, got {batch_size!r}")
+        if eval_batch_size is not None and eval_batch_size < 1:
+            raise DataError(f"data.eval_batch_size must be >= 1, got {eval_batch_size!r}")
+        if num_workers < 0:
+            raise DataError(f"data.num_workers must be >= 0, got {num_workers}")
+        self.batch_size = batch_size
+        self.eval_batch_size = eval_batch_size or max(batch_size, 64)
+        self.seed = seed
+        self.drop_last = drop_last
+        self.num_workers = num_workers
+        self._splits: Optional[dict[str, list[Example]]] = None
+        self._vocab: Optional[Vocab] = None
+        self.tokenizer = WordTokenizer()
+
+    # ---- what a subclass provides -------------------------------------------------------------------------
+    def build(self) -> tuple[dict[str, list[Example]], Vocab]:
+        """Return the three splits and the vocabulary (built from the training split only)."""
+        raise NotImplementedError
+
+    # ---- lazy construction ----------------------------------------------------------------------------------
+    def prepare(self) -> None:
+        if self._splits is None:
+            splits, vocab = self.build()
+            for name in SPLITS:
+                if not splits.get(name):
+                    raise DataError(f"{type(self).__name__}: the {name} split is empty")
+            self._splits, self._vocab = splits, vocab
+
+    @property
+    def vocab(self) -> Vocab:
+        self.prepare()
+        return self._vocab
+
+    @property
+    def vocab_size(self) -> int:
+        return len(self.vocab)
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.vocab.labels)
+
+    def examples(self, split: str) -> list[Example]:
+        if split not in SPLITS:
+            raise ValueError(f"unknown split {split!r}; choose one of {SPLITS}")
+        self.prepare()
+        return self._splits[split]
+
+    @property
+    def max_target_length(self) -> int:
+        """Longest target (in words) in the training split: the default generation length."""
+        return max(len(ex.tgt) for ex in self.examples("train"))
+
+    # ---- Lightning hooks -----------------------------------------------------------------------------------
+    def setup(self, stage: Optional[str] = None) -> None:
+        self.prepare()
+        n_train = len(self._splits["train"])
+        if self.drop_last and self.batch_size > n_train:
+            raise DataError(
+                f"data.batch_size={self.batch_size} is larger than the training split ({n_train} examples) "
+                "with drop_last=True: every batch would be dropped"
+            )
+
+    def _loader(self, split: str, batch_size: int, shuffle: bool, drop_last: bool) -> DataLoader:
+        generator = torch.Generator().manual_seed(self.seed) if shuffle else None
+        return DataLoader(
+            ExampleDataset(self.examples(split)),
+            batch_size=batch_size,
+            shuffle=shuffle,
+            drop_last=drop_last,
+            collate_fn=collate,
+            generator=generator,
+            num_workers=self.num_workers,
+            persistent_workers=self.num_workers > 0,
+        )
+
+    def train_dataloader(self) -> DataLoader:
+        return self._loader("train", self.batch_size, shuffle=True, drop_last=self.drop_last)
+
+    def val_dataloader(self) -> DataLoader:
+        return self._loader("val", self.eval_batch_size, shuffle=False, drop_last=False)
+
+    def test_dataloader(self) -> DataLoader:
+        return self._loader("test", self.eval_batch_size, shuffle=False, drop_last=False)
+
+    def predict_dataloader(self) -> DataLoader:
+        return self.test_dataloader()
+
+    def state_dict(self) -> dict:
+        return {"vocab": self.vocab.state_dict()}
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        check_same_vocab(Vocab.from_state_dict(state_dict["vocab"]), self.vocab, where="data module state")
+
+    # ---- helpers for evaluation and sampling --------------------------------------------------------------
+    def decode(self, ids) -> str:
+        return self.tokenizer.detokenize(self.vocab.decode(ids))
+
+    def reference_ids(self, split: str = "test") -> list[list[int]]:
+        return [list(ex.tgt) for ex in self.examples(split)]
+
+    def conditions(self, split: str, num: int, *, offset: int = 0) -> tuple[torch.Tensor, torch.Tensor, Optional[torch.Tensor]]:
+        """``num`` conditions (src, src_pad_mask, label) to generate from, taken cyclically from ``split``.
+
+        Unconditional data give ``<null>`` conditions; label and source data give the split's own conditions,
+        so generated samples can be compared with that split's references.
+        """
+        exs = self.examples(split)
+        picked = [exs[(offset + i) % len(exs)] for i in range(num)]
+        src = pad_sequences([ex.src for ex in picked])
+        labels = torch.tensor([ex.label for ex in picked]) if all(ex.label >= 0 for ex in picked) else None
+        return src, src.eq(PAD_ID), labels
+
+
+def null_condition(batch_size: int) -> tuple[torch.Tensor, torch.Tensor]:
+    src = torch.full((batch_size, 1), NULL_ID, dtype=torch.long)
+    return src, torch.zeros_like(src, dtype=torch.bool)
+
+
+def check_same_vocab(saved: Vocab, current: Vocab, where: str) -> None:
+    if saved != current:
+        only_saved = len(set(saved.itos) - set(current.itos))
+        only_current = len(set(current.itos) - set(saved.itos))
+        raise VocabularyMismatchError(
+            f"the vocabulary in the {where} differs from the data's: {len(saved)} vs {len(current)} tokens "
+            f"({only_saved} only in the checkpoint, {only_current} only in the data; fingerprints "
+            f"{saved.fingerprint()} vs {current.fingerprint()}). Use the data settings the checkpoint was trained with."
+        )
+
+
+__all__ = ["Batch", "Condition", "ExampleDataset", "SequenceDataModule", "check_same_vocab", "null_condition"]

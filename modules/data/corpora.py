@@ -1,0 +1,173 @@
+"""Plain readers for text corpora on disk: one sentence per line, line-aligned pairs, one file per label.
+
+These know nothing about Lightning, tokenizers or vocabularies; they turn files into lists of strings and
+refuse bad input with a ``DataError`` that names the file (and, where it helps, the 1-based line number), so a
+user pointing the package at their own data learns what to fix without reading a traceback.
+
+Conventions shared by every reader:
+
+- gzip is detected from the file's magic bytes, so ``train.en.gz`` (or a gzipped file without the suffix) is
+  read transparently.
+- Lines are split on ``\\n``, ``\\r\\n`` and ``\\r`` only. ``str.splitlines`` is deliberately not used: it also
+  splits on U+0085, which is what byte 0x85 becomes in Latin-1 (the MR corpus has it inside sentences).
+- Surrounding whitespace is stripped from every line and a leading byte-order mark is dropped.
+- Blank lines: a single file skips them. Parallel files keep them while aligning, then drop every pair with a
+  blank side, so one blank line never shifts all later pairs out of alignment. Blank lines at the very end of a
+  file are not counted when the two files' lengths are compared (an editor's extra newline is not a mismatch).
+"""
+
+from __future__ import annotations
+
+import codecs
+import gzip
+import io
+import logging
+import os
+import zlib
+from pathlib import Path
+from typing import Mapping, Union
+
+from modules.data.errors import DataError
+
+log = logging.getLogger(__name__)
+
+PathLike = Union[str, os.PathLike]
+
+_GZIP_MAGIC = b"\x1f\x8b"
+
+
+def read_lines(path: PathLike, encoding: str = "utf-8") -> list[str]:
+    """Non-blank lines of a text file (optionally gzipped), stripped, in file order."""
+    lines = _read_all_lines(path, encoding)
+    kept = [line for line in lines if line]
+    if len(kept) < len(lines):
+        log.debug("%s: skipped %d blank lines", path, len(lines) - len(kept))
+    _require_text(kept, lines, path)
+    return kept
+
+
+def read_parallel(src_path: PathLike, tgt_path: PathLike, encoding: str = "utf-8") -> list[tuple[str, str]]:
+    """Line-aligned (source, target) pairs: line i of one file is the counterpart of line i of the other."""
+    src = _trim_trailing_blanks(_read_all_lines(src_path, encoding))
+    tgt = _trim_trailing_blanks(_read_all_lines(tgt_path, encoding))
+    _require_text([s for s in src if s], src, src_path)
+    _require_text([t for t in tgt if t], tgt, tgt_path)
+    if len(src) != len(tgt):
+        raise DataError(
+            f"parallel files are not line-aligned: {src_path} has {len(src)} lines but {tgt_path} has "
+            f"{len(tgt)} lines; line i of the source file must correspond to line i of the target file"
+        )
+    pairs = [(s, t) for s, t in zip(src, tgt) if s and t]
+    if not pairs:
+        raise DataError(f"{src_path} and {tgt_path} have no line with text on both sides")
+    if len(pairs) < len(src):
+        log.info("%s / %s: dropped %d pairs with a blank side", src_path, tgt_path, len(src) - len(pairs))
+    return pairs
+
+
+def read_labeled(files: Mapping[str, PathLike], encoding: str = "utf-8") -> list[tuple[str, str]]:
+    """(label, sentence) pairs from one file per label, grouped by label in sorted label order.
+
+    Sorted order makes the result independent of how the mapping was written (YAML key order, say).
+    """
+    if not files:
+        raise DataError("labeled data need at least one label -> file entry; none was given")
+    out: list[tuple[str, str]] = []
+    for label in sorted(files, key=str):
+        name = str(label)
+        if not name.strip():
+            raise DataError(f"a label name is empty (its file is {files[label]}); give every class a name")
+        out.extend((name, line) for line in read_lines(files[label], encoding))
+    return out
+
+
+# ---- internals -----------------------------------------------------------------------------------------------
+
+
+def _read_all_lines(path: PathLike, encoding: str) -> list[str]:
+    """Every line, stripped, blank ones kept as ``""`` so that callers can count and align physical lines."""
+    path = _existing_file(path)
+    _check_encoding(encoding)
+    try:
+        with _open_binary(path) as raw, io.TextIOWrapper(raw, encoding=encoding, newline=None) as text:
+            lines = [line.strip() for line in text]
+    except UnicodeDecodeError:
+        # The streaming decoder reports offsets within its current chunk; locate the culprit in a second pass.
+        raise _decode_error(path, encoding) from None
+    except (gzip.BadGzipFile, EOFError, zlib.error) as exc:
+        raise DataError(f"{path}: the gzip data are corrupt or truncated ({exc})") from None
+    except OSError as exc:
+        raise DataError(f"{path}: cannot be read ({exc.strerror or exc})") from None
+    if not lines:
+        raise DataError(f"{path}: the file is empty")
+    if lines[0].startswith("\ufeff"):
+        lines[0] = lines[0][1:].strip()
+    return lines
+
+
+def _existing_file(path: PathLike) -> Path:
+    path = Path(os.path.expandvars(os.path.expanduser(str(path))))
+    if path.is_dir():
+        raise DataError(f"{path} is a directory; give the path of a text file inside it")
+    if not path.exists():
+        raise DataError(f"{path}: no such file (resolved to {path.resolve()})")
+    return path
+
+
+def _check_encoding(encoding: str) -> None:
+    try:
+        codecs.lookup(encoding)
+    except (LookupError, TypeError):
+        raise DataError(
+            f"unknown text encoding {encoding!r}; set data.encoding to a Python codec name such as utf-8 or latin-1"
+        ) from None
+
+
+def _open_binary(path: Path):
+    with open(path, "rb") as probe:
+        magic = probe.read(2)
+    if magic == _GZIP_MAGIC:
+        return gzip.open(path, "rb")
+    if path.suffix == ".gz":
+        raise DataError(f"{path}: named .gz but is not gzip-compressed; rename it or compress it")
+    return open(path, "rb")
+
+
+def _decode_error(path: Path, encoding: str) -> DataError:
+    with _open_binary(path) as raw:
+        data = raw.read()
+    try:
+        data.decode(encoding)
+    except UnicodeDecodeError as exc:
+        # Counting b"\n" gives the line for every ASCII-compatible encoding, the only ones where a line-based
+        # format is meaningful byte-wise; files with bare \r endings fall back to counting those.
+        newline = b"\n" if b"\n" in data else b"\r"
+        line = data.count(newline, 0, exc.start) + 1
+        column = exc.start - (data.rfind(newline, 0, exc.start) + 1) + 1
+        bad = data[exc.start : max(exc.end, exc.start + 1)].hex(" ")
+        where = "of the decompressed data" if _is_gzip(path) else "of the file"
+        return DataError(
+            f"{path}: line {line} is not valid {encoding} (byte {bad} at column {column}, byte offset {exc.start} "
+            f"{where}: {exc.reason}); if the file uses another encoding, set data.encoding (e.g. latin-1 or cp1252)"
+        )
+    return DataError(f"{path}: is not valid {encoding}; set data.encoding (e.g. latin-1) to the file's encoding")
+
+
+def _is_gzip(path: Path) -> bool:
+    with open(path, "rb") as probe:
+        return probe.read(2) == _GZIP_MAGIC
+
+
+def _require_text(non_blank: list[str], all_lines: list[str], path: PathLike) -> None:
+    if not non_blank:
+        raise DataError(f"{path}: contains only blank lines ({len(all_lines)} of them), no text")
+
+
+def _trim_trailing_blanks(lines: list[str]) -> list[str]:
+    end = len(lines)
+    while end > 0 and not lines[end - 1]:
+        end -= 1
+    return lines[:end]
+
+
+__all__ = ["read_labeled", "read_lines", "read_parallel"]

@@ -1,0 +1,216 @@
+"""The embedded default data: sequences drawn from a synthetic LSTM oracle (SeqGAN / Texygen benchmark).
+
+Oracle tokens ``k`` become words ``w{k}`` in the shared vocabulary, so the models, the sampler and the metrics
+treat oracle data exactly like text. Generated splits are cached on disk under a key of the oracle's config and
+seeds; a missing cache is regenerated identically.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import tempfile
+from dataclasses import asdict
+from pathlib import Path
+from typing import Literal, Optional
+
+import torch
+
+from modules.data.base import SequenceDataModule
+from modules.data.batch import Example
+from modules.data.errors import DataError
+from modules.data.vocab import NULL_ID, Vocab
+from modules.nets.oracle import LSTMOracle, OracleConfig
+
+log = logging.getLogger(__name__)
+
+# Standard: the SeqGAN / Texygen setting. Small: a full CPU training run takes seconds.
+PRESETS = {
+    "standard": dict(vocab_size=5000, seq_len=20, emb_dim=32, hidden_dim=32, num_train=10_000, num_val=1_000, num_test=10_000),
+    "small": dict(vocab_size=200, seq_len=12, emb_dim=32, hidden_dim=32, num_train=2_000, num_val=250, num_test=1_000),
+}
+CACHE_FORMAT_VERSION = 1
+
+
+def default_cache_dir() -> Path:
+    if os.environ.get("GVT_CACHE_DIR"):
+        return Path(os.environ["GVT_CACHE_DIR"])
+    return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "gan-vs-transformer"
+
+
+class OracleDataModule(SequenceDataModule):
+    """Data drawn from a synthetic LSTM oracle, unconditional or conditional.
+
+    Args:
+        preset: ``small`` or ``standard``; explicit size arguments override the preset.
+        condition: ``none`` (SeqGAN oracle), ``label`` (K classes) or ``source`` (source sequence -> sequence).
+        num_classes: K for ``label``.
+        condition_strength: how strongly the condition moves the oracle (0: output independent of it).
+        source_len: length of source sequences for ``source``.
+        oracle_seed: seed of the oracle's weights and of the generated splits.
+        cache_dir: where generated splits are cached (default: $GVT_CACHE_DIR or ~/.cache/gan-vs-transformer).
+    """
+
+    def __init__(
+        self,
+        preset: Literal["small", "standard"] = "small",
+        condition: Literal["none", "label", "source"] = "none",
+        num_classes: int = 2,
+        condition_strength: float = 1.0,
+        source_len: int = 8,
+        vocab_size: Optional[int] = None,
+        seq_len: Optional[int] = None,
+        emb_dim: Optional[int] = None,
+        hidden_dim: Optional[int] = None,
+        num_train: Optional[int] = None,
+        num_val: Optional[int] = None,
+        num_test: Optional[int] = None,
+        oracle_seed: int = 0,
+        cache_dir: Optional[str] = None,
+        batch_size: int = 64,
+        eval_batch_size: Optional[int] = None,
+        seed: int = 0,
+        drop_last: bool = False,
+        num_workers: int = 0,
+    ):
+        super().__init__(batch_size, eval_batch_size, seed, drop_last, num_workers)
+        if preset not in PRESETS:
+            raise DataError(f"data.preset must be one of {sorted(PRESETS)}, got {preset!r}")
+        if condition not in ("none", "label", "source"):
+            raise DataError(f"data.condition must be 'none', 'label' or 'source', got {condition!r}")
+        if condition == "label" and num_classes < 2:
+            raise DataError(f"data.num_classes must be >= 2 for condition='label', got {num_classes}")
+        if source_len < 1:
+            raise DataError(f"data.source_len must be >= 1, got {source_len}")
+        sizes = dict(PRESETS[preset])
+        for name, value in dict(vocab_size=vocab_size, seq_len=seq_len, emb_dim=emb_dim, hidden_dim=hidden_dim,
+                                num_train=num_train, num_val=num_val, num_test=num_test).items():
+            if value is not None:
+                if value < 1:
+                    raise DataError(f"data.{name} must be >= 1, got {value}")
+                sizes[name] = value
+        self.preset = preset
+        self.condition = condition
+        self.num_train, self.num_val, self.num_test = sizes.pop("num_train"), sizes.pop("num_val"), sizes.pop("num_test")
+        self.source_len = source_len
+        self.oracle_seed = oracle_seed
+        self.oracle_config = OracleConfig(
+            **sizes,
+            seed=oracle_seed,
+            num_classes=num_classes if condition == "label" else 0,
+            source_conditional=condition == "source",
+            condition_strength=condition_strength if condition != "none" else 0.0,
+        )
+        self.cache_dir = Path(cache_dir) if cache_dir else default_cache_dir()
+        self.oracle = LSTMOracle(self.oracle_config)
+        # Sources come from a second, unconditional oracle with another seed: realistic sequences over the
+        # same words, independent of the target oracle's weights.
+        self.source_oracle = (
+            LSTMOracle(OracleConfig(**{**sizes, "seq_len": source_len}, seed=oracle_seed + 1_000_003))
+            if condition == "source" else None
+        )
+
+    @property
+    def seq_len(self) -> int:
+        return self.oracle_config.seq_len
+
+    @property
+    def labels(self) -> list[str]:
+        return [f"c{k}" for k in range(self.oracle_config.num_classes)]
+
+    def _make_vocab(self) -> Vocab:
+        return Vocab([f"w{k}" for k in range(self.oracle_config.vocab_size)], labels=self.labels)
+
+    # ---- data generation with an on-disk cache -------------------------------------------------------------
+    def cache_key(self) -> str:
+        key = dict(asdict(self.oracle_config), condition=self.condition, source_len=self.source_len,
+                   num_train=self.num_train, num_val=self.num_val, num_test=self.num_test,
+                   version=CACHE_FORMAT_VERSION)
+        return hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:20]
+
+    def sample_conditions(self, num: int, generator: torch.Generator) -> Optional[torch.Tensor]:
+        """Conditions in oracle ids: (num,) classes drawn uniformly, (num, S) source sequences, or None."""
+        if self.condition == "label":
+            return torch.randint(self.oracle_config.num_classes, (num,), generator=generator)
+        if self.condition == "source":
+            return self.source_oracle.sample(num, generator)
+        return None
+
+    def _generate(self) -> dict[str, dict[str, torch.Tensor]]:
+        gen = torch.Generator().manual_seed(self.oracle_seed)
+        out = {}
+        for split, n in (("train", self.num_train), ("val", self.num_val), ("test", self.num_test)):
+            cond = self.sample_conditions(n, gen)
+            tgt = self.oracle.sample(n, gen, cond)
+            out[split] = {"tgt": tgt} if cond is None else {"tgt": tgt, "cond": cond}
+        return out
+
+    def _load_or_generate(self) -> dict[str, dict[str, torch.Tensor]]:
+        path = self.cache_dir / f"oracle-{self.cache_key()}.pt"
+        if path.exists():
+            try:
+                return torch.load(path, weights_only=True)
+            except Exception as err:  # a truncated cache is regenerated, not trusted
+                log.warning("oracle cache %s is unreadable (%s); regenerating it", path, err)
+        data = self._generate()
+        try:
+            self.cache_dir.mkdir(parents=True, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(dir=self.cache_dir, suffix=".tmp")
+            os.close(fd)
+            torch.save(data, tmp)
+            os.replace(tmp, path)  # atomic: a crash never leaves a half-written cache under the final name
+        except OSError as err:
+            log.warning("could not write the oracle cache to %s (%s); continuing without it", self.cache_dir, err)
+        return data
+
+    def build(self):
+        vocab = self._make_vocab()
+        offset = vocab.num_reserved
+        label_ids = vocab.label_ids
+        splits = {}
+        for split, tensors in self._load_or_generate().items():
+            tgt = (tensors["tgt"] + offset).tolist()
+            cond = tensors.get("cond")
+            if self.condition == "label":
+                exs = [Example([label_ids[c]], t, c) for t, c in zip(tgt, cond.tolist())]
+            elif self.condition == "source":
+                exs = [Example(s, t) for t, s in zip(tgt, (cond + offset).tolist())]
+            else:
+                exs = [Example([NULL_ID], t) for t in tgt]
+            splits[split] = exs
+        return splits, vocab
+
+    # ---- exact scoring ---------------------------------------------------------------------------------------
+    def to_oracle_ids(self, ids: torch.Tensor, what: str = "samples") -> torch.Tensor:
+        offset = self.vocab.num_reserved
+        oracle_ids = ids - offset
+        if ids.numel() and (oracle_ids.min() < 0 or oracle_ids.max() >= self.oracle_config.vocab_size):
+            raise ValueError(f"{what} contain non-word tokens; the oracle scores only words w0..w{self.oracle_config.vocab_size - 1}")
+        return oracle_ids
+
+    def oracle_condition(self, src: torch.Tensor) -> Optional[torch.Tensor]:
+        """Batch ``src`` (vocab ids) -> the oracle's condition (class ids or source ids), None if unconditional."""
+        if self.condition == "label":
+            return src[:, 0] - self.vocab.label_ids[0]
+        if self.condition == "source":
+            return self.to_oracle_ids(src, "source conditions")
+        return None
+
+    def oracle_log_prob(self, tokens: torch.Tensor, src: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """Exact oracle log-likelihood (B,) of generated word ids (B, L), given the batch's conditions ``src``.
+
+        Samples must have exactly ``seq_len`` words (generate with min = max = seq_len new tokens).
+        """
+        if tokens.size(1) != self.seq_len:
+            raise ValueError(f"oracle scoring needs sequences of exactly {self.seq_len} words, got {tokens.size(1)}")
+        cond = None if self.condition == "none" else self.oracle_condition(src.cpu())
+        return self.oracle.log_prob(self.to_oracle_ids(tokens.cpu()), cond)
+
+    def true_mutual_information(self, num_samples: int = 2000, seed: int = 0, num_contrast: int = 64) -> tuple[float, float]:
+        """The oracle's own I(condition; output) in nats, Monte Carlo, with its standard error."""
+        gen = torch.Generator().manual_seed(seed)
+        return self.oracle.mutual_information(
+            num_samples, gen, lambda n: self.sample_conditions(n, gen), num_contrast=num_contrast
+        )

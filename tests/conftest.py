@@ -1,0 +1,30 @@
+import os
+from pathlib import Path
+
+import pytest
+
+PROJECT_ROOT = Path(__file__).resolve().parents[1]
+SHARED_DATA = PROJECT_ROOT / ".." / "shared" / "data"
+
+# Oracle caches and W&B files of the test session go to a temporary folder, never into the data folders.
+os.environ.setdefault("WANDB_MODE", "disabled")
+os.environ.setdefault("WANDB_SILENT", "true")
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _isolated_cache(tmp_path_factory):
+    cache = tmp_path_factory.mktemp("gvt-cache")
+    previous = os.environ.get("GVT_CACHE_DIR")
+    os.environ["GVT_CACHE_DIR"] = str(cache)
+    yield cache
+    if previous is None:
+        os.environ.pop("GVT_CACHE_DIR", None)
+    else:
+        os.environ["GVT_CACHE_DIR"] = previous
+
+
+@pytest.fixture(scope="session")
+def shared_data() -> Path:
+    if not SHARED_DATA.is_dir():
+        pytest.fail(f"the shared corpora are expected at {SHARED_DATA.resolve()} (../shared/data from the project root)")
+    return SHARED_DATA
