@@ -1,0 +1,112 @@
+"""The ``gvt`` command.
+
+``gvt fit|validate|test|predict`` are LightningCLI subcommands (YAML configs in configs/, ``--print_config``);
+``gvt sample`` writes text from a checkpoint of either family; the experiment commands live in experiments/.
+"""
+
+from __future__ import annotations
+
+import sys
+from typing import Optional
+
+LIGHTNING_COMMANDS = ("fit", "validate", "test", "predict")
+EXPERIMENT_COMMANDS = ("sweep", "ablate", "temperature", "report")
+
+HELP = """usage: gvt COMMAND [options]
+
+Train and compare a text GAN (two losses) and a Transformer encoder-decoder (one loss) on the same data.
+
+Lightning runs (LightningCLI; `gvt fit --help`, `--config FILE`, `--print_config`):
+  fit          train a model:        gvt fit --config configs/experiment/transformer_oracle_small.yaml
+  validate     evaluate on the validation split
+  test         evaluate on the test split
+  predict      generate for the test split's conditions
+
+Checkpoints:
+  sample       text from a checkpoint: gvt sample --checkpoint PATH --num-samples N [--temperature T]
+               [--top-k K] [--top-p P] [--condition TEXT|LABEL] [--out FILE]
+
+Experiments (experiments/):
+  sweep        gvt sweep batch-size --preset quick|smoke|paper|coco [--out RUN_DIR]
+  ablate       gvt ablate conditioning --preset quick|smoke [--out RUN_DIR]
+  temperature  gvt temperature --checkpoint PATH [...]   quality-diversity curve over temperatures
+  report       gvt report RUN_DIR                       plots (PNG) and a Markdown verdict table
+
+Run `gvt COMMAND --help` for the options of a command.
+"""
+
+
+def _lightning_cli(args: list[str]) -> None:
+    from pytorch_lightning.cli import LightningCLI
+
+    from modules.data.base import SequenceDataModule
+    from modules.models.base import GeneratorModule
+    from modules.tracking import Tracking
+
+    class GVTCLI(LightningCLI):
+        def add_arguments_to_parser(self, parser) -> None:
+            parser.add_class_arguments(Tracking, "tracking")
+            # The vocabulary is built by the data module; the model's embedding size follows it.
+            parser.link_arguments("data.vocab_size", "model.init_args.vocab_size", apply_on="instantiate")
+
+        def instantiate_trainer(self, **kwargs):
+            config = self._get(self.config_init, "trainer", default={})
+            if config.get("logger") is None:  # not set in the config: CSV always, W&B beside it
+                tracking: Tracking = self._get(self.config_init, "tracking")
+                kwargs["logger"] = tracking.loggers(
+                    save_dir=config.get("default_root_dir") or "runs",
+                    family=self.model.family,
+                    config=self.config.get(str(self.subcommand), self.config).as_dict(),
+                )
+            return super().instantiate_trainer(**kwargs)
+
+    GVTCLI(
+        GeneratorModule,
+        SequenceDataModule,
+        subclass_mode_model=True,
+        subclass_mode_data=True,
+        auto_configure_optimizers=False,
+        seed_everything_default=0,
+        trainer_defaults={"default_root_dir": "runs"},
+        save_config_kwargs={"overwrite": True},
+        parser_kwargs={"parser_mode": "omegaconf"} if _has_omegaconf() else {},
+        args=args,
+    )
+
+
+def _has_omegaconf() -> bool:
+    try:
+        import omegaconf  # noqa: F401
+
+        return True
+    except ImportError:
+        return False
+
+
+def main(argv: Optional[list[str]] = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] in ("-h", "--help", "help"):
+        print(HELP)
+        return 0
+    command, rest = argv[0], argv[1:]
+    try:
+        if command in LIGHTNING_COMMANDS:
+            _lightning_cli(argv)
+            return 0
+        if command == "sample":
+            from modules.sample_cli import main as sample_main
+
+            return sample_main(rest)
+        if command in EXPERIMENT_COMMANDS:
+            from experiments.cli import main as experiments_main
+
+            return experiments_main(command, rest)
+    except KeyboardInterrupt:
+        print("gvt: interrupted", file=sys.stderr)
+        return 130
+    print(f"gvt: unknown command {command!r}\n\n{HELP}", file=sys.stderr)
+    return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,106 @@
+"""The MLE family: an encoder-decoder Transformer trained cooperatively end to end with one loss."""
+
+from __future__ import annotations
+
+import math
+from typing import Literal
+
+import torch
+
+from modules.data.batch import Batch
+from modules.models.base import GeneratorModule, mle_loss
+from modules.nets.transformer import EncoderDecoderTransformer, TransformerConfig
+
+
+def warmup_schedule(warmup_steps: int, total_steps: int, schedule: str):
+    """Multiplier of the base learning rate at optimizer step ``step``: linear warmup, then constant or cosine."""
+
+    def factor(step: int) -> float:
+        if warmup_steps > 0 and step < warmup_steps:
+            return (step + 1) / warmup_steps
+        if schedule == "constant":
+            return 1.0
+        progress = min(1.0, (step - warmup_steps) / max(1, total_steps - warmup_steps))
+        return 0.5 * (1.0 + math.cos(math.pi * progress))
+
+    return factor
+
+
+class TransformerSeq2Seq(GeneratorModule):
+    """Encoder-decoder Transformer, one loss: token cross-entropy with teacher forcing (padding ignored).
+
+    Logged: ``train/loss`` (= ``train/mle_loss``, mean NLL per target token, label smoothing included when set),
+    ``train/lr``, and the shared evaluation metrics of ``GeneratorModule``.
+    """
+
+    family = "transformer"
+
+    def __init__(
+        self,
+        vocab_size: int,
+        d_model: int = 128,
+        n_heads: int = 4,
+        n_encoder_layers: int = 2,
+        n_decoder_layers: int = 2,
+        d_ff: int = 512,
+        dropout: float = 0.1,
+        max_len: int = 256,
+        positional: Literal["sinusoidal", "learned"] = "sinusoidal",
+        tie_embeddings: bool = True,
+        lr: float = 1e-3,
+        weight_decay: float = 0.01,
+        betas: tuple[float, float] = (0.9, 0.98),
+        warmup_steps: int = 100,
+        schedule: Literal["constant", "cosine"] = "cosine",
+        label_smoothing: float = 0.0,
+        gradient_clip: float = 1.0,
+        num_eval_samples: int = 200,
+        eval_temperature: float = 1.0,
+        eval_batch_size: int = 256,
+        eval_seed: int = 1234,
+        bleu_max_n: int = 5,
+        num_logged_samples: int = 20,
+    ):
+        super().__init__(vocab_size, num_eval_samples, eval_temperature, eval_batch_size, eval_seed, bleu_max_n,
+                         num_logged_samples)
+        if lr <= 0:
+            raise ValueError(f"model.lr must be > 0, got {lr}")
+        if not 0.0 <= label_smoothing < 1.0:
+            raise ValueError(f"model.label_smoothing must lie in [0, 1), got {label_smoothing}")
+        if warmup_steps < 0:
+            raise ValueError(f"model.warmup_steps must be >= 0, got {warmup_steps}")
+        self.save_hyperparameters()
+        self.generator = EncoderDecoderTransformer(
+            TransformerConfig(
+                vocab_size=vocab_size, d_model=d_model, n_heads=n_heads, n_encoder_layers=n_encoder_layers,
+                n_decoder_layers=n_decoder_layers, d_ff=d_ff, dropout=dropout, max_len=max_len,
+                positional=positional, tie_embeddings=tie_embeddings,
+            )
+        )
+
+    def training_step(self, batch: Batch, batch_idx: int) -> torch.Tensor:
+        logits = self.generator(batch.src, batch.src_pad_mask, batch.tgt_in)  # (B, T-1, V)
+        loss = mle_loss(logits, batch, self.hparams.label_smoothing)
+        self.log("train/loss", loss, prog_bar=True, batch_size=len(batch))
+        self.log("train/mle_loss", loss, batch_size=len(batch))
+        return loss
+
+    def on_before_optimizer_step(self, optimizer) -> None:
+        if self.hparams.gradient_clip > 0:
+            norm = torch.nn.utils.clip_grad_norm_(self.generator.parameters(), self.hparams.gradient_clip)
+            self.log("train/grad_norm", norm, batch_size=1)
+
+    def configure_optimizers(self):
+        decay = [p for n, p in self.generator.named_parameters() if p.dim() >= 2]
+        no_decay = [p for n, p in self.generator.named_parameters() if p.dim() < 2]
+        optimizer = torch.optim.AdamW(
+            [{"params": decay, "weight_decay": self.hparams.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
+            lr=self.hparams.lr,
+            betas=tuple(self.hparams.betas),
+        )
+        total = self.trainer.estimated_stepping_batches if self._trainer is not None else 1
+        total = int(total) if math.isfinite(total) else 10_000
+        scheduler = torch.optim.lr_scheduler.LambdaLR(
+            optimizer, warmup_schedule(self.hparams.warmup_steps, total, self.hparams.schedule)
+        )
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}

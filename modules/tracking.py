@@ -1,0 +1,102 @@
+"""Experiment tracking: a CSV log always, W&B beside it (offline unless an account is configured).
+
+W&B never needs the network here: with no API key it runs offline and ``wandb sync <run dir>/wandb`` uploads
+later. If W&B cannot start at all, the run goes on with the CSV log and one warning.
+"""
+
+from __future__ import annotations
+
+import logging
+import netrc
+import os
+from pathlib import Path
+from typing import Literal, Optional, Sequence
+
+from pytorch_lightning.loggers import CSVLogger, Logger
+
+log = logging.getLogger(__name__)
+WandbMode = Literal["auto", "online", "offline", "disabled"]
+
+
+def wandb_credentials_present() -> bool:
+    if os.environ.get("WANDB_API_KEY"):
+        return True
+    try:
+        return netrc.netrc().authenticators("api.wandb.ai") is not None
+    except (FileNotFoundError, netrc.NetrcParseError, OSError):
+        return False
+
+
+def resolve_wandb_mode(mode: str) -> str:
+    """``auto``: online with credentials, offline without; the WANDB_MODE environment variable wins."""
+    if mode not in ("auto", "online", "offline", "disabled"):
+        raise ValueError(f"tracking.wandb_mode must be auto, online, offline or disabled, got {mode!r}")
+    env = os.environ.get("WANDB_MODE")
+    if env in ("online", "offline", "disabled", "dryrun"):
+        return "offline" if env == "dryrun" else env
+    if mode == "auto":
+        return "online" if wandb_credentials_present() else "offline"
+    return mode
+
+
+class Tracking:
+    """Where and how a run is tracked (the ``tracking:`` section of a config).
+
+    Args:
+        project: W&B project.
+        name: run name; also the CSV log folder name under the trainer's ``default_root_dir``.
+        group: W&B group (a sweep puts all its runs in one group).
+        job_type: W&B job type; defaults to the model family.
+        tags: W&B tags (batch size, seed and condition are added by sweeps).
+        wandb_mode: ``auto`` (online if an account is configured, else offline), ``online``, ``offline``,
+            ``disabled`` (tests).
+    """
+
+    def __init__(
+        self,
+        project: str = "gan-vs-transformer",
+        name: Optional[str] = None,
+        group: Optional[str] = None,
+        job_type: Optional[str] = None,
+        tags: Sequence[str] = (),
+        wandb_mode: WandbMode = "auto",
+    ):
+        resolve_wandb_mode(wandb_mode)  # validate early
+        self.project, self.name, self.group = project, name, group
+        self.job_type, self.tags, self.wandb_mode = job_type, list(tags), wandb_mode
+
+    def loggers(self, save_dir: str, family: str, config: Optional[dict] = None) -> list[Logger]:
+        csv_logger = CSVLogger(save_dir=save_dir, name=self.name or family)
+        loggers: list[Logger] = [csv_logger]
+        mode = resolve_wandb_mode(self.wandb_mode)
+        if mode == "disabled":
+            return loggers
+        try:
+            from pytorch_lightning.loggers import WandbLogger
+
+            run_dir = Path(csv_logger.log_dir)
+            run_dir.mkdir(parents=True, exist_ok=True)
+            wandb_logger = WandbLogger(
+                project=self.project,
+                name=self.name,
+                save_dir=str(run_dir),
+                offline=mode == "offline",
+                group=self.group,
+                job_type=self.job_type or family,
+                tags=self.tags,
+                config=config,
+                settings=_quiet_settings(),
+            )
+            _ = wandb_logger.experiment  # start now, so a failure is caught here and not mid-training
+            loggers.append(wandb_logger)
+        except Exception as err:  # tracking must never take a run down
+            log.warning("W&B could not start (%s: %s); continuing with the CSV log only in %s",
+                        type(err).__name__, err, csv_logger.log_dir)
+        return loggers
+
+
+def _quiet_settings():
+    import wandb
+
+    # No network wait in offline mode and no console noise in sweeps of many small runs.
+    return wandb.Settings(silent=True, console="off", init_timeout=30, x_disable_stats=True)
