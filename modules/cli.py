@@ -37,6 +37,7 @@ Run `gvt COMMAND --help` for the options of a command.
 
 
 def _lightning_cli(args: list[str]) -> None:
+    from pytorch_lightning.callbacks import ModelCheckpoint
     from pytorch_lightning.cli import LightningCLI
 
     from modules.data.base import SequenceDataModule
@@ -67,7 +68,8 @@ def _lightning_cli(args: list[str]) -> None:
         subclass_mode_data=True,
         auto_configure_optimizers=False,
         seed_everything_default=0,
-        trainer_defaults={"default_root_dir": "runs"},
+        # last.ckpt always exists, so `--ckpt_path last` resumes and `gvt sample` has a stable path.
+        trainer_defaults={"default_root_dir": "runs", "callbacks": [ModelCheckpoint(save_last=True)]},
         save_config_kwargs={"overwrite": True},
         parser_kwargs={"parser_mode": "omegaconf"} if _has_omegaconf() else {},
         args=args,
