@@ -31,7 +31,7 @@ PRESETS = {
     "standard": dict(vocab_size=5000, seq_len=20, emb_dim=32, hidden_dim=32, num_train=10_000, num_val=1_000, num_test=10_000),
     "small": dict(vocab_size=200, seq_len=12, emb_dim=32, hidden_dim=32, num_train=2_000, num_val=250, num_test=1_000),
 }
-CACHE_FORMAT_VERSION = 1
+CACHE_FORMAT_VERSION = 2
 
 
 def default_cache_dir() -> Path:

@@ -21,16 +21,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-
-def sample_categorical(probs: torch.Tensor, generator: Optional[torch.Generator] = None) -> torch.Tensor:
-    """One draw per row of (B, V) probabilities -> (B,) ids, by inverting the CDF.
-
-    Needs one uniform number per row; torch.multinomial and Gumbel-max draw B x V of them, which makes
-    sampling over a 5000-word vocabulary several times slower on a CPU.
-    """
-    cdf = probs.cumsum(dim=-1)  # (B, V)
-    u = torch.rand(probs.size(0), 1, generator=generator, device=probs.device, dtype=cdf.dtype) * cdf[:, -1:]
-    return torch.searchsorted(cdf, u).squeeze(1).clamp_max(probs.size(-1) - 1)
+from modules.sampling import sample_from_probs
 
 
 @dataclass(frozen=True)
@@ -149,7 +140,7 @@ class LSTMOracle(nn.Module):
             for _ in range(self.config.seq_len):
                 h, state = self.lstm(x, state)  # (B, 1, H)
                 probs = F.softmax(F.linear(h[:, -1], self.out_weight, self.out_bias), dim=-1)  # (B, V)
-                nxt = sample_categorical(probs, generator).unsqueeze(1)  # (B, 1)
+                nxt = sample_from_probs(probs, generator).unsqueeze(1)  # (B, 1)
                 tokens.append(nxt)
                 x = self._inputs(nxt, cond_vec)
             chunks.append(torch.cat(tokens, dim=1))
