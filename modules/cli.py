@@ -40,6 +40,7 @@ def _lightning_cli(args: list[str]) -> None:
     from pytorch_lightning.callbacks import ModelCheckpoint
     from pytorch_lightning.cli import LightningCLI
 
+    from modules.callbacks import DivergenceMonitor
     from modules.data.base import SequenceDataModule
     from modules.models.base import GeneratorModule
     from modules.tracking import Tracking
@@ -69,7 +70,7 @@ def _lightning_cli(args: list[str]) -> None:
         auto_configure_optimizers=False,
         seed_everything_default=0,
         # last.ckpt always exists, so `--ckpt_path last` resumes and `gvt sample` has a stable path.
-        trainer_defaults={"default_root_dir": "runs", "callbacks": [ModelCheckpoint(save_last=True)]},
+        trainer_defaults={"default_root_dir": "runs", "callbacks": [ModelCheckpoint(save_last=True), DivergenceMonitor()]},
         save_config_kwargs={"overwrite": True},
         parser_kwargs={"parser_mode": "omegaconf"} if _has_omegaconf() else {},
         args=args,

@@ -212,6 +212,9 @@ class GeneratorModule(pl.LightningModule):
         self.log(f"{stage}/nll_test_per_token", nll["per_token"].float())
         self.log(f"{stage}/nll_test_per_sentence", nll["per_sentence"].float())
         self.nll_test[stage].reset()
+        if not torch.isfinite(nll["per_token"]):
+            log.warning("%s/nll_test is not finite: the model diverged; its samples are not evaluated", stage)
+            return
         if self.hparams.num_eval_samples > 0 and self.datamodule is not None:
             self.log_dict(self.sample_metrics(stage), sync_dist=False)
 

@@ -1,0 +1,74 @@
+"""Callbacks shared by every family."""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import tempfile
+from pathlib import Path
+from typing import Any, Optional
+
+import pytorch_lightning as pl
+import torch
+
+log = logging.getLogger(__name__)
+
+
+class DivergenceMonitor(pl.Callback):
+    """A NaN or inf training loss is a result, not a crash.
+
+    After each training batch the monitored losses (``train/loss`` for the MLE family, ``train/g_loss`` and
+    ``train/d_loss`` for the GAN) are checked; on the first non-finite value the run stops cleanly
+    (``trainer.should_stop``), a checkpoint of the last state is kept as ``diverged.ckpt``, and
+    ``divergence.json`` records the step, the loss at fault and the last finite metrics. ``self.diverged``
+    tells callers (the sweep) what happened.
+    """
+
+    def __init__(self, monitor: tuple[str, ...] = ("train/loss", "train/g_loss", "train/d_loss"),
+                 save_checkpoint: bool = True):
+        self.monitor = tuple(monitor)
+        self.save_checkpoint = save_checkpoint
+        self.diverged = False
+        self.record: Optional[dict[str, Any]] = None
+        self._last_finite: dict[str, float] = {}
+
+    def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs, batch, batch_idx):
+        if self.diverged:
+            return
+        metrics = {k: v for k, v in trainer.callback_metrics.items() if isinstance(v, torch.Tensor) and v.numel() == 1}
+        bad = [k for k in self.monitor if k in metrics and not math.isfinite(metrics[k].item())]
+        if isinstance(outputs, torch.Tensor) and outputs.numel() == 1 and not torch.isfinite(outputs):
+            bad.append("training_step output")
+        if not bad:
+            self._last_finite = {k: float(v) for k, v in metrics.items() if math.isfinite(float(v))}
+            return
+        self.diverged = True
+        self.record = {
+            "diverged": True,
+            "global_step": trainer.global_step,
+            "epoch": trainer.current_epoch,
+            "batch_idx": batch_idx,
+            "non_finite": bad,
+            "last_finite_metrics": dict(self._last_finite),
+        }
+        log.warning("training diverged at step %d (%s is not finite); stopping this run cleanly",
+                    trainer.global_step, ", ".join(bad))
+        trainer.should_stop = True
+        folder = Path(trainer.log_dir or trainer.default_root_dir)
+        if self.save_checkpoint:
+            path = folder / "checkpoints" / "diverged.ckpt"
+            path.parent.mkdir(parents=True, exist_ok=True)
+            trainer.save_checkpoint(path)
+            self.record["checkpoint"] = str(path)
+        if trainer.is_global_zero:
+            write_json_atomic(folder / "divergence.json", self.record)
+
+
+def write_json_atomic(path: Path, data: dict) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    with os.fdopen(fd, "w", encoding="utf-8") as f:
+        json.dump(data, f, indent=2)
+    os.replace(tmp, path)
