@@ -50,6 +50,8 @@ class Tracking:
         tags: W&B tags (batch size, seed and condition are added by sweeps).
         wandb_mode: ``auto`` (online if an account is configured, else offline), ``online``, ``offline``,
             ``disabled`` (tests).
+        init_timeout: seconds W&B may take to start before the run goes on without it.
+        version: the run folder name under ``name`` (default: the next ``version_<k>``).
     """
 
     def __init__(
@@ -60,19 +62,26 @@ class Tracking:
         job_type: Optional[str] = None,
         tags: Sequence[str] = (),
         wandb_mode: WandbMode = "auto",
+        init_timeout: float = 30.0,
+        version: Optional[str] = None,
     ):
         resolve_wandb_mode(wandb_mode)  # validate early
         self.project, self.name, self.group = project, name, group
         self.job_type, self.tags, self.wandb_mode = job_type, list(tags), wandb_mode
+        self.init_timeout, self.version = init_timeout, version
 
     def loggers(self, save_dir: str, family: str, config: Optional[dict] = None) -> list[Logger]:
-        csv_logger = CSVLogger(save_dir=save_dir, name=self.name or family)
+        csv_logger = CSVLogger(save_dir=save_dir, name=self.name or family, version=self.version)
         loggers: list[Logger] = [csv_logger]
         mode = resolve_wandb_mode(self.wandb_mode)
         if mode == "disabled":
             return loggers
         try:
+            import wandb
             from pytorch_lightning.loggers import WandbLogger
+
+            if wandb.run is not None:  # one W&B run per training run, also when a sweep runs many in-process
+                wandb.finish()
 
             run_dir = Path(csv_logger.log_dir)
             run_dir.mkdir(parents=True, exist_ok=True)
@@ -81,11 +90,12 @@ class Tracking:
                 name=self.name,
                 save_dir=str(run_dir),
                 offline=mode == "offline",
+                mode=mode,
                 group=self.group,
                 job_type=self.job_type or family,
                 tags=self.tags,
                 config=config,
-                settings=_quiet_settings(),
+                settings=_quiet_settings(self.init_timeout),
             )
             _ = wandb_logger.experiment  # start now, so a failure is caught here and not mid-training
             loggers.append(wandb_logger)
@@ -95,8 +105,8 @@ class Tracking:
         return loggers
 
 
-def _quiet_settings():
+def _quiet_settings(init_timeout: float):
     import wandb
 
-    # No network wait in offline mode and no console noise in sweeps of many small runs.
-    return wandb.Settings(silent=True, console="off", init_timeout=30, x_disable_stats=True)
+    # No console noise in sweeps of many small runs; a bounded wait when online W&B is unreachable.
+    return wandb.Settings(silent=True, console="off", init_timeout=init_timeout, x_disable_stats=True)
