@@ -11,7 +11,7 @@ from typing import Literal, Optional, Sequence
 
 import pytorch_lightning as pl
 import torch
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
 from modules.data.batch import Batch, Example, collate, pad_sequences
 from modules.data.errors import DataError, VocabularyMismatchError
@@ -119,11 +119,14 @@ class SequenceDataModule(pl.LightningDataModule):
             )
 
     def _loader(self, split: str, batch_size: int, shuffle: bool, drop_last: bool) -> DataLoader:
-        generator = torch.Generator().manual_seed(self.seed) if shuffle else None
+        dataset = ExampleDataset(self.examples(split))
+        sampler = distributed_sampler(dataset, shuffle=shuffle, seed=self.seed, drop_last=drop_last)
+        generator = torch.Generator().manual_seed(self.seed) if shuffle and sampler is None else None
         return DataLoader(
-            ExampleDataset(self.examples(split)),
+            dataset,
             batch_size=batch_size,
-            shuffle=shuffle,
+            shuffle=shuffle if sampler is None else None,
+            sampler=sampler,
             drop_last=drop_last,
             collate_fn=collate,
             generator=generator,
@@ -167,6 +170,21 @@ class SequenceDataModule(pl.LightningDataModule):
         src = pad_sequences([ex.src for ex in picked])
         labels = torch.tensor([ex.label for ex in picked]) if all(ex.label >= 0 for ex in picked) else None
         return src, src.eq(PAD_ID), labels
+
+
+def distributed_sampler(dataset: Dataset, *, shuffle: bool, seed: int, drop_last: bool):
+    """Under DDP: the training split shuffled with the data seed (not the global seed Lightning would use), and
+    evaluation splits cut into disjoint shards with no sample repeated to even them out (Lightning's default
+    pads shards with repeats, which would count those samples twice in NLL_test). None outside DDP."""
+    import torch.distributed as dist
+
+    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() < 2:
+        return None
+    if shuffle:
+        return DistributedSampler(dataset, shuffle=True, seed=seed, drop_last=drop_last)
+    from pytorch_lightning.overrides.distributed import UnrepeatedDistributedSampler
+
+    return UnrepeatedDistributedSampler(dataset, shuffle=False)
 
 
 def null_condition(batch_size: int) -> tuple[torch.Tensor, torch.Tensor]:

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import csv
 import logging
+import math
 from pathlib import Path
 from typing import Any, Optional
 
@@ -223,16 +224,18 @@ class GeneratorModule(pl.LightningModule):
         dm = self.datamodule
         n = num_samples or self.hparams.num_eval_samples
         temperature = temperature or self.hparams.eval_temperature
-        # Each rank draws its own share of conditions; metric states are gathered, not averaged.
-        world, rank = self.trainer.world_size, self.trainer.global_rank
         src_all, mask_all, _ = dm.conditions(stage, n)
-        src_all, mask_all = src_all[rank::world], mask_all[rank::world]
-        gen = torch.Generator(device=self.device).manual_seed(self.hparams.eval_seed + rank)
         refs = self._references(stage)
         self_bleu, distinct = SelfBLEU(max_n=self.hparams.bleu_max_n), DistinctN()
         rows = []
-        for i in range(0, src_all.size(0), self.hparams.eval_batch_size):
-            src, mask = src_all[i : i + self.hparams.eval_batch_size], mask_all[i : i + self.hparams.eval_batch_size]
+        # Chunk i is always drawn with the noise of seed (eval_seed + i), whichever rank draws it, so the
+        # samples, and every metric of them, are the same under DDP as in one process. Metric states are
+        # gathered across ranks, never averaged per rank.
+        chunk = self.hparams.eval_batch_size
+        world, rank = self.trainer.world_size, self.trainer.global_rank
+        for index in range(rank, math.ceil(n / chunk), world):
+            src, mask = src_all[index * chunk : (index + 1) * chunk], mask_all[index * chunk : (index + 1) * chunk]
+            gen = torch.Generator(device=self.device).manual_seed(self.hparams.eval_seed + index)
             out = self.sample(src, mask, temperature=temperature, generator=gen)
             seqs = self.decode_samples(out.tokens, out.lengths)
             refs.update(seqs)
@@ -273,6 +276,8 @@ class GeneratorModule(pl.LightningModule):
                     logger.log_table(key=f"{stage}/samples", columns=["condition", "sample"], data=rows, step=step)
                 except Exception as err:  # tracking must never take the run down
                     log.warning("could not log the samples table to W&B: %s", err)
+        if not self.loggers:  # logging turned off (e.g. fast_dev_run): write nothing into the working directory
+            return
         folder = Path(self.trainer.log_dir or self.trainer.default_root_dir) / "samples"
         folder.mkdir(parents=True, exist_ok=True)
         path = folder / f"{stage}_step{step:07d}.csv"
