@@ -41,7 +41,8 @@ class DivergenceMonitor(pl.Callback):
         bad = [k for k in self.monitor if k in metrics and not math.isfinite(metrics[k].item())]
         if isinstance(outputs, torch.Tensor) and outputs.numel() == 1 and not torch.isfinite(outputs):
             bad.append("training_step output")
-        if not bad:
+        # Every rank must agree, or one would stop (and save, a collective call) while the others go on.
+        if not trainer.strategy.reduce_boolean_decision(bool(bad), all=False):
             self._last_finite = {k: float(v) for k, v in metrics.items() if math.isfinite(float(v))}
             return
         self.diverged = True
@@ -50,7 +51,7 @@ class DivergenceMonitor(pl.Callback):
             "global_step": trainer.global_step,
             "epoch": trainer.current_epoch,
             "batch_idx": batch_idx,
-            "non_finite": bad,
+            "non_finite": bad or ["loss on another rank"],
             "last_finite_metrics": dict(self._last_finite),
         }
         log.warning("training diverged at step %d (%s is not finite); stopping this run cleanly",

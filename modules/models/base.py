@@ -278,7 +278,9 @@ class GeneratorModule(pl.LightningModule):
                     log.warning("could not log the samples table to W&B: %s", err)
         if not self.loggers:  # logging turned off (e.g. fast_dev_run): write nothing into the working directory
             return
-        folder = Path(self.trainer.log_dir or self.trainer.default_root_dir) / "samples"
+        # The first logger's folder, not trainer.log_dir: that one is a collective call under DDP, and only
+        # rank 0 gets here.
+        folder = Path(getattr(self.loggers[0], "log_dir", None) or self.trainer.default_root_dir) / "samples"
         folder.mkdir(parents=True, exist_ok=True)
         path = folder / f"{stage}_step{step:07d}.csv"
         with path.open("w", newline="", encoding="utf-8") as f:
