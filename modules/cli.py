@@ -6,6 +6,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 from typing import Optional
 
@@ -26,10 +27,14 @@ Checkpoints:
   sample       text from a checkpoint: gvt sample --checkpoint PATH --num-samples N [--temperature T]
                [--top-k K] [--top-p P] [--condition TEXT|LABEL] [--out FILE]
 
-Experiments (experiments/):
-  sweep        gvt sweep batch-size --preset quick|smoke|paper|coco [--out RUN_DIR]
-  ablate       gvt ablate conditioning --preset quick|smoke [--out RUN_DIR]
-  temperature  gvt temperature --checkpoint PATH [...]   quality-diversity curve over temperatures
+Experiments (experiments/; a run folder is resumable: rerun the command to finish it):
+  sweep        gvt sweep batch-size|all [--preset quick|smoke|paper|coco] [--families ...] [--batch-sizes ...]
+               [--seeds ...] [--budget samples|steps] [--budget-value N] [--lr-scaling none|linear|sqrt]
+               [--out RUN_DIR]        (`all`: the batch-size sweep, the conditioning ablation and the report)
+  ablate       gvt ablate conditioning [--preset ...] [--conditions none,label,source] [--strengths ...]
+               [--z-dims ...] [--out RUN_DIR]
+  temperature  gvt temperature --checkpoint PATH | --run-dir RUN_DIR [--temperatures ...]
+               quality-diversity curves over sampling temperatures
   report       gvt report RUN_DIR                       plots (PNG) and a Markdown verdict table
 
 Run `gvt COMMAND --help` for the options of a command.
@@ -50,6 +55,20 @@ def _lightning_cli(args: list[str]) -> None:
             parser.add_class_arguments(Tracking, "tracking")
             # The vocabulary is built by the data module; the model's embedding size follows it.
             parser.link_arguments("data.vocab_size", "model.init_args.vocab_size", apply_on="instantiate")
+            if "weights_only" in parser.get_defaults():  # fit/validate/test/predict with --ckpt_path
+                # Checkpoints are read as tensors and plain containers only: no pickled code runs.
+                parser.set_defaults({"weights_only": True})
+
+        def _parse_ckpt_path(self) -> None:
+            # Lightning reads the checkpoint's hyperparameters here; a missing or truncated file gets a clear
+            # error first, before any run starts.
+            from modules.sample_cli import read_checkpoint
+
+            config = self.config.get(str(self.config.get("subcommand")), self.config)
+            ckpt_path = config.get("ckpt_path") if hasattr(config, "get") else None
+            if ckpt_path and ckpt_path not in ("last", "best", "hpc", "registry"):
+                read_checkpoint(ckpt_path)
+            super()._parse_ckpt_path()
 
         def instantiate_trainer(self, **kwargs):
             config = self._get(self.config_init, "trainer", default={})
@@ -86,6 +105,28 @@ def _has_omegaconf() -> bool:
         return False
 
 
+def check_config_files(args: list[str]) -> None:
+    """A YAML syntax error names its file (jsonargparse would only say "<unicode string>")."""
+    import yaml
+
+    for flag, value in zip(args, args[1:]):
+        if flag in ("--config", "-c", "--model", "--data", "--trainer", "--tracking") and value.endswith((".yaml", ".yml")):
+            if os.path.isfile(value):
+                try:
+                    with open(value, encoding="utf-8") as f:
+                        yaml.safe_load(f)
+                except yaml.YAMLError as err:
+                    raise ValueError(f"config {value} is not valid YAML: {err}") from None
+
+
+def is_user_error(err: BaseException) -> bool:
+    from modules.data.errors import DataError, VocabularyMismatchError
+    from modules.sample_cli import CheckpointError
+
+    return isinstance(err, (DataError, VocabularyMismatchError, CheckpointError, ValueError, FileNotFoundError,
+                            KeyError))
+
+
 def main(argv: Optional[list[str]] = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if not argv or argv[0] in ("-h", "--help", "help"):
@@ -94,6 +135,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     command, rest = argv[0], argv[1:]
     try:
         if command in LIGHTNING_COMMANDS:
+            check_config_files(rest)
             _lightning_cli(argv)
             return 0
         if command == "sample":
@@ -107,6 +149,13 @@ def main(argv: Optional[list[str]] = None) -> int:
     except KeyboardInterrupt:
         print("gvt: interrupted", file=sys.stderr)
         return 130
+    except Exception as err:
+        # Bad input (a data file, a setting, a checkpoint) is reported as one clear line, not a traceback;
+        # GVT_DEBUG=1 shows the traceback.
+        if os.environ.get("GVT_DEBUG") or not is_user_error(err):
+            raise
+        print(f"gvt {command}: error: {err}", file=sys.stderr)
+        return 2
     print(f"gvt: unknown command {command!r}\n\n{HELP}", file=sys.stderr)
     return 2
 

@@ -113,6 +113,10 @@ class GeneratorModule(pl.LightningModule):
         return getattr(self.trainer, "datamodule", None) if self._trainer is not None else None
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
+        # `gvt validate/test --ckpt_path` (LightningCLI) finds the family from this, also for checkpoints of
+        # models built in Python rather than by the CLI.
+        cls = type(self)
+        checkpoint.setdefault("hyper_parameters", {}).setdefault("_class_path", f"{cls.__module__}.{cls.__qualname__}")
         if self.vocab is None:
             return
         checkpoint[CHECKPOINT_KEY] = {
