@@ -1,0 +1,255 @@
+"""How the generator's gradient crosses the discrete tokens: the Gumbel-softmax relaxation (RelGAN) and
+REINFORCE with per-token rewards and a baseline (SeqGAN, ScratchGAN). Pure torch, no Lightning.
+
+Every generator net speaks the step protocol of modules/sampling.py:
+
+    state = net.init_state(src, src_pad_mask, z)
+    logits, state = net.step(prev_tokens, state)   # (B,) -> (B, V)
+
+Sequences handed to the discriminator follow one layout, for real and fake alike: (B, L) with L the
+generation length (max_new_tokens), words, then the end token if the sequence has one within L, then PAD;
+`pad_mask` (B, L) is True after the end token.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable, Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from modules.sampling import (
+    BOS_ID,
+    EOS_ID,
+    PAD_ID,
+    banned_mask,
+    process_logits,
+    sample_from_probs,
+)
+
+# ---------------------------------------------------------------------------------------------------------
+# shared: which ids are allowed at each position
+
+
+def position_banned_mask(vocab_size: int, length: int, min_length: int, banned_ids: Sequence[int],
+                         eos_id: int = EOS_ID, device=None) -> Tensor:
+    """(L, V) bool, True where an id may not be produced at that position: the banned ids everywhere, and
+    the end token before `min_length` words (the sampler's rule, so both estimators match `generate`)."""
+    base = banned_mask(vocab_size, banned_ids, device=device)  # (V,)
+    mask = base.unsqueeze(0).repeat(length, 1)  # (L, V)
+    mask[:min_length, eos_id] = True
+    return mask
+
+
+def after_end_mask(tokens: Tensor, eos_id: int = EOS_ID) -> Tensor:
+    """(B, L) ids -> (B, L) bool, True strictly after the first end token (the end token itself is real)."""
+    is_eos = tokens.eq(eos_id).long()
+    return (is_eos.cumsum(dim=1) - is_eos) > 0
+
+
+def fit_length(tokens: Tensor, length: int, pad_id: int = PAD_ID) -> Tensor:
+    """Right-pad with PAD or cut (B, L') -> (B, length)."""
+    if tokens.size(1) >= length:
+        return tokens[:, :length]
+    return F.pad(tokens, (0, length - tokens.size(1)), value=pad_id)
+
+
+def real_for_discriminator(tgt: Tensor, length: int, pad_id: int = PAD_ID) -> tuple[Tensor, Tensor]:
+    """A batch's tgt (B, T) = BOS words EOS PAD.. -> (ids (B, length), pad_mask (B, length)) in the layout
+    fake sequences have: the BOS dropped, cut or padded to the generation length. On fixed-length data
+    (the oracle, length = L words) this cuts off the end token, which generated rows never have there."""
+    ids = fit_length(tgt[:, 1:], length, pad_id)
+    return ids, ids.eq(pad_id)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Gumbel-softmax (RelGAN)
+
+
+def gumbel_temperature(step: int, max_temperature: float, anneal_steps: int, schedule: str) -> float:
+    """RelGAN's temperature beta at generator update `step`, from 1 to `max_temperature` over `anneal_steps`.
+
+    RelGAN multiplies, softmax(beta * (o + g)): beta is an inverse temperature, and as it grows the relaxed
+    one-hots approach the hard ones (less bias, more gradient variance). Schedules (RelGAN's names):
+    `exp` beta = max^(n / N); `linear` beta = 1 + (max - 1) n / N; `constant` beta = max from the start
+    (RelGAN's "no" schedule). Past N the temperature stays at max.
+    """
+    if max_temperature < 1.0:
+        raise ValueError(f"max_temperature must be >= 1, got {max_temperature}")
+    if schedule == "constant":
+        return float(max_temperature)
+    frac = min(1.0, step / max(1, anneal_steps))
+    if schedule == "exp":
+        return float(max_temperature ** frac)
+    if schedule == "linear":
+        return float(1.0 + (max_temperature - 1.0) * frac)
+    raise ValueError(f"temperature schedule must be 'exp', 'linear' or 'constant', got {schedule!r}")
+
+
+def sample_gumbel(shape, generator: torch.Generator | None = None, device=None, eps: float = 1e-10) -> Tensor:
+    u = torch.rand(shape, generator=generator, device=device)
+    return -torch.log(-torch.log(u + eps) + eps)
+
+
+@dataclass
+class GumbelOutput:
+    onehots: Tensor  # (B, L, V) relaxed one-hots (straight-through: hard values, soft gradients); 0 after the end
+    tokens: Tensor  # (B, L) the hard tokens argmax(o + g), i.e. samples at temperature 1; PAD after the end
+    pad_mask: Tensor  # (B, L) True after the end token
+
+
+def gumbel_unroll(net, src: Tensor, src_pad_mask: Tensor, *, length: int, min_length: int, temperature: float,
+                  banned_ids: Sequence[int], z: Tensor | None = None, straight_through: bool = False,
+                  generator: torch.Generator | None = None, bos_id: int = BOS_ID, eos_id: int = EOS_ID,
+                  pad_id: int = PAD_ID) -> GumbelOutput:
+    """Run the generator for exactly `length` steps with gradients, RelGAN style.
+
+    At each step: o = logits with the banned ids at -inf, g ~ Gumbel(0, 1), the hard token argmax(o + g)
+    (an exact sample of softmax(o)) is fed back as the next input, and softmax(beta * (o + g)) is the
+    relaxed one-hot the discriminator sees. Gradients flow through the relaxed one-hots only: the fed-back
+    token is discrete, as in RelGAN. Rows that have ended produce zero one-hots (padding).
+    """
+    B = src.size(0)
+    state = net.init_state(src, src_pad_mask, z=z)
+    prev = torch.full((B,), bos_id, dtype=torch.long, device=src.device)
+    finished = torch.zeros(B, dtype=torch.bool, device=src.device)
+    banned = None
+    onehots, tokens, pads = [], [], []
+    for t in range(length):
+        logits, state = net.step(prev, state)  # (B, V)
+        if banned is None:
+            banned = position_banned_mask(logits.size(-1), length, min_length, banned_ids, eos_id, logits.device)
+        o = process_logits(logits, banned=banned[t])  # (B, V) float32, banned at -inf
+        perturbed = o + sample_gumbel(o.shape, generator, o.device)  # (B, V)
+        soft = torch.softmax(temperature * perturbed, dim=-1)  # (B, V)
+        hard_tok = perturbed.argmax(dim=-1)  # (B,)
+        if straight_through:
+            hard = F.one_hot(hard_tok, soft.size(-1)).to(soft.dtype)
+            soft = hard + (soft - soft.detach())  # forward: the hard one-hot; backward: the soft gradient
+        soft = soft * (~finished).unsqueeze(-1).to(soft.dtype)  # ended rows are padding
+        tok = hard_tok.masked_fill(finished, pad_id)
+        onehots.append(soft)
+        tokens.append(tok)
+        pads.append(finished.clone())
+        finished = finished | tok.eq(eos_id)
+        prev = tok
+    return GumbelOutput(torch.stack(onehots, dim=1), torch.stack(tokens, dim=1), torch.stack(pads, dim=1))
+
+
+# ---------------------------------------------------------------------------------------------------------
+# REINFORCE (SeqGAN / ScratchGAN)
+
+
+def rewards_from_logits(logits: Tensor) -> Tensor:
+    """Discriminator logits -> rewards 2 * sigmoid(logit) - 1 in (-1, 1) (ScratchGAN): increasing in the
+    logit, 0 where D cannot tell, bounded whatever the loss (a WGAN critic's raw score is not)."""
+    return 2.0 * torch.sigmoid(logits) - 1.0
+
+
+def terminal_rewards(seq_rewards: Tensor, pad_mask: Tensor) -> Tensor:
+    """(B,) one reward per sequence -> (B, L) placed at each row's last real position, 0 elsewhere (what a
+    sequence-level discriminator gives without rollouts; discounting carries it back to earlier tokens)."""
+    last = (~pad_mask).long().sum(dim=1).clamp(min=1) - 1  # (B,)
+    out = torch.zeros(pad_mask.shape, dtype=seq_rewards.dtype, device=seq_rewards.device)
+    return out.scatter(1, last.unsqueeze(1), seq_rewards.unsqueeze(1))
+
+
+def discounted_returns(rewards: Tensor, pad_mask: Tensor, discount: float) -> Tensor:
+    """R_t = r_t + discount * R_{t+1} over real positions; 0 at padding. (B, L) -> (B, L)"""
+    rewards = rewards.masked_fill(pad_mask, 0.0)
+    returns = torch.zeros_like(rewards)
+    running = torch.zeros_like(rewards[:, 0])
+    for t in range(rewards.size(1) - 1, -1, -1):
+        running = rewards[:, t] + discount * running
+        returns[:, t] = running
+    return returns.masked_fill(pad_mask, 0.0)
+
+
+def update_baseline(baseline: Tensor, returns: Tensor, pad_mask: Tensor, decay: float, initialized: bool) -> Tensor:
+    """Moving average per position: b_t <- decay * b_t + (1 - decay) * mean over rows of R_t.
+
+    baseline: (max_len,); positions beyond L, or where every row is padding, keep their value. On the
+    first update (`initialized` False) b takes the batch mean directly, so it does not start biased at 0.
+    Returns the new baseline (the caller copies it into its buffer)."""
+    L = returns.size(1)
+    valid = (~pad_mask).to(returns.dtype)  # (B, L)
+    count = valid.sum(dim=0)  # (L,)
+    mean = (returns * valid).sum(dim=0) / count.clamp(min=1.0)  # (L,)
+    old = baseline[:L]
+    new = mean if not initialized else decay * old + (1.0 - decay) * mean
+    new = torch.where(count > 0, new, old)
+    out = baseline.clone()
+    out[:L] = new
+    return out
+
+
+def policy_log_probs(net, src: Tensor, src_pad_mask: Tensor, tokens: Tensor, pad_mask: Tensor, *,
+                     min_length: int, banned_ids: Sequence[int], z: Tensor | None = None,
+                     bos_id: int = BOS_ID, eos_id: int = EOS_ID) -> Tensor:
+    """Teacher-forced log pi(token_t | prefix) of sampled tokens (B, L) under the sampling policy (the same
+    banned ids and end-token rule as `generate`), with gradients; 0 at padding. -> (B, L)"""
+    B, L = tokens.shape
+    tgt_in = torch.cat([tokens.new_full((B, 1), bos_id), tokens[:, :-1]], dim=1)  # (B, L)
+    logits = net(src, src_pad_mask, tgt_in, z=z)  # (B, L, V)
+    banned = position_banned_mask(logits.size(-1), L, min_length, banned_ids, eos_id, logits.device)
+    logp = F.log_softmax(process_logits(logits, banned=banned), dim=-1)  # (B, L, V)
+    # padding holds PAD, a banned id (-inf): gather a safe id there and zero it afterwards
+    safe = tokens.masked_fill(pad_mask, eos_id)
+    token_logp = logp.gather(-1, safe.unsqueeze(-1)).squeeze(-1)  # (B, L)
+    return token_logp.masked_fill(pad_mask, 0.0)
+
+
+def reinforce_loss(token_log_probs: Tensor, advantages: Tensor, pad_mask: Tensor) -> Tensor:
+    """Policy-gradient surrogate -mean over real tokens of A_t * log pi_t (A carries no gradient)."""
+    valid = (~pad_mask).to(token_log_probs.dtype)
+    return -(advantages.detach() * token_log_probs * valid).sum() / valid.sum().clamp(min=1.0)
+
+
+@torch.no_grad()
+def rollout_values(net, src: Tensor, src_pad_mask: Tensor, tokens: Tensor, *,
+                   score_fn: Callable[[Tensor, Tensor, Tensor, Tensor], Tensor], num_rollouts: int,
+                   min_length: int, banned_ids: Sequence[int], z: Tensor | None = None,
+                   generator: torch.Generator | None = None, bos_id: int = BOS_ID, eos_id: int = EOS_ID,
+                   pad_id: int = PAD_ID) -> Tensor:
+    """SeqGAN's Monte-Carlo action values: Q_t = mean over `num_rollouts` completions of the prefix
+    tokens[:, :t+1] (sampled from the generator) of score_fn(completion); Q at the last position scores the
+    sequence itself. -> (B, L)
+
+    score_fn(ids (N, L), pad_mask (N, L), src (N, S), src_pad_mask (N, S)) -> (N,) rewards.
+    The prefix is decoded once with the step protocol and every completion branches from the saved state
+    (states are never modified in place, so branching needs no copies): about L^2 / 2 steps in all.
+    """
+    B, L = tokens.shape
+    K = num_rollouts
+    rep = lambda x: None if x is None else x.repeat(K, *([1] * (x.dim() - 1)))  # (K * B, ...), row k*B + b
+    src_k, mask_k, z_k, tokens_k = rep(src), rep(src_pad_mask), rep(z), rep(tokens)
+    N = K * B
+    # teacher-force the sampled sequence once, keeping the state and next-token logits after each prefix
+    state = net.init_state(src_k, mask_k, z=z_k)
+    _, state = net.step(torch.full((N,), bos_id, dtype=torch.long, device=tokens.device), state)
+    after = []  # after[t] = (logits for position t+1, state) once tokens 0..t are fed
+    for t in range(L - 1):
+        logits, state = net.step(tokens_k[:, t], state)
+        after.append((logits, state))
+    V = after[0][0].size(-1) if after else 0
+    banned = position_banned_mask(V, L, min_length, banned_ids, eos_id, tokens.device) if after else None
+    values = torch.zeros(B, L, device=tokens.device)
+    for t in range(L - 1):
+        logits, state = after[t]
+        seq = tokens_k.clone()
+        finished = tokens_k[:, : t + 1].eq(eos_id).any(dim=1)  # (N,) prefixes that already ended
+        for i in range(t + 1, L):
+            probs = torch.softmax(process_logits(logits, banned=banned[i]), dim=-1)
+            tok = sample_from_probs(probs, generator).masked_fill(finished, pad_id)  # (N,)
+            seq[:, i] = tok
+            finished = finished | tok.eq(eos_id)
+            if i + 1 < L:
+                logits, state = net.step(tok, state)
+        pad_mask = after_end_mask(seq, eos_id) | seq.eq(pad_id)
+        values[:, t] = score_fn(seq, pad_mask, src_k, mask_k).view(K, B).mean(dim=0)
+    pad_mask = after_end_mask(tokens, eos_id) | tokens.eq(pad_id)
+    values[:, L - 1] = score_fn(tokens, pad_mask, src, src_pad_mask)
+    return values.masked_fill(pad_mask, 0.0)
+

@@ -1,0 +1,83 @@
+"""GAN losses on discriminator logits: standard (non-saturating), relativistic (RSGAN), hinge, WGAN-GP.
+
+Pure torch, no Lightning. `d_real` and `d_fake` are (B,) logits of the discriminator (higher = more real);
+each function returns a scalar to minimise.
+
+    loss        discriminator                                   generator
+    standard    -log s(d_r) - log(1 - s(d_f))                   -log s(d_f)            (non-saturating)
+    rsgan       -log s(d_r - d_f)                                -log s(d_f - d_r)      (pairs row i with row i)
+    hinge       relu(1 - d_r) + relu(1 + d_f)                    -d_f
+    wgan-gp     d_f - d_r  (+ gp_weight * penalty, added by the caller)    -d_f
+
+(s = sigmoid; -log s(x) = softplus(-x), computed that way for stability.)
+"""
+
+from __future__ import annotations
+
+from typing import Callable, Literal
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+LossKind = Literal["standard", "rsgan", "hinge", "wgan-gp"]
+LOSS_KINDS = ("standard", "rsgan", "hinge", "wgan-gp")
+
+
+def _check(kind: str) -> None:
+    if kind not in LOSS_KINDS:
+        raise ValueError(f"loss must be one of {LOSS_KINDS}, got {kind!r}")
+
+
+def discriminator_loss(kind: str, d_real: Tensor, d_fake: Tensor) -> Tensor:
+    """The discriminator's loss (WGAN-GP without its penalty; see `gradient_penalty`)."""
+    _check(kind)
+    if kind == "standard":
+        return F.softplus(-d_real).mean() + F.softplus(d_fake).mean()
+    if kind == "rsgan":
+        return F.softplus(-(d_real - d_fake)).mean()
+    if kind == "hinge":
+        return F.relu(1.0 - d_real).mean() + F.relu(1.0 + d_fake).mean()
+    return d_fake.mean() - d_real.mean()
+
+
+def generator_loss(kind: str, d_real: Tensor | None, d_fake: Tensor) -> Tensor:
+    """The generator's loss. Only RSGAN needs `d_real` (the real logits, with no gradient to D)."""
+    _check(kind)
+    if kind == "standard":
+        return F.softplus(-d_fake).mean()
+    if kind == "rsgan":
+        if d_real is None:
+            raise ValueError("the relativistic loss needs the real logits for the generator too")
+        return F.softplus(-(d_fake - d_real)).mean()
+    return -d_fake.mean()  # hinge and WGAN share the generator loss
+
+
+def gradient_penalty(score_fn: Callable[[Tensor], Tensor], real: Tensor, fake: Tensor,
+                     generator: torch.Generator | None = None) -> Tensor:
+    """WGAN-GP (Gulrajani et al. 2017): E[(||grad_x D(x)||_2 - 1)^2] at x = a * real + (1 - a) * fake.
+
+    real, fake: (B, ...) discriminator inputs in a continuous space — here the input embeddings (B, L, E),
+    since tokens themselves cannot be interpolated; score_fn maps such inputs to (B,) logits.
+    One a ~ U(0, 1) per row. The graph is kept (create_graph) so the penalty trains D.
+    """
+    a = torch.rand(real.size(0), *([1] * (real.dim() - 1)), generator=generator, device=real.device,
+                   dtype=real.dtype)
+    x = (a * real.detach() + (1.0 - a) * fake.detach()).requires_grad_(True)
+    scores = score_fn(x)  # (B,)
+    (grad,) = torch.autograd.grad(scores.sum(), x, create_graph=True)
+    norms = grad.flatten(1).norm(2, dim=1)  # (B,)
+    return ((norms - 1.0) ** 2).mean()
+
+
+@torch.no_grad()
+def discriminator_accuracy(kind: str, d_real: Tensor, d_fake: Tensor) -> tuple[Tensor, Tensor]:
+    """(fraction of real rows judged real, fraction of fake rows judged fake).
+
+    The standard and hinge losses put the decision boundary at logit 0. The relativistic loss and a WGAN
+    critic are blind to a constant shift of every logit, so there a row is judged against the other
+    population's mean: real if d_r > mean(d_f), fake if d_f < mean(d_r)."""
+    _check(kind)
+    if kind in ("standard", "hinge"):
+        return (d_real > 0).float().mean(), (d_fake < 0).float().mean()
+    return (d_real > d_fake.mean()).float().mean(), (d_fake < d_real.mean()).float().mean()
