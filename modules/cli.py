@@ -66,12 +66,23 @@ def _lightning_cli(args: list[str]) -> None:
 
             config = self.config.get(str(self.config.get("subcommand")), self.config)
             ckpt_path = config.get("ckpt_path") if hasattr(config, "get") else None
-            if ckpt_path and ckpt_path not in ("last", "best", "hpc", "registry"):
+            if ckpt_path == "last":
+                # Lightning would look for last.ckpt in the new run's (empty) folder and silently start over.
+                ckpt_path = find_last_checkpoint(config.trainer.default_root_dir or "runs", config.tracking.name)
+                config.ckpt_path = ckpt_path
+            if ckpt_path and ckpt_path not in ("best", "hpc", "registry"):
                 read_checkpoint(ckpt_path)
             super()._parse_ckpt_path()
 
         def instantiate_trainer(self, **kwargs):
             config = self._get(self.config_init, "trainer", default={})
+            callbacks = config.get("callbacks") or []
+            callbacks = callbacks if isinstance(callbacks, list) else [callbacks]
+            if config.get("enable_checkpointing", True) is not False and not any(
+                isinstance(cb, ModelCheckpoint) for cb in callbacks
+            ):
+                # last.ckpt always exists, so `--ckpt_path last` resumes and `gvt sample` has a stable path.
+                kwargs["callbacks"] = [*callbacks, ModelCheckpoint(save_last=True)]
             if config.get("logger") is None:  # not set in the config: CSV always, W&B beside it
                 tracking: Tracking = self._get(self.config_init, "tracking")
                 kwargs["logger"] = tracking.loggers(
@@ -88,8 +99,7 @@ def _lightning_cli(args: list[str]) -> None:
         subclass_mode_data=True,
         auto_configure_optimizers=False,
         seed_everything_default=0,
-        # last.ckpt always exists, so `--ckpt_path last` resumes and `gvt sample` has a stable path.
-        trainer_defaults={"default_root_dir": "runs", "callbacks": [ModelCheckpoint(save_last=True), DivergenceMonitor()]},
+        trainer_defaults={"default_root_dir": "runs", "callbacks": [DivergenceMonitor()]},
         save_config_kwargs={"overwrite": True},
         parser_kwargs={"parser_mode": "omegaconf"} if _has_omegaconf() else {},
         args=args,
@@ -103,6 +113,17 @@ def _has_omegaconf() -> bool:
         return True
     except ImportError:
         return False
+
+
+def find_last_checkpoint(root: str, name: Optional[str]) -> str:
+    """The newest ``<root>/<name>/version_*/checkpoints/last.ckpt`` (any run name when ``name`` is None)."""
+    from pathlib import Path
+
+    pattern = f"{name or '*'}/version_*/checkpoints/last.ckpt"
+    found = sorted(Path(root).glob(pattern), key=lambda p: p.stat().st_mtime)
+    if not found:
+        raise FileNotFoundError(f"--ckpt_path last: no {pattern} under {root}; nothing to resume")
+    return str(found[-1])
 
 
 def check_config_files(args: list[str]) -> None:

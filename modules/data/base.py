@@ -7,11 +7,11 @@ same batches in the same order for the same seed.
 
 from __future__ import annotations
 
-from typing import Literal, Optional, Sequence
+from typing import Callable, Literal, Optional, Sequence
 
 import pytorch_lightning as pl
 import torch
-from torch.utils.data import DataLoader, Dataset, DistributedSampler
+from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler
 
 from modules.data.batch import Batch, Example, collate, pad_sequences
 from modules.data.errors import DataError, VocabularyMismatchError
@@ -121,21 +121,43 @@ class SequenceDataModule(pl.LightningDataModule):
     def _loader(self, split: str, batch_size: int, shuffle: bool, drop_last: bool) -> DataLoader:
         dataset = ExampleDataset(self.examples(split))
         sampler = distributed_sampler(dataset, shuffle=shuffle, seed=self.seed, drop_last=drop_last)
-        generator = torch.Generator().manual_seed(self.seed) if shuffle and sampler is None else None
+        if sampler is None:
+            sampler = EpochSampler(len(dataset), seed=self.seed, shuffle=shuffle)
         return DataLoader(
             dataset,
             batch_size=batch_size,
-            shuffle=shuffle if sampler is None else None,
             sampler=sampler,
             drop_last=drop_last,
             collate_fn=collate,
-            generator=generator,
+            # Its own generator: creating a loader iterator then never draws from the global RNG, so an extra
+            # validation pass (e.g. the sanity check of a resumed run) does not shift the training noise.
+            generator=torch.Generator().manual_seed(self.seed),
             num_workers=self.num_workers,
             persistent_workers=self.num_workers > 0,
         )
 
     def train_dataloader(self) -> DataLoader:
-        return self._loader("train", self.batch_size, shuffle=True, drop_last=self.drop_last)
+        loader = self._loader("train", self.batch_size, shuffle=True, drop_last=self.drop_last)
+        if isinstance(loader.sampler, EpochSampler):
+            loader.sampler.resume_offset = lambda: self._resume_offset(len(loader))
+        return loader
+
+    def _resume_offset(self, batches_in_loader: int) -> int:
+        """Examples to skip when a run resumed from a mid-epoch checkpoint starts iterating, so it continues with
+        the very batch it would have seen next. Asked when iteration starts (the loader may be built before
+        the checkpoint is restored, e.g. to count the steps of a schedule)."""
+        trainer = getattr(self, "trainer", None)
+        if trainer is None or not trainer.fit_loop.restarting:
+            return 0
+        # training steps of this epoch that ran before the checkpoint was written
+        done = trainer.fit_loop.epoch_loop.batch_progress.current.processed
+        per_epoch = batches_in_loader
+        limit = trainer.limit_train_batches
+        if isinstance(limit, int):
+            per_epoch = min(per_epoch, limit)
+        elif limit is not None and limit < 1.0:
+            per_epoch = int(per_epoch * limit)
+        return done * self.batch_size if 0 < done < per_epoch else 0  # at an epoch boundary: from the start
 
     def val_dataloader(self) -> DataLoader:
         return self._loader("val", self.eval_batch_size, shuffle=False, drop_last=False)
@@ -170,6 +192,31 @@ class SequenceDataModule(pl.LightningDataModule):
         src = pad_sequences([ex.src for ex in picked])
         labels = torch.tensor([ex.label for ex in picked]) if all(ex.label >= 0 for ex in picked) else None
         return src, src.eq(PAD_ID), labels
+
+
+class EpochSampler(Sampler[int]):
+    """Shuffles with (seed, epoch) rather than a running generator, so the order of any epoch can be rebuilt,
+    and can skip the first examples of its next pass (a run resumed mid-epoch). Lightning calls set_epoch."""
+
+    def __init__(self, num_examples: int, seed: int, shuffle: bool = True):
+        self.num_examples, self.seed, self.shuffle = num_examples, seed, shuffle
+        self.epoch = 0
+        self.resume_offset: Optional[Callable[[], int]] = None  # examples to skip at the start of a pass
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __iter__(self):
+        if self.shuffle:
+            gen = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
+            order = torch.randperm(self.num_examples, generator=gen).tolist()
+        else:
+            order = list(range(self.num_examples))
+        skip = self.resume_offset() if self.resume_offset is not None else 0
+        return iter(order[skip:])
+
+    def __len__(self) -> int:
+        return self.num_examples
 
 
 def distributed_sampler(dataset: Dataset, *, shuffle: bool, seed: int, drop_last: bool):

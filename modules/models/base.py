@@ -17,6 +17,7 @@ from __future__ import annotations
 import csv
 import logging
 import math
+import random
 from pathlib import Path
 from typing import Any, Optional
 
@@ -32,6 +33,11 @@ from modules.sampling import generate
 
 log = logging.getLogger(__name__)
 CHECKPOINT_KEY = "gan_vs_transformer"
+
+
+def _as_tuple(value):
+    """random.setstate needs tuples; a checkpoint round trip may give lists."""
+    return tuple(_as_tuple(v) for v in value) if isinstance(value, (list, tuple)) else value
 
 
 def token_log_probs(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
@@ -117,6 +123,9 @@ class GeneratorModule(pl.LightningModule):
         # models built in Python rather than by the CLI.
         cls = type(self)
         checkpoint.setdefault("hyper_parameters", {}).setdefault("_class_path", f"{cls.__module__}.{cls.__qualname__}")
+        # The training RNG (dropout, Gumbel noise, z, REINFORCE samples), so a resumed run draws what an
+        # uninterrupted one would have drawn. Tensors and tuples only: loadable with weights_only=True.
+        checkpoint["rng_states"] = {"torch": torch.get_rng_state(), "python": random.getstate()}
         if self.vocab is None:
             return
         checkpoint[CHECKPOINT_KEY] = {
@@ -127,6 +136,10 @@ class GeneratorModule(pl.LightningModule):
         }
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
+        rng = checkpoint.get("rng_states")
+        if rng is not None and self._trainer is not None and self.trainer.state.fn == "fit":
+            torch.set_rng_state(rng["torch"])
+            random.setstate(_as_tuple(rng["python"]))
         info = checkpoint.get(CHECKPOINT_KEY)
         if info is None:
             return
@@ -187,24 +200,28 @@ class GeneratorModule(pl.LightningModule):
         return self.tokenizer.detokenize(self.vocab.decode(ids))
 
     # ---- validation / test: NLL_test per batch, sample metrics at epoch end --------------------------------
-    def score_batch(self, batch: Batch) -> tuple[torch.Tensor, torch.Tensor]:
+    def score_batch(self, batch: Batch, batch_idx: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
         """(B,) log p(tgt | src) summed over scored tokens, (B,) number of scored tokens."""
-        logits = self.generator(batch.src, batch.src_pad_mask, batch.tgt_in, z=self.latent(len(batch)))
+        # A latent z (GAN with z_dim > 0) is drawn from its own seeded generator: evaluation is repeatable and
+        # never advances the training RNG, so a resumed run trains exactly like an uninterrupted one.
+        gen = torch.Generator(device=self.device).manual_seed(self.hparams.eval_seed + batch_idx)
+        z = self.latent(len(batch), gen)
+        logits = self.generator(batch.src, batch.src_pad_mask, batch.tgt_in, z=z)
         token_lp = token_log_probs(logits, batch.tgt_out)  # (B, T-1)
         scored = ~batch.tgt_pad_mask[:, 1:]
         if self._data_info.get("fixed_length"):
             scored = scored & batch.tgt_out.ne(EOS_ID)  # the oracle benchmark scores the L words only
         return token_lp.masked_fill(~scored, 0.0).sum(dim=1), scored.sum(dim=1)
 
-    def _eval_step(self, batch: Batch, stage: str) -> None:
-        log_probs, counts = self.score_batch(batch)
+    def _eval_step(self, batch: Batch, batch_idx: int, stage: str) -> None:
+        log_probs, counts = self.score_batch(batch, batch_idx)
         self.nll_test[stage].update(log_probs, counts)
 
     def validation_step(self, batch: Batch, batch_idx: int) -> None:
-        self._eval_step(batch, "val")
+        self._eval_step(batch, batch_idx, "val")
 
     def test_step(self, batch: Batch, batch_idx: int) -> None:
-        self._eval_step(batch, "test")
+        self._eval_step(batch, batch_idx, "test")
 
     def on_validation_epoch_end(self) -> None:
         self._eval_epoch_end("val")
