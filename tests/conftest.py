@@ -2,6 +2,7 @@ import os
 from pathlib import Path
 
 import pytest
+import torch
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 SHARED_DATA = PROJECT_ROOT / ".." / "shared" / "data"
@@ -9,6 +10,9 @@ SHARED_DATA = PROJECT_ROOT / ".." / "shared" / "data"
 # Oracle caches and W&B files of the test session go to a temporary folder, never into the data folders.
 os.environ.setdefault("WANDB_MODE", "disabled")
 os.environ.setdefault("WANDB_SILENT", "true")
+# The test models are tiny: one thread each is faster than two contending ones, also in the `gvt` subprocesses.
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+torch.set_num_threads(1)
 
 
 @pytest.fixture(scope="session", autouse=True)
