@@ -12,7 +12,7 @@ This file must not import Lightning.
 import torch
 from torch import Tensor, nn
 
-from modules.nets.transformer import sequence_log_prob
+from modules.nets.transformer import check_latent, sequence_log_prob
 
 
 class LSTMGenerator(nn.Module):
@@ -43,14 +43,7 @@ class LSTMGenerator(nn.Module):
         return sum(p.numel() for p in self.parameters())
 
     def _check_z(self, z: Tensor | None, batch_size: int):
-        if self.z_dim == 0:
-            if z is not None:
-                raise ValueError("this net has z_dim=0 and takes no z")
-            return
-        if z is None:
-            raise ValueError(f"this net has z_dim={self.z_dim}: pass z of shape (B, {self.z_dim})")
-        if z.shape != (batch_size, self.z_dim):
-            raise ValueError(f"z must have shape ({batch_size}, {self.z_dim}), got {tuple(z.shape)}")
+        check_latent(z, self.z_dim, batch_size)
 
     def init_state(self, src: Tensor, src_pad_mask: Tensor, z: Tensor | None = None) -> tuple[Tensor, Tensor]:
         """-> (h, c), each (num_layers, B, hidden_dim)."""

@@ -67,6 +67,19 @@ def sequence_log_prob(logits: Tensor, tgt: Tensor, tgt_pad_mask: Tensor) -> Tens
     return token_logp.sum(dim=1)
 
 
+def check_latent(z: Tensor | None, z_dim: int, batch_size: int) -> None:
+    """A net with z_dim > 0 needs z of shape (B, z_dim); a net with z_dim = 0 takes none."""
+    if z_dim == 0:
+        if z is not None:
+            raise ValueError("this net has z_dim=0 and takes no z")
+        return
+    # no silent default: a zero z would quietly bias the conditioning ablation (Q3)
+    if z is None:
+        raise ValueError(f"this net has z_dim={z_dim}: pass z of shape (B, {z_dim})")
+    if z.shape != (batch_size, z_dim):
+        raise ValueError(f"z must have shape ({batch_size}, {z_dim}), got {tuple(z.shape)}")
+
+
 def num_target_tokens(tgt_pad_mask: Tensor) -> Tensor:
     """How many tokens `sequence_log_prob` sums over per row (EOS counts, BOS does not). -> (B,)"""
     return (~tgt_pad_mask[:, 1:]).sum(dim=1)
@@ -263,15 +276,7 @@ class EncoderDecoderTransformer(nn.Module):
         return self.drop(x)
 
     def _check_z(self, z: Tensor | None, batch_size: int):
-        if self.z_dim == 0:
-            if z is not None:
-                raise ValueError("this net has z_dim=0 and takes no z")
-            return
-        # no silent default: a zero z would quietly bias the conditioning ablation (Q3)
-        if z is None:
-            raise ValueError(f"this net has z_dim={self.z_dim}: pass z of shape (B, {self.z_dim})")
-        if z.shape != (batch_size, self.z_dim):
-            raise ValueError(f"z must have shape ({batch_size}, {self.z_dim}), got {tuple(z.shape)}")
+        check_latent(z, self.z_dim, batch_size)
 
     # ---- encoder
 
