@@ -18,6 +18,7 @@ import torch
 from torch import Tensor
 
 from modules.data.vocab import BOS_ID, EOS_ID, NULL_ID, PAD_ID, UNK_ID
+from modules.nets.categorical import sample_from_probs  # noqa: F401  (public here too)
 
 DEFAULT_BANNED_IDS = (PAD_ID, BOS_ID, UNK_ID, NULL_ID)
 
@@ -74,21 +75,6 @@ def process_logits(logits: Tensor, *, temperature: float = 1.0, top_k: int | Non
         drop = drop_sorted.scatter(-1, sorted_idx, drop_sorted)  # back to vocabulary order
         logits = logits.masked_fill(drop, float("-inf"))
     return logits
-
-
-def sample_from_probs(probs: Tensor, generator: torch.Generator | None = None) -> Tensor:
-    """One draw per row of probs (B, V) by inversion of the cumulative distribution. -> (B,)
-
-    Why not torch.multinomial: it spends one random number per vocabulary entry, which at V = 5,005
-    makes it ~20x slower than this (one uniform per row); sampling would dominate decoding time.
-    Same generator seed, same draws. Ids of probability 0 (banned or truncated) are never drawn."""
-    cdf = probs.cumsum(dim=-1)  # (B, V)
-    total = cdf[:, -1:]  # (B, 1), 1 up to rounding
-    u = torch.rand(total.shape, generator=generator, device=probs.device, dtype=probs.dtype) * total
-    # keep u strictly below the total so that some id always has cdf > u
-    u = torch.minimum(u, torch.nextafter(total, torch.zeros_like(total)))
-    # the first id whose cdf exceeds u; a zero-probability id never does (its cdf equals its predecessor's)
-    return torch.searchsorted(cdf, u, right=True).squeeze(1)
 
 
 def generate(net, src: Tensor, src_pad_mask: Tensor, *, max_new_tokens: int, min_new_tokens: int = 0,

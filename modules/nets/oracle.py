@@ -21,7 +21,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from modules.sampling import sample_from_probs
+from modules.nets.categorical import sample_from_probs
 
 
 @dataclass(frozen=True)
