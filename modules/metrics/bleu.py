@@ -321,6 +321,9 @@ class TokenSequenceMetric(Metric):
         """Add a batch of samples, each a list (or 1-D tensor) of token ids without BOS/EOS/PAD."""
         tokens, lengths = flatten_sequences(sequences)
         if len(lengths) == 0:
+            # A typed empty entry: a DDP rank that drew no samples must still gather int64, not float, tensors.
+            self.tokens.append(torch.zeros(0, dtype=torch.long, device=self.device))
+            self.lengths.append(torch.zeros(0, dtype=torch.long, device=self.device))
             return
         self.tokens.append(torch.from_numpy(tokens).to(self.device))
         self.lengths.append(torch.from_numpy(lengths).to(self.device))

@@ -248,6 +248,8 @@ class GeneratorModule(pl.LightningModule):
         src_all, mask_all, _ = dm.conditions(stage, n)
         refs = self._references(stage)
         self_bleu, distinct = SelfBLEU(max_n=self.hparams.bleu_max_n), DistinctN()
+        for metric in (refs, self_bleu, distinct):
+            metric.update([])  # typed, empty: a rank that draws no chunk below still takes part in the gather
         rows = []
         # Chunk i is always drawn with the noise of seed (eval_seed + i), whichever rank draws it, so the
         # samples, and every metric of them, are the same under DDP as in one process. Metric states are
