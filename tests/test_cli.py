@@ -30,10 +30,15 @@ def test_unknown_command_fails_with_help():
 
 
 @pytest.mark.parametrize("config", CONFIGS, ids=lambda p: p.name)
-def test_print_config_works_for_every_experiment_yaml(config):
-    out = gvt("fit", "--config", str(config), "--print_config")
-    assert out.returncode == 0, out.stderr[-2000:]
-    assert "class_path" in out.stdout
+def test_print_config_works_for_every_experiment_yaml(config, capsys, monkeypatch):
+    from modules.cli import main
+
+    monkeypatch.chdir(ROOT)
+    with pytest.raises(SystemExit) as exc:  # LightningCLI exits after printing
+        main(["fit", "--config", str(config), "--print_config"])
+    assert exc.value.code in (0, None)
+    printed = capsys.readouterr().out
+    assert "class_path: modules.models." in printed and "class_path: modules.data." in printed
 
 
 def test_bad_config_value_names_the_setting(tmp_path):
@@ -86,19 +91,6 @@ def test_sample_is_reproducible_with_a_seed(fitted_run):
     a = gvt("sample", "--checkpoint", str(ckpt), "--num-samples", "3", "--seed", "7")
     b = gvt("sample", "--checkpoint", str(ckpt), "--num-samples", "3", "--seed", "7")
     assert a.returncode == 0 and a.stdout == b.stdout
-
-
-@pytest.mark.parametrize("args, match", [
-    (["--temperature", "0"], "temperature"),
-    (["--top-p", "1.5"], "top_p"),
-    (["--top-k", "0"], "top_k"),
-    (["--num-samples", "0"], "num-samples"),
-    (["--condition", "pos"], "unconditional"),
-])
-def test_sample_bad_arguments(fitted_run, args, match):
-    ckpt = next(fitted_run.glob("transformer_oracle_small/version_*/checkpoints/*.ckpt"))
-    out = gvt("sample", "--checkpoint", str(ckpt), *args)
-    assert out.returncode == 2 and match in out.stderr
 
 
 def test_sample_refuses_truncated_and_missing_checkpoints(fitted_run, tmp_path):
