@@ -1,0 +1,138 @@
+"""Runs a list of run specs into a run folder: resumable, one progress bar, optionally several worker processes.
+
+Resuming is by key: a spec whose key is already in the results table is skipped, so running the same command
+again finishes what a killed invocation left and redoes nothing. A run that raises is logged to
+``errors.jsonl`` (not to the table) and retried next time; the others go on.
+
+``workers > 1`` trains that many runs at once in spawned processes with one thread each (a tiny model at a
+small batch size is bound by Python overhead, not arithmetic, so two single-threaded runs on two cores take
+about half the time of one run using both). Each worker writes its own rows (the table's lock makes that safe)
+and dies with its parent, so a killed sweep leaves no orphan still writing.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+import traceback
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from experiments.results import ResultsTable
+
+
+@dataclass
+class Outcome:
+    finished: list[str] = field(default_factory=list)
+    skipped: list[str] = field(default_factory=list)
+    failed: list[str] = field(default_factory=list)
+    wall_s: float = 0.0
+
+
+def estimated_cost(spec: dict) -> float:
+    """Relative cost of a run, for the progress bar's ETA: per-update overhead dominates at small batches,
+    arithmetic at large ones; a GAN update costs about three MLE updates; evaluation adds a constant."""
+    adversarial = spec["family"].startswith("gan")
+    per_update = (1.0 + spec["batch_size"] / 64) * (3.5 if adversarial else 1.0)
+    extra = 40.0 + 60.0 * bool(spec.get("measure", {}).get("temperatures")) + 40.0 * bool(spec.get("measure", {}).get("noise"))
+    extra += 60.0 * bool(spec.get("measure", {}).get("probes"))
+    return spec["budget"]["updates"] * per_update + extra
+
+
+def _summary(row: dict) -> str:
+    f = row.get("final", {})
+    parts = [f"{row['key'].rsplit('__', 1)[0]}"]
+    for name, key in (("NLL_oracle", "nll_oracle_per_token"), ("NLL_test", "nll_test_per_token")):
+        if key in f:
+            parts.append(f"{name} {f[key]:.3f}")
+    if "probes" in row and row["probes"].get("mi_fraction") == row["probes"].get("mi_fraction"):
+        parts.append(f"MI {row['probes']['mi_model']:.3f}/{row['probes']['mi_oracle']:.3f}")
+    flags = [w for w in ("diverged", "collapsed") if row.get(w)]
+    parts.append(f"{row['wall_time_s']:.1f}s" + (f" [{', '.join(flags)}]" if flags else ""))
+    return "  ".join(parts)
+
+
+def run_and_record(spec: dict, run_dir: str) -> tuple[str, bool, str]:
+    """Train one spec and add its row; returns (key, ok, one-line summary or error)."""
+    from experiments.runner import run_one
+
+    table = ResultsTable(run_dir)
+    try:
+        row = run_one(spec, run_dir)
+    except Exception as err:  # a crash of one run is recorded; the sweep goes on
+        table.add_error(spec["key"], "".join(traceback.format_exception(err))[-4000:])
+        return spec["key"], False, f"{type(err).__name__}: {err}"
+    table.add(row)
+    return spec["key"], True, _summary(row)
+
+
+def _init_worker() -> None:
+    # Die with the parent: a SIGKILLed sweep must not leave workers that keep training and writing rows.
+    if sys.platform.startswith("linux"):
+        import ctypes
+        import signal
+
+        PR_SET_PDEATHSIG = 1
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+
+
+def execute(specs: list[dict], run_dir: str | Path, *, workers: int = 1, desc: str = "sweep",
+            echo=print) -> Outcome:
+    from tqdm.auto import tqdm
+
+    run_dir = Path(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    done = ResultsTable(run_dir).keys()
+    outcome = Outcome()
+    pending, seen = [], set(done)
+    for spec in specs:
+        if spec["key"] not in seen:
+            seen.add(spec["key"])
+            pending.append(spec)
+    outcome.skipped = [s["key"] for s in specs if s["key"] in done]
+    if outcome.skipped:
+        echo(f"{desc}: {len(outcome.skipped)} of {len(specs)} runs already in {run_dir / 'results.jsonl'}; "
+             f"running the other {len(pending)}")
+    if not pending:
+        return outcome
+    total = sum(estimated_cost(s) for s in pending)
+    start = time.perf_counter()
+    bar = tqdm(total=round(total), desc=desc, unit="u", dynamic_ncols=True, file=sys.stderr,
+               bar_format="{desc}: {percentage:3.0f}%|{bar}| {postfix} [{elapsed}<{remaining}]")
+    bar.set_postfix_str(f"runs 0/{len(pending)}")
+
+    def record(spec, ok, message):
+        (outcome.finished if ok else outcome.failed).append(spec["key"])
+        bar.update(round(estimated_cost(spec)))
+        bar.set_postfix_str(f"runs {len(outcome.finished) + len(outcome.failed)}/{len(pending)}"
+                            + (f", {len(outcome.failed)} failed" if outcome.failed else ""))
+        bar.write(("  " if ok else "  FAILED ") + message, file=sys.stderr)
+
+    try:
+        if workers <= 1:
+            for spec in pending:
+                key, ok, message = run_and_record(spec, str(run_dir))
+                record(spec, ok, message)
+        else:
+            import multiprocessing
+            from concurrent.futures import ProcessPoolExecutor, as_completed
+
+            for spec in pending:  # parallel runs share the cores: one thread each unless the preset says otherwise
+                spec["threads"] = spec.get("threads") or 1
+            ctx = multiprocessing.get_context("spawn")
+            with ProcessPoolExecutor(max_workers=workers, mp_context=ctx, initializer=_init_worker) as pool:
+                futures = {pool.submit(run_and_record, spec, str(run_dir)): spec for spec in pending}
+                for fut in as_completed(futures):
+                    spec = futures[fut]
+                    try:
+                        _, ok, message = fut.result()
+                    except Exception as err:  # the worker process itself died
+                        ok, message = False, f"worker died: {err}"
+                        ResultsTable(run_dir).add_error(spec["key"], message)
+                    record(spec, ok, message)
+    finally:
+        bar.close()
+    outcome.wall_s = time.perf_counter() - start
+    return outcome

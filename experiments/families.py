@@ -1,0 +1,113 @@
+"""Model families an experiment can train: ``name -> (LightningModule class path, default init kwargs)``.
+
+A family is a class plus the arguments that make it that family, so ``gan-gumbel`` and ``gan-reinforce`` are one
+class (``modules.models.TextGAN``) with a different ``estimator``. Register your own with ``register_family``;
+every experiment accepts it by name (``--families transformer,my-family``).
+
+Budgets are counted in generator updates. The MLE family's updates are its optimizer steps; a GAN's are read
+from its ``g_updates`` counter, because Lightning's ``global_step`` counts the discriminator's steps as well.
+"""
+
+from __future__ import annotations
+
+import importlib
+import inspect
+from dataclasses import dataclass, field
+from typing import Any
+
+
+@dataclass(frozen=True)
+class Family:
+    name: str
+    class_path: str
+    defaults: dict = field(default_factory=dict)
+    adversarial: bool = False
+    # Learning-rate arguments that batch-size scaling multiplies (the MLE family has one, a GAN two).
+    lr_args: tuple[str, ...] = ("lr",)
+
+    def load_class(self):
+        module_name, _, class_name = self.class_path.rpartition(".")
+        try:
+            module = importlib.import_module(module_name)
+            return getattr(module, class_name)
+        except (ImportError, AttributeError) as err:
+            raise FamilyUnavailable(
+                f"family {self.name!r} needs {self.class_path}, which cannot be imported ({err})"
+            ) from err
+
+    def available(self) -> bool:
+        try:
+            self.load_class()
+            return True
+        except FamilyUnavailable:
+            return False
+
+    def accepted_args(self) -> set[str]:
+        return set(inspect.signature(self.load_class().__init__).parameters) - {"self"}
+
+    def init_kwargs(self, overrides: dict) -> dict:
+        """The family's defaults under ``overrides``; arguments the class does not take are an error, not
+        silently dropped (a misspelled setting would otherwise leave a sweep quietly running the default)."""
+        kwargs = {**self.defaults, **overrides}
+        unknown = sorted(set(kwargs) - self.accepted_args())
+        if unknown:
+            raise ValueError(f"family {self.name!r} ({self.class_path}) takes no argument(s) {unknown}")
+        return kwargs
+
+
+class FamilyUnavailable(ImportError):
+    pass
+
+
+FAMILIES: dict[str, Family] = {}
+
+
+def register_family(name: str, class_path: str, defaults: dict | None = None, *, adversarial: bool = False,
+                    lr_args: tuple[str, ...] = ("lr",)) -> Family:
+    family = Family(name, class_path, dict(defaults or {}), adversarial, tuple(lr_args))
+    FAMILIES[name] = family
+    return family
+
+
+register_family("transformer", "modules.models.TransformerSeq2Seq")
+register_family("gan-gumbel", "modules.models.TextGAN", {"estimator": "gumbel"}, adversarial=True,
+                lr_args=("g_lr", "d_lr"))
+register_family("gan-reinforce", "modules.models.TextGAN", {"estimator": "reinforce"}, adversarial=True,
+                lr_args=("g_lr", "d_lr"))
+# The classic text-GAN generator (an LSTM) under both estimators: not in the default sweeps, available by name.
+register_family("gan-gumbel-lstm", "modules.models.TextGAN", {"estimator": "gumbel", "generator": "lstm"},
+                adversarial=True, lr_args=("g_lr", "d_lr"))
+register_family("gan-reinforce-lstm", "modules.models.TextGAN", {"estimator": "reinforce", "generator": "lstm"},
+                adversarial=True, lr_args=("g_lr", "d_lr"))
+
+
+def get_family(name: str) -> Family:
+    if name not in FAMILIES:
+        raise ValueError(f"unknown family {name!r}; known: {', '.join(sorted(FAMILIES))}")
+    return FAMILIES[name]
+
+
+def generator_updates(model: Any, trainer: Any) -> int:
+    """Generator updates done so far (the unit of every budget)."""
+    count = getattr(model, "g_updates", None)
+    if count is None:
+        return int(trainer.global_step)
+    return int(count.item() if hasattr(count, "item") else count)
+
+
+def lr_factor(batch_size: int, reference: int, scaling: str) -> float:
+    """Multiplier of the preset's learning rates at ``batch_size``.
+
+    ``none``: the same rate at every batch size. ``linear``: rate proportional to the batch size (Goyal et al.
+    2017; keeps the update per sample constant for SGD). ``sqrt``: proportional to its square root (keeps the
+    update's noise scale constant; the usual rule for Adam, Malladi et al. 2022). All relative to the rate set at
+    ``reference`` batch size.
+    """
+    if scaling == "none":
+        return 1.0
+    ratio = batch_size / reference
+    if scaling == "linear":
+        return ratio
+    if scaling == "sqrt":
+        return ratio ** 0.5
+    raise ValueError(f"lr scaling must be none, linear or sqrt, got {scaling!r}")

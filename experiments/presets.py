@@ -1,0 +1,203 @@
+"""Named experiment settings: ``quick`` (default, CPU, minutes), ``smoke`` (tests), ``paper`` (GPU), ``coco``.
+
+A preset fixes everything a sweep or an ablation needs; command-line options override single fields. The model
+arguments of each family are merged over the family's registry defaults (``experiments.families``), and the GAN
+families use the very encoder-decoder Transformer of the MLE family as their generator (plus z), so that a
+difference between families is a difference of objective, not of architecture.
+
+Learning rates are the rates at ``reference_batch_size``; ``lr_scaling`` rescales them for other batch sizes
+(``experiments.families.lr_factor``).
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import asdict, dataclass, field, replace
+from typing import Optional
+
+ORACLE = "modules.data.OracleDataModule"
+TEXT = "modules.data.TextDataModule"
+
+
+def _tiny_transformer(d_model=32, heads=2, enc=1, dec=1, ff=64) -> dict:
+    return dict(d_model=d_model, n_heads=heads, n_encoder_layers=enc, n_decoder_layers=dec, d_ff=ff)
+
+
+def _families(arch: dict, *, lr: float, g_lr: float, d_lr: float, z_dim: int, dropout: float, eval_samples: int,
+              gan: Optional[dict] = None) -> dict[str, dict]:
+    common_eval = dict(num_eval_samples=eval_samples, num_logged_samples=10)
+    gan_common = {**dict(generator="transformer", z_dim=z_dim, g_dropout=dropout, g_lr=g_lr, d_lr=d_lr,
+                         d_emb_dim=32, d_filter_sizes=(2, 3, 4), d_num_filters=32, loss="rsgan", d_steps=1,
+                         max_temperature=100.0, temperature_schedule="exp", pretrain_epochs=0),
+                  **arch, **common_eval, **(gan or {})}
+    return {
+        "transformer": dict(lr=lr, dropout=dropout, warmup_steps=0, schedule="constant", **arch, **common_eval),
+        "gan-gumbel": dict(gan_common),
+        "gan-reinforce": dict(gan_common),
+    }
+
+
+@dataclass
+class SweepSettings:
+    """The batch-size sweep (Q1, Q2, Q4 and the noise scale)."""
+
+    data: dict
+    models: dict[str, dict]
+    families: list[str]
+    batch_sizes: list[int]
+    seeds: list[int]
+    budget: str = "samples"  # samples: equal training samples seen; steps: equal generator updates
+    budget_value: int = 1024
+    lr_scaling: str = "sqrt"
+    reference_batch_size: int = 16
+    temperatures: list[float] = field(default_factory=lambda: [0.6, 0.8, 1.0, 1.2, 1.5])
+    temperature_batch_sizes: Optional[list[int]] = None  # None: the reference batch size only
+    noise_batch_sizes: Optional[list[int]] = None  # None: the reference batch size only
+    noise: dict = field(default_factory=lambda: dict(b_small=2, micro_batches=8, rounds=4))
+    curve_points: int = 100
+    trainer: dict = field(default_factory=lambda: dict(accelerator="cpu", devices=1))
+    save_checkpoints: bool = True
+    # torch threads per run: tiny models are overhead-bound, and one thread per run keeps results identical
+    # whether runs go one at a time or in parallel workers; None leaves torch's default (large models).
+    threads: Optional[int] = 1
+
+
+@dataclass
+class AblationSettings:
+    """The conditioning ablation (Q3)."""
+
+    data: dict  # without condition / condition_strength (the grid sets them)
+    models: dict[str, dict]
+    families: list[str]
+    conditions: list[str]
+    strengths: list[float]
+    z_dims: list[int]  # GAN families only; the MLE family has no latent input
+    seeds: list[int]
+    batch_size: int = 16
+    budget: str = "samples"
+    budget_value: int = 1024
+    num_classes: int = 4
+    source_len: int = 4
+    probes: dict = field(default_factory=lambda: dict(num=300, contrast=16))
+    curve_points: int = 50
+    trainer: dict = field(default_factory=lambda: dict(accelerator="cpu", devices=1))
+    save_checkpoints: bool = False
+    threads: Optional[int] = 1
+
+
+@dataclass
+class Preset:
+    name: str
+    description: str
+    sweep: SweepSettings
+    ablation: Optional[AblationSettings]
+    workers: int = 1
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def _quick() -> Preset:
+    arch = _tiny_transformer()
+    models = _families(arch, lr=2e-3, g_lr=3e-3, d_lr=3e-3, z_dim=8, dropout=0.0, eval_samples=200,
+                       gan=dict(anneal_steps=256))
+    data = {"class_path": ORACLE, "init_args": {"preset": "small"}}
+    return Preset(
+        name="quick",
+        description="small oracle (vocab 200, length 12), tiny Transformer (d_model 32) as both the MLE model and "
+                    "the GAN generator (GANs trained adversarially from scratch), batch sizes 1-64 at 512 samples "
+                    "each, 3 seeds; label-conditioning ablation at batch size 16, 4096 samples; under 10 min on 2 "
+                    "CPU cores",
+        sweep=SweepSettings(data=data, models=models, families=["transformer", "gan-gumbel", "gan-reinforce"],
+                            batch_sizes=[1, 4, 16, 64], seeds=[0, 1, 2], budget="samples", budget_value=512,
+                            lr_scaling="sqrt", reference_batch_size=16,
+                            noise=dict(b_small=2, micro_batches=8, rounds=8)),
+        # Label conditioning at strength 1 is what the tiny MLE model learns within the CPU budget (256 updates);
+        # weaker strengths, source conditioning, `none` and z_dim 0 are in the paper preset and one flag away.
+        ablation=AblationSettings(data=data, models=models, families=["transformer", "gan-gumbel", "gan-reinforce"],
+                                  conditions=["label"], strengths=[1.0], z_dims=[8], seeds=[0, 1, 2],
+                                  batch_size=16, budget="samples", budget_value=4096),
+        workers=2,
+    )
+
+
+def _smoke() -> Preset:
+    arch = _tiny_transformer(d_model=16, heads=2, ff=32)
+    models = _families(arch, lr=3e-3, g_lr=1e-3, d_lr=1e-3, z_dim=4, dropout=0.0, eval_samples=32,
+                       gan=dict(anneal_steps=16, d_filter_sizes=(2, 3), d_num_filters=8, d_emb_dim=8))
+    for m in models.values():
+        m["bleu_max_n"] = 3
+    data = {"class_path": ORACLE, "init_args": {"preset": "small", "num_train": 200, "num_val": 40, "num_test": 64}}
+    return Preset(
+        name="smoke",
+        description="a few tiny runs on a cut-down small oracle, for tests (well under a minute)",
+        sweep=SweepSettings(data=data, models=models, families=["transformer"], batch_sizes=[1, 8], seeds=[0, 1],
+                            budget="samples", budget_value=32, lr_scaling="sqrt", reference_batch_size=8,
+                            temperatures=[0.7, 1.0, 1.5], noise=dict(b_small=1, micro_batches=4, rounds=2),
+                            curve_points=20, save_checkpoints=True),
+        ablation=AblationSettings(data=data, models=models, families=["transformer"], conditions=["label"],
+                                  strengths=[0.1], z_dims=[0], seeds=[0, 1], batch_size=8, budget="samples",
+                                  budget_value=64, probes=dict(num=32, contrast=4), curve_points=10),
+        workers=1,
+    )
+
+
+def _paper() -> Preset:
+    # The SeqGAN/Texygen benchmark: standard oracle (vocab 5000, length 20, 10k samples); the Transformer at the
+    # size of configs/experiment/transformer_oracle.yaml; RelGAN-style GAN settings (RSGAN loss, Gumbel beta
+    # annealed to 100 exponentially, Adam 1e-4); 5 seeds; 20 epochs' worth of samples at every batch size.
+    arch = _tiny_transformer(d_model=128, heads=4, enc=1, dec=2, ff=512)
+    models = _families(arch, lr=1e-3, g_lr=1e-4, d_lr=1e-4, z_dim=32, dropout=0.1, eval_samples=2000,
+                       gan=dict(anneal_steps=5000, d_emb_dim=64, d_num_filters=64, d_filter_sizes=(2, 3, 4, 5)))
+    models["transformer"]["warmup_steps"] = 0
+    data = {"class_path": ORACLE, "init_args": {"preset": "standard"}}
+    return Preset(
+        name="paper",
+        description="standard oracle (vocab 5000, length 20, 10k samples), literature model sizes, batch sizes "
+                    "1-256, 5 seeds, 20 epochs of samples; meant for a GPU (days on a CPU)",
+        sweep=SweepSettings(data=data, models=models, families=["transformer", "gan-gumbel", "gan-reinforce"],
+                            batch_sizes=[1, 2, 4, 8, 16, 32, 64, 128, 256], seeds=[0, 1, 2, 3, 4], budget="samples",
+                            budget_value=200_000, lr_scaling="sqrt", reference_batch_size=64,
+                            temperatures=[0.5, 0.7, 0.85, 1.0, 1.2, 1.5, 2.0],
+                            noise=dict(b_small=4, micro_batches=16, rounds=8),
+                            trainer=dict(accelerator="auto", devices=1), threads=None),
+        ablation=AblationSettings(data=data, models=models, families=["transformer", "gan-gumbel", "gan-reinforce"],
+                                  conditions=["none", "label", "source"], strengths=[0.02, 0.05, 0.1, 0.2],
+                                  z_dims=[0, 32], seeds=[0, 1, 2, 3, 4], batch_size=64, budget="samples",
+                                  budget_value=200_000, num_classes=4, source_len=8,
+                                  probes=dict(num=2000, contrast=64), trainer=dict(accelerator="auto", devices=1),
+                                  threads=None),
+        workers=1,
+    )
+
+
+def _coco() -> Preset:
+    # MS COCO captions (unconditional, real text): quality = BLEU, diversity = Self-BLEU. Paths are relative to
+    # the project root; ../shared/data/coco holds the Texygen split.
+    arch = _tiny_transformer(d_model=128, heads=4, enc=1, dec=2, ff=512)
+    models = _families(arch, lr=1e-3, g_lr=1e-4, d_lr=1e-4, z_dim=32, dropout=0.2, eval_samples=1000,
+                       gan=dict(anneal_steps=5000))
+    data = {"class_path": TEXT, "init_args": {
+        "format": "lines", "train": "../shared/data/coco/train.txt", "test": "../shared/data/coco/test.txt",
+        "val_fraction": 0.05, "tokenizer": "word", "max_len": 35}}
+    return Preset(
+        name="coco",
+        description="MS COCO captions (real text): BLEU vs Self-BLEU; batch sizes 1-256, 3 seeds; meant for a GPU",
+        sweep=SweepSettings(data=data, models=models, families=["transformer", "gan-gumbel", "gan-reinforce"],
+                            batch_sizes=[1, 4, 16, 64, 256], seeds=[0, 1, 2], budget="samples", budget_value=100_000,
+                            lr_scaling="sqrt", reference_batch_size=64, temperatures=[0.5, 0.7, 0.85, 1.0, 1.2, 1.5],
+                            trainer=dict(accelerator="auto", devices=1), threads=None),
+        ablation=None,
+    )
+
+
+PRESETS = {"quick": _quick, "smoke": _smoke, "paper": _paper, "coco": _coco}
+
+
+def get_preset(name: str) -> Preset:
+    if name not in PRESETS:
+        raise ValueError(f"unknown preset {name!r}; choose one of {', '.join(PRESETS)}")
+    return copy.deepcopy(PRESETS[name]())
+
+
+__all__ = ["AblationSettings", "PRESETS", "Preset", "SweepSettings", "get_preset", "replace"]

@@ -1,0 +1,584 @@
+"""``gvt report RUN_DIR``: plots (PNG) and a Markdown report with the verdict table for Q1-Q4.
+
+Reads the run folder's results table (and each run's ``curves.csv``), never re-trains anything, and can be run
+on a partial sweep. The verdicts come from ``experiments.verdicts``; the figures behind each are in the report.
+The report's figures and tables are also logged to W&B (offline by default) in the sweep's group.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Optional
+
+from experiments import verdicts as V
+from experiments.results import ResultsTable, atomic_write_text, read_plan
+from experiments.stats import finite, t_interval
+from experiments.temperature import quality_diversity_axes, read_curve
+
+COLORS = {"transformer": "#1f77b4", "gan-gumbel": "#d62728", "gan-reinforce": "#2ca02c",
+          "gan-gumbel-lstm": "#ff7f0e", "gan-reinforce-lstm": "#9467bd"}
+
+
+def _color(name: str, i: int = 0) -> str:
+    base = name.split(" ")[0]
+    return COLORS.get(base, f"C{(i + 3) % 10}")
+
+
+def _plt():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    plt.rcParams.update({"font.size": 9, "axes.titlesize": 10, "figure.dpi": 110})
+    return plt
+
+
+@dataclass
+class ReportResult:
+    folder: Path
+    markdown: Path
+    figures: list[Path]
+    verdicts: list[V.Verdict]
+    verdict_table: str
+
+
+# ---- loading -------------------------------------------------------------------------------------------------
+
+
+def load_curves(run_dir: Path, rows: list[dict]) -> dict[str, list[dict]]:
+    curves = {}
+    for r in rows:
+        path = run_dir / r.get("paths", {}).get("curves", "")
+        if path.is_file():
+            with path.open(newline="", encoding="utf-8") as f:
+                curves[r["key"]] = [{k: float(v) for k, v in p.items() if v not in ("", None)}
+                                    for p in csv.DictReader(f)]
+    return curves
+
+
+def temperature_loader(run_dir: Path):
+    def load(row: dict) -> list[dict]:
+        if row.get("temperature"):
+            return row["temperature"]
+        path = run_dir / row.get("paths", {}).get("folder", "") / "temperature.csv"
+        return read_curve(path) if path.is_file() else []
+
+    return load
+
+
+# ---- figures -------------------------------------------------------------------------------------------------
+
+
+def _band(ax, xs, ivs, color, label):
+    means = [iv.mean for iv in ivs]
+    ax.plot(xs, means, "o-", color=color, label=label, lw=1.6, ms=4)
+    lo = [iv.low if iv.defined else iv.mean for iv in ivs]
+    hi = [iv.high if iv.defined else iv.mean for iv in ivs]
+    ax.fill_between(xs, lo, hi, color=color, alpha=0.18, lw=0)
+
+
+def plot_metrics_vs_batch(rows: list[dict], path: Path) -> Optional[Path]:
+    sweep = [r for r in rows if r["kind"] == "sweep"]
+    if not sweep:
+        return None
+    plt = _plt()
+    oracle = any(finite(V._get(r, "final.nll_oracle_per_token")) for r in sweep)
+    n = 3 if any("bleu3" in r.get("final", {}) for r in sweep) else 2
+    panels = []
+    if oracle:
+        panels.append(("final.nll_oracle_per_token", "NLL_oracle / token (quality; lower is better)", "init.nll_oracle_per_token"))
+    panels += [("final.nll_test_per_token", "NLL_test / token (coverage; lower is better)", "init.nll_test_per_token"),
+               (f"final.bleu{n}", f"BLEU-{n} vs test set (higher is better)", None),
+               (f"final.self_bleu{n}", f"Self-BLEU-{n} (lower is more diverse)", None),
+               ("final.distinct2", "distinct-2 of samples (higher is more diverse)", None),
+               ("failure", "diverged or collapsed (fraction of seeds)", None)]
+    fig, axes = plt.subplots(2, 3, figsize=(13, 7.2))
+    families = V.families_of(sweep)
+    sizes = sorted({r["batch_size"] for r in sweep})
+    for ax, (key, title, init_key) in zip(axes.flat, panels):
+        for i, fam in enumerate(families):
+            xs, ivs = [], []
+            for b in sizes:
+                rs = V._by(sweep, family=fam, batch_size=b)
+                if not rs:
+                    continue
+                if key == "failure":
+                    rate = V.failure_rate(rs)
+                    ivs.append(t_interval([rate]))
+                else:
+                    ivs.append(t_interval([V._get(r, key) for r in rs]))
+                xs.append(b)
+            if xs:
+                _band(ax, xs, ivs, _color(fam, i), fam)
+        if init_key:
+            init = t_interval([V._get(r, init_key) for r in sweep])
+            if finite(init.mean):
+                ax.axhline(init.mean, color="0.5", ls=":", lw=1, label="untrained")
+        if key == "failure":
+            ax.set_ylim(-0.05, 1.05)
+        ax.set_xscale("log", base=2)
+        ax.set_xticks(sizes)
+        ax.set_xticklabels([str(s) for s in sizes])
+        ax.set_xlabel("batch size")
+        ax.set_title(title)
+        ax.grid(alpha=0.3)
+    for ax in list(axes.flat)[len(panels):]:
+        ax.axis("off")
+    axes.flat[0].legend(loc="best", fontsize=8)
+    budget = sweep[0].get("budget_kind"), sweep[0].get("budget_value")
+    fig.suptitle(f"Final metrics vs batch size at an equal budget ({budget[1]} {budget[0]}); "
+                 "mean and 95% t-interval over seeds", fontsize=11)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+    return path
+
+
+def _mean_curve(curves: list[list[dict]], key: str) -> tuple[list[float], list[float]]:
+    by_update: dict[float, list[float]] = {}
+    for curve in curves:
+        for p in curve:
+            if finite(p.get(key)):
+                by_update.setdefault(p["update"], []).append(p[key])
+    xs = sorted(by_update)
+    return xs, [sum(by_update[x]) / len(by_update[x]) for x in xs]
+
+
+def _smooth(ys: list[float], points: int = 60) -> list[float]:
+    """Centred moving average leaving about ``points`` independent values: a batch-size-1 curve is mostly noise
+    at full resolution. Display only; the verdicts use the raw curves."""
+    w = len(ys) // points
+    if w < 2:
+        return ys
+    out = []
+    for i in range(len(ys)):
+        window = ys[max(0, i - w // 2): i + w // 2 + 1]
+        out.append(sum(window) / len(window))
+    return out
+
+
+def plot_losses(rows: list[dict], curves: dict[str, list[dict]], path: Path, batch_sizes: list[int]) -> Optional[Path]:
+    sweep = [r for r in rows if r["kind"] == "sweep" and r["key"] in curves]
+    families = V.families_of(sweep)
+    batch_sizes = [b for b in batch_sizes if any(r["batch_size"] == b for r in sweep)]
+    if not families or not batch_sizes:
+        return None
+    plt = _plt()
+    fig, axes = plt.subplots(len(families), len(batch_sizes), figsize=(5.2 * len(batch_sizes), 2.7 * len(families)),
+                             squeeze=False)
+    for i, fam in enumerate(families):
+        for j, b in enumerate(batch_sizes):
+            ax = axes[i][j]
+            group = [curves[r["key"]] for r in V._by(sweep, family=fam, batch_size=b)]
+            if not group:
+                ax.axis("off")
+                continue
+            adversarial = any("train/g_loss" in p for c in group for p in c)
+            keys = [("train/g_loss", "G loss", "#d62728"), ("train/d_loss", "D loss", "#1f77b4")] if adversarial \
+                else [("train/loss", "MLE loss (the one loss)", "#1f77b4")]
+            for key, label, color in keys:
+                for c in group:  # each seed, faint
+                    xs, ys = _mean_curve([c], key)
+                    ax.plot(xs, _smooth(ys), color=color, alpha=0.2, lw=0.8)
+                xs, ys = _mean_curve(group, key)
+                ax.plot(xs, _smooth(ys), color=color, lw=1.6, label=label)
+            if adversarial:
+                ax2 = ax.twinx()
+                for key, label, color in (("train/d_acc_real", "D acc real", "0.35"), ("train/d_acc_fake", "D acc fake", "0.65")):
+                    xs, ys = _mean_curve(group, key)
+                    ax2.plot(xs, _smooth(ys), color=color, ls="--", lw=1, label=label)
+                ax2.set_ylim(-0.05, 1.05)
+                ax2.set_ylabel("D accuracy", fontsize=8)
+            ax.set_title(f"{fam}, batch size {b} ({len(group)} seeds)")
+            ax.set_xlabel("generator updates")
+            ax.grid(alpha=0.3)
+    from matplotlib.lines import Line2D
+
+    handles = [Line2D([], [], color="#1f77b4", lw=1.6, label="MLE loss (MLE rows) / D loss (GAN rows)"),
+               Line2D([], [], color="#d62728", lw=1.6, label="G loss"),
+               Line2D([], [], color="0.35", ls="--", label="D accuracy on real (right axis)"),
+               Line2D([], [], color="0.65", ls="--", label="D accuracy on fake (right axis)")]
+    fig.legend(handles=handles, loc="lower center", ncol=4, fontsize=8, frameon=False)
+    fig.suptitle("Q1: two losses in a game (G and D) beside one cooperative loss (MLE)\n"
+                 "thick: mean over seeds (moving average on long curves); faint: each seed", fontsize=10)
+    fig.tight_layout(rect=(0, 0.04, 1, 1))
+    fig.savefig(path)
+    plt.close(fig)
+    return path
+
+
+def plot_noise(table, path: Path) -> Optional[Path]:
+    if not table:
+        return None
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(7.5, 3.8))
+    for i, (fam, loss, iv) in enumerate(table):
+        if not (finite(iv.mean) and iv.mean > 0):
+            ax.annotate("not measurable", (i, 1), ha="center", fontsize=7)
+            continue
+        marker = "o" if loss == "generator" else "s"
+        yerr = [[iv.mean - iv.low], [iv.high - iv.mean]] if iv.defined else None
+        ax.errorbar([i], [iv.mean], yerr=yerr, fmt=marker, color=_color(fam, i), ms=7, capsize=4, lw=1.2)
+    ax.set_xticks(range(len(table)))
+    ax.set_xticklabels([f"{fam}\n{loss}" for fam, loss, _ in table], fontsize=8)
+    ax.set_xlim(-0.6, len(table) - 0.4)
+    ax.set_yscale("log")
+    ax.set_ylabel("B_simple = tr(Sigma) / |G|^2")
+    ax.set_title("Gradient noise scale (critical batch size) per family and loss\n"
+                 "geometric mean over seeds, 95% interval (circle: generator loss, square: discriminator loss)")
+    ax.grid(alpha=0.3, axis="y", which="both")
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+    return path
+
+
+def _variant(r: dict) -> str:
+    return r["family"] + (f" z{r['z_dim']}" if r.get("adversarial") else "")
+
+
+def plot_mi(rows: list[dict], path: Path) -> Optional[Path]:
+    abl = [r for r in rows if r["kind"] == "ablation" and "probes" in r]
+    if not abl:
+        return None
+    plt = _plt()
+    variants = []
+    for r in abl:
+        if _variant(r) not in variants:
+            variants.append(_variant(r))
+    settings = sorted({(r["condition"], r.get("condition_strength")) for r in abl if r["condition"] != "none"}, key=str)
+    fig, axes = plt.subplots(1, 3, figsize=(15, 4.2))
+    width = 0.8 / max(1, len(variants))
+    for panel, (key, title) in enumerate((("mi_self", "model's own I(c; y) (nats); black: the data's"),
+                                          ("accuracy", "condition accuracy (oracle's argmax = c)"))):
+        ax = axes[panel]
+        for k, (cond, strength) in enumerate(settings):
+            rs = [r for r in abl if (r["condition"], r.get("condition_strength")) == (cond, strength)]
+            ref_key = "mi_oracle" if key == "mi_self" else "oracle_accuracy"
+            ref = t_interval([r["probes"].get(ref_key) for r in rs]).mean
+            ax.hlines(ref, k - 0.42, k + 0.42, color="k", lw=1.5, label="oracle" if k == 0 else None)
+            if key == "accuracy":
+                chance = t_interval([r["probes"].get("chance_accuracy") for r in rs]).mean
+                ax.hlines(chance, k - 0.42, k + 0.42, color="0.5", ls=":", lw=1.2, label="chance" if k == 0 else None)
+            for v, name in enumerate(variants):
+                iv = t_interval([r["probes"].get(key) for r in rs if _variant(r) == name])
+                if iv.n == 0:
+                    continue
+                x = k - 0.4 + width * (v + 0.5)
+                hatched = " z" in name and not name.endswith(" z0")
+                ax.bar(x, iv.mean, width, color=_color(name, v), hatch="//" if hatched else None,
+                       label=name if k == 0 else None, edgecolor="k", lw=0.3)
+                if iv.defined:
+                    ax.errorbar(x, iv.mean, yerr=[[iv.mean - iv.low], [iv.high - iv.mean]], fmt="none", ecolor="k",
+                                capsize=2, lw=0.8)
+        ax.set_xticks(range(len(settings)))
+        ax.set_xticklabels([f"{c}\nstrength {s}" for c, s in settings])
+        ax.set_title(title)
+        ax.grid(alpha=0.3, axis="y")
+    axes[0].legend(fontsize=7, loc="upper left")
+    ax = axes[2]
+    measures = [("change_noise", "sampling noise only"), ("change_z", "z only"), ("change_condition", "condition only"),
+                ("swap_follow", "swap: follows new c")]
+    width = 0.8 / len(measures)
+    from matplotlib.patches import Patch
+
+    for m, (key, label) in enumerate(measures):
+        for v, name in enumerate(variants):
+            iv = t_interval([r["probes"].get(key) for r in abl if _variant(r) == name])
+            if iv.n == 0:
+                continue
+            x = v - 0.4 + width * (m + 0.5)
+            ax.bar(x, iv.mean, width, color=f"C{m + 4}")
+            if iv.defined:  # fractions: the interval is shown within [0, 1]
+                lo, hi = max(0.0, iv.low), min(1.0, iv.high)
+                ax.errorbar(x, iv.mean, yerr=[[max(0.0, iv.mean - lo)], [max(0.0, hi - iv.mean)]], fmt="none",
+                            ecolor="k", capsize=2, lw=0.8)
+    ax.set_xticks(range(len(variants)))
+    ax.set_xticklabels([v.replace(" ", "\n") for v in variants], fontsize=8)
+    ax.set_ylim(0, 1.05)
+    ax.set_title("output change (Hamming, paired samples) and swap-following rate")
+    ax.legend(handles=[Patch(color=f"C{m + 4}", label=label) for m, (_, label) in enumerate(measures)],
+              fontsize=7, loc="upper right")
+    ax.grid(alpha=0.3, axis="y")
+    fig.suptitle("Q3: how much the output depends on the condition and on z (conditional oracles; 95% t-intervals)",
+                 fontsize=11)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+    return path
+
+
+def plot_quality_diversity(curves: dict[str, list[list[dict]]], path: Path) -> Optional[Path]:
+    """One curve per label (family) across temperatures: each seed faint, the mean over seeds bold."""
+    curves = {k: [c for c in v if c] for k, v in curves.items()}
+    curves = {k: v for k, v in curves.items() if v}
+    if not curves:
+        return None
+    plt = _plt()
+    first = next(iter(curves.values()))[0]
+    xk, yk, kind = quality_diversity_axes(first)
+    fig, ax = plt.subplots(figsize=(6.8, 5))
+    for i, (label, group) in enumerate(curves.items()):
+        color = _color(label, i)
+        for c in group:
+            ax.plot([p[xk] for p in c], [p[yk] for p in c], color=color, alpha=0.25, lw=0.8)
+        temps = sorted({p["temperature"] for c in group for p in c})
+        mx = [sum(p[xk] for c in group for p in c if p["temperature"] == t) /
+              sum(1 for c in group for p in c if p["temperature"] == t) for t in temps]
+        my = [sum(p[yk] for c in group for p in c if p["temperature"] == t) /
+              sum(1 for c in group for p in c if p["temperature"] == t) for t in temps]
+        ax.plot(mx, my, "o-", color=color, lw=1.8, ms=4, label=f"{label} ({len(group)} seeds)")
+        for t, x, y in zip(temps, mx, my):
+            ax.annotate(f"{t:g}", (x, y), textcoords="offset points", xytext=(4, 3), fontsize=7, color=color)
+            if t == 1.0:
+                ax.plot([x], [y], "s", color=color, ms=8, mfc="none")
+    if kind == "oracle":
+        ax.set_xlabel("NLL_test per token (coverage; lower is better)")
+        ax.set_ylabel("NLL_oracle per token (quality; lower is better)")
+    else:
+        ax.set_xlabel(f"{xk} (lower is more diverse)")
+        ax.set_ylabel(f"{yk} (higher is better)")
+    ax.set_title("Quality vs diversity across temperatures (labels: T; square: T = 1)")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+    return path
+
+
+# ---- Markdown ------------------------------------------------------------------------------------------------
+
+
+def _fmt(iv, digits=3):
+    return iv.fmt(digits)
+
+
+def metrics_table(rows: list[dict]) -> list[str]:
+    sweep = [r for r in rows if r["kind"] == "sweep"]
+    if not sweep:
+        return []
+    oracle = any(finite(V._get(r, "final.nll_oracle_per_token")) for r in sweep)
+    cols = ([("NLL_oracle", "final.nll_oracle_per_token")] if oracle else []) + [
+        ("NLL_test", "final.nll_test_per_token"), ("BLEU-3", "final.bleu3"), ("Self-BLEU-3", "final.self_bleu3"),
+        ("distinct-2", "final.distinct2")]
+    lines = ["| family | batch | updates | " + " | ".join(c for c, _ in cols) + " | failed | time (s) |",
+             "|---|---:|---:|" + "---|" * len(cols) + "---:|---:|"]
+    for fam in V.families_of(sweep):
+        for b in sorted({r["batch_size"] for r in V._by(sweep, family=fam)}):
+            rs = V._by(sweep, family=fam, batch_size=b)
+            cells = [_fmt(t_interval([V._get(r, k) for r in rs]), 3) for _, k in cols]
+            fails = sum(bool(r.get("diverged") or r.get("collapsed")) for r in rs)
+            wall = sum(r.get("wall_time_s", 0) for r in rs) / len(rs)
+            lines.append(f"| {fam} | {b} | {rs[0].get('updates')} | " + " | ".join(cells) +
+                         f" | {fails}/{len(rs)} | {wall:.1f} |")
+    return lines
+
+
+def ablation_table(rows: list[dict]) -> list[str]:
+    abl = [r for r in rows if r["kind"] == "ablation" and "probes" in r]
+    if not abl:
+        return []
+    lines = ["| model | condition | strength | own I(c; y) (nats) | data's I(c; y) | dependence (own / data's) | "
+             "oracle's bound on samples | accuracy (chance, oracle) | change: noise / z / condition | "
+             "swap follow / stick |",
+             "|---|---|---:|---|---|---|---|---|---|---|"]
+    keys = []
+    for r in abl:
+        k = (_variant(r), r["condition"], r.get("condition_strength"))
+        if k not in keys:
+            keys.append(k)
+    for variant, cond, strength in keys:
+        rs = [r for r in abl if (_variant(r), r["condition"], r.get("condition_strength")) == (variant, cond, strength)]
+        p = lambda k: t_interval([r["probes"].get(k) for r in rs])  # noqa: E731
+        chance, oracle_acc = p("chance_accuracy").mean, p("oracle_accuracy").mean
+        lines.append(
+            f"| {variant} | {cond} | {strength if strength is not None else '-'} | {_fmt(p('mi_self'))} | "
+            f"{p('mi_oracle').fmt(3)} | {_fmt(p('mi_self_fraction'))} | {_fmt(p('mi_model'))} | "
+            f"{_fmt(p('accuracy'))} ({chance:.2f}, {oracle_acc:.2f}) | "
+            f"{p('change_noise').mean:.2f} / {p('change_z').mean:.2f} / {p('change_condition').mean:.2f} | "
+            f"{p('swap_follow').mean:.2f} / {p('swap_stick').mean:.2f} |")
+    return lines
+
+
+def verdict_table_text(vs: list[V.Verdict]) -> str:
+    width = max(len(v.verdict) for v in vs)
+    lines = ["Verdicts (95% t-intervals over seeds; rules in the report):"]
+    for v in vs:
+        lines.append(f"  {v.question:<4} {v.verdict:<{width}}  {v.evidence}")
+    return "\n".join(lines)
+
+
+def _plan_summary(plan: Optional[dict]) -> list[str]:
+    if not plan:
+        return []
+    out = []
+    for name, exp in plan.get("experiments", {}).items():
+        s, g = exp["settings"], exp["grid"]
+        if name == "batch-size":
+            out.append(f"- **batch-size sweep** (preset `{exp['preset']}`): families {', '.join(g['families'])}; "
+                       f"batch sizes {', '.join(map(str, g['batch_sizes']))}; seeds {', '.join(map(str, g['seeds']))}; "
+                       f"budget {s['budget_value']} {s['budget']} per run; learning rates scaled `{s['lr_scaling']}` "
+                       f"from batch size {s['reference_batch_size']}; data `{s['data']['class_path']}` "
+                       f"{json.dumps(s['data'].get('init_args', {}))}")
+        else:
+            out.append(f"- **conditioning ablation** (preset `{exp['preset']}`): families {', '.join(g['families'])}; "
+                       f"conditions {', '.join(g['conditions'])}; strengths {', '.join(map(str, g['strengths']))}; "
+                       f"z_dim {', '.join(map(str, g['z_dims']))} (GANs); seeds {', '.join(map(str, g['seeds']))}; "
+                       f"batch size {s['batch_size']}; budget {s['budget_value']} {s['budget']} per run")
+    return out
+
+
+def write_markdown(path: Path, run_dir: Path, rows, plan, vs: list[V.Verdict], figures: dict[str, Path],
+                   noise, ref_bs: int, n_errors: int) -> None:
+    from experiments.runner import COLLAPSE_DISTINCT2_RATIO, COLLAPSE_UNIQUE, DIVERGENCE_NATS
+
+    wall = sum(r.get("wall_time_s", 0) for r in rows)
+    L = [f"# gan-vs-transformer report: `{run_dir.name}`", "",
+         f"Generated {time.strftime('%Y-%m-%d %H:%M')} by `gvt report` from {len(rows)} finished runs "
+         f"({sum(r['kind'] == 'sweep' for r in rows)} sweep, {sum(r['kind'] == 'ablation' for r in rows)} ablation; "
+         f"{wall / 60:.1f} min of training and evaluation in total)"
+         + (f"; {n_errors} run(s) failed and are missing" if n_errors else "") + ".", ""]
+    L += _plan_summary(plan) + [""]
+    L += ["## Verdicts", "",
+          "Each verdict is decided from the data by the rule in its section: *supported* when the 95% t-interval "
+          "over seeds lies wholly on the side the claim predicts, *not supported* when it lies wholly on the other "
+          "side, *inconclusive* otherwise (or when a precondition fails). Questions decided in several cells "
+          "(GAN families, ablation settings) are supported when at least half the cells are supported and none "
+          "contradicts, not supported in the mirror case, inconclusive otherwise.", "",
+          "| # | claim | verdict | evidence |", "|---|---|---|---|"]
+    for v in vs:
+        L.append(f"| {v.question} | {v.claim} | **{v.verdict}** | {v.evidence} |")
+    L.append("")
+    sections = {
+        "Q1": ("losses", "Q1: two losses in a game vs one cooperative loss"),
+        "Q2": ("metrics", "Q2: batch size, down to one sample"),
+        "Q3": ("mi", "Q3: does the output depend on the condition?"),
+        "Q3z": (None, "Q3 (z): does a GAN's output depend on z?"),
+        "Q4a": ("qd", "Q4: quality vs diversity across temperatures"),
+        "Q4b": (None, None),
+    }
+    for v in vs:
+        fig, title = sections.get(v.question, (None, v.question))
+        if title:
+            L += [f"## {title}", ""]
+        L += [f"**{v.question} - {v.verdict}.** {v.claim}", "", f"Rule: {v.rule}", ""]
+        L += v.details + [""]
+        if fig and figures.get(fig):
+            L += [f"![{fig}]({figures[fig].name})", ""]
+        if v.question == "Q2":
+            L += ["Final metrics per family and batch size (mean [95% t-interval] (seeds)):", ""]
+            L += metrics_table(rows) + [""]
+            L += [f"Divergence: a non-finite training loss or final NLL, or a final NLL_oracle per token more than "
+                  f"{DIVERGENCE_NATS} nat above the untrained model's. Mode collapse: fewer than "
+                  f"{COLLAPSE_UNIQUE:.0%} distinct samples, or distinct-2 below {COLLAPSE_DISTINCT2_RATIO} x the "
+                  "distinct-2 of as many test sentences.", ""]
+        if v.question == "Q3":
+            L += ablation_table(rows) + [""]
+            L += ["Own I(c; y): H(c) + E[log q(c | y)] with the model's own likelihood over model samples (exact "
+                  "marginal over the K classes for labels; InfoNCE over the true and contrast sources for sources; "
+                  "for a GAN with z, at the z each sample was drawn with). The data's I(c; y) is the oracle's, "
+                  "`true_mutual_information()`, with the same estimator. The oracle's bound on samples, "
+                  "H(c) + E[log p_oracle(c | y)], lower-bounds the model's MI and is high only when the samples carry "
+                  "the condition the way the data do (very negative when the oracle confidently attributes them to "
+                  "other conditions). Changes are token Hamming distances between paired samples drawn with common "
+                  "random numbers.", ""]
+    L += ["## Gradient noise scale", "",
+          "Simple noise scale B_simple = tr(Sigma) / |G|^2 (McCandlish et al. 2018) at the end of training, "
+          f"for each loss with respect to the parameters it trains, at batch size {ref_bs}; the unbiased two-batch-"
+          "size estimators of the paper's appendix A.1, averaged over rounds before the ratio. It estimates the "
+          "critical batch size: above it, larger batches stop paying for themselves.", ""]
+    if noise:
+        L += ["| family | loss | B_simple: geometric mean over seeds [95% interval] |", "|---|---|---|"]
+        L += [f"| {fam} | {loss} | {iv.fmt(3)} |" for fam, loss, iv in noise]
+        mle = [iv for fam, loss, iv in noise if not fam.startswith("gan")]
+        if mle and finite(mle[0].mean) and mle[0].mean > 0:
+            L += [""] + [f"- {fam} {loss}: {iv.mean / mle[0].mean:.3g} x the MLE family's critical batch size"
+                         for fam, loss, iv in noise if fam.startswith("gan") and finite(iv.mean)]
+        if figures.get("noise"):
+            L += ["", f"![noise]({figures['noise'].name})"]
+    else:
+        L += ["(not measured in this run folder)"]
+    L += ["", "## Files", "", "- `results.jsonl` / `results.csv` in the run folder: one row per run; "
+          "`runs/<key>/curves.csv`: loss curves; `runs/<key>/temperature.csv`: temperature curves.",
+          "- `verdicts.json`: the verdicts above, machine-readable.", ""]
+    atomic_write_text(path, "\n".join(L))
+
+
+# ---- W&B -----------------------------------------------------------------------------------------------------
+
+
+def log_to_wandb(plan: Optional[dict], folder: Path, figures: dict[str, Path], vs: list[V.Verdict], rows, mode: str):
+    from modules.tracking import resolve_wandb_mode
+
+    mode = resolve_wandb_mode(mode)
+    if mode == "disabled":
+        return
+    try:
+        import wandb
+
+        from experiments.results import flat_scalars
+
+        run = wandb.init(project=(plan or {}).get("project", "gan-vs-transformer"), group=(plan or {}).get("group"),
+                         job_type="report", name=f"report-{(plan or {}).get('group', folder.parent.name)}",
+                         dir=str(folder), mode=mode, reinit=True,
+                         settings=wandb.Settings(silent=True, console="off", x_disable_stats=True))
+        run.log({f"report/{name}": wandb.Image(str(p)) for name, p in figures.items() if p})
+        run.log({"report/verdicts": wandb.Table(columns=["question", "claim", "verdict", "evidence"],
+                                                data=[[v.question, v.claim, v.verdict, v.evidence] for v in vs])})
+        flat = [flat_scalars(r) for r in rows]
+        columns = sorted({k for f in flat for k, v in f.items() if isinstance(v, (int, float, str, bool))})
+        run.log({"report/results": wandb.Table(columns=columns, data=[[f.get(c) for c in columns] for f in flat])})
+        run.summary.update({f"verdict/{v.question}": v.verdict for v in vs})
+        run.finish()
+    except Exception as err:  # the report is on disk; tracking must not take it down
+        print(f"report: W&B logging skipped ({type(err).__name__}: {err})")
+
+
+# ---- entry point -------------------------------------------------------------------------------------------
+
+
+def make_report(run_dir: str | Path, out: Optional[str | Path] = None, wandb_mode: str = "offline") -> ReportResult:
+    run_dir = Path(run_dir)
+    rows = ResultsTable(run_dir).rows()
+    if not rows:
+        raise FileNotFoundError(f"{run_dir} holds no finished runs (no {run_dir / 'results.jsonl'})")
+    plan = read_plan(run_dir)
+    folder = Path(out) if out else run_dir / "report"
+    folder.mkdir(parents=True, exist_ok=True)
+    sweep_plan = (plan or {}).get("experiments", {}).get("batch-size", {}).get("settings", {})
+    sizes = sorted({r["batch_size"] for r in rows if r["kind"] == "sweep"})
+    ref_bs = sweep_plan.get("reference_batch_size") or (sizes[len(sizes) // 2] if sizes else 0)
+    curves = load_curves(run_dir, rows)
+    temps = temperature_loader(run_dir)
+
+    vs = [V.q1(rows, curves, ref_bs), V.q2(rows, ref_bs), V.q3_condition(rows), V.q3_latent(rows),
+          *V.q4(rows, temps, ref_bs)]
+    noise = V.noise_table(rows, ref_bs)
+
+    qd = {}
+    for r in rows:
+        if r["kind"] == "sweep" and r["batch_size"] == ref_bs:
+            qd.setdefault(r["family"], []).append(temps(r))
+    figures = {
+        "metrics": plot_metrics_vs_batch(rows, folder / "metrics_vs_batch_size.png"),
+        "losses": plot_losses(rows, curves, folder / "loss_curves.png", sorted({min(sizes or [0]), ref_bs})),
+        "noise": plot_noise(noise, folder / "noise_scale.png"),
+        "mi": plot_mi(rows, folder / "conditioning.png"),
+        "qd": plot_quality_diversity(qd, folder / "quality_diversity.png"),
+    }
+    n_errors = 0
+    errors = run_dir / "errors.jsonl"
+    if errors.exists():
+        done = {r["key"] for r in rows}
+        n_errors = len({json.loads(l)["key"] for l in errors.read_text().splitlines() if l.strip()} - done)
+    markdown = folder / "report.md"
+    write_markdown(markdown, run_dir, rows, plan, vs, figures, noise, ref_bs, n_errors)
+    atomic_write_text(folder / "verdicts.json", json.dumps([asdict(v) for v in vs], indent=2) + "\n")
+    log_to_wandb(plan, folder, figures, vs, rows, wandb_mode)
+    return ReportResult(folder, markdown, [p for p in figures.values() if p], vs, verdict_table_text(vs))

@@ -1,0 +1,323 @@
+"""One training run in-process -> one result row.
+
+A run is described by a plain JSON-able ``spec`` (family, batch size, seed, data, model arguments, budget,
+what to measure afterwards), so that its hash identifies it across invocations and it can be shipped to a worker
+process. ``run_one`` trains it with Lightning, evaluates it, and returns the row; it never writes the results
+table itself (the caller does, atomically).
+
+What a run does, in order:
+
+1. ``seed_everything(seed, workers=True)``; build the data module (its shuffling is seeded by the same seed)
+   and the model; same spec + seed -> same numbers on CPU.
+2. ``trainer.test`` on the untrained model: the ``init`` metrics (every learning effect is measured from here).
+3. ``trainer.fit`` until the budget of generator updates is spent (``BudgetCallback``), recording the loss
+   curves every few updates and stopping at the first non-finite loss.
+4. ``trainer.test`` again: the ``final`` metrics (NLL_oracle, NLL_test, BLEU, Self-BLEU, distinct-n, ...).
+5. Optionally: the gradient noise scale, a temperature curve, the conditioning probes.
+6. Flags: ``diverged`` and ``collapsed`` by the documented rules below.
+
+Divergence (``diverged``): a training loss became NaN/inf, a final NLL is not finite, or the final NLL_oracle per
+token is more than ``DIVERGENCE_NATS`` above the untrained model's: training made the samples markedly worse
+than random initial weights did.
+
+Mode collapse (``collapsed``): fewer than ``COLLAPSE_UNIQUE`` of the evaluation samples are distinct, or their
+distinct-2 is below ``COLLAPSE_DISTINCT2_RATIO`` times the distinct-2 of as many test references (the data's
+own diversity at the same sample count).
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import importlib
+import io
+import json
+import logging
+import math
+import shutil
+import time
+import warnings
+from pathlib import Path
+from typing import Any, Optional
+
+import torch
+
+from experiments.families import generator_updates, get_family
+
+DIVERGENCE_NATS = 1.0
+COLLAPSE_UNIQUE = 0.5
+COLLAPSE_DISTINCT2_RATIO = 0.5
+
+# Settings that change nothing about a run's numbers are left out of its identity.
+_NOT_HASHED = ("tracking", "key", "threads")
+
+
+def config_hash(spec: dict) -> str:
+    ident = {k: v for k, v in spec.items() if k not in _NOT_HASHED}
+    return hashlib.sha256(json.dumps(ident, sort_keys=True, default=str).encode()).hexdigest()[:10]
+
+
+def run_key(spec: dict) -> str:
+    parts = [spec["family"], f"bs{spec['batch_size']}"]
+    if spec.get("kind") == "ablation":
+        data = spec["data"]["init_args"]
+        parts.append(f"{data.get('condition', 'none')}-s{data.get('condition_strength', 0)}-z{spec['model'].get('z_dim', 0)}")
+    parts += [f"seed{spec['seed']}", config_hash(spec)]
+    return "__".join(parts)
+
+
+def build_datamodule(data: dict, batch_size: int, seed: int):
+    module_name, _, class_name = data["class_path"].rpartition(".")
+    cls = getattr(importlib.import_module(module_name), class_name)
+    return cls(**{**data.get("init_args", {}), "batch_size": batch_size, "seed": seed})
+
+
+class BudgetCallback:
+    """Stops training after ``target`` generator updates; records loss curves; stops at a non-finite loss."""
+
+    def __init__(self, target: int, batch_size: int, every: int):
+        self.target, self.batch_size, self.every = target, batch_size, max(1, every)
+        self.curve: list[dict] = []
+        self.nonfinite: Optional[str] = None
+        self._last_recorded = -1
+
+    # Lightning accepts any object with the hook methods only if it is a Callback; build one lazily so this
+    # module can be imported without pulling Lightning into the parent of worker processes.
+    def as_lightning(self):
+        import pytorch_lightning as pl
+
+        outer = self
+
+        class _Callback(pl.Callback):
+            def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+                outer.after_batch(trainer, pl_module)
+
+        return _Callback()
+
+    def after_batch(self, trainer, model) -> None:
+        updates = generator_updates(model, trainer)
+        losses = {k: float(v) for k, v in trainer.callback_metrics.items()
+                  if k.startswith("train/") and getattr(v, "numel", lambda: 1)() == 1}
+        bad = [k for k, v in losses.items() if "loss" in k and not math.isfinite(v)]
+        if bad and self.nonfinite is None:
+            self.nonfinite = f"non-finite {bad[0]} at generator update {updates}"
+            trainer.should_stop = True
+        done = updates >= self.target
+        if losses and updates != self._last_recorded and (updates % self.every == 0 or done or bad):
+            self.curve.append({"update": updates, "samples": updates * self.batch_size, **losses})
+            self._last_recorded = updates
+        if done:
+            trainer.should_stop = True
+
+
+def _quiet_lightning() -> None:
+    for name in ("pytorch_lightning", "lightning", "lightning.pytorch", "lightning_fabric"):
+        logging.getLogger(name).setLevel(logging.ERROR)
+    warnings.filterwarnings("ignore", ".*does not have many workers.*")
+    warnings.filterwarnings("ignore", ".*GPU available but not used.*")
+    warnings.filterwarnings("ignore", ".*LeafSpec.*")
+    warnings.filterwarnings("ignore", ".*is deprecated.*")
+    warnings.filterwarnings("ignore", ".*smaller than the logging interval.*")
+    warnings.filterwarnings("ignore", ".*Checkpoint directory.*")
+    warnings.filterwarnings("ignore", ".*exists and is not empty.*")
+
+
+def optimizer_steps_per_update(model) -> int:
+    """Lightning's ``global_step`` per generator update: a GAN also steps its discriminator ``d_steps`` times."""
+    if getattr(model, "family", None) == "gan":
+        return 1 + int(model.hparams.get("d_steps", 1))
+    return 1
+
+
+def _metrics(result: dict) -> dict:
+    return {k.split("/", 1)[1]: float(v) for k, v in result.items() if k.startswith("test/")}
+
+
+def _reference_distinct2(dm, num: int) -> float:
+    from modules.metrics import DistinctN
+
+    metric = DistinctN(n_values=(2,))
+    metric.update(dm.reference_ids("test")[:num])
+    return float(metric.compute()["distinct2"])
+
+
+def judge(init: dict, final: dict, nonfinite: Optional[str], ref_distinct2: float) -> dict:
+    """The divergence and collapse flags (rules in the module docstring), with the reason for each."""
+    diverged, reason = False, ""
+    if nonfinite:
+        diverged, reason = True, nonfinite
+    else:
+        for k in ("nll_oracle_per_token", "nll_test_per_token"):
+            if k in final and not math.isfinite(final[k]):
+                diverged, reason = True, f"final {k} is not finite"
+                break
+        else:
+            a, b = init.get("nll_oracle_per_token"), final.get("nll_oracle_per_token")
+            if a is not None and b is not None and b > a + DIVERGENCE_NATS:
+                diverged, reason = True, f"NLL_oracle {b:.3f} > untrained {a:.3f} + {DIVERGENCE_NATS}"
+    collapsed, why = False, ""
+    unique, d2 = final.get("unique_fraction"), final.get("distinct2")
+    if unique is not None and math.isfinite(unique) and unique < COLLAPSE_UNIQUE:
+        collapsed, why = True, f"unique fraction {unique:.3f} < {COLLAPSE_UNIQUE}"
+    elif d2 is not None and math.isfinite(d2) and d2 < COLLAPSE_DISTINCT2_RATIO * ref_distinct2:
+        collapsed, why = True, f"distinct-2 {d2:.3f} < {COLLAPSE_DISTINCT2_RATIO} x data's {ref_distinct2:.3f}"
+    return {"diverged": diverged, "diverged_reason": reason, "collapsed": collapsed, "collapse_reason": why}
+
+
+def final_losses(curve: list[dict], tail: float = 0.1) -> dict:
+    """Each logged training quantity averaged over the last ``tail`` of the curve (one step is mostly noise)."""
+    points = curve[-max(1, int(len(curve) * tail)):]
+    keys = {k for p in points for k in p if k.startswith("train/")}
+    out = {}
+    for k in sorted(keys):
+        vals = [p[k] for p in points if k in p]
+        out[k] = sum(vals) / len(vals) if vals and all(math.isfinite(v) for v in vals) else math.nan
+    return out
+
+
+def write_csv(path: Path, rows: list[dict]) -> None:
+    from experiments.results import atomic_write_text
+
+    columns: list[str] = []
+    for r in rows:
+        columns += [c for c in r if c not in columns]
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=columns or ["update"])
+    writer.writeheader()
+    writer.writerows(rows)
+    atomic_write_text(path, buf.getvalue())
+
+
+def _finish_wandb(loggers, row: dict) -> None:
+    """Put the row's scalars in the W&B run summary and close the run, so the next run of the sweep is a new one."""
+    from experiments.results import flat_scalars
+
+    for logger in loggers:
+        if type(logger).__name__ != "WandbLogger":
+            continue
+        try:
+            run = logger.experiment
+            run.summary.update({f"result/{k}": v for k, v in flat_scalars(row).items()
+                                if isinstance(v, (int, float, bool, str))})
+            run.finish()
+        except Exception as err:  # tracking must never take a finished run down
+            logging.getLogger(__name__).warning("could not finish the W&B run: %s", err)
+
+
+def run_one(spec: dict, run_dir: str | Path) -> dict:
+    """Train and evaluate one run; return its results row (see the module docstring)."""
+    import pytorch_lightning as pl
+
+    from modules.tracking import Tracking
+
+    _quiet_lightning()
+    start = time.perf_counter()
+    run_dir = Path(run_dir)
+    family = get_family(spec["family"])
+    key = spec.get("key") or run_key(spec)
+    folder = run_dir / "runs" / key
+    if folder.exists():  # leftovers of a run killed before its row was written: not a result, start clean
+        shutil.rmtree(folder)
+    folder.mkdir(parents=True)
+    (folder / "run.json").write_text(json.dumps({**spec, "key": key}, indent=2, sort_keys=True))
+    if spec.get("threads"):
+        torch.set_num_threads(int(spec["threads"]))
+
+    seed, batch_size = int(spec["seed"]), int(spec["batch_size"])
+    pl.seed_everything(seed, workers=True, verbose=False)
+    dm = build_datamodule(spec["data"], batch_size, seed)
+    dm.prepare()
+    model = family.load_class()(vocab_size=dm.vocab_size, **family.init_kwargs(spec["model"]))
+
+    updates = int(spec["budget"]["updates"])
+    tracking = spec.get("tracking", {})
+    condition = spec["data"].get("init_args", {}).get("condition", "none")
+    loggers = Tracking(
+        project=tracking.get("project", "gan-vs-transformer"),
+        name=key,
+        group=tracking.get("group"),
+        job_type=family.name,
+        tags=[family.name, f"bs{batch_size}", f"seed{seed}", f"cond-{condition}", *tracking.get("tags", [])],
+        wandb_mode=tracking.get("wandb_mode", "offline"),
+    ).loggers(save_dir=str(run_dir / "runs"), family=family.name, config={**spec, "key": key})
+    budget = BudgetCallback(updates, batch_size, every=max(1, updates // int(spec.get("curve_points", 100))))
+    trainer_kwargs = {"accelerator": "cpu", "devices": 1, **spec.get("trainer", {})}
+    trainer = pl.Trainer(
+        logger=loggers,
+        callbacks=[budget.as_lightning()],
+        max_steps=updates * optimizer_steps_per_update(model),
+        max_epochs=-1,
+        limit_val_batches=0,
+        num_sanity_val_steps=0,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        log_every_n_steps=max(1, updates // int(spec.get("curve_points", 100))),
+        default_root_dir=str(folder),
+        **trainer_kwargs,
+    )
+    init = _metrics(trainer.test(model, datamodule=dm, verbose=False)[0])
+    fit_start = time.perf_counter()
+    try:
+        trainer.fit(model, datamodule=dm)
+    except Exception:
+        if budget.nonfinite is None:
+            raise
+    fit_time = time.perf_counter() - fit_start
+    done_updates = generator_updates(model, trainer)
+    try:
+        final = _metrics(trainer.test(model, datamodule=dm, verbose=False)[0])
+    except Exception:
+        if budget.nonfinite is None:
+            raise
+        final = {"nll_oracle_per_token": math.nan, "nll_test_per_token": math.nan}
+    num_eval = int(model.hparams.get("num_eval_samples", 200))
+    ref_d2 = _reference_distinct2(dm, num_eval)
+    write_csv(folder / "curves.csv", budget.curve)
+
+    row: dict[str, Any] = {
+        "key": key,
+        "kind": spec.get("kind", "sweep"),
+        "family": family.name,
+        "class_path": family.class_path,
+        "adversarial": family.adversarial,
+        "batch_size": batch_size,
+        "seed": seed,
+        "config_hash": config_hash(spec),
+        "condition": condition,
+        "condition_strength": spec["data"].get("init_args", {}).get("condition_strength"),
+        "z_dim": spec["model"].get("z_dim", 0),
+        "lr": {k: spec["model"][k] for k in family.lr_args if k in spec["model"]},
+        "lr_factor": spec.get("lr_factor", 1.0),
+        "budget_kind": spec["budget"]["kind"],
+        "budget_value": spec["budget"]["value"],
+        "updates": done_updates,
+        "samples_seen": done_updates * batch_size,
+        "fit_time_s": fit_time,
+        "init": init,
+        "final": {**final, "ref_distinct2": ref_d2},
+        "losses": final_losses(budget.curve),
+        **judge(init, final, budget.nonfinite, ref_d2),
+    }
+    healthy = not row["diverged"]
+    extras = spec.get("measure", {})
+    if extras.get("noise") and healthy:
+        from experiments.noise_scale import measure_noise_scale
+
+        row["noise"] = measure_noise_scale(model, dm, seed=seed, **extras["noise"])
+    if extras.get("temperatures") and healthy:
+        from experiments.temperature import temperature_curve, write_curve
+
+        points = temperature_curve(model, dm, extras["temperatures"], seed=seed)
+        write_curve(folder / "temperature.csv", points)
+        row["temperature"] = points
+    if extras.get("probes") and healthy:
+        from experiments.probes import condition_probes
+
+        row["probes"] = condition_probes(model, dm, seed=seed, **extras["probes"])
+    if spec.get("save_checkpoint", True):
+        trainer.save_checkpoint(str(folder / "final.ckpt"))
+    row["paths"] = {"folder": str(folder.relative_to(run_dir)), "curves": str((folder / "curves.csv").relative_to(run_dir))}
+    row["wall_time_s"] = time.perf_counter() - start
+    _finish_wandb(loggers, row)
+    return row

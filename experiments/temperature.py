@@ -1,0 +1,248 @@
+"""Quality against diversity across sampling temperatures (Caccia et al. 2018, "Language GANs Falling Short").
+
+Judging a generator at one temperature mixes up two things: how good its samples are and how much of the data
+it covers. Sweeping the softmax temperature T traces a curve for each model, and one family is better than
+another only if its curve lies below/left of the other's. At temperature T:
+
+- oracle data: quality = NLL_oracle of samples drawn with logits / T (lower is better); coverage = NLL_test,
+  the model's NLL of held-out data under the same tempered distribution, softmax(logits / T) (lower is better).
+  At T = 1 these are the run's own NLL_oracle and NLL_test.
+- real data: quality = BLEU-n of the samples against the test references (higher is better); diversity =
+  Self-BLEU-n among the samples (lower is better).
+
+For a GAN generator with a latent input, NLL_test at every T is computed with one z ~ N(0, I) per sentence,
+i.e. E_z[-log p(y | c, z)], which upper-bounds the NLL of the z-marginal by Jensen's inequality.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+from pathlib import Path
+from typing import Optional, Sequence
+
+import torch
+
+from modules.data.vocab import EOS_ID
+from modules.models.base import token_log_probs
+
+DEFAULT_TEMPERATURES = (0.6, 0.8, 1.0, 1.2, 1.5)
+
+
+@torch.no_grad()
+def nll_test_at(model, datamodule, temperature: float, split: str = "test", seed: int = 0,
+                max_examples: Optional[int] = None) -> dict:
+    """The model's NLL of ``split`` under softmax(logits / temperature), per token and per sentence."""
+    gen = torch.Generator(device=model.device).manual_seed(seed)
+    fixed_length = model.generation_lengths()[0] > 0  # oracle data: the L words are scored, not the end token
+    was_training = model.generator.training
+    model.generator.eval()
+    total, tokens, sentences = 0.0, 0, 0
+    try:
+        for batch in datamodule.test_dataloader() if split == "test" else datamodule.val_dataloader():
+            batch = batch.to(model.device)
+            z = model.latent(len(batch), gen)
+            logits = model.generator(batch.src, batch.src_pad_mask, batch.tgt_in, z=z)
+            lp = token_log_probs(logits.float() / temperature, batch.tgt_out)
+            scored = ~batch.tgt_pad_mask[:, 1:]
+            if fixed_length:
+                scored = scored & batch.tgt_out.ne(EOS_ID)
+            total += float(lp.masked_fill(~scored, 0.0).sum())
+            tokens += int(scored.sum())
+            sentences += len(batch)
+            if max_examples is not None and sentences >= max_examples:
+                break
+    finally:
+        model.generator.train(was_training)
+    return {"per_token": -total / max(tokens, 1), "per_sentence": -total / max(sentences, 1)}
+
+
+def temperature_curve(model, datamodule, temperatures: Sequence[float] = DEFAULT_TEMPERATURES,
+                      num_samples: Optional[int] = None, stage: str = "test", seed: int = 0) -> list[dict]:
+    """One point per temperature with every sample metric plus NLL_test at that temperature.
+
+    ``model`` must be attached to a Trainer whose data module is ``datamodule`` (it is after ``trainer.test``).
+    """
+    with torch.inference_mode():  # the metric states were last reset under trainer.test's inference mode
+        return _temperature_curve(model, datamodule, temperatures, num_samples, stage, seed)
+
+
+def _temperature_curve(model, datamodule, temperatures, num_samples, stage, seed) -> list[dict]:
+    points = []
+    logged = model.hparams.get("num_logged_samples", 0)
+    model.hparams.num_logged_samples = 0  # the run's own sample table stays the T = 1 one
+    try:
+        for t in temperatures:
+            if t <= 0:
+                raise ValueError(f"temperatures must be > 0, got {t}")
+            metrics = model.sample_metrics(stage, temperature=float(t), num_samples=num_samples)
+            point = {"temperature": float(t)}
+            point.update({k.split("/", 1)[1]: float(v) for k, v in metrics.items()})
+            nll = nll_test_at(model, datamodule, float(t), split=stage, seed=seed)
+            point["nll_test_per_token"] = nll["per_token"]
+            point["nll_test_per_sentence"] = nll["per_sentence"]
+            points.append(point)
+    finally:
+        model.hparams.num_logged_samples = logged
+    return points
+
+
+def write_curve(path: Path, points: list[dict]) -> None:
+    from experiments.results import atomic_write_text
+    import io
+
+    columns = []
+    for p in points:
+        columns += [c for c in p if c not in columns]
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=columns)
+    writer.writeheader()
+    writer.writerows(points)
+    atomic_write_text(Path(path), buf.getvalue())
+
+
+def read_curve(path: Path) -> list[dict]:
+    with Path(path).open(newline="", encoding="utf-8") as f:
+        return [{k: float(v) for k, v in row.items() if v != ""} for row in csv.DictReader(f)]
+
+
+def quality_diversity_axes(points: list[dict], bleu_n: int = 5) -> tuple[str, str, str]:
+    """(x key, y key, kind) of the curve for these points: NLL_test/NLL_oracle on oracle data, else
+    Self-BLEU/BLEU. Both axes are arranged so that lower-left is better after ``costs``."""
+    if points and "nll_oracle_per_token" in points[0]:
+        return "nll_test_per_token", "nll_oracle_per_token", "oracle"
+    return f"self_bleu{bleu_n}", f"bleu{bleu_n}", "text"
+
+
+def costs(points: list[dict], bleu_n: int = 5) -> list[tuple[float, float]]:
+    """Each point as (diversity cost, quality cost), both lower-is-better."""
+    x, y, kind = quality_diversity_axes(points, bleu_n)
+    if kind == "oracle":
+        return [(p[x], p[y]) for p in points]
+    return [(p[x], -p[y]) for p in points]  # Self-BLEU lower is more diverse; BLEU higher is better
+
+
+def dominated_fraction(curve: list[tuple[float, float]], points: list[tuple[float, float]]) -> float:
+    """Fraction of ``points`` weakly dominated (both costs <=) by some point on ``curve``'s polyline.
+
+    The polyline joins the curve's temperatures in order: interpolating between two neighbouring temperatures
+    is what a temperature in between would give, to first order.
+    """
+    if not points or not curve:
+        return math.nan
+    segments = list(zip(curve, curve[1:])) or [(curve[0], curve[0])]
+
+    def dominated(p):
+        for a, b in segments:
+            lo, hi = 0.0, 1.0
+            for axis in (0, 1):
+                d = b[axis] - a[axis]
+                # a + t d <= p  on this axis, for t in [lo, hi]
+                if abs(d) < 1e-12:
+                    if a[axis] > p[axis] + 1e-12:
+                        lo, hi = 1.0, 0.0
+                elif d > 0:
+                    hi = min(hi, (p[axis] - a[axis]) / d)
+                else:
+                    lo = max(lo, (p[axis] - a[axis]) / d)
+            if lo <= hi + 1e-12:
+                return True
+        return False
+
+    return sum(dominated(p) for p in points) / len(points)
+
+
+# ---- `gvt temperature` ----------------------------------------------------------------------------------------
+
+
+def attach(model, datamodule, root: Path):
+    """A minimal Trainer around ``model`` so that its shared evaluation code runs; returns the T = 1 test metrics."""
+    import pytorch_lightning as pl
+
+    trainer = pl.Trainer(accelerator="auto", devices=1, logger=False, enable_progress_bar=False,
+                         enable_model_summary=False, enable_checkpointing=False, default_root_dir=str(root))
+    return trainer.test(model, datamodule=datamodule, verbose=False)[0]
+
+
+def datamodule_for_checkpoint(checkpoint: Path, data_config: Optional[Path] = None):
+    """The data module a checkpoint was trained on: from ``data_config`` (a YAML with a ``data:`` section or a
+    bare ``class_path``/``init_args``), else from the experiment runner's ``run.json`` or LightningCLI's
+    ``config.yaml`` beside the checkpoint."""
+    import yaml
+
+    from experiments.runner import build_datamodule
+
+    candidates = [data_config] if data_config else []
+    for folder in (checkpoint.parent, checkpoint.parent.parent):
+        candidates += [folder / "run.json", folder / "config.yaml"]
+    for path in candidates:
+        if path is None or not Path(path).exists():
+            continue
+        path = Path(path)
+        if path.suffix == ".json":
+            spec = json.loads(path.read_text())
+            return build_datamodule(spec["data"], spec["batch_size"], spec["seed"])
+        config = yaml.safe_load(path.read_text())
+        data = config.get("data", config)
+        if "class_path" in data:
+            init = dict(data.get("init_args", {}))
+            return build_datamodule({"class_path": data["class_path"], "init_args": init},
+                                    init.pop("batch_size", 64), init.pop("seed", 0))
+    raise FileNotFoundError(
+        f"cannot tell which data {checkpoint} was trained on: pass --data-config (the run's config.yaml)"
+    )
+
+
+def run_temperature_command(*, checkpoint=None, run_dir=None, data_config=None, temperatures=None,
+                            num_samples=None, out=None, families=None, batch_sizes=None) -> int:
+    """``gvt temperature``: curves for one checkpoint, or for every checkpointed run of a run folder, with a
+    quality-diversity plot per family."""
+    import tempfile
+
+    from modules.sample_cli import load_model
+
+    from experiments.report import plot_quality_diversity
+
+    temperatures = list(temperatures or DEFAULT_TEMPERATURES)
+    jobs = []  # (checkpoint, family label, seed, where the curve goes)
+    if checkpoint:
+        ckpt = Path(checkpoint)
+        folder = Path(out) if out else ckpt.parent
+        jobs.append((ckpt, None, 0, folder / f"{ckpt.stem}_temperature.csv"))
+    else:
+        from experiments.results import ResultsTable
+
+        root = Path(run_dir)
+        rows = ResultsTable(root).rows()
+        if not rows:
+            raise FileNotFoundError(f"{root} holds no finished runs (no results.jsonl)")
+        folder = Path(out) if out else root / "temperature"
+        for row in rows:
+            if (families and row["family"] not in families) or (batch_sizes and row["batch_size"] not in batch_sizes):
+                continue
+            ckpt = root / row["paths"]["folder"] / "final.ckpt"
+            if ckpt.exists():  # the runs' own files stay as the sweep wrote them
+                jobs.append((ckpt, row["family"], row["seed"], folder / f"{row['key']}.csv"))
+        if not jobs:
+            raise FileNotFoundError(f"no run in {root} kept a final.ckpt (presets save them; see save_checkpoints)")
+    curves: dict[str, list[list[dict]]] = {}
+    for ckpt, family, seed, target in jobs:
+        model = load_model(str(ckpt))
+        dm = datamodule_for_checkpoint(ckpt, Path(data_config) if data_config else None)
+        dm.prepare()
+        with tempfile.TemporaryDirectory() as tmp:
+            attach(model, dm, Path(tmp))
+            points = temperature_curve(model, dm, temperatures, num_samples=num_samples, seed=seed)
+        write_curve(target, points)
+        label = family or model.family
+        if checkpoint is None:
+            label = f"{family} (bs {json.loads((ckpt.parent / 'run.json').read_text())['batch_size']})"
+        curves.setdefault(label, []).append(points)
+        x, y, _ = quality_diversity_axes(points)
+        print(f"{ckpt}: " + "  ".join(f"T={p['temperature']:g}: {x}={p[x]:.3f} {y}={p[y]:.3f}" for p in points))
+    folder.mkdir(parents=True, exist_ok=True)
+    png = folder / "quality_diversity.png"
+    plot_quality_diversity(curves, png)
+    print(f"curves: {folder if run_dir else jobs[0][3]}; plot: {png}")
+    return 0
