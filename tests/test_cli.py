@@ -101,3 +101,24 @@ def test_sample_refuses_truncated_and_missing_checkpoints(fitted_run, tmp_path):
     assert out.returncode == 2 and "unreadable" in out.stderr
     out = gvt("sample", "--checkpoint", str(tmp_path / "nope.ckpt"))
     assert out.returncode == 2 and "does not exist" in out.stderr
+
+
+PARTS = sorted((ROOT / "configs" / "data").glob("*.yaml")) + sorted((ROOT / "configs" / "model").glob("*.yaml")) \
+    + sorted((ROOT / "configs" / "sweeps" / "models").glob("*.yaml"))
+
+
+@pytest.mark.parametrize("part", PARTS, ids=lambda p: f"{p.parent.name}/{p.name}")
+def test_print_config_composes_every_partial_yaml(part, capsys, monkeypatch):
+    """configs/data, configs/model and the sweep model sections compose with the trainer and logger parts."""
+    from modules.cli import main
+
+    monkeypatch.chdir(ROOT)
+    group = "data" if part.parent.name == "data" else "model"
+    other = ("--model", "configs/model/transformer_small.yaml") if group == "data" else \
+        ("--data", "configs/data/oracle_small.yaml")
+    with pytest.raises(SystemExit) as exc:
+        main(["fit", "--config", "configs/trainer/cpu.yaml", "--config", "configs/logger/offline.yaml",
+              f"--{group}", str(part), *other, "--print_config"])
+    assert exc.value.code in (0, None)
+    printed = capsys.readouterr().out
+    assert "class_path: modules.models." in printed and "wandb_mode: offline" in printed
