@@ -127,10 +127,12 @@ def _run_experiments(args, which: list[str]) -> int:
             settings = preset.ablation
             _apply_ablation(settings, args)
         _check_families(settings.families)
+        make_specs = sweep_specs if experiment == "batch-size" else ablation_specs
+        make_specs(settings, {})  # validates every setting before the folder's plan is written
         plan = register(out, experiment, preset.name, settings, args.project)
         tracking = {"project": args.project, "group": plan["group"], "wandb_mode": args.wandb_mode,
                     "tags": [preset.name, experiment]}
-        specs = sweep_specs(settings, tracking) if experiment == "batch-size" else ablation_specs(settings, tracking)
+        specs = make_specs(settings, tracking)
         print(f"{experiment}: {len(specs)} runs ({preset.name} preset) -> {out}", file=sys.stderr)
         outcome = execute(specs, out, workers=workers, desc=experiment,
                           echo=lambda m: print(m, file=sys.stderr))

@@ -97,6 +97,20 @@ CASES = [
     ("missing checkpoint (sample)", ["sample", "--checkpoint", "{d}/nope.ckpt"], "does not exist"),
     ("checkpoint not written by this package", ["sample", "--checkpoint", "{d}/foreign.ckpt"], "not written by"),
     ("truncated checkpoint (validate)", ["validate", "--config", SMALL, "--ckpt_path", "{d}/truncated.ckpt"], "unreadable"),
+    ("unknown GAN loss name", FIT + ["--config", "configs/experiment/gan_gumbel_oracle_small.yaml",
+                                     "--model.init_args.loss", "wasserstein"], "wasserstein"),
+    ("unknown GAN estimator", FIT + ["--config", "configs/experiment/gan_gumbel_oracle_small.yaml",
+                                     "--model.init_args.estimator", "straight"], "straight"),
+    # experiment commands
+    ("sweep: unknown family", ["sweep", "batch-size", "--preset", "smoke", "--families", "nope", "--out", "{d}/sw"],
+     "unknown family 'nope'"),
+    ("sweep: zero budget", ["sweep", "batch-size", "--preset", "smoke", "--budget-value", "0", "--out", "{d}/sw"],
+     "budget must be >= 1"),
+    ("sweep: negative budget", ["sweep", "batch-size", "--preset", "smoke", "--budget-value", "-5", "--out", "{d}/sw"],
+     "budget must be >= 1"),
+    ("temperature <= 0", ["temperature", "--checkpoint", "{d}/model.ckpt", "--data-config", SMALL,
+                          "--temperatures", "0", "1"],
+     "temperatures must be > 0"),
     ("checkpoint with another vocabulary", ["validate", "--config", SMALL, "--ckpt_path", "{d}/model.ckpt",
                                             "--data.init_args.vocab_size", "150", "--tracking.wandb_mode", "disabled",
                                             "--trainer.default_root_dir", "{d}/runs"],
@@ -122,3 +136,15 @@ def test_failed_runs_leave_no_checkpoint_behind(files, capsys):
     run(FIT + ["--config", SMALL, "--data.init_args.num_train", "10", "--data.init_args.drop_last", "true",
                "--trainer.default_root_dir", str(root)], capsys)
     assert not list(root.rglob("*.ckpt"))
+
+
+def test_checkpoint_of_the_other_family_is_refused(files):
+    from modules.models import TextGAN
+
+    with pytest.raises(ValueError, match="of the 'transformer' family, not 'gan'"):
+        TextGAN.load_from_checkpoint(files / "model.ckpt", weights_only=True)
+
+
+def test_refused_sweeps_write_nothing(files, capsys):
+    run(["sweep", "batch-size", "--preset", "smoke", "--budget-value", "0", "--out", str(files / "sw0")], capsys)
+    assert not (files / "sw0").exists()
