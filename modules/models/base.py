@@ -90,7 +90,6 @@ class GeneratorModule(pl.LightningModule):
         self.vocab: Optional[Vocab] = None
         self.tokenizer = None
         self._data_info: dict[str, Any] = {}
-        self._checkpoint_vocab: Optional[Vocab] = None
         self.nll_test = torch.nn.ModuleDict({s: SequenceNLL() for s in ("val", "test")})
         self.nll_oracle = torch.nn.ModuleDict({s: SequenceNLL() for s in ("val", "test")})
         self._ref_metrics: dict[str, BLEU] = {}
