@@ -67,6 +67,16 @@ class DivergenceMonitor(pl.Callback):
             write_json_atomic(folder / "divergence.json", self.record)
 
 
+class FlushLogsOnCheckpoint(pl.Callback):
+    """Write buffered log rows (the CSV logger keeps up to 100 steps in memory) whenever a checkpoint is saved, so
+    a killed run keeps the logs of everything its checkpoint holds. The step being checkpointed is logged just
+    after the checkpoint is written; a kill in between loses that one step's log rows, not its training."""
+
+    def on_save_checkpoint(self, trainer: pl.Trainer, pl_module: pl.LightningModule, checkpoint: dict) -> None:
+        for logger in trainer.loggers:
+            logger.save()
+
+
 def write_json_atomic(path: Path, data: dict) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")

@@ -45,7 +45,7 @@ def _lightning_cli(args: list[str]) -> None:
     from pytorch_lightning.callbacks import ModelCheckpoint
     from pytorch_lightning.cli import LightningCLI
 
-    from modules.callbacks import DivergenceMonitor
+    from modules.callbacks import DivergenceMonitor, FlushLogsOnCheckpoint
     from modules.data.base import SequenceDataModule
     from modules.models.base import GeneratorModule
     from modules.tracking import Tracking
@@ -99,7 +99,7 @@ def _lightning_cli(args: list[str]) -> None:
         subclass_mode_data=True,
         auto_configure_optimizers=False,
         seed_everything_default=0,
-        trainer_defaults={"default_root_dir": "runs", "callbacks": [DivergenceMonitor()]},
+        trainer_defaults={"default_root_dir": "runs", "callbacks": [DivergenceMonitor(), FlushLogsOnCheckpoint()]},
         save_config_kwargs={"overwrite": True},
         parser_kwargs={"parser_mode": "omegaconf"} if _has_omegaconf() else {},
         args=args,
