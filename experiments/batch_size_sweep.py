@@ -17,7 +17,7 @@ import math
 
 from experiments.families import get_family, lr_factor
 from experiments.presets import SweepSettings
-from experiments.runner import run_key
+from experiments.runner import make_spec
 
 
 def updates_for(budget: str, value: int, batch_size: int) -> int:
@@ -67,24 +67,10 @@ def sweep_specs(settings: SweepSettings, tracking: dict) -> list[dict]:
                     measure["temperatures"] = list(settings.temperatures)
                 if batch_size in noise_bs and settings.noise:
                     measure["noise"] = dict(settings.noise)
-                spec = {
-                    "kind": "sweep",
-                    "family": family,
-                    "batch_size": batch_size,
-                    "seed": seed,
-                    "data": copy.deepcopy(settings.data),
-                    "model": model,
-                    "budget": {"kind": settings.budget, "value": settings.budget_value, "updates": updates},
-                    "lr_scaling": settings.lr_scaling,
-                    "reference_batch_size": settings.reference_batch_size,
-                    "lr_factor": factor,
-                    "trainer": dict(settings.trainer),
-                    "measure": measure,
-                    "curve_points": settings.curve_points,
-                    "save_checkpoint": settings.save_checkpoints,
-                    "tracking": dict(tracking),
-                    "threads": settings.threads,
-                }
-                spec["key"] = run_key(spec)
-                specs.append(spec)
+                specs.append(make_spec(
+                    "sweep", settings, family=family, batch_size=batch_size, seed=seed,
+                    data=copy.deepcopy(settings.data), model=model, updates=updates, lr_factor=factor,
+                    measure=measure, tracking=tracking, lr_scaling=settings.lr_scaling,
+                    reference_batch_size=settings.reference_batch_size,
+                ))
     return specs

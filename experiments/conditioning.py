@@ -15,7 +15,7 @@ import copy
 from experiments.batch_size_sweep import model_args, updates_for
 from experiments.families import get_family
 from experiments.presets import AblationSettings
-from experiments.runner import run_key
+from experiments.runner import make_spec
 
 
 def ablation_specs(settings: AblationSettings, tracking: dict) -> list[dict]:
@@ -48,23 +48,9 @@ def ablation_specs(settings: AblationSettings, tracking: dict) -> list[dict]:
                             models.setdefault(family_name, {})["z_dim"] = z_dim
                         model, _ = model_args(family_name, models, settings.batch_size, settings.batch_size,
                                               "none", updates)
-                        spec = {
-                            "kind": "ablation",
-                            "family": family_name,
-                            "batch_size": settings.batch_size,
-                            "seed": seed,
-                            "data": data,
-                            "model": model,
-                            "budget": {"kind": settings.budget, "value": settings.budget_value, "updates": updates},
-                            "lr_scaling": "none",
-                            "lr_factor": 1.0,
-                            "trainer": dict(settings.trainer),
-                            "measure": {"probes": dict(settings.probes)},
-                            "curve_points": settings.curve_points,
-                            "save_checkpoint": settings.save_checkpoints,
-                            "tracking": dict(tracking),
-                            "threads": settings.threads,
-                        }
-                        spec["key"] = run_key(spec)
-                        specs.append(spec)
+                        specs.append(make_spec(
+                            "ablation", settings, family=family_name, batch_size=settings.batch_size, seed=seed,
+                            data=data, model=model, updates=updates, lr_factor=1.0,
+                            measure={"probes": dict(settings.probes)}, tracking=tracking, lr_scaling="none",
+                        ))
     return specs

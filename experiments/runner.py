@@ -66,6 +66,30 @@ def run_key(spec: dict) -> str:
     return "__".join(parts)
 
 
+def make_spec(kind: str, settings, *, family: str, batch_size: int, seed: int, data: dict, model: dict,
+              updates: int, lr_factor: float, measure: dict, tracking: dict, **extra) -> dict:
+    """One run of a sweep or an ablation, keyed; ``settings`` gives what every run of an experiment shares."""
+    spec = {
+        "kind": kind,
+        "family": family,
+        "batch_size": batch_size,
+        "seed": seed,
+        "data": data,
+        "model": model,
+        "budget": {"kind": settings.budget, "value": settings.budget_value, "updates": updates},
+        "lr_factor": lr_factor,
+        "trainer": dict(settings.trainer),
+        "measure": measure,
+        "curve_points": settings.curve_points,
+        "save_checkpoint": settings.save_checkpoints,
+        "tracking": dict(tracking),
+        "threads": settings.threads,
+        **extra,
+    }
+    spec["key"] = run_key(spec)
+    return spec
+
+
 def build_datamodule(data: dict, batch_size: int, seed: int):
     module_name, _, class_name = data["class_path"].rpartition(".")
     cls = getattr(importlib.import_module(module_name), class_name)

@@ -1,13 +1,20 @@
 """BLEU / Self-BLEU: the fast engine must reproduce the NLTK (Texygen) loop to 1e-9."""
 
-import copy
 import random
 
 import numpy as np
 import pytest
 import torch
+from ddp_sim import simulate_ddp_sync, values
 
-from modules.metrics import BLEU, ReferenceIndex, SelfBLEU, corpus_avg_bleu, self_bleu, self_bleu_scores
+from modules.metrics import (
+    BLEU,
+    ReferenceIndex,
+    SelfBLEU,
+    corpus_avg_bleu,
+    self_bleu,
+    self_bleu_scores,
+)
 
 bleu_score = pytest.importorskip("nltk.translate.bleu_score")
 
@@ -37,25 +44,6 @@ def random_case(seed):
     return refs, hyps
 
 
-def simulate_ddp_sync(metrics):
-    """Run torchmetrics' own `_sync_dist` on each simulated rank, with an in-memory all_gather."""
-    sent = []
-    for metric in metrics:  # what every rank puts on the wire, in call order
-        calls = []
-        copy.deepcopy(metric)._sync_dist(lambda t, group=None, calls=calls: calls.append(t) or [t])
-        sent.append(calls)
-    for metric in metrics:
-        position = iter(range(len(sent[0])))
-
-        def gather(tensor, group=None):
-            i = next(position)
-            return [rank_calls[i] for rank_calls in sent]
-
-        metric._sync_dist(gather)
-
-
-def values(result):
-    return {k: float(v) for k, v in result.items()}
 
 
 # ----------------------------------------------------------------------------- vs NLTK

@@ -4,30 +4,9 @@ import copy
 
 import pytest
 import torch
+from ddp_sim import simulate_ddp_sync, values
 
 from modules.metrics import DistinctN, SequenceNLL
-
-
-def simulate_ddp_sync(metrics):
-    """Run torchmetrics' own `_sync_dist` on each simulated rank, with an in-memory all_gather."""
-    sent = []
-    for metric in metrics:
-        calls = []
-        copy.deepcopy(metric)._sync_dist(lambda t, group=None, calls=calls: calls.append(t) or [t])
-        sent.append(calls)
-    for metric in metrics:
-        position = iter(range(len(sent[0])))
-
-        def gather(tensor, group=None):
-            i = next(position)
-            return [rank_calls[i] for rank_calls in sent]
-
-        metric._sync_dist(gather)
-
-
-def values(result):
-    return {k: float(v) for k, v in result.items()}
-
 
 # ----------------------------------------------------------------------------- distinct-n
 
