@@ -38,12 +38,16 @@ class DivergenceMonitor(pl.Callback):
         if self.diverged:
             return
         metrics = {k: v for k, v in trainer.callback_metrics.items() if isinstance(v, torch.Tensor) and v.numel() == 1}
-        bad = [k for k in self.monitor if k in metrics and not math.isfinite(metrics[k].item())]
+        watched = [k for k in self.monitor if k in metrics]
+        bad = []
+        if watched:  # one host sync per step for all watched losses together
+            finite = torch.isfinite(torch.stack([metrics[k].detach().float().reshape(()) for k in watched])).tolist()
+            bad = [k for k, ok in zip(watched, finite) if not ok]
         if isinstance(outputs, torch.Tensor) and outputs.numel() == 1 and not torch.isfinite(outputs):
             bad.append("training_step output")
         # Every rank must agree, or one would stop (and save, a collective call) while the others go on.
         if not trainer.strategy.reduce_boolean_decision(bool(bad), all=False):
-            self._last_finite = {k: float(v) for k, v in metrics.items() if math.isfinite(float(v))}
+            self._last_finite = {k: v.detach() for k, v in metrics.items()}  # read out only if the run diverges
             return
         self.diverged = True
         self.record = {
@@ -52,7 +56,7 @@ class DivergenceMonitor(pl.Callback):
             "epoch": trainer.current_epoch,
             "batch_idx": batch_idx,
             "non_finite": bad or ["loss on another rank"],
-            "last_finite_metrics": dict(self._last_finite),
+            "last_finite_metrics": {k: v for k, t in self._last_finite.items() if math.isfinite(v := float(t))},
         }
         log.warning("training diverged at step %d (%s is not finite); stopping this run cleanly",
                     trainer.global_step, ", ".join(bad))
