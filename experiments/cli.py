@@ -68,13 +68,15 @@ def _ablation_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--ablation-budget-value", type=int, metavar="N", help="samples (or updates) per ablation run")
 
 
+def _apply_lists(settings, args, kinds: dict) -> None:
+    """Command-line lists override the preset's: ``kinds`` maps an argument name to its element type."""
+    for name, kind in kinds.items():
+        if getattr(args, name, None):
+            setattr(settings, name, _list(kind)(getattr(args, name)))
+
+
 def _apply_sweep(settings, args) -> None:
-    if args.families:
-        settings.families = _list(str)(args.families)
-    if args.seeds:
-        settings.seeds = _list(int)(args.seeds)
-    if getattr(args, "batch_sizes", None):
-        settings.batch_sizes = _list(int)(args.batch_sizes)
+    _apply_lists(settings, args, {"families": str, "seeds": int, "batch_sizes": int})
     for name in ("budget", "budget_value", "lr_scaling", "reference_batch_size"):
         if getattr(args, name, None) is not None:
             setattr(settings, name, getattr(args, name))
@@ -84,16 +86,8 @@ def _apply_sweep(settings, args) -> None:
 
 
 def _apply_ablation(settings, args) -> None:
-    if args.families:
-        settings.families = _list(str)(args.families)
-    if args.seeds:
-        settings.seeds = _list(int)(args.seeds)
-    if getattr(args, "conditions", None):
-        settings.conditions = _list(str)(args.conditions)
-    if getattr(args, "strengths", None):
-        settings.strengths = _list(float)(args.strengths)
-    if getattr(args, "z_dims", None):
-        settings.z_dims = _list(int)(args.z_dims)
+    _apply_lists(settings, args, {"families": str, "seeds": int, "conditions": str, "strengths": float,
+                                  "z_dims": int})
     if getattr(args, "ablation_budget_value", None):
         settings.budget_value = args.ablation_budget_value
 
