@@ -603,11 +603,11 @@ def write_markdown(path: Path, run_dir: Path, rows, plan, vs: list[V.Verdict], f
                   f"{DIVERGENCE_NATS} nat above the untrained model's. Mode collapse: fewer than "
                   f"{COLLAPSE_UNIQUE:.0%} distinct samples, or distinct-2 below {COLLAPSE_DISTINCT2_RATIO} x the "
                   "distinct-2 of as many test sentences.", ""]
-        if v.question == "Q3":
-            L += ablation_table(rows) + [""]
         if v.question == "Q4b":
             L += ["The counted unigram across the same temperatures (the floor of the quality-diversity plot):", ""]
             L += tempered_unigram_table(rows) + [""]
+        if v.question == "Q3":
+            L += ablation_table(rows) + [""]
             L += ["Own I(c; y): H(c) + E[log q(c | y)] with the model's own likelihood over model samples (exact "
                   "marginal over the K classes for labels; InfoNCE over the true and contrast sources for sources; "
                   "for a GAN with z, at the z each sample was drawn with). The data's I(c; y) is the oracle's, "

@@ -721,14 +721,14 @@ def q4(rows: list[dict], temperature_of: Callable[[dict], list[dict]], ref_bs: i
     ma, mb = settings.sesoi["Q4a"], settings.sesoi["Q4b"]
     mle, gan = settings.mle_family, settings.gan_family
     rule_a = (f"At batch size {ref_bs}, per seed: NLL_oracle per token of {mle} minus {gan}'s at T = 1 (positive: "
-              f"the GAN's samples look better), paired by seed, SESOI {ma} nats. The GAN must be usable (J below the "
-              f"unigram's); oracle data only.")
+              f"the GAN's samples look better), paired by seed, SESOI {ma} nats. Both families must be usable (J below "
+              f"the unigram's); oracle data only.")
     rule_b = (f"At batch size {ref_bs}, per seed, on the curves (NLL_test, NLL_oracle) across temperatures, "
               f"interpolated between neighbouring temperatures: quality at matched diversity = the mean over the "
               f"NLL_test range both curves span of the GAN's best NLL_oracle minus the MLE's at equal NLL_test "
               f"(primary, SESOI {mb} nats); diversity at matched quality likewise with the axes swapped (reported). "
               f"No overlap in a seed leaves it out; fewer than {settings.min_seeds} overlapping seeds is "
-              f"inconclusive. The GAN must be usable: a GAN worse than the unigram on J is 'not usable', not "
+              f"inconclusive. Both families must be usable: a GAN worse than the unigram on J is 'not usable', not "
               f"'dominated'. The tempered unigram's curve is the floor both are compared with.")
     sweep = _by(rows, kind="sweep", batch_size=ref_bs)
     mle_rows, gan_rows = _by(sweep, family=mle), _by(sweep, family=gan)
