@@ -74,6 +74,11 @@ register_family("gan-gumbel", "modules.models.TextGAN", {"estimator": "gumbel"},
                 lr_args=("g_lr", "d_lr"))
 register_family("gan-reinforce", "modules.models.TextGAN", {"estimator": "reinforce"}, adversarial=True,
                 lr_args=("g_lr", "d_lr"))
+# The null GAN: gan-gumbel with the discriminator frozen at its initialisation (never updated; its loss still
+# logged), so that "the GAN learned from the game" can be told from "the generator moved anyway". In the
+# presets' model dicts, not yet in their default family lists.
+register_family("gan-frozen-d", "modules.models.TextGAN", {"estimator": "gumbel", "freeze_discriminator": True},
+                adversarial=True, lr_args=("g_lr", "d_lr"))
 # The classic text-GAN generator (an LSTM) under both estimators: not in the default sweeps, available by name.
 register_family("gan-gumbel-lstm", "modules.models.TextGAN", {"estimator": "gumbel", "generator": "lstm"},
                 adversarial=True, lr_args=("g_lr", "d_lr"))

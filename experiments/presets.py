@@ -7,6 +7,12 @@ difference between families is a difference of objective, not of architecture.
 
 Learning rates are the rates at ``reference_batch_size``; ``lr_scaling`` rescales them for other batch sizes
 (``experiments.families.lr_factor``).
+
+The generator of every family gets the same optimiser (``GENERATOR_OPTIMIZER``: class, betas, weight decay,
+gradient clipping; the GAN's discriminator keeps its own), so that a difference between families is not a
+difference of optimiser; a preset that wants one names it in the family's arguments. No preset sets the Gumbel
+``anneal_steps``: beta is annealed over each run's own planned updates (``anneal_fraction``), so every batch
+size and budget ends at the same beta.
 """
 
 from __future__ import annotations
@@ -19,6 +25,18 @@ ORACLE = "modules.data.OracleDataModule"
 TEXT = "modules.data.TextDataModule"
 
 
+# The generator's optimiser in every experiment preset, for every family: the MLE Transformer's recipe (AdamW,
+# beta2 0.98, decay 0.01 on matrices, clipping at norm 1).
+GENERATOR_OPTIMIZER = dict(optimizer="adamw", betas=(0.9, 0.98), weight_decay=0.01, gradient_clip=1.0)
+
+
+def _generator_optimizer_args(adversarial: bool, settings: dict = GENERATOR_OPTIMIZER) -> dict:
+    """``GENERATOR_OPTIMIZER`` in a family's argument names (TextGAN's own ``betas`` / ``gradient_clip`` are D's)."""
+    if not adversarial:
+        return dict(settings)
+    return {f"g_{name}": value for name, value in settings.items()}
+
+
 def _tiny_transformer(d_model=32, heads=2, enc=1, dec=1, ff=64) -> dict:
     return dict(d_model=d_model, n_heads=heads, n_encoder_layers=enc, n_decoder_layers=dec, d_ff=ff)
 
@@ -29,11 +47,14 @@ def _families(arch: dict, *, lr: float, g_lr: float, d_lr: float, z_dim: int, dr
     gan_common = {**dict(generator="transformer", z_dim=z_dim, g_dropout=dropout, g_lr=g_lr, d_lr=d_lr,
                          d_emb_dim=32, d_filter_sizes=(2, 3, 4), d_num_filters=32, loss="rsgan", d_steps=1,
                          max_temperature=100.0, temperature_schedule="exp", pretrain_epochs=0),
-                  **arch, **common_eval, **(gan or {})}
+                  **_generator_optimizer_args(adversarial=True), **arch, **common_eval, **(gan or {})}
     return {
-        "transformer": dict(lr=lr, dropout=dropout, warmup_steps=0, schedule="constant", **arch, **common_eval),
+        "transformer": dict(lr=lr, dropout=dropout, warmup_steps=0, schedule="constant",
+                            **_generator_optimizer_args(adversarial=False), **arch, **common_eval),
         "gan-gumbel": dict(gan_common),
         "gan-reinforce": dict(gan_common),
+        # the null GAN: gan-gumbel with D frozen at its initialisation (family defaults set the difference)
+        "gan-frozen-d": dict(gan_common),
     }
 
 
@@ -99,8 +120,7 @@ class Preset:
 
 def _quick() -> Preset:
     arch = _tiny_transformer()
-    models = _families(arch, lr=2e-3, g_lr=3e-3, d_lr=3e-3, z_dim=8, dropout=0.0, eval_samples=200,
-                       gan=dict(anneal_steps=256))
+    models = _families(arch, lr=2e-3, g_lr=3e-3, d_lr=3e-3, z_dim=8, dropout=0.0, eval_samples=200)
     data = {"class_path": ORACLE, "init_args": {"preset": "small"}}
     return Preset(
         name="quick",
@@ -124,7 +144,7 @@ def _quick() -> Preset:
 def _smoke() -> Preset:
     arch = _tiny_transformer(d_model=16, heads=2, ff=32)
     models = _families(arch, lr=3e-3, g_lr=1e-3, d_lr=1e-3, z_dim=4, dropout=0.0, eval_samples=32,
-                       gan=dict(anneal_steps=16, d_filter_sizes=(2, 3), d_num_filters=8, d_emb_dim=8))
+                       gan=dict(d_filter_sizes=(2, 3), d_num_filters=8, d_emb_dim=8))
     for m in models.values():
         m["bleu_max_n"] = 3
     data = {"class_path": ORACLE, "init_args": {"preset": "small", "num_train": 200, "num_val": 40, "num_test": 64}}
@@ -145,10 +165,11 @@ def _smoke() -> Preset:
 def _paper() -> Preset:
     # The SeqGAN/Texygen benchmark: standard oracle (vocab 5000, length 20, 10k samples); the Transformer at the
     # size of configs/experiment/transformer_oracle.yaml; RelGAN-style GAN settings (RSGAN loss, Gumbel beta
-    # annealed to 100 exponentially, Adam 1e-4); 5 seeds; 20 epochs' worth of samples at every batch size.
+    # annealed to 100 exponentially, rates 1e-4; the generator optimiser shared with the MLE family); 5 seeds;
+    # 20 epochs' worth of samples at every batch size.
     arch = _tiny_transformer(d_model=128, heads=4, enc=1, dec=2, ff=512)
     models = _families(arch, lr=1e-3, g_lr=1e-4, d_lr=1e-4, z_dim=32, dropout=0.1, eval_samples=2000,
-                       gan=dict(anneal_steps=5000, d_emb_dim=64, d_num_filters=64, d_filter_sizes=(2, 3, 4, 5)))
+                       gan=dict(d_emb_dim=64, d_num_filters=64, d_filter_sizes=(2, 3, 4, 5)))
     models["transformer"]["warmup_steps"] = 0
     data = {"class_path": ORACLE, "init_args": {"preset": "standard"}}
     return Preset(
@@ -175,8 +196,7 @@ def _coco() -> Preset:
     # MS COCO captions (unconditional, real text): quality = BLEU, diversity = Self-BLEU. Paths are relative to
     # the project root; ../shared/data/coco holds the Texygen split.
     arch = _tiny_transformer(d_model=128, heads=4, enc=1, dec=2, ff=512)
-    models = _families(arch, lr=1e-3, g_lr=1e-4, d_lr=1e-4, z_dim=32, dropout=0.2, eval_samples=1000,
-                       gan=dict(anneal_steps=5000))
+    models = _families(arch, lr=1e-3, g_lr=1e-4, d_lr=1e-4, z_dim=32, dropout=0.2, eval_samples=1000)
     data = {"class_path": TEXT, "init_args": {
         "format": "lines", "train": "../shared/data/coco/train.txt", "test": "../shared/data/coco/test.txt",
         "val_fraction": 0.05, "tokenizer": "word", "max_len": 35}}
@@ -200,4 +220,4 @@ def get_preset(name: str) -> Preset:
     return copy.deepcopy(PRESETS[name]())
 
 
-__all__ = ["AblationSettings", "PRESETS", "Preset", "SweepSettings", "get_preset", "replace"]
+__all__ = ["AblationSettings", "GENERATOR_OPTIMIZER", "PRESETS", "Preset", "SweepSettings", "get_preset", "replace"]

@@ -20,7 +20,7 @@ from experiments.stats import finite, t_interval
 from experiments.temperature import quality_diversity_axes, read_curve
 
 COLORS = {"transformer": "#1f77b4", "gan-gumbel": "#d62728", "gan-reinforce": "#2ca02c",
-          "gan-gumbel-lstm": "#ff7f0e", "gan-reinforce-lstm": "#9467bd"}
+          "gan-gumbel-lstm": "#ff7f0e", "gan-reinforce-lstm": "#9467bd", "gan-frozen-d": "#7f7f7f"}
 
 
 def _color(name: str, i: int = 0) -> str:
@@ -375,8 +375,39 @@ def metrics_table(rows: list[dict]) -> list[str]:
             cells = [_fmt(t_interval([V._get(r, k) for r in rs]), 3) for _, k in cols]
             fails = sum(bool(r.get("diverged") or r.get("collapsed")) for r in rs)
             wall = sum(r.get("wall_time_s", 0) for r in rs) / len(rs)
-            lines.append(f"| {fam} | {b} | {rs[0].get('updates')} | " + " | ".join(cells) +
+            updates = f"{rs[0].get('updates')}" + (" (underpowered)" if any(V.is_underpowered(r) for r in rs) else "")
+            lines.append(f"| {fam} | {b} | {updates} | " + " | ".join(cells) +
                          f" | {fails}/{len(rs)} | {wall:.1f} |")
+    return lines
+
+
+# Which training horizons count generator updates and which count samples (quoted in every report).
+HORIZONS = ("Horizons: Adam's moment averages (beta1, beta2) and their bias correction, the learning-rate warmup "
+            "(`warmup_steps`) and D's schedule count optimizer updates, so at an equal sample budget a large batch "
+            "size gets fewer of them. The Gumbel beta anneal and the cosine learning-rate schedule run over each "
+            "run's own planned updates, so every batch size ends at the same beta and learning-rate factor. "
+            "Runs planned with fewer than {n} generator updates are marked *underpowered*: reported, but kept out "
+            "of every verdict.")
+
+
+def optimizer_table(rows: list[dict]) -> list[str]:
+    """The generator's optimiser per family and batch size (the ``optimizer`` row field) and the final Gumbel
+    beta (mean over seeds; '-' without the Gumbel estimator)."""
+    runs = [r for r in rows if r["kind"] == "sweep" and r.get("optimizer")]
+    if not runs:
+        return []
+    lines = ["| family | batch | generator optimiser | lr | betas | weight decay | gradient clip | final beta | "
+             "in verdicts |", "|---|---:|---|---:|---|---:|---:|---:|---|"]
+    for fam in V.families_of(runs):
+        for b in sorted({r["batch_size"] for r in V._by(runs, family=fam)}):
+            rs = V._by(runs, family=fam, batch_size=b)
+            o = rs[0]["optimizer"]
+            betas = [r["final_beta"] for r in rs if finite(r.get("final_beta"))]
+            beta = f"{sum(betas) / len(betas):.3g}" if betas else "-"
+            used = "no (underpowered)" if any(V.is_underpowered(r) for r in rs) else "yes"
+            lines.append(f"| {fam} | {b} | {o.get('class')} | {o.get('lr', float('nan')):.3g} | "
+                         f"{tuple(o.get('betas', ()))} | {o.get('weight_decay')} | {o.get('gradient_clip')} | "
+                         f"{beta} | {used} |")
     return lines
 
 
@@ -478,6 +509,8 @@ def write_markdown(path: Path, run_dir: Path, rows, plan, vs: list[V.Verdict], f
                   f"{DIVERGENCE_NATS} nat above the untrained model's. Mode collapse: fewer than "
                   f"{COLLAPSE_UNIQUE:.0%} distinct samples, or distinct-2 below {COLLAPSE_DISTINCT2_RATIO} x the "
                   "distinct-2 of as many test sentences.", ""]
+            L += ["Training settings per family and batch size (the generator's optimiser; the final Gumbel beta):",
+                  ""] + optimizer_table(rows) + ["", HORIZONS.format(n=V.MIN_VERDICT_UPDATES), ""]
         if v.question == "Q3":
             L += ablation_table(rows) + [""]
             L += ["Own I(c; y): H(c) + E[log q(c | y)] with the model's own likelihood over model samples (exact "
@@ -557,8 +590,9 @@ def make_report(run_dir: str | Path, out: Optional[str | Path] = None, wandb_mod
     curves = load_curves(run_dir, rows)
     temps = temperature_loader(run_dir)
 
-    vs = [V.q1(rows, curves, ref_bs), V.q2(rows, ref_bs), V.q3_condition(rows), V.q3_latent(rows),
-          *V.q4(rows, temps, ref_bs)]
+    decided = V.verdict_rows(rows)  # underpowered runs are reported, never decided on
+    vs = [V.q1(decided, curves, ref_bs), V.q2(decided, ref_bs), V.q3_condition(decided), V.q3_latent(decided),
+          *V.q4(decided, temps, ref_bs)]
     noise = V.noise_table(rows, ref_bs)
 
     qd = {}

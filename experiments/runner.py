@@ -23,6 +23,13 @@ than random initial weights did.
 Mode collapse (``collapsed``): fewer than ``COLLAPSE_UNIQUE`` of the evaluation samples are distinct, or their
 distinct-2 is below ``COLLAPSE_DISTINCT2_RATIO`` times the distinct-2 of as many test references (the data's
 own diversity at the same sample count).
+
+Underpowered (``underpowered``): the run was planned with fewer than ``experiments.verdicts.MIN_VERDICT_UPDATES``
+generator updates; it is reported but kept out of every verdict.
+
+A row also records ``final_beta`` (the Gumbel beta of the last generator update; None without the Gumbel
+estimator) and ``optimizer`` (the generator's optimiser: class, lr, betas, weight_decay, gradient_clip; None for
+a class that does not say).
 """
 
 from __future__ import annotations
@@ -43,6 +50,7 @@ from typing import Any, Optional
 import torch
 
 from experiments.families import generator_updates, get_family
+from experiments.verdicts import MIN_VERDICT_UPDATES
 
 DIVERGENCE_NATS = 1.0
 COLLAPSE_UNIQUE = 0.5
@@ -317,6 +325,10 @@ def run_one(spec: dict, run_dir: str | Path) -> dict:
         "budget_value": spec["budget"]["value"],
         "updates": done_updates,
         "samples_seen": done_updates * batch_size,
+        "underpowered": updates < MIN_VERDICT_UPDATES,
+        "final_beta": getattr(model, "final_beta", None),
+        "optimizer": model.generator_optimizer_settings()
+        if hasattr(model, "generator_optimizer_settings") else None,
         "fit_time_s": fit_time,
         "init": init,
         "final": {**final, "ref_distinct2": ref_d2},

@@ -74,13 +74,13 @@ def gumbel_temperature(step: int, max_temperature: float, anneal_steps: int, sch
     RelGAN multiplies, softmax(beta * (o + g)): beta is an inverse temperature, and as it grows the relaxed
     one-hots approach the hard ones (less bias, more gradient variance). Schedules (RelGAN's names):
     `exp` beta = max^(n / N); `linear` beta = 1 + (max - 1) n / N; `constant` beta = max from the start
-    (RelGAN's "no" schedule). Past N the temperature stays at max.
+    (RelGAN's "no" schedule). From update N on the temperature stays at max (N = 0: max from the start).
     """
     if max_temperature < 1.0:
         raise ValueError(f"max_temperature must be >= 1, got {max_temperature}")
     if schedule == "constant":
         return float(max_temperature)
-    frac = min(1.0, step / max(1, anneal_steps))
+    frac = min(1.0, step / anneal_steps) if anneal_steps > 0 else 1.0
     if schedule == "exp":
         return float(max_temperature ** frac)
     if schedule == "linear":

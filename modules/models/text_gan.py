@@ -29,7 +29,7 @@ from modules.models.gan_losses import (
     generator_loss,
     gradient_penalty,
 )
-from modules.models.transformer_seq2seq import warmup_schedule
+from modules.models.transformer_seq2seq import OPTIMIZERS, generator_optimizer, warmup_schedule
 from modules.nets.discriminators import build_discriminator
 from modules.nets.lstm_generator import LSTMGenerator
 from modules.nets.transformer import EncoderDecoderTransformer, TransformerConfig
@@ -55,10 +55,14 @@ class TextGAN(GeneratorModule):
         gumbel: G is unrolled with gradients for exactly the generation length; each step's Gumbel-perturbed
             logits o + g give the hard token argmax(o + g) (fed back to G) and the relaxed one-hot
             softmax(beta (o + g)) that D reads through its embedding (one-hots @ embedding matrix). beta, the
-            RelGAN "temperature" (an inverse temperature), goes from 1 to `max_temperature` over
-            `anneal_steps` generator updates (`temperature_schedule` exp / linear / constant); it is a
-            function of `g_updates`, so a resumed run continues the schedule where it stopped.
-            D is trained on the same relaxed one-hots (detached) against the hard one-hots of real data.
+            RelGAN "temperature" (an inverse temperature), goes from 1 at the first adversarial update to
+            `max_temperature` at the last update of the first `anneal_fraction` of the run's planned adversarial
+            updates (`_adversarial_updates_planned`: max_g_updates, else the trainer's limits), so every batch
+            size and budget ends at the same beta; `anneal_steps` (an explicit override for single runs) instead
+            reaches max at update number `anneal_steps` (counting from 0). `temperature_schedule`: exp / linear /
+            constant. beta is a function of `g_updates` and the settings only, so a resumed run continues the
+            schedule where it stopped. D is trained on the same relaxed one-hots (detached) against the hard
+            one-hots of real data.
         reinforce: tokens are sampled (no gradient) with the shared sampler, D scores them, and the policy
             gradient goes through teacher-forced log-probs of the sampled tokens. Rewards r = 2 sigmoid(D) - 1:
             per token with the LSTM discriminator (dense, ScratchGAN), else one terminal reward per sequence;
@@ -70,11 +74,18 @@ class TextGAN(GeneratorModule):
     when there is one within L, then padding (masked and zeroed inside D). On fixed-length oracle data that
     is exactly L words for both (the oracle has no end token).
 
-    Optimizers: Adam for G (`g_lr`), Adam for D (`d_lr`), and a third Adam for G's pretraining
-    (`pretrain_lr`: RelGAN pretrains with a far larger rate than it trains adversarially, and the pretraining
-    moments should not leak into the game). Each has `betas`; G and D have LambdaLR schedulers (`lr_schedule`,
-    `warmup_steps` counted in their own updates), stepped by hand. Gradients are clipped by norm
-    (`gradient_clip`, 0 = off) through `self.clip_gradients`.
+    Optimizers: G's (`g_lr`) and a second one of the same kind for G's pretraining (`pretrain_lr`: RelGAN
+    pretrains with a far larger rate than it trains adversarially, and the pretraining moments should not leak
+    into the game) follow the MLE family's rule (`generator_optimizer`): `g_optimizer` adam or adamw, `g_betas`,
+    `g_weight_decay` on matrices only, gradients clipped by norm at `g_gradient_clip` (None: D's `betas` and
+    `gradient_clip`). D has its own Adam (`d_lr`, `betas`, `gradient_clip`; 0 = no clipping). G and D have
+    LambdaLR schedulers (`lr_schedule`, `warmup_steps` counted in their own updates), stepped by hand. Clipping
+    goes through `self.clip_gradients`.
+
+    Null GAN (`freeze_discriminator`): D stays at its initialisation; everything else runs as usual (the d_steps
+    fake batches are generated and D's loss, accuracy and gradient norm are computed and logged, so the RNG
+    stream and the compute match the trained-D run), but D's optimizer and scheduler are never stepped. It
+    measures how far the generator moves without a game.
 
     Logged each step: `train/g_loss`, `train/d_loss`, `train/d_acc_real`, `train/d_acc_fake` (see
     `gan_losses.discriminator_accuracy`), `train/g_grad_norm`, `train/d_grad_norm` (before clipping),
@@ -91,9 +102,11 @@ class TextGAN(GeneratorModule):
             d_heads, feed-forward 2 d_hidden_dim) or "lstm" (d_layers, d_hidden_dim; per-token outputs); all
             embed with d_emb_dim, drop out d_dropout, and add the minibatch-std feature if minibatch_std.
         loss: "standard" (non-saturating), "rsgan", "hinge" or "wgan-gp" (gp_weight).
-        estimator: "gumbel" (max_temperature, temperature_schedule, anneal_steps, straight_through) or
-            "reinforce" (discount, baseline_decay, rollouts).
-        g_lr, d_lr, betas, d_steps, gradient_clip, lr_schedule, warmup_steps: the adversarial optimisation.
+        estimator: "gumbel" (max_temperature, temperature_schedule, anneal_fraction, anneal_steps,
+            straight_through) or "reinforce" (discount, baseline_decay, rollouts).
+        g_lr, d_lr, betas, d_steps, gradient_clip, lr_schedule, warmup_steps: the adversarial optimisation;
+            g_optimizer, g_betas, g_weight_decay, g_gradient_clip: the generator's optimiser (see above).
+        freeze_discriminator: the null GAN (D never updated).
         pretrain_epochs, pretrain_lr: MLE pretraining of G. max_g_updates: stop after that many G updates.
 
     DDP: D and G live in one module, and each step backpropagates through only one of them, so use
@@ -137,7 +150,8 @@ class TextGAN(GeneratorModule):
         estimator: Literal["gumbel", "reinforce"] = "gumbel",
         max_temperature: float = 100.0,
         temperature_schedule: Literal["exp", "linear", "constant"] = "exp",
-        anneal_steps: int = 2000,
+        anneal_steps: Optional[int] = None,
+        anneal_fraction: float = 1.0,
         straight_through: bool = False,
         discount: float = 0.95,
         baseline_decay: float = 0.9,
@@ -153,6 +167,11 @@ class TextGAN(GeneratorModule):
         pretrain_epochs: int = 0,
         pretrain_lr: float = 1e-2,
         max_g_updates: Optional[int] = None,
+        g_optimizer: Literal["adam", "adamw"] = "adam",
+        g_betas: Optional[tuple[float, float]] = None,
+        g_weight_decay: float = 0.0,
+        g_gradient_clip: Optional[float] = None,
+        freeze_discriminator: bool = False,
         # evaluation (GeneratorModule)
         num_eval_samples: int = 200,
         eval_temperature: float = 1.0,
@@ -168,9 +187,18 @@ class TextGAN(GeneratorModule):
                 raise ValueError(f"model.{name} must be > 0, got {value}")
         if d_steps < 1:
             raise ValueError(f"model.d_steps must be >= 1, got {d_steps}")
-        if pretrain_epochs < 0 or rollouts < 0 or warmup_steps < 0 or anneal_steps < 0 or gradient_clip < 0:
-            raise ValueError("model.pretrain_epochs, rollouts, warmup_steps, anneal_steps and gradient_clip "
+        if pretrain_epochs < 0 or rollouts < 0 or warmup_steps < 0 or gradient_clip < 0 or g_weight_decay < 0:
+            raise ValueError("model.pretrain_epochs, rollouts, warmup_steps, gradient_clip and g_weight_decay "
                              "must be >= 0")
+        if anneal_steps is not None and anneal_steps < 0:
+            raise ValueError(f"model.anneal_steps must be >= 0 or None (anneal over anneal_fraction of the run), "
+                             f"got {anneal_steps}")
+        if not 0.0 < anneal_fraction <= 1.0:
+            raise ValueError(f"model.anneal_fraction must lie in (0, 1], got {anneal_fraction}")
+        if g_optimizer not in OPTIMIZERS:
+            raise ValueError(f"model.g_optimizer must be one of {', '.join(OPTIMIZERS)}, got {g_optimizer!r}")
+        if g_gradient_clip is not None and g_gradient_clip < 0:
+            raise ValueError(f"model.g_gradient_clip must be >= 0 or None (= gradient_clip), got {g_gradient_clip}")
         if max_temperature < 1.0:
             raise ValueError(f"model.max_temperature must be >= 1 (beta grows from 1), got {max_temperature}")
         if not 0.0 <= discount <= 1.0 or not 0.0 <= baseline_decay < 1.0:
@@ -219,10 +247,31 @@ class TextGAN(GeneratorModule):
         return int(self.mle_update_count)
 
     @property
+    def anneal_horizon(self) -> int:
+        """The first generator update (counting from 0) at which beta reaches max_temperature: `anneal_steps`
+        when set, else the last update of the first `anneal_fraction` of the planned adversarial updates."""
+        hp = self.hparams
+        if hp.anneal_steps is not None:
+            return int(hp.anneal_steps)
+        return max(1, round(hp.anneal_fraction * self._adversarial_updates_planned())) - 1
+
+    def gumbel_beta(self, update: int) -> float:
+        """The Gumbel-softmax beta of generator update number `update` (counting from 0): a pure function of
+        the count and the settings, so exact resume holds."""
+        hp = self.hparams
+        return gumbel_temperature(update, hp.max_temperature, self.anneal_horizon, hp.temperature_schedule)
+
+    @property
     def temperature(self) -> float:
         """The Gumbel-softmax beta for the next generator update."""
-        hp = self.hparams
-        return gumbel_temperature(self.g_updates, hp.max_temperature, hp.anneal_steps, hp.temperature_schedule)
+        return self.gumbel_beta(self.g_updates)
+
+    @property
+    def final_beta(self) -> Optional[float]:
+        """The beta of the last generator update made (None: not the gumbel estimator, or no update yet)."""
+        if self.hparams.estimator != "gumbel" or self.g_updates == 0:
+            return None
+        return self.gumbel_beta(self.g_updates - 1)
 
     @property
     def in_pretraining(self) -> bool:
@@ -240,12 +289,23 @@ class TextGAN(GeneratorModule):
         return torch.randn(batch_size, self.hparams.z_dim, generator=generator, device=device)
 
     # ---- optimizers ---------------------------------------------------------------------------------------
+    def generator_optimizer_settings(self) -> dict:
+        """The generator's adversarial optimiser as `configure_optimizers` builds it (recorded in every results
+        row; the pretraining optimizer is the same with `pretrain_lr`)."""
+        hp = self.hparams
+        betas = hp.g_betas if hp.g_betas is not None else hp.betas
+        clip = hp.g_gradient_clip if hp.g_gradient_clip is not None else hp.gradient_clip
+        return {"class": hp.g_optimizer, "lr": float(hp.g_lr), "betas": [float(b) for b in betas],
+                "weight_decay": float(hp.g_weight_decay), "gradient_clip": float(clip)}
+
     def configure_optimizers(self):
         hp = self.hparams
-        betas = tuple(hp.betas)
-        g_opt = torch.optim.Adam(self.generator.parameters(), lr=hp.g_lr, betas=betas)
-        d_opt = torch.optim.Adam(self.discriminator.parameters(), lr=hp.d_lr, betas=betas)
-        mle_opt = torch.optim.Adam(self.generator.parameters(), lr=hp.pretrain_lr, betas=betas)
+        g = self.generator_optimizer_settings()
+        g_opt = generator_optimizer(g["class"], self.generator.named_parameters(), hp.g_lr, g["betas"],
+                                    g["weight_decay"])
+        d_opt = torch.optim.Adam(self.discriminator.parameters(), lr=hp.d_lr, betas=tuple(hp.betas))
+        mle_opt = generator_optimizer(g["class"], self.generator.named_parameters(), hp.pretrain_lr, g["betas"],
+                                      g["weight_decay"])
         total = self._adversarial_updates_planned()
         g_sched = torch.optim.lr_scheduler.LambdaLR(g_opt, warmup_schedule(hp.warmup_steps, total, hp.lr_schedule))
         d_sched = torch.optim.lr_scheduler.LambdaLR(
@@ -254,26 +314,41 @@ class TextGAN(GeneratorModule):
         return [g_opt, d_opt, mle_opt], [g_sched, d_sched]
 
     def _adversarial_updates_planned(self) -> int:
-        """The generator updates a cosine schedule spreads over: max_g_updates, or the adversarial epochs'
-        batches."""
-        if self.hparams.max_g_updates:
-            return int(self.hparams.max_g_updates)
+        """The adversarial generator updates this run plans (what the cosine LR schedule and the Gumbel anneal
+        spread over): max_g_updates when set, else what the trainer's limits allow: the adversarial epochs'
+        batches, and Lightning's max_steps, which counts optimizer steps (one per pretraining batch, 1 + d_steps
+        per adversarial batch). 10,000 when neither is known (no trainer, or unbounded epochs with pretraining)."""
+        hp = self.hparams
+        if hp.max_g_updates:
+            return int(hp.max_g_updates)
         if self._trainer is None:
             return 10_000
-        max_epochs = self.trainer.max_epochs
-        total = self.trainer.estimated_stepping_batches
-        if not math.isfinite(total) or not max_epochs or max_epochs < 0:
-            return 10_000
-        return max(1, int(total * max(0, max_epochs - self.hparams.pretrain_epochs) / max_epochs))
+        trainer = self.trainer
+        max_epochs, max_steps = trainer.max_epochs, trainer.max_steps
+        limits, pretrain_steps = [], 0 if hp.pretrain_epochs == 0 else None
+        if max_epochs and max_epochs > 0:
+            estimate = trainer.estimated_stepping_batches  # also loads the training data when not yet loaded
+            per_epoch = trainer.num_training_batches
+            if math.isfinite(estimate) and math.isfinite(per_epoch):
+                limits.append(per_epoch * max(0, max_epochs - hp.pretrain_epochs))
+                pretrain_steps = per_epoch * min(hp.pretrain_epochs, max_epochs)
+        if max_steps is not None and max_steps >= 0 and pretrain_steps is not None:
+            limits.append(max(0, max_steps - pretrain_steps) // (1 + hp.d_steps))
+        return max(1, int(min(limits))) if limits else 10_000
 
     def _step(self, opt, loss: torch.Tensor, params) -> torch.Tensor:
-        """Backward, measure the gradient norm (before clipping), clip, step. -> the norm."""
+        """Backward, measure the gradient norm (before clipping), clip, step (D's optimizer: not under
+        freeze_discriminator). -> the norm."""
         opt.zero_grad()
         self.manual_backward(loss)
         grads = [p.grad for p in params if p.grad is not None]
         norm = torch.linalg.vector_norm(torch.stack([g.norm() for g in grads])) if grads else loss.new_zeros(())
-        if self.hparams.gradient_clip > 0:
-            self.clip_gradients(opt, gradient_clip_val=self.hparams.gradient_clip, gradient_clip_algorithm="norm")
+        is_d = opt is self.optimizers()[1]
+        if is_d and self.hparams.freeze_discriminator:
+            return norm.detach()  # the null GAN: D's gradient is measured, never applied
+        clip = self.hparams.gradient_clip if is_d else self.generator_optimizer_settings()["gradient_clip"]
+        if clip > 0:
+            self.clip_gradients(opt, gradient_clip_val=clip, gradient_clip_algorithm="norm")
         opt.step()
         return norm.detach()
 
@@ -298,7 +373,8 @@ class TextGAN(GeneratorModule):
                     fake, fake_pad = self._fake_for_discriminator(batch, L)
                 d_loss, d_real, d_fake = self._discriminator_loss(batch, real, real_pad, fake, fake_pad)
                 d_norm = self._step(d_opt, d_loss, self.discriminator.parameters())
-                d_sched.step()
+                if not self.hparams.freeze_discriminator:
+                    d_sched.step()
 
         with self.toggled_optimizer(g_opt):
             if self.hparams.estimator == "gumbel":
