@@ -52,7 +52,10 @@ def _families(arch: dict, *, lr: float, g_lr: float, d_lr: float, z_dim: int, dr
         "transformer": dict(lr=lr, dropout=dropout, warmup_steps=0, schedule="constant",
                             **_generator_optimizer_args(adversarial=False), **arch, **common_eval),
         "gan-gumbel": dict(gan_common),
-        "gan-reinforce": dict(gan_common),
+        # REINFORCE with the standard loss and its sigmoid reward, as SeqGAN and ScratchGAN train it; under RSGAN
+        # the reward could only be relativistic. So the two estimators differ in their loss as well, and the
+        # report says that a Gumbel-vs-REINFORCE difference confounds the estimator with the loss.
+        "gan-reinforce": {**gan_common, "loss": "standard"},
         # the null GAN: gan-gumbel with D frozen at its initialisation (family defaults set the difference)
         "gan-frozen-d": dict(gan_common),
     }

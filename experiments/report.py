@@ -445,12 +445,32 @@ def verdict_table_text(vs: list[V.Verdict]) -> str:
     return "\n".join(lines)
 
 
+def loss_confound_note(models: dict, families: list[str]) -> Optional[str]:
+    """The loss each adversarial family of a grid trains with; when the Gumbel and the REINFORCE families train
+    with different losses, a line saying that comparing them confounds the estimator with the loss."""
+    from experiments.families import FAMILIES
+
+    losses = {}  # family -> (estimator, loss)
+    for name in families:
+        args = {**(FAMILIES[name].defaults if name in FAMILIES else {}), **models.get(name, {})}
+        if args.get("estimator") and args.get("loss"):
+            losses[name] = (args["estimator"], args["loss"])
+    gumbel, reinforce = ({loss for e, loss in losses.values() if e == est} for est in ("gumbel", "reinforce"))
+    if not gumbel or not reinforce or gumbel == reinforce:
+        return None
+    listed = ", ".join(f"{name} `{loss}`" for name, (_, loss) in losses.items())
+    return (f"- **GAN losses**: {listed}. The estimators train under different losses, so a difference between a "
+            "Gumbel and a REINFORCE family is that of the estimator and the loss together (confounded), not of "
+            "the estimator alone.")
+
+
 def _plan_summary(plan: Optional[dict]) -> list[str]:
     if not plan:
         return []
     out = []
     for name, exp in plan.get("experiments", {}).items():
         s, g = exp["settings"], exp["grid"]
+        note = loss_confound_note(s.get("models", {}), g.get("families", []))
         if name == "batch-size":
             out.append(f"- **batch-size sweep** (preset `{exp['preset']}`): families {', '.join(g['families'])}; "
                        f"batch sizes {', '.join(map(str, g['batch_sizes']))}; seeds {', '.join(map(str, g['seeds']))}; "
@@ -462,6 +482,8 @@ def _plan_summary(plan: Optional[dict]) -> list[str]:
                        f"conditions {', '.join(g['conditions'])}; strengths {', '.join(map(str, g['strengths']))}; "
                        f"z_dim {', '.join(map(str, g['z_dims']))} (GANs); seeds {', '.join(map(str, g['seeds']))}; "
                        f"batch size {s['batch_size']}; budget {s['budget_value']} {s['budget']} per run")
+        if note and note not in out:
+            out.append(note)
     return out
 
 

@@ -10,24 +10,27 @@ import torch
 from modules.data.batch import Batch
 from modules.models.base import GeneratorModule, mle_loss
 from modules.models.gan_estimators import (
+    RELATIVISTIC_REWARD_LOSSES,
     after_end_mask,
     discounted_returns,
     fit_length,
     gumbel_temperature,
     gumbel_unroll,
-    policy_log_probs,
     real_for_discriminator,
+    real_logit_reference,
     reinforce_loss,
-    rewards_from_logits,
+    rewards_for_loss,
     rollout_values,
+    sample_with_log_probs,
     terminal_rewards,
-    update_baseline,
+    update_sample_baseline,
 )
 from modules.models.gan_losses import (
     discriminator_accuracy,
     discriminator_loss,
     generator_loss,
     gradient_penalty,
+    penalty_onehots,
 )
 from modules.models.transformer_seq2seq import OPTIMIZERS, generator_optimizer, warmup_schedule
 from modules.nets.discriminators import build_discriminator
@@ -63,12 +66,21 @@ class TextGAN(GeneratorModule):
             constant. beta is a function of `g_updates` and the settings only, so a resumed run continues the
             schedule where it stopped. D is trained on the same relaxed one-hots (detached) against the hard
             one-hots of real data.
-        reinforce: tokens are sampled (no gradient) with the shared sampler, D scores them, and the policy
-            gradient goes through teacher-forced log-probs of the sampled tokens. Rewards r = 2 sigmoid(D) - 1:
-            per token with the LSTM discriminator (dense, ScratchGAN), else one terminal reward per sequence;
-            returns are discounted (`discount`); with `rollouts` > 0 the return of each token is instead
-            SeqGAN's Monte-Carlo value (mean reward of `rollouts` completions of its prefix). Advantage =
-            return - baseline, a per-position moving average (`baseline_decay`) kept in a checkpointed buffer.
+        reinforce: tokens are sampled at temperature 1 (the shared sampler's rules) and the policy gradient
+            goes through the log-probabilities of the very distributions they were drawn from, kept in the
+            sampling pass (`gan_estimators.sample_with_log_probs`: a teacher-forced re-score would draw fresh
+            dropout masks, i.e. score another policy). D scores the samples; the reward depends only on what
+            the D loss determines (`gan_estimators.rewards_for_loss`): 2 sigmoid(D) - 1 under `standard`
+            (SeqGAN / ScratchGAN), the logit D under `hinge`, and relativistic D(fake) - mean D(real rows of the
+            batch) under `rsgan` and `wgan-gp`, whose D is defined only up to a common shift. Rewards come per
+            token with the LSTM discriminator (dense, ScratchGAN; the relativistic mean is then per position),
+            else one terminal reward per sequence; returns are discounted (`discount`); with `rollouts` > 0 the
+            return of each token is instead SeqGAN's Monte-Carlo value (mean reward of `rollouts` completions
+            of its prefix). Advantage = return - baseline, the baseline being a per-position, bias-corrected
+            moving average of past returns over about `baseline_horizon_samples` samples (a return n samples
+            old weighs exp(-n / horizon), whatever the batch size), 0 before any history, updated only after
+            the batch's advantages are taken (`gan_estimators.update_sample_baseline`); it lives in
+            checkpointed buffers (`reinforce_baseline`, `baseline_weight`).
 
     Real and fake sequences reach D in one layout: (B, L) with L the generation length, words, the end token
     when there is one within L, then padding (masked and zeroed inside D). On fixed-length oracle data that
@@ -103,7 +115,7 @@ class TextGAN(GeneratorModule):
             embed with d_emb_dim, drop out d_dropout, and add the minibatch-std feature if minibatch_std.
         loss: "standard" (non-saturating), "rsgan", "hinge" or "wgan-gp" (gp_weight).
         estimator: "gumbel" (max_temperature, temperature_schedule, anneal_fraction, anneal_steps,
-            straight_through) or "reinforce" (discount, baseline_decay, rollouts).
+            straight_through) or "reinforce" (discount, baseline_horizon_samples, rollouts).
         g_lr, d_lr, betas, d_steps, gradient_clip, lr_schedule, warmup_steps: the adversarial optimisation;
             g_optimizer, g_betas, g_weight_decay, g_gradient_clip: the generator's optimiser (see above).
         freeze_discriminator: the null GAN (D never updated).
@@ -111,7 +123,8 @@ class TextGAN(GeneratorModule):
 
     DDP: D and G live in one module, and each step backpropagates through only one of them, so use
     `strategy="ddp_find_unused_parameters_true"`. The minibatch-std feature and the fake batches are per
-    device: D judges populations of the local batch size.
+    device: D judges populations of the local batch size. The REINFORCE baseline is a buffer each device
+    feeds with its local batch's returns, so its horizon counts local samples.
     """
 
     family = "gan"
@@ -154,7 +167,7 @@ class TextGAN(GeneratorModule):
         anneal_fraction: float = 1.0,
         straight_through: bool = False,
         discount: float = 0.95,
-        baseline_decay: float = 0.9,
+        baseline_horizon_samples: float = 160.0,
         rollouts: int = 0,
         # optimisation
         g_lr: float = 1e-4,
@@ -201,9 +214,11 @@ class TextGAN(GeneratorModule):
             raise ValueError(f"model.g_gradient_clip must be >= 0 or None (= gradient_clip), got {g_gradient_clip}")
         if max_temperature < 1.0:
             raise ValueError(f"model.max_temperature must be >= 1 (beta grows from 1), got {max_temperature}")
-        if not 0.0 <= discount <= 1.0 or not 0.0 <= baseline_decay < 1.0:
-            raise ValueError(f"model.discount must lie in [0, 1] and baseline_decay in [0, 1), "
-                             f"got {discount}, {baseline_decay}")
+        if not 0.0 <= discount <= 1.0:
+            raise ValueError(f"model.discount must lie in [0, 1], got {discount}")
+        if not baseline_horizon_samples > 0:
+            raise ValueError(f"model.baseline_horizon_samples must be > 0 (samples the REINFORCE baseline averages), "
+                             f"got {baseline_horizon_samples}")
         if max_g_updates is not None and max_g_updates < 0:
             raise ValueError(f"model.max_g_updates must be >= 0, got {max_g_updates}")
         self.save_hyperparameters()
@@ -227,8 +242,8 @@ class TextGAN(GeneratorModule):
         # counters and the REINFORCE baseline are buffers, so every checkpoint carries them
         self.register_buffer("g_update_count", torch.zeros((), dtype=torch.long))
         self.register_buffer("mle_update_count", torch.zeros((), dtype=torch.long))
-        self.register_buffer("reinforce_baseline", torch.zeros(max_len))
-        self.register_buffer("baseline_initialized", torch.zeros((), dtype=torch.bool))
+        self.register_buffer("reinforce_baseline", torch.zeros(max_len))  # the baseline per position
+        self.register_buffer("baseline_weight", torch.zeros(max_len))  # its history's total weight, 0 = none
 
     def on_fit_start(self) -> None:
         _, L = self.generation_lengths()
@@ -272,6 +287,11 @@ class TextGAN(GeneratorModule):
         if self.hparams.estimator != "gumbel" or self.g_updates == 0:
             return None
         return self.gumbel_beta(self.g_updates - 1)
+
+    @property
+    def baseline_initialized(self) -> bool:
+        """True once some returns have entered the REINFORCE baseline."""
+        return bool(self.baseline_weight.gt(0).any())
 
     @property
     def in_pretraining(self) -> bool:
@@ -380,7 +400,7 @@ class TextGAN(GeneratorModule):
             if self.hparams.estimator == "gumbel":
                 g_loss, extra = self._gumbel_generator_loss(batch, real, real_pad, L)
             else:
-                g_loss, extra = self._reinforce_generator_loss(batch, L)
+                g_loss, extra = self._reinforce_generator_loss(batch, real, real_pad, L)
             g_norm = self._step(g_opt, g_loss, self.generator.parameters())
             g_sched.step()
         self.g_update_count += 1
@@ -428,9 +448,12 @@ class TextGAN(GeneratorModule):
         d_fake = D(fake, batch.src, batch.src_pad_mask, fake_pad)  # (B,)
         loss = discriminator_loss(self.hparams.loss, d_real, d_fake)
         if self.hparams.loss == "wgan-gp":
+            # the penalty is taken with respect to what D reads, the (soft) one-hots (B, L, V), through D's
+            # embedding, so the embedding matrix is held to the Lipschitz constraint too
             either = real_pad & fake_pad  # interpolants are real wherever either end is
-            penalty = gradient_penalty(
-                lambda e: D.score_embedded(e, batch.src, batch.src_pad_mask, either), D.embed(real), D.embed(fake))
+            penalty = gradient_penalty(lambda x: D(x, batch.src, batch.src_pad_mask, either),
+                                       penalty_onehots(real, real_pad, D.vocab_size),
+                                       penalty_onehots(fake, fake_pad, D.vocab_size))
             loss = loss + self.hparams.gp_weight * penalty
         return loss, d_real.detach(), d_fake.detach()
 
@@ -457,43 +480,60 @@ class TextGAN(GeneratorModule):
         return tokens, after_end_mask(tokens) | tokens.eq(PAD_ID)
 
     @torch.no_grad()
-    def sequence_returns(self, batch: Batch, tokens: torch.Tensor, pad: torch.Tensor, z) -> torch.Tensor:
-        """(B, L) the return of every sampled token (see the class docstring for the reward definitions)."""
+    def sequence_returns(self, batch: Batch, tokens: torch.Tensor, pad: torch.Tensor, z, real: torch.Tensor,
+                         real_pad: torch.Tensor) -> torch.Tensor:
+        """(B, L) the return of every sampled token (see the class docstring for the reward definitions).
+        real, real_pad (B, L): the batch's real rows, which relativistic rewards are measured against."""
         D, hp = self.discriminator, self.hparams
         src, src_mask = batch.src, batch.src_pad_mask
+        relativistic = hp.loss in RELATIVISTIC_REWARD_LOSSES
+        per_token = D.per_token and hp.rollouts == 0
+        reference = None
+        if relativistic:
+            score_real = D.token_logits if per_token else D
+            real_logits = score_real(real, src, src_mask, real_pad)  # (B, L) per token, else (B,)
+            reference = real_logit_reference(real_logits, real_pad)  # (L,) per token, else a scalar
         if hp.rollouts > 0:
             min_len, _ = self.generation_lengths()
             return rollout_values(
                 self.generator, src, src_mask, tokens, num_rollouts=hp.rollouts, min_length=min_len,
                 banned_ids=self.banned_ids, z=z,
-                score_fn=lambda ids, p, s, sm: rewards_from_logits(D(ids, s, sm, p)),
+                score_fn=lambda ids, p, s, sm: rewards_for_loss(hp.loss, D(ids, s, sm, p), reference),
             )
-        if D.per_token:
-            rewards = rewards_from_logits(D.token_logits(tokens, src, src_mask, pad)).masked_fill(pad, 0.0)
+        if per_token:
+            rewards = rewards_for_loss(hp.loss, D.token_logits(tokens, src, src_mask, pad), reference)
+            rewards = rewards.masked_fill(pad, 0.0)
         else:
-            rewards = terminal_rewards(rewards_from_logits(D(tokens, src, src_mask, pad)), pad)
+            rewards = terminal_rewards(rewards_for_loss(hp.loss, D(tokens, src, src_mask, pad), reference), pad)
         return discounted_returns(rewards, pad, hp.discount)
 
-    def _reinforce_generator_loss(self, batch, L):
+    def _reinforce_generator_loss(self, batch, real, real_pad, L):
         z = self.latent(len(batch))
-        with torch.no_grad():
-            tokens, pad = self._sample_tokens(batch, L, z)
-            returns = self.sequence_returns(batch, tokens, pad, z)  # (B, L)
-            if not bool(self.baseline_initialized):  # no history yet: the first batch's mean starts it
-                self.reinforce_baseline.copy_(update_baseline(self.reinforce_baseline, returns, pad, 0.0, False))
-                self.baseline_initialized.fill_(True)
-            advantages = (returns - self.reinforce_baseline[:L]).masked_fill(pad, 0.0)  # (B, L)
-            # updated after use, so the baseline never depends on the samples it is subtracted from
-            self.reinforce_baseline.copy_(
-                update_baseline(self.reinforce_baseline, returns, pad, self.hparams.baseline_decay, True))
         min_len, _ = self.generation_lengths()
-        logp = policy_log_probs(self.generator, batch.src, batch.src_pad_mask, tokens, pad, min_length=min_len,
-                                banned_ids=self.banned_ids, z=z)  # (B, L), with gradients
+        # drawn with gradients: the log-probs in the loss are those of the distributions the tokens came from
+        policy = sample_with_log_probs(self.generator, batch.src, batch.src_pad_mask, length=L, min_length=min_len,
+                                       banned_ids=self.banned_ids, z=z)
+        tokens, pad = policy.tokens, policy.pad_mask  # (B, L)
+        with torch.no_grad():
+            returns = self.sequence_returns(batch, tokens, pad, z, real, real_pad)  # (B, L)
+            # the baseline before this batch enters it: it never depends on the samples it is subtracted from
+            advantages = (returns - self.reinforce_baseline[:L]).masked_fill(pad, 0.0)  # (B, L)
+            baseline, weight = update_sample_baseline(self.reinforce_baseline, self.baseline_weight, returns, pad,
+                                                      self.hparams.baseline_horizon_samples)
+            self.reinforce_baseline.copy_(baseline)
+            self.baseline_weight.copy_(weight)
         valid = (~pad).float()
         mean_return = (returns * valid).sum() / valid.sum().clamp(min=1.0)
-        return reinforce_loss(logp, advantages, pad), {"train/mean_return": mean_return}
+        return reinforce_loss(policy.log_probs, advantages, pad), {"train/mean_return": mean_return}
 
     # ---- checkpoints --------------------------------------------------------------------------------------
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        super().on_load_checkpoint(checkpoint)
+        state = checkpoint.get("state_dict", {})
+        if "baseline_initialized" in state:  # a checkpoint from before the baseline's weight was kept
+            started = bool(state.pop("baseline_initialized"))
+            state.setdefault("baseline_weight", torch.full_like(state["reinforce_baseline"], float(started)))
+
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         super().on_save_checkpoint(checkpoint)
         # the counters live in the state_dict (buffers); this copy is for people reading a checkpoint
