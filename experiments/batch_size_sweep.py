@@ -14,9 +14,10 @@ Pretrained arms: a family registered with ``init_from="pretrain"`` (``gan-gumbel
 per seed: the MLE family (``PRETRAIN_FAMILY``) at the reference batch size for ``pretrain_budget`` samples, with a
 temperature curve (the hand-over model's). Each arm then runs at ``pretrained_batch_sizes`` (default: the
 reference batch size) for the sweep's own budget, as a run of kind ``pretrained-arm`` whose spec says
-``init_from: {"key": <the pretrain run's key>}`` (temperature curve where the sweep measures one; no noise scale). Pretraining happens once, at one batch size, so an MLE phase at
-batch size 1 never hides inside an arm's result; the arms' rows are kept apart from the sweep's (``kind``), so
-they are compared with each other (``experiments.report``), not with the from-scratch families.
+``init_from: {"key": <the pretrain run's key>}`` (temperature curve where the sweep measures one; no noise
+scale). Pretraining happens once, at one batch size, so an MLE phase at batch size 1 never hides inside an arm's
+result; the arms' rows are kept apart from the sweep's (``kind``), so they are compared with each other
+(``experiments.report``), not with the from-scratch families.
 """
 
 from __future__ import annotations

@@ -121,8 +121,8 @@ def _quick() -> Preset:
         description="small oracle (vocab 200, length 12), tiny Transformer (d_model 32) as both the MLE model and "
                     "the GAN generator (GANs trained adversarially from scratch), batch sizes 1-64 at 512 samples "
                     "each, 3 seeds; at batch size 16 also both GANs and MLE continued from one shared MLE "
-                    "checkpoint per seed (16384 samples); label-conditioning ablation at batch size 16, 4096 samples; under 10 min on 2 "
-                    "CPU cores",
+                    "checkpoint per seed (16384 samples); label-conditioning ablation at batch size 16, 4096 "
+                    "samples; under 10 min on 2 CPU cores",
         # The shared MLE checkpoint: 16384 samples (1024 updates at batch size 16) take the tiny MLE model well
         # past a counted unigram on the small oracle (NLL_test / NLL_oracle per token about 4.44 / 5.81 against
         # the unigram's 4.82 / 6.79 and the bigram's 4.37 / 5.45), in about 10 s per seed on one core.

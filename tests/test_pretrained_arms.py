@@ -309,7 +309,8 @@ def test_the_adversarial_phase_effect_is_the_per_seed_difference_of_changes():
     e = effects["NLL_test"]
     assert e.family == "gan-gumbel-pt" and e.batch_size == 16
     assert e.per_seed == pytest.approx(EFFECT)
-    assert (e.effect.mean, e.effect.low, e.effect.high, e.effect.n) == pytest.approx((0.3, EFFECT_LOW, EFFECT_HIGH, 3), abs=1e-5)
+    assert (e.effect.mean, e.effect.low, e.effect.high, e.effect.n) == pytest.approx(
+        (0.3, EFFECT_LOW, EFFECT_HIGH, 3), abs=1e-5)
     assert e.gan_change.mean == pytest.approx(0.2) and e.mle_change.mean == pytest.approx(-0.1)
     assert e.handover.mean == pytest.approx(15.1 / 3) and e.gan_start.mean == pytest.approx(0.01)
     assert effects["Self-BLEU-3"].effect.mean == pytest.approx(0.0)
