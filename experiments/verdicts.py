@@ -251,10 +251,23 @@ def holm(verdicts: list[Verdict], alpha: float = 0.05, min_seeds: int = 3) -> li
 # ---- rows ------------------------------------------------------------------------------------------------------
 
 
+# Runs planned with fewer generator updates than this are reported (flagged ``underpowered`` in their row) but
+# kept out of every verdict: Adam's moments, its bias correction and any warmup count updates, not samples, so
+# a run of a handful of updates measures an unfinished optimisation, not its batch size.
+MIN_VERDICT_UPDATES = 30
+
+
+def is_underpowered(row: dict) -> bool:
+    """The row's ``underpowered`` flag; rows written before the flag existed are judged by their update count."""
+    if "underpowered" in row:
+        return bool(row["underpowered"])
+    return finite(row.get("updates")) and row["updates"] < MIN_VERDICT_UPDATES
+
+
 def verdict_rows(rows: list[dict]) -> list[dict]:
-    """The rows verdicts are decided on: the one place where rows are kept out of every verdict (they stay in
-    the report's tables)."""
-    return list(rows)
+    """The rows every verdict is decided on: all rows but the underpowered ones (``MIN_VERDICT_UPDATES``). The one
+    place where rows are kept out of every verdict (they stay in the report's tables); every question calls it."""
+    return [r for r in rows if not is_underpowered(r)]
 
 
 def _by(rows, **match) -> list[dict]:
@@ -481,7 +494,9 @@ def q2(rows: list[dict], ref_bs: int, settings: Optional[VerdictSettings] = None
              "meaningless; a Transformer trains at batch size 1, only noisier.")
     margin, r = settings.sesoi["Q2"], settings.retained
     mle, gan, null = settings.q2_mle, settings.q2_gan, settings.q2_null
-    sweep = _by(rows, kind="sweep")
+    # the arms may be sweep runs or arms started from the shared MLE checkpoint (kind "pretrained-arm")
+    pool = [x for x in rows if x.get("kind") in ("sweep", "pretrained-arm")]
+    sweep = [x for x in pool if x["family"] in (mle, gan, null)]
     sizes = sorted({x["batch_size"] for x in sweep})
     b_min = sizes[0] if sizes else None
     rule_text = (f"E = learning (drop in J) per seed at an equal sample budget. The game's own effect G_B = "
@@ -534,10 +549,10 @@ def q2(rows: list[dict], ref_bs: int, settings: Optional[VerdictSettings] = None
         cells[primary].precondition = gate or f"{gan} usable at batch size {ref_bs}"
 
     details = []
-    for fam in families_of(sweep):
+    for fam in families_of(pool):
         parts = []
-        for b in sorted({x["batch_size"] for x in _by(sweep, family=fam)}):
-            bs_rows = _by(sweep, family=fam, batch_size=b)
+        for b in sorted({x["batch_size"] for x in _by(pool, family=fam)}):
+            bs_rows = _by(pool, family=fam, batch_size=b)
             fails = sum(bool(x.get("diverged") or x.get("collapsed")) for x in bs_rows)
             parts.append(f"bs {b}: {t_interval(per_seed(bs_rows, learning).values()).fmt(3)}"
                          + (f", {fails}/{len(bs_rows)} failed" if fails else ""))
@@ -547,7 +562,7 @@ def q2(rows: list[dict], ref_bs: int, settings: Optional[VerdictSettings] = None
     budgets = {"samples": {str(b): v["samples"] for b, v in by_bs.items()},
                "steps": {str(b): v["steps"] for b, v in by_bs.items()}}
     controls = {"frozen_d": _arm_summary(sweep, null, sizes),
-                "minibatch_std": _mbstd_control(sweep, settings, ref_bs),
+                "minibatch_std": _mbstd_control(pool, settings, ref_bs),
                 "accumulation": NOT_RUN}
     v = Verdict("Q2", claim, INCONCLUSIVE, "", rule_text, details, margin=margin, primary=primary, cells=cells,
                 gate=gate, extra={"budgets": budgets, "controls": controls, "retained": r}, decide=_q2_decide)

@@ -207,6 +207,14 @@ def test_q2_needs_a_game_effect_at_the_reference_to_lose():
     assert v.verdict == V.INCONCLUSIVE and "no game effect" in v.reason, v.reason
 
 
+def test_q2_arms_started_from_the_shared_checkpoint_plug_in_by_name():
+    names = {"transformer": "mle-continued", "gan-gumbel": "gan-gumbel-pt", "gan-frozen-d": "gan-frozen-d-pt"}
+    rows = [{**r, "family": names[r["family"]], "kind": "pretrained-arm"} for r in q2_rows(gan_min=0.2)]
+    assert V.q2(rows, REF_BS).verdict == V.INCONCLUSIVE  # the default arms are not in these rows
+    settings = V.VerdictSettings(q2_mle="mle-continued", q2_gan="gan-gumbel-pt", q2_null="gan-frozen-d-pt")
+    assert V.q2(rows, REF_BS, settings).verdict == V.SUPPORTED
+
+
 def test_q2_json_has_budgets_and_controls():
     v = V.q2(q2_rows(gan_min=0.2), REF_BS).to_json()
     assert v["budgets"] == {"samples": {"1": 512, "16": 512}, "steps": {"1": 512, "16": 32}}
