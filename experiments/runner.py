@@ -200,7 +200,7 @@ def final_losses(curve: list[dict], tail: float = 0.1) -> dict:
 
 
 def write_csv(path: Path, rows: list[dict]) -> None:
-    from experiments.results import atomic_write_text
+    from modules.files import atomic_write_text
 
     columns: list[str] = []
     for r in rows:

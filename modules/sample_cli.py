@@ -3,15 +3,14 @@
 from __future__ import annotations
 
 import argparse
-import os
 import sys
-import tempfile
 import zipfile
 from pathlib import Path
 from typing import Optional
 
 import torch
 
+from modules.files import atomic_write_text
 from modules.models.base import CHECKPOINT_KEY
 
 
@@ -130,10 +129,6 @@ def main(argv: list[str]) -> int:
         sys.stdout.write(text)
     else:
         out = Path(args.out)
-        out.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=out.parent, prefix=f".{out.name}.", suffix=".tmp")
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-        os.replace(tmp, out)  # never a half-written output under the final name
+        atomic_write_text(out, text)  # never a half-written output under the final name
         print(f"wrote {len(lines)} samples to {out}", file=sys.stderr)
     return 0

@@ -11,7 +11,6 @@ import hashlib
 import json
 import logging
 import os
-import tempfile
 from dataclasses import asdict
 from pathlib import Path
 from typing import Literal, Optional
@@ -22,6 +21,7 @@ from modules.data.base import SequenceDataModule
 from modules.data.batch import Example
 from modules.data.errors import DataError
 from modules.data.vocab import NULL_ID, Vocab
+from modules.files import atomic_open
 from modules.nets.oracle import LSTMOracle, OracleConfig
 
 log = logging.getLogger(__name__)
@@ -157,10 +157,8 @@ class OracleDataModule(SequenceDataModule):
         data = self._generate()
         try:
             self.cache_dir.mkdir(parents=True, exist_ok=True)
-            fd, tmp = tempfile.mkstemp(dir=self.cache_dir, suffix=".tmp")
-            os.close(fd)
-            torch.save(data, tmp)
-            os.replace(tmp, path)  # atomic: a crash never leaves a half-written cache under the final name
+            with atomic_open(path, "wb") as f:  # a crash never leaves a half-written cache under the final name
+                torch.save(data, f)
         except OSError as err:
             log.warning("could not write the oracle cache to %s (%s); continuing without it", self.cache_dir, err)
         return data
