@@ -70,6 +70,9 @@ class TextDataModule(SequenceDataModule):
         swap_src_tgt: for ``parallel``, use the ``tgt`` files as the source and the ``src`` files as the
             target, so one preset serves both translation directions.
         encoding: text encoding of every file (``latin-1`` for MR). gzip is detected automatically.
+        control_chars: a control character in a line (NUL, escape, form feed, ...; tab is allowed) is an
+            ``error`` naming the file, line and column (the default), or ``strip``: deleted, with the count per
+            file logged as a warning.
         val_fraction, test_fraction: share of the training data held out for a split not given as files.
         split_seed: seed of that held-out split; independent of ``seed``, which only orders training batches.
         tokenizer: ``word`` (whitespace; for pre-tokenized corpora) or ``bpe`` (byte-level BPE for raw text).
@@ -93,6 +96,7 @@ class TextDataModule(SequenceDataModule):
         root: Optional[str] = None,
         swap_src_tgt: bool = False,
         encoding: str = "utf-8",
+        control_chars: Literal["error", "strip"] = "error",
         val_fraction: float = 0.1,
         test_fraction: float = 0.1,
         split_seed: int = 0,
@@ -120,6 +124,7 @@ class TextDataModule(SequenceDataModule):
         self.root = root
         self.swap_src_tgt = swap_src_tgt
         self.encoding = encoding
+        self.control_chars = control_chars
         self.fractions = {"val": val_fraction, "test": test_fraction}
         self.split_seed = split_seed
         self.min_freq = min_freq
@@ -153,6 +158,8 @@ class TextDataModule(SequenceDataModule):
             raise DataError(f"data.max_vocab_size must be >= 1 or null, got {self.max_vocab_size}")
         if self.max_len is not None and self.max_len < 1:
             raise DataError(f"data.max_len must be >= 1 or null, got {self.max_len}")
+        if self.control_chars not in ("error", "strip"):
+            raise DataError(f"data.control_chars must be 'error' or 'strip', got {self.control_chars!r}")
         if self.length_policy not in ("truncate", "drop"):
             raise DataError(f"data.length_policy must be 'truncate' or 'drop', got {self.length_policy!r}")
 
@@ -213,7 +220,7 @@ class TextDataModule(SequenceDataModule):
             if self.format == "lines":
                 if not isinstance(spec, (str, os.PathLike)):
                     raise DataError(f"format 'lines' takes one file path, got {spec!r}")
-                return [(None, line) for line in read_lines(self._path(spec), self.encoding)]
+                return [(None, line) for line in read_lines(self._path(spec), self.encoding, self.control_chars)]
             if not isinstance(spec, dict):
                 expected = "{src: PATH, tgt: PATH}" if self.format == "parallel" else "{LABEL: PATH, ...}"
                 raise DataError(f"format {self.format!r} takes a mapping {expected}, got {spec!r}")
@@ -223,8 +230,9 @@ class TextDataModule(SequenceDataModule):
                 src, tgt = self._path(spec["src"]), self._path(spec["tgt"])
                 if self.swap_src_tgt:
                     src, tgt = tgt, src
-                return list(read_parallel(src, tgt, self.encoding))
-            return list(read_labeled({label: self._path(p) for label, p in spec.items()}, self.encoding))
+                return list(read_parallel(src, tgt, self.encoding, self.control_chars))
+            return list(read_labeled({label: self._path(p) for label, p in spec.items()}, self.encoding,
+                                     self.control_chars))
         except DataError as exc:
             raise DataError(f"{setting}: {exc}") from None
 
