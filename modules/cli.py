@@ -47,10 +47,16 @@ def _lightning_cli(args: list[str]) -> None:
 
     from modules.callbacks import DivergenceMonitor, FlushLogsOnCheckpoint
     from modules.data.base import SequenceDataModule
+    from modules.known_warnings import known_warnings_filtered
     from modules.models.base import GeneratorModule
     from modules.tracking import Tracking
 
     class GVTCLI(LightningCLI):
+        def parse_arguments(self, parser, args) -> None:
+            # `gvt` always hands over its argv explicitly (also when called from Python); LightningCLI would warn
+            # that sys.argv holds arguments too, which, for the `gvt` command, are the very same ones.
+            self.config = parser.parse_args(args)
+
         def add_arguments_to_parser(self, parser) -> None:
             parser.add_class_arguments(Tracking, "tracking")
             # The vocabulary is built by the data module; the model's embedding size follows it.
@@ -92,18 +98,19 @@ def _lightning_cli(args: list[str]) -> None:
                 )
             return super().instantiate_trainer(**kwargs)
 
-    GVTCLI(
-        GeneratorModule,
-        SequenceDataModule,
-        subclass_mode_model=True,
-        subclass_mode_data=True,
-        auto_configure_optimizers=False,
-        seed_everything_default=0,
-        trainer_defaults={"default_root_dir": "runs", "callbacks": [DivergenceMonitor(), FlushLogsOnCheckpoint()]},
-        save_config_kwargs={"overwrite": True},
-        parser_kwargs={"parser_mode": "omegaconf"} if _has_omegaconf() else {},
-        args=args,
-    )
+    with known_warnings_filtered():  # a few third-party messages that do not apply, by exact text, for this run
+        GVTCLI(
+            GeneratorModule,
+            SequenceDataModule,
+            subclass_mode_model=True,
+            subclass_mode_data=True,
+            auto_configure_optimizers=False,
+            seed_everything_default=0,
+            trainer_defaults={"default_root_dir": "runs", "callbacks": [DivergenceMonitor(), FlushLogsOnCheckpoint()]},
+            save_config_kwargs={"overwrite": True},
+            parser_kwargs={"parser_mode": "omegaconf"} if _has_omegaconf() else {},
+            args=args,
+        )
 
 
 def _has_omegaconf() -> bool:

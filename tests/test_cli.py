@@ -48,6 +48,26 @@ def test_bad_config_value_names_the_setting(tmp_path):
     assert "batch_size" in out.stderr
 
 
+def test_a_first_fit_of_a_small_config_prints_no_warning(tmp_path):
+    """A fresh folder, W&B offline and not silenced (its warnings come from there): stderr holds no warning. Before,
+    it held LightningCLI's "args parameter ... sys.argv", W&B's "anonymous setting has no effect", the CSV logger's
+    "exists and is not empty", Lightning's LitLogger tip and torch's LeafSpec deprecation."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("WANDB_")}
+    env.update(HTTPS_PROXY="http://127.0.0.1:9", HTTP_PROXY="http://127.0.0.1:9")  # any network attempt fails
+    out = subprocess.run(
+        [sys.executable, "-m", "modules.cli", "fit", "--config", "configs/experiment/transformer_oracle_small.yaml",
+         "--trainer.max_epochs", "1", "--trainer.limit_train_batches", "3", "--trainer.log_every_n_steps", "1",
+         "--trainer.default_root_dir", str(tmp_path / "runs"), "--model.init_args.num_eval_samples", "8",
+         "--tracking.wandb_mode", "offline"],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=300,
+    )
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert list(tmp_path.glob("runs/transformer_oracle_small/version_0/wandb/offline-run-*"))
+    noise = [line for line in out.stderr.splitlines()
+             if "warn" in line.lower() or "Tip:" in line or "deprecated" in line or "not empty" in line]
+    assert noise == []
+
+
 @pytest.fixture(scope="module")
 def fitted_run(tmp_path_factory):
     """One tiny `gvt fit` with W&B offline, shared by the tests below."""
