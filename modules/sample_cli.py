@@ -59,6 +59,19 @@ def load_model(path: str, map_location: str = "cpu"):
     return model
 
 
+def load_weights(model, path: str) -> None:
+    """Weights, vocabulary and tokenizer of a checkpoint into a built ``model`` of the same family and shape (the
+    checkpoint's family and vocabulary are checked by the model's ``on_load_checkpoint``)."""
+    ckpt = read_checkpoint(path)
+    if "state_dict" not in ckpt:
+        raise CheckpointError(f"checkpoint {path} holds no model weights (no state_dict)")
+    model.on_load_checkpoint(ckpt)
+    try:
+        model.load_state_dict(ckpt["state_dict"])
+    except RuntimeError as err:
+        raise CheckpointError(f"checkpoint {path} does not fit this model's settings: {err}") from None
+
+
 def condition_tensor(model, condition: Optional[str], num: int) -> tuple[torch.Tensor, torch.Tensor]:
     """The ``src`` rows for ``num`` samples: <null>, a label token, or a tokenized source sentence."""
     from modules.data.vocab import NULL_ID
