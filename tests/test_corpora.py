@@ -4,22 +4,11 @@ with a DataError that says which file (and line) to fix."""
 from __future__ import annotations
 
 import gzip
-from pathlib import Path
 
 import pytest
 
 from modules.data.corpora import read_labeled, read_lines, read_parallel
 from modules.data.errors import DataError
-
-SHARED_DATA = Path(__file__).resolve().parents[1] / ".." / "shared" / "data"
-
-
-@pytest.fixture(scope="module")
-def shared_data() -> Path:
-    # CI has the shared corpora; their absence is a broken checkout, not a reason to skip.
-    if not SHARED_DATA.is_dir():
-        pytest.fail(f"the shared corpora are missing: expected them at {SHARED_DATA.resolve()} (see DESIGN.md, Data)")
-    return SHARED_DATA
 
 
 # ---- the shared corpora -----------------------------------------------------------------------------------------

@@ -13,16 +13,7 @@ from modules.data.errors import DataError
 from modules.data.text_datamodule import TextDataModule
 from modules.data.vocab import BPETokenizer, NULL_ID, PAD_ID, UNK_ID
 
-SHARED_DATA = Path(__file__).resolve().parents[1] / ".." / "shared" / "data"
-
 WORDS = "the a cat dog sat ran on under mat log big small red blue quickly slowly".split()
-
-
-@pytest.fixture(scope="module")
-def shared_data() -> Path:
-    if not SHARED_DATA.is_dir():
-        pytest.fail(f"the shared corpora are missing: expected them at {SHARED_DATA.resolve()} (see DESIGN.md, Data)")
-    return SHARED_DATA
 
 
 def write(path: Path, lines) -> str:

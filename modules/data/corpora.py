@@ -16,6 +16,8 @@ Conventions shared by every reader:
   glue them to a word (``'riding\\x00'``). ``control_chars="strip"`` (``data.control_chars``) deletes them
   instead and logs how many it deleted per file. C1 characters (U+0080-U+009F) pass: in Latin-1 corpora they are
   Windows-1252 punctuation (MR's byte 0x85, an ellipsis).
+- Paths may start with ``$GVT_DATA_DIR`` (the corpora folder: the environment variable ``GVT_DATA_DIR``, by
+  default ``../shared/data`` next to the project root); other ``$VARIABLES`` and ``~`` are expanded too.
 - Blank lines: a single file skips them. Parallel files keep them while aligning, then drop every pair with a
   blank side, so one blank line never shifts all later pairs out of alignment. Blank lines at the very end of a
   file are not counted when the two files' lengths are compared (an editor's extra newline is not a mismatch).
@@ -40,10 +42,27 @@ log = logging.getLogger(__name__)
 PathLike = Union[str, os.PathLike]
 ControlChars = Literal["error", "strip"]
 
+DATA_DIR_VARIABLE = "GVT_DATA_DIR"
+# modules/data/corpora.py -> the project root (a source checkout or an editable install)
+_DEFAULT_DATA_DIR = Path(__file__).resolve().parents[2] / ".." / "shared" / "data"
+_DATA_DIR_REFERENCE = re.compile(r"\$(\{GVT_DATA_DIR\}|GVT_DATA_DIR\b)")
+
 _GZIP_MAGIC = b"\x1f\x8b"
 # C0 controls and DEL, tab excepted (line breaks never reach the check: lines are split on them first)
 _CONTROL = re.compile("[\x00-\x08\x0a-\x1f\x7f]")
 _CONTROL_NAMES = {0x00: "NUL", 0x1B: "ESC", 0x0B: "vertical tab", 0x0C: "form feed", 0x7F: "DEL"}
+
+
+def data_dir() -> Path:
+    """The folder of the real corpora: ``$GVT_DATA_DIR`` if set, else ``../shared/data`` next to the project root."""
+    configured = os.environ.get(DATA_DIR_VARIABLE)
+    return Path(os.path.expanduser(configured)) if configured else _DEFAULT_DATA_DIR.resolve()
+
+
+def expand_path(path: PathLike) -> str:
+    """``$GVT_DATA_DIR`` (default: ``data_dir()``), other environment variables and ``~`` in a configured path."""
+    text = _DATA_DIR_REFERENCE.sub(lambda _: str(data_dir()).replace("\\", "/"), str(path))
+    return os.path.expanduser(os.path.expandvars(text))
 
 
 def read_lines(path: PathLike, encoding: str = "utf-8", control_chars: ControlChars = "error") -> list[str]:
@@ -145,11 +164,17 @@ def _without_control_chars(lines: list[str], path: Path, control_chars: ControlC
 
 
 def _existing_file(path: PathLike) -> Path:
-    path = Path(os.path.expandvars(os.path.expanduser(str(path))))
+    given = str(path)
+    path = Path(expand_path(given))
     if path.is_dir():
         raise DataError(f"{path} is a directory; give the path of a text file inside it")
     if not path.exists():
-        raise DataError(f"{path}: no such file (resolved to {path.resolve()})")
+        hint = ""
+        if _DATA_DIR_REFERENCE.search(given) or str(path).startswith(str(data_dir())):
+            hint = (f"; the corpora folder is {data_dir()} ({DATA_DIR_VARIABLE}"
+                    f"{' is not set' if DATA_DIR_VARIABLE not in os.environ else ''}): set {DATA_DIR_VARIABLE} to the "
+                    "folder that holds coco/, multi30k/ and mr/ (README, Data)")
+        raise DataError(f"{path}: no such file (resolved to {path.resolve()}){hint}")
     return path
 
 
@@ -209,4 +234,4 @@ def _trim_trailing_blanks(lines: list[str]) -> list[str]:
     return lines[:end]
 
 
-__all__ = ["read_labeled", "read_lines", "read_parallel"]
+__all__ = ["DATA_DIR_VARIABLE", "data_dir", "expand_path", "read_labeled", "read_lines", "read_parallel"]

@@ -17,7 +17,7 @@ out of the training data::
       class_path: modules.data.text_datamodule.TextDataModule
       init_args:
         format: parallel
-        root: ../shared/data/multi30k
+        root: $GVT_DATA_DIR/multi30k
         train: {src: train.de.gz, tgt: train.en.gz}
         val: {src: val.de.gz, tgt: val.en.gz}
         tokenizer: bpe
@@ -39,7 +39,7 @@ from typing import Literal, Optional, Union
 
 from modules.data.base import SPLITS, SequenceDataModule
 from modules.data.batch import Example
-from modules.data.corpora import read_labeled, read_lines, read_parallel
+from modules.data.corpora import expand_path, read_labeled, read_lines, read_parallel
 from modules.data.errors import DataError
 from modules.data.vocab import NULL_ID, SPECIAL_TOKENS, Vocab, make_tokenizer
 
@@ -66,7 +66,9 @@ class TextDataModule(SequenceDataModule):
         val, test: files of the held-out splits, in the same form as ``train``. A split left out is carved from
             the training data with ``split_seed`` (stratified by class for ``labeled``), so it never overlaps
             the training examples.
-        root: directory that relative paths are resolved against (default: the working directory).
+        root: directory that relative paths are resolved against (default: the working directory). Paths and
+            ``root`` may start with ``$GVT_DATA_DIR``, the corpora folder (default ``../shared/data`` next to the
+            project root), as the configs in configs/ do.
         swap_src_tgt: for ``parallel``, use the ``tgt`` files as the source and the ``src`` files as the
             target, so one preset serves both translation directions.
         encoding: text encoding of every file (``latin-1`` for MR). gzip is detected automatically.
@@ -237,9 +239,9 @@ class TextDataModule(SequenceDataModule):
             raise DataError(f"{setting}: {exc}") from None
 
     def _path(self, path) -> str:
-        path = os.path.expanduser(os.path.expandvars(str(path)))
+        path = expand_path(path)
         if self.root is not None:
-            path = os.path.join(os.path.expanduser(os.path.expandvars(self.root)), path)
+            path = os.path.join(expand_path(self.root), path)
         return path
 
     def _carve(self, train: list[Record], carved: list[str]) -> dict[str, list[Record]]:
