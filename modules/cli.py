@@ -184,8 +184,10 @@ def main(argv: Optional[list[str]] = None) -> int:
             return sample_main(rest)
         if command in EXPERIMENT_COMMANDS:
             from experiments.cli import main as experiments_main
+            from modules.known_warnings import known_warnings_filtered
 
-            return experiments_main(command, rest)
+            with known_warnings_filtered():
+                return experiments_main(command, rest)
     except KeyboardInterrupt:
         print("gvt: interrupted", file=sys.stderr)
         return 130
