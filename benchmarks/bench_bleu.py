@@ -8,7 +8,8 @@ in full, so it is timed on the first N hypotheses (each still against ALL refere
 the full set; the per-hypothesis values on that subset are compared with ours. The NLTK baseline is its
 fastest use: one sentence_bleu call per hypothesis with the four weight tuples together (Texygen calls it
 once per order, about 3x slower still). Ours is timed end to end, reference indexing included.
-(c) If ../shared/data/coco/test.txt exists (relative to the project root), 200 real captions are checked too.
+(c) If $GVT_DATA_DIR/coco/test.txt exists (the corpora folder; default ../shared/data next to the project root),
+    200 real captions are checked too.
 Exits non-zero if any value differs from NLTK by more than 1e-9.
 """
 
@@ -95,7 +96,9 @@ def bench_self_bleu(rng, subset: int) -> bool:
 
 
 def check_coco(lines: int = 200) -> bool:
-    path = ROOT.parent / "shared" / "data" / "coco" / "test.txt"
+    from modules.data.corpora import data_dir
+
+    path = data_dir() / "coco" / "test.txt"
     if not path.exists():
         print(f"(c) real text: {path} not found, skipped")
         return True

@@ -233,13 +233,13 @@ def _paper() -> Preset:
 
 
 def _coco() -> Preset:
-    # MS COCO captions (unconditional, real text): quality = BLEU, diversity = Self-BLEU. Paths are relative to
-    # the project root; ../shared/data/coco holds the Texygen split.
+    # MS COCO captions (unconditional, real text): quality = BLEU, diversity = Self-BLEU. $GVT_DATA_DIR is the
+    # corpora folder (default ../shared/data next to the project root); its coco/ holds the Texygen split.
     arch = _tiny_transformer(d_model=128, heads=4, enc=1, dec=2, ff=512)
     models = _families(arch, lr=1e-3, g_lr=1e-4, d_lr=1e-4, z_dim=32, dropout=0.2, eval_samples=1000)
     models.update(_pretrained_arms(models))
     data = {"class_path": TEXT, "init_args": {
-        "format": "lines", "train": "../shared/data/coco/train.txt", "test": "../shared/data/coco/test.txt",
+        "format": "lines", "train": "$GVT_DATA_DIR/coco/train.txt", "test": "$GVT_DATA_DIR/coco/test.txt",
         "val_fraction": 0.05, "tokenizer": "word", "max_len": 35}}
     return Preset(
         name="coco",

@@ -36,6 +36,7 @@ a class that does not say).
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import hashlib
 import importlib
@@ -210,16 +211,27 @@ class BudgetCallback:
             trainer.should_stop = True
 
 
-def _quiet_lightning() -> None:
-    for name in ("pytorch_lightning", "lightning", "lightning.pytorch", "lightning_fabric"):
-        logging.getLogger(name).setLevel(logging.ERROR)
-    warnings.filterwarnings("ignore", ".*does not have many workers.*")
-    warnings.filterwarnings("ignore", ".*GPU available but not used.*")
-    warnings.filterwarnings("ignore", ".*LeafSpec.*")
-    warnings.filterwarnings("ignore", ".*is deprecated.*")
-    warnings.filterwarnings("ignore", ".*smaller than the logging interval.*")
-    warnings.filterwarnings("ignore", ".*Checkpoint directory.*")
-    warnings.filterwarnings("ignore", ".*exists and is not empty.*")
+@contextlib.contextmanager
+def _quiet_lightning():
+    """For the duration of one run (nothing process-wide): Lightning's per-Trainer info lines ("GPU available:
+    ...", a few per run, hundreds per sweep) are held back, and the known third-party messages of
+    ``modules.known_warnings`` are filtered. One run-specific message is filtered too: a run counts its budget
+    across epochs, and Lightning's logging interval does too (``_batches_that_stepped``), so "the number of
+    training batches is smaller than the logging interval" does not apply. Every other warning still shows."""
+    from modules.known_warnings import known_warnings_filtered
+
+    names = ("pytorch_lightning", "lightning", "lightning.pytorch", "lightning_fabric")
+    levels = {name: logging.getLogger(name).level for name in names}
+    with known_warnings_filtered(), warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=r"The number of training batches \(\d+\) is smaller than the logging "
+                                r"interval", module=r"pytorch_lightning\.loops\.fit_loop")
+        for name in names:
+            logging.getLogger(name).setLevel(logging.WARNING)
+        try:
+            yield
+        finally:
+            for name, level in levels.items():
+                logging.getLogger(name).setLevel(level)
 
 
 def optimizer_steps_per_update(model) -> int:
@@ -276,7 +288,7 @@ def final_losses(curve: list[dict], tail: float = 0.1) -> dict:
 
 
 def write_csv(path: Path, rows: list[dict]) -> None:
-    from experiments.results import atomic_write_text
+    from modules.files import atomic_write_text
 
     columns: list[str] = []
     for r in rows:
@@ -304,13 +316,13 @@ def _finish_wandb(loggers, row: dict) -> None:
             logging.getLogger(__name__).warning("could not finish the W&B run: %s", err)
 
 
+@_quiet_lightning()
 def run_one(spec: dict, run_dir: str | Path) -> dict:
     """Train and evaluate one run; return its results row (see the module docstring)."""
     import pytorch_lightning as pl
 
     from modules.tracking import Tracking
 
-    _quiet_lightning()
     start = time.perf_counter()
     run_dir = Path(run_dir)
     family = get_family(spec["family"])

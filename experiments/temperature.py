@@ -94,7 +94,7 @@ def _temperature_curve(model, datamodule, temperatures, num_samples, stage, seed
 
 
 def write_curve(path: Path, points: list[dict]) -> None:
-    from experiments.results import atomic_write_text
+    from modules.files import atomic_write_text
     import io
 
     columns = []

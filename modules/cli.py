@@ -21,7 +21,9 @@ Lightning runs (LightningCLI; `gvt fit --help`, `--config FILE`, `--print_config
   fit          train a model:        gvt fit --config configs/experiment/transformer_oracle_small.yaml
   validate     evaluate on the validation split
   test         evaluate on the test split
-  predict      generate for the test split's conditions
+  predict      samples for each condition of the test split, as CSV in the run folder (predictions/):
+               gvt predict --config FILE --ckpt_path CKPT [--prediction.samples_per_condition N]
+               [--prediction.temperature T] [--prediction.top_k K] [--prediction.top_p P] [--prediction.seed S]
 
 Checkpoints:
   sample       text from a checkpoint: gvt sample --checkpoint PATH --num-samples N [--temperature T]
@@ -47,12 +49,20 @@ def _lightning_cli(args: list[str]) -> None:
 
     from modules.callbacks import DivergenceMonitor, FlushLogsOnCheckpoint
     from modules.data.base import SequenceDataModule
-    from modules.models.base import GeneratorModule
+    from modules.known_warnings import known_warnings_filtered
+    from modules.models.base import GeneratorModule, PredictionSettings
+    from modules.sample_cli import load_weights
     from modules.tracking import Tracking
 
     class GVTCLI(LightningCLI):
+        def parse_arguments(self, parser, args) -> None:
+            # `gvt` always hands over its argv explicitly (also when called from Python); LightningCLI would warn
+            # that sys.argv holds arguments too, which, for the `gvt` command, are the very same ones.
+            self.config = parser.parse_args(args)
+
         def add_arguments_to_parser(self, parser) -> None:
             parser.add_class_arguments(Tracking, "tracking")
+            parser.add_class_arguments(PredictionSettings, "prediction")  # what `gvt predict` draws
             # The vocabulary is built by the data module; the model's embedding size follows it.
             parser.link_arguments("data.vocab_size", "model.init_args.vocab_size", apply_on="instantiate")
             if "weights_only" in parser.get_defaults():  # fit/validate/test/predict with --ckpt_path
@@ -74,6 +84,14 @@ def _lightning_cli(args: list[str]) -> None:
                 read_checkpoint(ckpt_path)
             super()._parse_ckpt_path()
 
+        def predict(self, model, datamodule=None, ckpt_path=None, **kwargs):
+            model.prediction = self._get(self.config_init, "prediction")
+            if ckpt_path is not None:
+                # The model is all a prediction takes from the checkpoint (weights, vocabulary, tokenizer): restoring
+                # the training run's callback states too would only warn that their folders have moved.
+                load_weights(model, ckpt_path)
+            return self.trainer.predict(model, datamodule=datamodule, **kwargs)
+
         def instantiate_trainer(self, **kwargs):
             config = self._get(self.config_init, "trainer", default={})
             callbacks = config.get("callbacks") or []
@@ -92,18 +110,19 @@ def _lightning_cli(args: list[str]) -> None:
                 )
             return super().instantiate_trainer(**kwargs)
 
-    GVTCLI(
-        GeneratorModule,
-        SequenceDataModule,
-        subclass_mode_model=True,
-        subclass_mode_data=True,
-        auto_configure_optimizers=False,
-        seed_everything_default=0,
-        trainer_defaults={"default_root_dir": "runs", "callbacks": [DivergenceMonitor(), FlushLogsOnCheckpoint()]},
-        save_config_kwargs={"overwrite": True},
-        parser_kwargs={"parser_mode": "omegaconf"} if _has_omegaconf() else {},
-        args=args,
-    )
+    with known_warnings_filtered():  # a few third-party messages that do not apply, by exact text, for this run
+        GVTCLI(
+            GeneratorModule,
+            SequenceDataModule,
+            subclass_mode_model=True,
+            subclass_mode_data=True,
+            auto_configure_optimizers=False,
+            seed_everything_default=0,
+            trainer_defaults={"default_root_dir": "runs", "callbacks": [DivergenceMonitor(), FlushLogsOnCheckpoint()]},
+            save_config_kwargs={"overwrite": True},
+            parser_kwargs={"parser_mode": "omegaconf"} if _has_omegaconf() else {},
+            args=args,
+        )
 
 
 def _has_omegaconf() -> bool:
@@ -165,8 +184,10 @@ def main(argv: Optional[list[str]] = None) -> int:
             return sample_main(rest)
         if command in EXPERIMENT_COMMANDS:
             from experiments.cli import main as experiments_main
+            from modules.known_warnings import known_warnings_filtered
 
-            return experiments_main(command, rest)
+            with known_warnings_filtered():
+                return experiments_main(command, rest)
     except KeyboardInterrupt:
         print("gvt: interrupted", file=sys.stderr)
         return 130

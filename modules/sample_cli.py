@@ -3,15 +3,14 @@
 from __future__ import annotations
 
 import argparse
-import os
 import sys
-import tempfile
 import zipfile
 from pathlib import Path
 from typing import Optional
 
 import torch
 
+from modules.files import atomic_write_text
 from modules.models.base import CHECKPOINT_KEY
 
 
@@ -58,6 +57,19 @@ def load_model(path: str, map_location: str = "cpu"):
     model = classes[family].load_from_checkpoint(path, map_location=map_location, weights_only=True)
     model.eval()
     return model
+
+
+def load_weights(model, path: str) -> None:
+    """Weights, vocabulary and tokenizer of a checkpoint into a built ``model`` of the same family and shape (the
+    checkpoint's family and vocabulary are checked by the model's ``on_load_checkpoint``)."""
+    ckpt = read_checkpoint(path)
+    if "state_dict" not in ckpt:
+        raise CheckpointError(f"checkpoint {path} holds no model weights (no state_dict)")
+    model.on_load_checkpoint(ckpt)
+    try:
+        model.load_state_dict(ckpt["state_dict"])
+    except RuntimeError as err:
+        raise CheckpointError(f"checkpoint {path} does not fit this model's settings: {err}") from None
 
 
 def condition_tensor(model, condition: Optional[str], num: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -130,10 +142,6 @@ def main(argv: list[str]) -> int:
         sys.stdout.write(text)
     else:
         out = Path(args.out)
-        out.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=out.parent, prefix=f".{out.name}.", suffix=".tmp")
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-        os.replace(tmp, out)  # never a half-written output under the final name
+        atomic_write_text(out, text)  # never a half-written output under the final name
         print(f"wrote {len(lines)} samples to {out}", file=sys.stderr)
     return 0

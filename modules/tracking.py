@@ -72,6 +72,9 @@ class Tracking:
 
     def loggers(self, save_dir: str, family: str, config: Optional[dict] = None) -> list[Logger]:
         csv_logger = CSVLogger(save_dir=save_dir, name=self.name or family, version=self.version)
+        # The CSV logger starts first, on its fresh folder: started after W&B has written into that folder, it
+        # would take the folder for an old run's ("exists and is not empty ... will be deleted").
+        _ = csv_logger.experiment
         loggers: list[Logger] = [csv_logger]
         mode = resolve_wandb_mode(self.wandb_mode)
         if mode == "disabled":
@@ -80,16 +83,21 @@ class Tracking:
             import wandb
             from pytorch_lightning.loggers import WandbLogger
 
+            if os.environ.get("WANDB_MODE") == "":
+                # Empty means unset, as in resolve_wandb_mode; wandb itself would refuse the empty value.
+                del os.environ["WANDB_MODE"]
             if wandb.run is not None:  # one W&B run per training run, also when a sweep runs many in-process
                 wandb.finish()
 
             run_dir = Path(csv_logger.log_dir)
             run_dir.mkdir(parents=True, exist_ok=True)
-            wandb_logger = WandbLogger(
+            # The run starts here, so a failure is caught here and not mid-training, and with exactly these
+            # settings: WandbLogger would also pass wandb's deprecated `anonymous` setting (a warning per run) and
+            # set WANDB_MODE in the environment of the whole process.
+            run = wandb.init(
                 project=self.project,
                 name=self.name,
-                save_dir=str(run_dir),
-                offline=mode == "offline",
+                dir=str(run_dir),
                 mode=mode,
                 group=self.group,
                 job_type=self.job_type or family,
@@ -97,8 +105,11 @@ class Tracking:
                 config=config,
                 settings=_quiet_settings(self.init_timeout),
             )
-            _ = wandb_logger.experiment  # start now, so a failure is caught here and not mid-training
-            loggers.append(wandb_logger)
+            # Lightning's own x-axis for every metric, as WandbLogger defines it for the runs it starts
+            run.define_metric("trainer/global_step")
+            run.define_metric("*", step_metric="trainer/global_step", step_sync=True)
+            loggers.append(WandbLogger(experiment=run, project=self.project, name=self.name, save_dir=str(run_dir),
+                                       offline=mode == "offline"))
         except Exception as err:  # tracking must never take a run down
             log.warning("W&B could not start (%s: %s); continuing with the CSV log only in %s",
                         type(err).__name__, err, csv_logger.log_dir)

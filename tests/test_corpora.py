@@ -4,22 +4,11 @@ with a DataError that says which file (and line) to fix."""
 from __future__ import annotations
 
 import gzip
-from pathlib import Path
 
 import pytest
 
 from modules.data.corpora import read_labeled, read_lines, read_parallel
 from modules.data.errors import DataError
-
-SHARED_DATA = Path(__file__).resolve().parents[1] / ".." / "shared" / "data"
-
-
-@pytest.fixture(scope="module")
-def shared_data() -> Path:
-    # CI has the shared corpora; their absence is a broken checkout, not a reason to skip.
-    if not SHARED_DATA.is_dir():
-        pytest.fail(f"the shared corpora are missing: expected them at {SHARED_DATA.resolve()} (see DESIGN.md, Data)")
-    return SHARED_DATA
 
 
 # ---- the shared corpora -----------------------------------------------------------------------------------------
@@ -189,3 +178,70 @@ def test_read_labeled_orders_by_label_whatever_the_mapping_order(tmp_path):
     (tmp_path / "n").write_text("bad\n")
     data = read_labeled({"pos": tmp_path / "p", "neg": tmp_path / "n"})
     assert data == [("neg", "bad"), ("pos", "good"), ("pos", "great")]
+
+
+# ---- control characters -------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("char, name", [("\x00", "U+0000 (NUL)"), ("\x1b", "U+001B (ESC)"), ("\x0c", "U+000C (form feed)"),
+                                        ("\x07", "U+0007 (a control character)"), ("\x7f", "U+007F (DEL)")])
+def test_a_control_character_is_refused_naming_file_line_and_column(tmp_path, char, name):
+    path = tmp_path / "train.txt"
+    path.write_text(f"a man riding\nthe man riding{char} a horse\n", encoding="utf-8")
+    with pytest.raises(DataError) as err:
+        read_lines(path)
+    assert f"{path}: line 2, column 15 holds {name}" in str(err.value)
+    assert "data.control_chars=strip" in str(err.value)
+
+
+def test_a_control_character_inside_gzip_is_refused(tmp_path):
+    path = tmp_path / "train.en.gz"
+    with gzip.open(path, "wt", encoding="utf-8") as f:
+        f.write("riding\x00\n")
+    with pytest.raises(DataError, match=r"line 1, column 7 holds U\+0000"):
+        read_lines(path)
+
+
+@pytest.mark.parametrize("side", ["src", "tgt"])
+def test_parallel_files_refuse_control_characters_on_either_side(tmp_path, side):
+    files = {"src": tmp_path / "a.de", "tgt": tmp_path / "a.en"}
+    files["src"].write_text("ein mann\nzwei\n", encoding="utf-8")
+    files["tgt"].write_text("a man\ntwo\n", encoding="utf-8")
+    files[side].write_text(files[side].read_text(encoding="utf-8").replace("\n", "\x00\n", 1), encoding="utf-8")
+    with pytest.raises(DataError, match=rf"{files[side].name}: line 1, column \d+ holds U\+0000"):
+        read_parallel(files["src"], files["tgt"])
+
+
+def test_labeled_files_refuse_control_characters(tmp_path):
+    (tmp_path / "pos").write_text("good\n", encoding="utf-8")
+    (tmp_path / "neg").write_text("bad\x1b[0m\n", encoding="utf-8")
+    with pytest.raises(DataError, match=r"neg: line 1, column 4 holds U\+001B"):
+        read_labeled({"pos": tmp_path / "pos", "neg": tmp_path / "neg"})
+
+
+def test_tab_is_allowed(tmp_path):
+    path = tmp_path / "train.txt"
+    path.write_text("a\tman\n", encoding="utf-8")
+    assert read_lines(path) == ["a\tman"]
+
+
+def test_latin1_c1_characters_pass(tmp_path):
+    """MR's byte 0x85 (U+0085 in Latin-1, an ellipsis in cp1252) is text, not a control to refuse."""
+    path = tmp_path / "mr.pos"
+    path.write_bytes(b"well \x85 fine\n")
+    assert read_lines(path, encoding="latin-1") == ["well \x85 fine"]
+
+
+def test_strip_deletes_control_characters_and_logs_the_count(tmp_path, caplog):
+    path = tmp_path / "train.txt"
+    path.write_text("riding\x00\nclean\n\x01a\x02b\x7f\n", encoding="utf-8")
+    with caplog.at_level("WARNING", logger="modules.data.corpora"):
+        assert read_lines(path, control_chars="strip") == ["riding", "clean", "ab"]
+    assert f"{path}: deleted 4 control characters on 2 lines (data.control_chars=strip)" in caplog.text
+
+
+def test_an_unknown_control_chars_setting_is_refused(tmp_path):
+    path = tmp_path / "train.txt"
+    path.write_text("a\n", encoding="utf-8")
+    with pytest.raises(DataError, match="data.control_chars must be 'error' or 'strip'"):
+        read_lines(path, control_chars="ignore")

@@ -13,16 +13,7 @@ from modules.data.errors import DataError
 from modules.data.text_datamodule import TextDataModule
 from modules.data.vocab import BPETokenizer, NULL_ID, PAD_ID, UNK_ID
 
-SHARED_DATA = Path(__file__).resolve().parents[1] / ".." / "shared" / "data"
-
 WORDS = "the a cat dog sat ran on under mat log big small red blue quickly slowly".split()
-
-
-@pytest.fixture(scope="module")
-def shared_data() -> Path:
-    if not SHARED_DATA.is_dir():
-        pytest.fail(f"the shared corpora are missing: expected them at {SHARED_DATA.resolve()} (see DESIGN.md, Data)")
-    return SHARED_DATA
 
 
 def write(path: Path, lines) -> str:
@@ -125,6 +116,21 @@ def test_undecodable_train_file_names_setting_line_and_encoding(tmp_path):
     assert dm.decode(dm.examples("train")[1].tgt) == "naïve"
 
 
+def test_nul_byte_in_a_train_file_names_setting_file_line_and_column(tmp_path):
+    """A NUL byte used to load into a token 'riding\\x00'."""
+    path = tmp_path / "t.txt"
+    path.write_bytes(b"a man riding\x00 a horse\nok\n")
+    with pytest.raises(DataError, match=r"data.train: .*t\.txt: line 1, column 13 holds U\+0000 \(NUL\)"):
+        TextDataModule(train=str(path)).setup()
+
+
+def test_control_chars_strip_setting_deletes_them_before_tokenizing(tmp_path):
+    path = write(tmp_path / "t.txt", [s.replace(" ", "\x00 ", 1) for s in sentences(50)])
+    dm = TextDataModule(train=path, control_chars="strip")
+    assert not any("\x00" in token for token in dm.vocab.itos)
+    assert texts(dm, "train")[0] in sentences(50)
+
+
 def test_files_must_match_the_format(tmp_path, lines_file):
     with pytest.raises(DataError, match="format 'lines' takes one file path"):
         TextDataModule(train={"src": lines_file, "tgt": lines_file}).setup()
@@ -149,6 +155,7 @@ def test_labeled_held_out_label_unknown_to_training(tmp_path):
         (dict(max_len=0), "data.max_len must be >= 1"),
         (dict(min_freq=0), "data.min_freq must be >= 1"),
         (dict(tokenizer="chars"), "data.tokenizer"),
+        (dict(control_chars="ignore"), "data.control_chars must be 'error' or 'strip'"),
     ],
 )
 def test_bad_settings(lines_file, kwargs, match):

@@ -11,6 +11,13 @@ Conventions shared by every reader:
 - Lines are split on ``\\n``, ``\\r\\n`` and ``\\r`` only. ``str.splitlines`` is deliberately not used: it also
   splits on U+0085, which is what byte 0x85 becomes in Latin-1 (the MR corpus has it inside sentences).
 - Surrounding whitespace is stripped from every line and a leading byte-order mark is dropped.
+- Control characters (U+0000-U+001F and U+007F: NUL, escape, form feed, ...) are refused, tab excepted, with an
+  error naming the file, line and column: they are never part of a sentence, and a tokenizer would otherwise
+  glue them to a word (``'riding\\x00'``). ``control_chars="strip"`` (``data.control_chars``) deletes them
+  instead and logs how many it deleted per file. C1 characters (U+0080-U+009F) pass: in Latin-1 corpora they are
+  Windows-1252 punctuation (MR's byte 0x85, an ellipsis).
+- Paths may start with ``$GVT_DATA_DIR`` (the corpora folder: the environment variable ``GVT_DATA_DIR``, by
+  default ``../shared/data`` next to the project root); other ``$VARIABLES`` and ``~`` are expanded too.
 - Blank lines: a single file skips them. Parallel files keep them while aligning, then drop every pair with a
   blank side, so one blank line never shifts all later pairs out of alignment. Blank lines at the very end of a
   file are not counted when the two files' lengths are compared (an editor's extra newline is not a mismatch).
@@ -23,22 +30,44 @@ import gzip
 import io
 import logging
 import os
+import re
 import zlib
 from pathlib import Path
-from typing import Mapping, Union
+from typing import Literal, Mapping, Union
 
 from modules.data.errors import DataError
 
 log = logging.getLogger(__name__)
 
 PathLike = Union[str, os.PathLike]
+ControlChars = Literal["error", "strip"]
+
+DATA_DIR_VARIABLE = "GVT_DATA_DIR"
+# modules/data/corpora.py -> the project root (a source checkout or an editable install)
+_DEFAULT_DATA_DIR = Path(__file__).resolve().parents[2] / ".." / "shared" / "data"
+_DATA_DIR_REFERENCE = re.compile(r"\$(\{GVT_DATA_DIR\}|GVT_DATA_DIR\b)")
 
 _GZIP_MAGIC = b"\x1f\x8b"
+# C0 controls and DEL, tab excepted (line breaks never reach the check: lines are split on them first)
+_CONTROL = re.compile("[\x00-\x08\x0a-\x1f\x7f]")
+_CONTROL_NAMES = {0x00: "NUL", 0x1B: "ESC", 0x0B: "vertical tab", 0x0C: "form feed", 0x7F: "DEL"}
 
 
-def read_lines(path: PathLike, encoding: str = "utf-8") -> list[str]:
+def data_dir() -> Path:
+    """The folder of the real corpora: ``$GVT_DATA_DIR`` if set, else ``../shared/data`` next to the project root."""
+    configured = os.environ.get(DATA_DIR_VARIABLE)
+    return Path(os.path.expanduser(configured)) if configured else _DEFAULT_DATA_DIR.resolve()
+
+
+def expand_path(path: PathLike) -> str:
+    """``$GVT_DATA_DIR`` (default: ``data_dir()``), other environment variables and ``~`` in a configured path."""
+    text = _DATA_DIR_REFERENCE.sub(lambda _: str(data_dir()).replace("\\", "/"), str(path))
+    return os.path.expanduser(os.path.expandvars(text))
+
+
+def read_lines(path: PathLike, encoding: str = "utf-8", control_chars: ControlChars = "error") -> list[str]:
     """Non-blank lines of a text file (optionally gzipped), stripped, in file order."""
-    lines = _read_all_lines(path, encoding)
+    lines = _read_all_lines(path, encoding, control_chars)
     kept = [line for line in lines if line]
     if len(kept) < len(lines):
         log.debug("%s: skipped %d blank lines", path, len(lines) - len(kept))
@@ -46,10 +75,11 @@ def read_lines(path: PathLike, encoding: str = "utf-8") -> list[str]:
     return kept
 
 
-def read_parallel(src_path: PathLike, tgt_path: PathLike, encoding: str = "utf-8") -> list[tuple[str, str]]:
+def read_parallel(src_path: PathLike, tgt_path: PathLike, encoding: str = "utf-8",
+                  control_chars: ControlChars = "error") -> list[tuple[str, str]]:
     """Line-aligned (source, target) pairs: line i of one file is the counterpart of line i of the other."""
-    src = _trim_trailing_blanks(_read_all_lines(src_path, encoding))
-    tgt = _trim_trailing_blanks(_read_all_lines(tgt_path, encoding))
+    src = _trim_trailing_blanks(_read_all_lines(src_path, encoding, control_chars))
+    tgt = _trim_trailing_blanks(_read_all_lines(tgt_path, encoding, control_chars))
     _require_text([s for s in src if s], src, src_path)
     _require_text([t for t in tgt if t], tgt, tgt_path)
     if len(src) != len(tgt):
@@ -65,7 +95,8 @@ def read_parallel(src_path: PathLike, tgt_path: PathLike, encoding: str = "utf-8
     return pairs
 
 
-def read_labeled(files: Mapping[str, PathLike], encoding: str = "utf-8") -> list[tuple[str, str]]:
+def read_labeled(files: Mapping[str, PathLike], encoding: str = "utf-8",
+                 control_chars: ControlChars = "error") -> list[tuple[str, str]]:
     """(label, sentence) pairs from one file per label, grouped by label in sorted label order.
 
     Sorted order makes the result independent of how the mapping was written (YAML key order, say).
@@ -77,20 +108,22 @@ def read_labeled(files: Mapping[str, PathLike], encoding: str = "utf-8") -> list
         name = str(label)
         if not name.strip():
             raise DataError(f"a label name is empty (its file is {files[label]}); give every class a name")
-        out.extend((name, line) for line in read_lines(files[label], encoding))
+        out.extend((name, line) for line in read_lines(files[label], encoding, control_chars))
     return out
 
 
 # ---- internals -----------------------------------------------------------------------------------------------
 
 
-def _read_all_lines(path: PathLike, encoding: str) -> list[str]:
+def _read_all_lines(path: PathLike, encoding: str, control_chars: ControlChars = "error") -> list[str]:
     """Every line, stripped, blank ones kept as ``""`` so that callers can count and align physical lines."""
+    if control_chars not in ("error", "strip"):
+        raise DataError(f"data.control_chars must be 'error' or 'strip', got {control_chars!r}")
     path = _existing_file(path)
     _check_encoding(encoding)
     try:
         with _open_binary(path) as raw, io.TextIOWrapper(raw, encoding=encoding, newline=None) as text:
-            lines = [line.strip() for line in text]
+            lines = [line.rstrip("\n") for line in text]  # universal newlines: \r\n and \r arrive as \n
     except UnicodeDecodeError:
         # The streaming decoder reports offsets within its current chunk; locate the culprit in a second pass.
         raise _decode_error(path, encoding) from None
@@ -100,17 +133,48 @@ def _read_all_lines(path: PathLike, encoding: str) -> list[str]:
         raise DataError(f"{path}: cannot be read ({exc.strerror or exc})") from None
     if not lines:
         raise DataError(f"{path}: the file is empty")
+    lines = [line.strip() for line in _without_control_chars(lines, path, control_chars)]
     if lines[0].startswith("\ufeff"):
         lines[0] = lines[0][1:].strip()
     return lines
 
 
+def _without_control_chars(lines: list[str], path: Path, control_chars: ControlChars) -> list[str]:
+    """The lines unchanged, or an error at the first control character; with ``strip``, the lines without them."""
+    removed = changed = 0
+    out = []
+    for number, line in enumerate(lines, start=1):
+        found = _CONTROL.search(line)
+        if found is None:
+            out.append(line)
+            continue
+        if control_chars == "error":
+            char = found.group()
+            name = _CONTROL_NAMES.get(ord(char), "a control character")
+            raise DataError(
+                f"{path}: line {number}, column {found.start() + 1} holds U+{ord(char):04X} ({name}); a text file may "
+                f"hold no control characters except tab. Remove it, or set data.control_chars=strip to delete them"
+            )
+        cleaned, count = _CONTROL.subn("", line)
+        removed, changed = removed + count, changed + 1
+        out.append(cleaned)
+    if removed:
+        log.warning("%s: deleted %d control characters on %d lines (data.control_chars=strip)", path, removed, changed)
+    return out
+
+
 def _existing_file(path: PathLike) -> Path:
-    path = Path(os.path.expandvars(os.path.expanduser(str(path))))
+    given = str(path)
+    path = Path(expand_path(given))
     if path.is_dir():
         raise DataError(f"{path} is a directory; give the path of a text file inside it")
     if not path.exists():
-        raise DataError(f"{path}: no such file (resolved to {path.resolve()})")
+        hint = ""
+        if _DATA_DIR_REFERENCE.search(given) or str(path).startswith(str(data_dir())):
+            hint = (f"; the corpora folder is {data_dir()} ({DATA_DIR_VARIABLE}"
+                    f"{' is not set' if DATA_DIR_VARIABLE not in os.environ else ''}): set {DATA_DIR_VARIABLE} to the "
+                    "folder that holds coco/, multi30k/ and mr/ (README, Data)")
+        raise DataError(f"{path}: no such file (resolved to {path.resolve()}){hint}")
     return path
 
 
@@ -170,4 +234,4 @@ def _trim_trailing_blanks(lines: list[str]) -> list[str]:
     return lines[:end]
 
 
-__all__ = ["read_labeled", "read_lines", "read_parallel"]
+__all__ = ["DATA_DIR_VARIABLE", "data_dir", "expand_path", "read_labeled", "read_lines", "read_parallel"]

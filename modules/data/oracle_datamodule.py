@@ -11,7 +11,6 @@ import hashlib
 import json
 import logging
 import os
-import tempfile
 from dataclasses import asdict
 from pathlib import Path
 from typing import Literal, Optional
@@ -22,6 +21,7 @@ from modules.data.base import SequenceDataModule
 from modules.data.batch import Example
 from modules.data.errors import DataError
 from modules.data.vocab import NULL_ID, Vocab
+from modules.files import atomic_open
 from modules.nets.oracle import LSTMOracle, OracleConfig
 
 log = logging.getLogger(__name__)
@@ -149,15 +149,13 @@ class OracleDataModule(SequenceDataModule):
             out[split] = {"tgt": tgt} if cond is None else {"tgt": tgt, "cond": cond}
         return out
 
-    def _atomic_cache_write(self, path: Path, write) -> None:
-        """``write(tmp_path)`` then rename into ``path``: a crash never leaves a half-written cache under the final
-        name. A cache folder that cannot be written is a warning, not an error (the value is recomputed)."""
+    def _atomic_cache_write(self, path: Path, mode: str, write) -> None:
+        """``write(file)`` into ``path`` atomically (a crash never leaves a half-written cache under the final name).
+        A cache folder that cannot be written is a warning, not an error (the value is recomputed)."""
         try:
             self.cache_dir.mkdir(parents=True, exist_ok=True)
-            fd, tmp = tempfile.mkstemp(dir=self.cache_dir, suffix=".tmp")
-            os.close(fd)
-            write(tmp)
-            os.replace(tmp, path)
+            with atomic_open(path, mode) as f:
+                write(f)
         except OSError as err:
             log.warning("could not write the oracle cache to %s (%s); continuing without it", self.cache_dir, err)
 
@@ -169,7 +167,7 @@ class OracleDataModule(SequenceDataModule):
             except Exception as err:  # a truncated cache is regenerated, not trusted
                 log.warning("oracle cache %s is unreadable (%s); regenerating it", path, err)
         data = self._generate()
-        self._atomic_cache_write(path, lambda tmp: torch.save(data, tmp))
+        self._atomic_cache_write(path, "wb", lambda f: torch.save(data, f))
         return data
 
     def build(self):
@@ -247,5 +245,5 @@ class OracleDataModule(SequenceDataModule):
         value = per_token.mean().item()
         se = (per_token.std() / num_samples ** 0.5).item()
         text = json.dumps({"entropy_per_token": value, "standard_error": se, "num_samples": num_samples, "seed": seed})
-        self._atomic_cache_write(path, lambda tmp: Path(tmp).write_text(text))
+        self._atomic_cache_write(path, "w", lambda f: f.write(text))
         return value, se

@@ -17,7 +17,7 @@ out of the training data::
       class_path: modules.data.text_datamodule.TextDataModule
       init_args:
         format: parallel
-        root: ../shared/data/multi30k
+        root: $GVT_DATA_DIR/multi30k
         train: {src: train.de.gz, tgt: train.en.gz}
         val: {src: val.de.gz, tgt: val.en.gz}
         tokenizer: bpe
@@ -39,7 +39,7 @@ from typing import Literal, Optional, Union
 
 from modules.data.base import SPLITS, SequenceDataModule
 from modules.data.batch import Example
-from modules.data.corpora import read_labeled, read_lines, read_parallel
+from modules.data.corpora import expand_path, read_labeled, read_lines, read_parallel
 from modules.data.errors import DataError
 from modules.data.vocab import NULL_ID, SPECIAL_TOKENS, Vocab, make_tokenizer
 
@@ -66,10 +66,15 @@ class TextDataModule(SequenceDataModule):
         val, test: files of the held-out splits, in the same form as ``train``. A split left out is carved from
             the training data with ``split_seed`` (stratified by class for ``labeled``), so it never overlaps
             the training examples.
-        root: directory that relative paths are resolved against (default: the working directory).
+        root: directory that relative paths are resolved against (default: the working directory). Paths and
+            ``root`` may start with ``$GVT_DATA_DIR``, the corpora folder (default ``../shared/data`` next to the
+            project root), as the configs in configs/ do.
         swap_src_tgt: for ``parallel``, use the ``tgt`` files as the source and the ``src`` files as the
             target, so one preset serves both translation directions.
         encoding: text encoding of every file (``latin-1`` for MR). gzip is detected automatically.
+        control_chars: a control character in a line (NUL, escape, form feed, ...; tab is allowed) is an
+            ``error`` naming the file, line and column (the default), or ``strip``: deleted, with the count per
+            file logged as a warning.
         val_fraction, test_fraction: share of the training data held out for a split not given as files.
         split_seed: seed of that held-out split; independent of ``seed``, which only orders training batches.
         tokenizer: ``word`` (whitespace; for pre-tokenized corpora) or ``bpe`` (byte-level BPE for raw text).
@@ -93,6 +98,7 @@ class TextDataModule(SequenceDataModule):
         root: Optional[str] = None,
         swap_src_tgt: bool = False,
         encoding: str = "utf-8",
+        control_chars: Literal["error", "strip"] = "error",
         val_fraction: float = 0.1,
         test_fraction: float = 0.1,
         split_seed: int = 0,
@@ -120,6 +126,7 @@ class TextDataModule(SequenceDataModule):
         self.root = root
         self.swap_src_tgt = swap_src_tgt
         self.encoding = encoding
+        self.control_chars = control_chars
         self.fractions = {"val": val_fraction, "test": test_fraction}
         self.split_seed = split_seed
         self.min_freq = min_freq
@@ -153,6 +160,8 @@ class TextDataModule(SequenceDataModule):
             raise DataError(f"data.max_vocab_size must be >= 1 or null, got {self.max_vocab_size}")
         if self.max_len is not None and self.max_len < 1:
             raise DataError(f"data.max_len must be >= 1 or null, got {self.max_len}")
+        if self.control_chars not in ("error", "strip"):
+            raise DataError(f"data.control_chars must be 'error' or 'strip', got {self.control_chars!r}")
         if self.length_policy not in ("truncate", "drop"):
             raise DataError(f"data.length_policy must be 'truncate' or 'drop', got {self.length_policy!r}")
 
@@ -213,7 +222,7 @@ class TextDataModule(SequenceDataModule):
             if self.format == "lines":
                 if not isinstance(spec, (str, os.PathLike)):
                     raise DataError(f"format 'lines' takes one file path, got {spec!r}")
-                return [(None, line) for line in read_lines(self._path(spec), self.encoding)]
+                return [(None, line) for line in read_lines(self._path(spec), self.encoding, self.control_chars)]
             if not isinstance(spec, dict):
                 expected = "{src: PATH, tgt: PATH}" if self.format == "parallel" else "{LABEL: PATH, ...}"
                 raise DataError(f"format {self.format!r} takes a mapping {expected}, got {spec!r}")
@@ -223,15 +232,16 @@ class TextDataModule(SequenceDataModule):
                 src, tgt = self._path(spec["src"]), self._path(spec["tgt"])
                 if self.swap_src_tgt:
                     src, tgt = tgt, src
-                return list(read_parallel(src, tgt, self.encoding))
-            return list(read_labeled({label: self._path(p) for label, p in spec.items()}, self.encoding))
+                return list(read_parallel(src, tgt, self.encoding, self.control_chars))
+            return list(read_labeled({label: self._path(p) for label, p in spec.items()}, self.encoding,
+                                     self.control_chars))
         except DataError as exc:
             raise DataError(f"{setting}: {exc}") from None
 
     def _path(self, path) -> str:
-        path = os.path.expanduser(os.path.expandvars(str(path)))
+        path = expand_path(path)
         if self.root is not None:
-            path = os.path.join(os.path.expanduser(os.path.expandvars(self.root)), path)
+            path = os.path.join(expand_path(self.root), path)
         return path
 
     def _carve(self, train: list[Record], carved: list[str]) -> dict[str, list[Record]]:

@@ -10,14 +10,19 @@ training step; validation and test are the same code for every family, so their 
   samples (quality).
 - ``{stage}/bleu{n}`` of samples against the split's references, ``{stage}/self_bleu{n}`` among samples,
   ``{stage}/distinct{n}`` (Texygen definitions; see modules/metrics).
+
+Prediction (``gvt predict``, ``Trainer.predict``) is shared too: samples for every condition of the predict split
+(the test split), drawn as ``PredictionSettings`` say, written to ``<run folder>/predictions/<file>``.
 """
 
 from __future__ import annotations
 
 import csv
+import io
 import logging
 import math
 import random
+import sys
 from pathlib import Path
 from typing import Any, Optional
 
@@ -28,8 +33,9 @@ import torch.nn.functional as F
 from modules.data.base import check_same_vocab
 from modules.data.batch import Batch
 from modules.data.vocab import EOS_ID, PAD_ID, Vocab, tokenizer_from_state_dict
+from modules.files import atomic_write_text
 from modules.metrics import BLEU, DistinctN, SelfBLEU, SequenceNLL
-from modules.sampling import generate
+from modules.sampling import check_sampling_args, generate
 
 log = logging.getLogger(__name__)
 CHECKPOINT_KEY = "gan_vs_transformer"
@@ -54,6 +60,46 @@ def mle_loss(logits: torch.Tensor, batch: Batch, label_smoothing: float = 0.0) -
         ignore_index=PAD_ID,
         label_smoothing=label_smoothing,
     )
+
+
+class PredictionSettings:
+    """What ``gvt predict`` draws (the ``prediction:`` section of a config, e.g. ``--prediction.temperature 0.8``).
+
+    For each condition of the predict split (the test split's conditions, in order; ``--trainer.limit_predict_batches``
+    takes fewer), ``samples_per_condition`` samples are drawn and written as CSV rows to
+    ``<run folder>/predictions/<file>`` with the columns ``condition_index`` (the condition's position in the
+    split), ``condition`` (the label name, the source sentence, or empty for unconditional data), ``sample_index``
+    (0 .. samples_per_condition - 1) and ``sample`` (the detokenized text).
+
+    Args:
+        samples_per_condition: samples drawn for each condition.
+        temperature: sampling temperature (1: the model's own distribution).
+        top_k: sample among the k most likely tokens only (None: all).
+        top_p: nucleus sampling: among the most likely tokens holding probability top_p (None: all).
+        seed: batch i of the predict split is drawn with seed + i: the same checkpoint, data and settings give the
+            same file (with the same number of processes).
+        file: the CSV file name (under DDP each process writes ``<stem>_rank<r>.csv``, its shard of the split).
+    """
+
+    def __init__(
+        self,
+        samples_per_condition: int = 1,
+        temperature: float = 1.0,
+        top_k: Optional[int] = None,
+        top_p: Optional[float] = None,
+        seed: int = 0,
+        file: str = "predictions.csv",
+    ):
+        if samples_per_condition < 1:
+            raise ValueError(f"prediction.samples_per_condition must be >= 1, got {samples_per_condition}")
+        try:
+            check_sampling_args(temperature=temperature, top_k=top_k, top_p=top_p)
+        except ValueError as err:
+            raise ValueError(f"prediction.{err}") from None
+        if not file or Path(file).name != file:
+            raise ValueError(f"prediction.file must be a plain file name (it goes under <run>/predictions/), got {file!r}")
+        self.samples_per_condition, self.seed, self.file = samples_per_condition, seed, file
+        self.temperature, self.top_k, self.top_p = temperature, top_k, top_p
 
 
 class GeneratorModule(pl.LightningModule):
@@ -93,6 +139,10 @@ class GeneratorModule(pl.LightningModule):
         self.nll_test = torch.nn.ModuleDict({s: SequenceNLL() for s in ("val", "test")})
         self.nll_oracle = torch.nn.ModuleDict({s: SequenceNLL() for s in ("val", "test")})
         self._ref_metrics: dict[str, BLEU] = {}
+        # Not a hyperparameter of the model: `gvt predict` sets it from the config's `prediction:` section.
+        self.prediction = PredictionSettings()
+        self._predictions: list[dict] = []
+        self._predicted_conditions = 0
 
     # ---- vocabulary and data, shared with the data module ------------------------------------------------
     def setup(self, stage: str) -> None:
@@ -197,6 +247,58 @@ class GeneratorModule(pl.LightningModule):
 
     def to_text(self, ids: list[int]) -> str:
         return self.tokenizer.detokenize(self.vocab.decode(ids))
+
+    def condition_text(self, src_ids: list[int]) -> str:
+        """A condition as a user gives it to ``gvt sample --condition``: the label name, the source sentence, or
+        "" for unconditional data."""
+        kind = self._data_info.get("condition", "none")
+        if kind == "none":
+            return ""
+        ids = [t for t in src_ids if t != PAD_ID]
+        if kind == "label":
+            return self.vocab.labels[self.vocab.label_ids.index(ids[0])]
+        return self.to_text(ids)
+
+    # ---- prediction: samples for each condition of the predict split, to CSV ----------------------------------
+    def on_predict_epoch_start(self) -> None:
+        self._predictions, self._predicted_conditions = [], 0
+
+    def predict_step(self, batch: Batch, batch_idx: int, dataloader_idx: int = 0) -> list[dict]:
+        """Draw ``prediction.samples_per_condition`` samples for each condition of the batch; returns the CSV rows."""
+        settings = self.prediction
+        k = settings.samples_per_condition
+        # The k samples of a condition are adjacent rows; each row gets its own noise (and z, for a GAN with z).
+        src = batch.src.repeat_interleave(k, dim=0)  # (B*k, S)
+        src_pad_mask = batch.src_pad_mask.repeat_interleave(k, dim=0)  # (B*k, S)
+        gen = torch.Generator(device=self.device).manual_seed(settings.seed + batch_idx)
+        out = self.sample(src, src_pad_mask, temperature=settings.temperature, top_k=settings.top_k,
+                          top_p=settings.top_p, generator=gen)
+        texts = [self.to_text(ids) for ids in self.decode_samples(out.tokens, out.lengths)]
+        # Under DDP the predict split is sharded as rank, rank + world, ... (UnrepeatedDistributedSampler)
+        world, rank = self.trainer.world_size, self.trainer.global_rank
+        rows = []
+        for i, src_ids in enumerate(batch.src.tolist()):
+            condition = self.condition_text(src_ids)
+            index = rank + world * (self._predicted_conditions + i)
+            rows += [{"condition_index": index, "condition": condition, "sample_index": j, "sample": texts[i * k + j]}
+                     for j in range(k)]
+        self._predicted_conditions += len(batch)
+        self._predictions.extend(rows)
+        return rows
+
+    def on_predict_epoch_end(self) -> None:
+        settings = self.prediction
+        folder = Path(self.trainer.log_dir or self.trainer.default_root_dir) / "predictions"  # every rank calls it
+        name = settings.file
+        if self.trainer.world_size > 1:
+            name = f"{Path(name).stem}_rank{self.trainer.global_rank}{Path(name).suffix}"
+        buf = io.StringIO()
+        writer = csv.DictWriter(buf, fieldnames=["condition_index", "condition", "sample_index", "sample"])
+        writer.writeheader()
+        writer.writerows(self._predictions)
+        atomic_write_text(folder / name, buf.getvalue())
+        print(f"wrote {len(self._predictions)} samples for {self._predicted_conditions} conditions to {folder / name}",
+              file=sys.stderr)
 
     # ---- validation / test: NLL_test per batch, sample metrics at epoch end --------------------------------
     def score_batch(self, batch: Batch, batch_idx: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
