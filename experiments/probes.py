@@ -85,23 +85,12 @@ def _oracle_scores(dm, y: torch.Tensor, cond: torch.Tensor, contrast: list[torch
 
 def _model_scores(model, dm, y: torch.Tensor, candidates: list[tuple[torch.Tensor, torch.Tensor]], z) -> torch.Tensor:
     """(N, K) the model's log q(y | candidate, z): teacher-forced over the L words, under the distribution the
-    samples were drawn from (the sampler's banned ids removed; no end token within the fixed length)."""
-    from modules.data.vocab import BOS_ID, EOS_ID
-
+    samples were drawn from (``GeneratorModule.sequence_log_probs``: the sampler's banned ids removed, no end
+    token within the fixed length), at the z each sample was drawn with."""
     y = y[:, : dm.seq_len].to(model.device)
-    tgt_in = torch.cat([torch.full((len(y), 1), BOS_ID, dtype=y.dtype, device=y.device), y[:, :-1]], 1)
-    banned = torch.zeros(len(dm.vocab), dtype=torch.bool, device=y.device)
-    banned[list(dm.vocab.non_output_ids) + [EOS_ID]] = True
-    was_training = model.generator.training
-    model.generator.eval()
-    try:
-        cols = []
-        for src, mask in candidates:
-            logits = model.generator(src.to(model.device), mask.to(model.device), tgt_in, z=z).float()
-            logp = torch.log_softmax(logits.masked_fill(banned, float("-inf")), -1)
-            cols.append(logp.gather(-1, y.unsqueeze(-1)).squeeze(-1).sum(1).cpu())
-    finally:
-        model.generator.train(was_training)
+    with model.generator_in_eval_mode():
+        cols = [model.sequence_log_probs(src.to(model.device), mask.to(model.device), y, z=z)[0].cpu()
+                for src, mask in candidates]
     return torch.stack(cols, 1)
 
 
