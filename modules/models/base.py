@@ -10,6 +10,8 @@ training step; validation and test are the same code for every family, so their 
   samples (quality).
 - ``{stage}/model_entropy_per_token``: the model's own NLL of the samples it drew for the sample metrics, at the
   temperature they were drawn at: an estimate of its per-token entropy (compare with the oracle's).
+- ``{stage}/bleu{n}`` of samples against the split's references, ``{stage}/self_bleu{n}`` among samples,
+  ``{stage}/distinct{n}`` (Texygen definitions; see modules/metrics).
 
 Every likelihood here, and the MLE training loss, is computed under the distribution the model samples from:
 the banned ids (PAD, BOS, UNK, NULL, the label tokens; the end token before the minimum length, i.e. everywhere
@@ -23,8 +25,6 @@ NLLs are -log mean_k p(y | z_k) over K = ``nll_z_samples`` seeded draws (logsume
 an upper bound on -log p(y), tightening as K grows (K = 1 is E_z[-log p(y | z)]); at test time the estimate is
 also logged at K = 1, 8 and 64 (``test/nll_test_per_token_z1``, ``_z8``, ``_z64`` and the per-sentence ones) to
 show how far it has converged.
-- ``{stage}/bleu{n}`` of samples against the split's references, ``{stage}/self_bleu{n}`` among samples,
-  ``{stage}/distinct{n}`` (Texygen definitions; see modules/metrics).
 """
 
 from __future__ import annotations
