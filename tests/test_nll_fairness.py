@@ -247,16 +247,17 @@ def test_training_losses_of_both_families_are_the_masked_loss(monkeypatch):
 
 
 def test_probe_likelihoods_are_the_masked_ones(monkeypatch):
+    import experiments.probes as probes
     from experiments.probes import _model_scores
 
     calls = []
-    real = GeneratorModule.score_targets
-    monkeypatch.setattr(GeneratorModule, "score_targets", lambda self, *a, **k: calls.append(1) or real(self, *a, **k))
+    real = probes.target_log_probs  # the shared function of modules.sampling
+    monkeypatch.setattr(probes, "target_log_probs", lambda *a, **k: calls.append(1) or real(*a, **k))
     torch.manual_seed(0)
     table = torch.randn(8, len(VOCAB))
     y = torch.tensor([[A, B_, C], [E, E, D]])
     candidates = [(torch.full((2, 1), label), torch.zeros(2, 1, dtype=torch.bool)) for label in (5, 6)]
-    dm = SimpleNamespace(seq_len=3)
+    dm = SimpleNamespace(seq_len=3, vocab=VOCAB)
     scores = {}
     for name, t in [("clean", table), ("heavy", heavy_on_banned(table, VOCAB, 3))]:
         model = attach(with_net(mle_model(len(VOCAB)), TableNet(t)), VOCAB, fixed_length=3)
