@@ -34,7 +34,7 @@ GENERATOR = dict(generator="lstm", g_emb_dim=32, g_hidden_dim=32)
 GUMBEL = dict(discriminator="cnn", d_emb_dim=64, d_filter_sizes=(2, 3, 4, 5), d_num_filters=64, d_dropout=0.25,
               loss="rsgan", estimator="gumbel", temperature_schedule="exp")
 REINFORCE = dict(discriminator="lstm", d_emb_dim=64, d_hidden_dim=64, d_dropout=0.1, loss="standard",
-                 estimator="reinforce", discount=0.95, baseline_decay=0.9)
+                 estimator="reinforce", discount=0.95, baseline_horizon_samples=640.0)
 
 
 def trainer(root, **kw):

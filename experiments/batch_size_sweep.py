@@ -8,11 +8,22 @@ Budget:
 
 Learning rates are the preset's rates at the reference batch size, scaled by ``lr_scaling`` (none, linear, sqrt).
 Runs at the reference batch size also get the gradient noise scale and a temperature curve (configurable).
+
+Pretrained arms: a family registered with ``init_from="pretrain"`` (``gan-gumbel-pt``, ``gan-reinforce-pt``,
+``mle-continued``) starts from its seed's shared MLE checkpoint. That checkpoint is one run of kind ``pretrain``
+per seed: the MLE family (``PRETRAIN_FAMILY``) at the reference batch size for ``pretrain_budget`` samples, with a
+temperature curve (the hand-over model's). Each arm then runs at ``pretrained_batch_sizes`` (default: the
+reference batch size) for the sweep's own budget, as a run of kind ``pretrained-arm`` whose spec says
+``init_from: {"key": <the pretrain run's key>}`` (temperature curve where the sweep measures one; no noise
+scale). Pretraining happens once, at one batch size, so an MLE phase at batch size 1 never hides inside an arm's
+result; the arms' rows are kept apart from the sweep's (``kind``), so they are compared with each other
+(``experiments.report``), not with the from-scratch families.
 """
 
 from __future__ import annotations
 
 import copy
+import inspect
 import math
 
 from experiments.families import get_family, lr_factor
@@ -46,8 +57,47 @@ def model_args(family_name: str, models: dict, batch_size: int, reference: int, 
     return args, factor
 
 
+PRETRAIN_FAMILY = "transformer"  # the MLE family whose pretrain run every pretrained arm starts from
+# The arguments that shape a generator net; a pretrained arm must match its checkpoint in each of them.
+GENERATOR_SHAPE = ("d_model", "n_heads", "n_encoder_layers", "n_decoder_layers", "d_ff", "max_len", "positional",
+                   "tie_embeddings")
+
+
+def _generator_shape(family_name: str, model: dict) -> dict:
+    family = get_family(family_name)
+    defaults = {name: p.default for name, p in inspect.signature(family.load_class().__init__).parameters.items()}
+    args = {**defaults, **family.init_kwargs(model)}
+    return {name: args.get(name) for name in GENERATOR_SHAPE}
+
+
+def pretrain_spec(settings: SweepSettings, seed: int, tracking: dict) -> dict:
+    """The seed's shared MLE checkpoint: the MLE family at the reference batch size for ``pretrain_budget``
+    samples, checkpoint kept, with the sweep's temperature curve (the hand-over model's curve)."""
+    if settings.pretrain_budget is None or settings.pretrain_budget < 1:
+        raise ValueError(f"sweep.pretrain_budget must be >= 1 samples when a family starts from the pretrain run, "
+                         f"got {settings.pretrain_budget}")
+    ref = settings.reference_batch_size
+    updates = updates_for("samples", settings.pretrain_budget, ref)
+    model, _ = model_args(PRETRAIN_FAMILY, settings.models, ref, ref, "none", updates)
+    measure = {"temperatures": list(settings.temperatures)} if settings.temperatures else {}
+    return make_spec(
+        "pretrain", settings, family=PRETRAIN_FAMILY, batch_size=ref, seed=seed, data=copy.deepcopy(settings.data),
+        model=model, updates=updates, lr_factor=1.0, measure=measure, tracking=tracking,
+        budget={"kind": "samples", "value": settings.pretrain_budget, "updates": updates}, save_checkpoint=True,
+        lr_scaling=settings.lr_scaling, reference_batch_size=ref,
+    )
+
+
+def _check_pretrained_arm(family: str, model: dict, pretrain: dict) -> None:
+    ours, theirs = _generator_shape(family, model), _generator_shape(PRETRAIN_FAMILY, pretrain["model"])
+    differ = {k: (ours[k], theirs[k]) for k in GENERATOR_SHAPE if ours[k] != theirs[k]}
+    if differ:
+        raise ValueError(f"family {family!r} starts from the {PRETRAIN_FAMILY} pretrain run but its generator "
+                         f"differs: " + ", ".join(f"model.{k} {a} vs {b}" for k, (a, b) in differ.items()))
+
+
 def sweep_specs(settings: SweepSettings, tracking: dict) -> list[dict]:
-    for b in settings.batch_sizes:
+    for b in settings.batch_sizes + list(settings.pretrained_batch_sizes or []):
         if b < 1:
             raise ValueError(f"batch sizes must be >= 1, got {b}")
     temp_bs = settings.temperature_batch_sizes
@@ -56,8 +106,15 @@ def sweep_specs(settings: SweepSettings, tracking: dict) -> list[dict]:
     noise_bs = [settings.reference_batch_size] if noise_bs is None else noise_bs
     specs = []
     # seeds outermost: after each seed the table holds a complete replicate, so a partial sweep is reportable
+    pretrained = [f for f in settings.families if get_family(f).init_from == "pretrain"]
     for seed in settings.seeds:
+        pretrain = pretrain_spec(settings, seed, tracking) if pretrained else None
+        if pretrain is not None:
+            specs.append(pretrain)
         for family in settings.families:
+            if family in pretrained:
+                specs += _pretrained_arm_specs(settings, family, seed, pretrain, temp_bs, tracking)
+                continue
             for batch_size in sorted(settings.batch_sizes):
                 updates = updates_for(settings.budget, settings.budget_value, batch_size)
                 model, factor = model_args(family, settings.models, batch_size, settings.reference_batch_size,
@@ -73,4 +130,24 @@ def sweep_specs(settings: SweepSettings, tracking: dict) -> list[dict]:
                     measure=measure, tracking=tracking, lr_scaling=settings.lr_scaling,
                     reference_batch_size=settings.reference_batch_size,
                 ))
+    return specs
+
+
+def _pretrained_arm_specs(settings: SweepSettings, family: str, seed: int, pretrain: dict, temp_bs: list[int],
+                          tracking: dict) -> list[dict]:
+    specs = []
+    for batch_size in sorted(settings.pretrained_batch_sizes or [settings.reference_batch_size]):
+        updates = updates_for(settings.budget, settings.budget_value, batch_size)
+        model, factor = model_args(family, settings.models, batch_size, settings.reference_batch_size,
+                                   settings.lr_scaling, updates)
+        _check_pretrained_arm(family, model, pretrain)
+        measure = {}
+        if batch_size in temp_bs and settings.temperatures:
+            measure["temperatures"] = list(settings.temperatures)
+        specs.append(make_spec(
+            "pretrained-arm", settings, family=family, batch_size=batch_size, seed=seed,
+            data=copy.deepcopy(settings.data), model=model, updates=updates, lr_factor=factor, measure=measure,
+            tracking=tracking, lr_scaling=settings.lr_scaling, reference_batch_size=settings.reference_batch_size,
+            init_from={"key": pretrain["key"]},
+        ))
     return specs

@@ -6,6 +6,9 @@ and the swapped-condition test).
 ``z_dim`` applies to the adversarial families only (the MLE Transformer has no latent input); the condition
 ``none`` has no strength (its oracle ignores any condition) and runs only for GANs with ``z_dim > 0``: it
 measures how much a GAN's output depends on z alone (without z or a condition there is nothing to vary).
+
+Families that start from the shared MLE checkpoint (``init_from``, e.g. ``gan-gumbel-pt``) are left out: their
+generator was pretrained without z, which teaches it to ignore z, so they would answer a different question.
 """
 
 from __future__ import annotations
@@ -29,6 +32,8 @@ def ablation_specs(settings: AblationSettings, tracking: dict) -> list[dict]:
     for seed in settings.seeds:
         for family_name in settings.families:
             family = get_family(family_name)
+            if family.init_from is not None:
+                continue  # see the module docstring
             for condition in settings.conditions:
                 for strength in (settings.strengths if condition != "none" else [None]):
                     for z_dim in (settings.z_dims if family.adversarial else [None]):

@@ -8,6 +8,12 @@ again finishes what a killed invocation left and redoes nothing. A run that rais
 small batch size is bound by Python overhead, not arithmetic, so two single-threaded runs on two cores take
 about half the time of one run using both). Each worker writes its own rows (the table's lock makes that safe)
 and dies with its parent, so a killed sweep leaves no orphan still writing.
+
+Runs that start from another run (``init_from: {"key": K}``, e.g. the pretrained arms) are ordered: every run
+that another one starts from goes first, and a dependent run is handed out (to this process or a worker) only
+after its producer's row is in the table. If the producer fails, its dependents are not run: each is logged to
+``errors.jsonl`` as failed with the producer's key, and both are retried on the next invocation. A producer
+whose row is already in the table (a resumed sweep) is not redone.
 """
 
 from __future__ import annotations
@@ -16,8 +22,10 @@ import os
 import sys
 import time
 import traceback
+from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Optional
 
 from experiments.results import ResultsTable
 
@@ -67,6 +75,12 @@ def run_and_record(spec: dict, run_dir: str) -> tuple[str, bool, str]:
     return spec["key"], True, _summary(row)
 
 
+def producer_of(spec: dict) -> Optional[str]:
+    """The key of the run ``spec`` starts from (``init_from``), or None (``experiments.runner`` validates it)."""
+    init = spec.get("init_from")
+    return init.get("key") if isinstance(init, dict) else None
+
+
 def _init_worker() -> None:
     # Die with the parent: a SIGKILLed sweep must not leave workers that keep training and writing rows.
     if sys.platform.startswith("linux"):
@@ -110,28 +124,65 @@ def execute(specs: list[dict], run_dir: str | Path, *, workers: int = 1, desc: s
                             + (f", {len(outcome.failed)} failed" if outcome.failed else ""))
         bar.write(("  " if ok else "  FAILED ") + message, file=sys.stderr)
 
+    # Dependency order (module docstring): `ready` can run now, producers first; `waiting` maps a pending
+    # producer's key to the runs that start from it.
+    pending_keys = {s["key"] for s in pending}
+    waiting: dict[str, list[dict]] = {}
+    ready: deque[dict] = deque()
+    orphans = []
+    for spec in pending:
+        producer = producer_of(spec)
+        if producer is None or producer in done:
+            ready.append(spec)
+        elif producer in pending_keys:
+            waiting.setdefault(producer, []).append(spec)
+        else:
+            orphans.append((spec, f"{spec['key']}: not run: it starts from run {producer} (init_from), which has "
+                                  f"no row in {run_dir / 'results.jsonl'} and is not among the runs to do"))
+    ready = deque(sorted(ready, key=lambda s: s["key"] not in waiting))  # stable: producers first
+
+    def settle(spec, ok, message):
+        record(spec, ok, message)
+        for dependent in waiting.pop(spec["key"], []):
+            if ok:
+                ready.append(dependent)
+            else:
+                why = (f"{dependent['key']}: not run: it starts from run {spec['key']} (init_from), which failed "
+                       f"(see {run_dir / 'errors.jsonl'})")
+                ResultsTable(run_dir).add_error(dependent["key"], why)
+                settle(dependent, False, why)
+
     try:
+        for spec, why in orphans:
+            ResultsTable(run_dir).add_error(spec["key"], why)
+            settle(spec, False, why)
         if workers <= 1:
-            for spec in pending:
-                key, ok, message = run_and_record(spec, str(run_dir))
-                record(spec, ok, message)
+            while ready:
+                spec = ready.popleft()
+                _, ok, message = run_and_record(spec, str(run_dir))
+                settle(spec, ok, message)
         else:
             import multiprocessing
-            from concurrent.futures import ProcessPoolExecutor, as_completed
+            from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 
             for spec in pending:  # parallel runs share the cores: one thread each unless the preset says otherwise
                 spec["threads"] = spec.get("threads") or 1
             ctx = multiprocessing.get_context("spawn")
             with ProcessPoolExecutor(max_workers=workers, mp_context=ctx, initializer=_init_worker) as pool:
-                futures = {pool.submit(run_and_record, spec, str(run_dir)): spec for spec in pending}
-                for fut in as_completed(futures):
-                    spec = futures[fut]
-                    try:
-                        _, ok, message = fut.result()
-                    except Exception as err:  # the worker process itself died
-                        ok, message = False, f"worker died: {err}"
-                        ResultsTable(run_dir).add_error(spec["key"], message)
-                    record(spec, ok, message)
+                running = {}
+                while ready or running:
+                    while ready:  # queued in order; a dependent is only submitted once its producer's row is in
+                        spec = ready.popleft()
+                        running[pool.submit(run_and_record, spec, str(run_dir))] = spec
+                    finished, _ = wait(running, return_when=FIRST_COMPLETED)
+                    for fut in finished:
+                        spec = running.pop(fut)
+                        try:
+                            _, ok, message = fut.result()
+                        except Exception as err:  # the worker process itself died
+                            ok, message = False, f"worker died: {err}"
+                            ResultsTable(run_dir).add_error(spec["key"], message)
+                        settle(spec, ok, message)
     finally:
         bar.close()
     outcome.wall_s = time.perf_counter() - start

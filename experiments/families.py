@@ -4,6 +4,12 @@ A family is a class plus the arguments that make it that family, so ``gan-gumbel
 class (``modules.models.TextGAN``) with a different ``estimator``. Register your own with ``register_family``;
 every experiment accepts it by name (``--families transformer,my-family``).
 
+A family with ``init_from="pretrain"`` starts from the generator weights of its seed's shared MLE checkpoint (the
+sweep's ``pretrain`` run, made once per seed at the reference batch size; see ``experiments.batch_size_sweep``)
+instead of from random weights. ``gan-gumbel-pt`` and ``gan-reinforce-pt`` train it adversarially,
+``mle-continued`` by MLE for the same samples: a further arm from the same checkpoint is one
+``register_family(..., init_from="pretrain")`` line plus its model arguments in the preset.
+
 Budgets are counted in generator updates. The MLE family's updates are its optimizer steps; a GAN's are read
 from its ``g_updates`` counter, because Lightning's ``global_step`` counts the discriminator's steps as well.
 """
@@ -13,7 +19,7 @@ from __future__ import annotations
 import importlib
 import inspect
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Optional
 
 
 @dataclass(frozen=True)
@@ -24,6 +30,8 @@ class Family:
     adversarial: bool = False
     # Learning-rate arguments that batch-size scaling multiplies (the MLE family has one, a GAN two).
     lr_args: tuple[str, ...] = ("lr",)
+    # "pretrain": every run of this family starts from its seed's pretrain run (the run spec's ``init_from``).
+    init_from: Optional[str] = None
 
     def load_class(self):
         module_name, _, class_name = self.class_path.rpartition(".")
@@ -62,9 +70,15 @@ class FamilyUnavailable(ImportError):
 FAMILIES: dict[str, Family] = {}
 
 
+# What a family's ``init_from`` may name.
+INIT_SOURCES = ("pretrain",)
+
+
 def register_family(name: str, class_path: str, defaults: dict | None = None, *, adversarial: bool = False,
-                    lr_args: tuple[str, ...] = ("lr",)) -> Family:
-    family = Family(name, class_path, dict(defaults or {}), adversarial, tuple(lr_args))
+                    lr_args: tuple[str, ...] = ("lr",), init_from: Optional[str] = None) -> Family:
+    if init_from is not None and init_from not in INIT_SOURCES:
+        raise ValueError(f"family {name!r}: init_from must be one of {INIT_SOURCES} or None, got {init_from!r}")
+    family = Family(name, class_path, dict(defaults or {}), adversarial, tuple(lr_args), init_from)
     FAMILIES[name] = family
     return family
 
@@ -74,11 +88,27 @@ register_family("gan-gumbel", "modules.models.TextGAN", {"estimator": "gumbel"},
                 lr_args=("g_lr", "d_lr"))
 register_family("gan-reinforce", "modules.models.TextGAN", {"estimator": "reinforce"}, adversarial=True,
                 lr_args=("g_lr", "d_lr"))
+# The null GAN: gan-gumbel with the discriminator frozen at its initialisation (never updated; its loss still
+# logged), so that "the GAN learned from the game" can be told from "the generator moved anyway". In the
+# presets' model dicts, not yet in their default family lists.
+register_family("gan-frozen-d", "modules.models.TextGAN", {"estimator": "gumbel", "freeze_discriminator": True},
+                adversarial=True, lr_args=("g_lr", "d_lr"))
 # The classic text-GAN generator (an LSTM) under both estimators: not in the default sweeps, available by name.
 register_family("gan-gumbel-lstm", "modules.models.TextGAN", {"estimator": "gumbel", "generator": "lstm"},
                 adversarial=True, lr_args=("g_lr", "d_lr"))
 register_family("gan-reinforce-lstm", "modules.models.TextGAN", {"estimator": "reinforce", "generator": "lstm"},
                 adversarial=True, lr_args=("g_lr", "d_lr"))
+# Started from the seed's shared MLE checkpoint (the pretrain run): the two GANs trained adversarially from there
+# (no MLE pretraining of their own), and the same checkpoint trained on by MLE for the same samples (the control
+# that says whether the adversarial phase helped or hurt). Not in the conditioning ablation: pretraining without
+# z teaches the generator to ignore z.
+register_family("gan-gumbel-pt", "modules.models.TextGAN", {"estimator": "gumbel", "generator": "transformer",
+                                                          "pretrain_epochs": 0},
+                adversarial=True, lr_args=("g_lr", "d_lr"), init_from="pretrain")
+register_family("gan-reinforce-pt", "modules.models.TextGAN", {"estimator": "reinforce",
+                                                                "generator": "transformer", "pretrain_epochs": 0},
+                adversarial=True, lr_args=("g_lr", "d_lr"), init_from="pretrain")
+register_family("mle-continued", "modules.models.TransformerSeq2Seq", init_from="pretrain")
 
 
 def get_family(name: str) -> Family:

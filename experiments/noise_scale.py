@@ -82,7 +82,7 @@ def _gan_loss_terms(model):
             return model._gumbel_generator_loss(batch, real_ids, real_pad, L)[0]
         saved = {n: b.clone() for n, b in model.named_buffers() if "baseline" in n}
         try:
-            return model._reinforce_generator_loss(batch, L)[0]
+            return model._reinforce_generator_loss(batch, real_ids, real_pad, L)[0]
         finally:
             for n, b in model.named_buffers():
                 if n in saved:

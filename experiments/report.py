@@ -16,11 +16,12 @@ from typing import Optional
 
 from experiments import verdicts as V
 from experiments.results import ResultsTable, atomic_write_text, read_plan
-from experiments.stats import finite, t_interval
-from experiments.temperature import quality_diversity_axes, read_curve
+from experiments.stats import Interval, finite, t_interval
+from experiments.temperature import costs, dominated_fraction, quality_diversity_axes, read_curve
 
 COLORS = {"transformer": "#1f77b4", "gan-gumbel": "#d62728", "gan-reinforce": "#2ca02c",
-          "gan-gumbel-lstm": "#ff7f0e", "gan-reinforce-lstm": "#9467bd"}
+          "gan-gumbel-lstm": "#ff7f0e", "gan-reinforce-lstm": "#9467bd", "gan-frozen-d": "#7f7f7f",
+          "gan-gumbel-pt": "#e377c2", "gan-reinforce-pt": "#bcbd22", "mle-continued": "#17becf", "hand-over": "k"}
 
 
 def _color(name: str, i: int = 0) -> str:
@@ -352,6 +353,135 @@ def plot_quality_diversity(curves: dict[str, list[list[dict]]], path: Path) -> O
     return path
 
 
+# ---- pretrained arms: did the adversarial phase help or hurt? ------------------------------------------------
+
+MLE_CONTINUED = "mle-continued"  # the arm every adversarial arm from the same checkpoint is compared with
+# (label, key in a row's ``final``): lower is better for the NLLs; lower Self-BLEU is more diverse.
+PHASE_METRICS = (("NLL_oracle", "nll_oracle_per_token"), ("NLL_test", "nll_test_per_token"),
+                 ("Self-BLEU-3", "self_bleu3"))
+
+
+@dataclass
+class PhaseEffect:
+    """One GAN arm, batch size and metric; every interval is a 95% t-interval over the seeds in ``per_seed``."""
+
+    family: str
+    batch_size: int
+    metric: str
+    handover: Interval  # Interval: the hand-over model's value (its pretrain run's final)
+    gan_start: Interval  # the GAN arm's value before its first update minus the hand-over's (the fresh z input)
+    gan_change: Interval  # the GAN arm's final minus the hand-over's
+    mle_change: Interval  # mle-continued's final minus the hand-over's
+    effect: Interval  # gan_change - mle_change, per seed
+    per_seed: dict
+
+
+def adversarial_phase_effects(rows: list[dict]) -> list[PhaseEffect]:
+    """Per seed, (GAN arm's final - hand-over) - (mle-continued's final - hand-over), for each adversarial arm
+    started from a pretrain run, paired with the mle-continued run of the same seed, batch size and checkpoint."""
+    by_key = {r["key"]: r for r in rows}
+    arms = [r for r in rows if r.get("kind") == "pretrained-arm" and r.get("init_from") in by_key]
+    mle = {(r["init_from"], r["batch_size"]): r for r in arms if r["family"] == MLE_CONTINUED}
+    out = []
+    for fam in V.families_of([r for r in arms if r.get("adversarial")]):
+        for b in sorted({r["batch_size"] for r in arms if r["family"] == fam}):
+            for label, key in PHASE_METRICS:
+                cols = {"handover": {}, "gan_start": {}, "gan_change": {}, "mle_change": {}, "effect": {}}
+                for g in V._by(arms, family=fam, batch_size=b):
+                    h, m = by_key[g["init_from"]], mle.get((g["init_from"], b))
+                    hv, gv, g0 = (V._get(h, f"final.{key}"), V._get(g, f"final.{key}"), V._get(g, f"init.{key}"))
+                    mv = V._get(m, f"final.{key}") if m else None
+                    if not (finite(hv) and finite(gv)):
+                        continue
+                    seed = g["seed"]
+                    cols["handover"][seed] = hv
+                    cols["gan_change"][seed] = gv - hv
+                    if finite(g0):
+                        cols["gan_start"][seed] = g0 - hv
+                    if finite(mv):
+                        cols["mle_change"][seed] = mv - hv
+                        cols["effect"][seed] = (gv - hv) - (mv - hv)
+                if cols["handover"]:
+                    out.append(PhaseEffect(fam, b, label, **{k: t_interval(v.values()) for k, v in cols.items()},
+                                           per_seed=dict(cols["effect"])))
+    return out
+
+
+def handover_curve_comparison(rows: list[dict], temperature_of) -> list[tuple[str, int, object, object]]:
+    """(arm, batch size, share of the arm's temperature points dominated by its hand-over model's curve, share of
+    the hand-over's points dominated by the arm's), each a t-interval over seeds (same checkpoint per seed)."""
+    by_key = {r["key"]: r for r in rows}
+    arms = [r for r in rows if r.get("kind") == "pretrained-arm" and r.get("init_from") in by_key]
+    out = []
+    for fam in V.families_of(arms):
+        for b in sorted({r["batch_size"] for r in arms if r["family"] == fam}):
+            beaten, beats = [], []
+            for r in V._by(arms, family=fam, batch_size=b):
+                arm, handover = temperature_of(r), temperature_of(by_key[r["init_from"]])
+                if len(arm) >= 2 and len(handover) >= 2:
+                    beaten.append(dominated_fraction(costs(handover), costs(arm)))
+                    beats.append(dominated_fraction(costs(arm), costs(handover)))
+            if beaten:
+                out.append((fam, b, t_interval(beaten), t_interval(beats)))
+    return out
+
+
+def plot_handover_curves(rows: list[dict], temperature_of, path: Path) -> Optional[Path]:
+    """The pretrained arms' temperature curves beside their hand-over model's (the pretrain runs)."""
+    by_key = {r["key"]: r for r in rows}
+    arms = [r for r in rows if r.get("kind") == "pretrained-arm" and r.get("init_from") in by_key]
+    handovers = [by_key[k] for k in dict.fromkeys(r["init_from"] for r in arms)]
+    curves = {"hand-over (pretrain)": [temperature_of(r) for r in handovers]}
+    for fam in V.families_of(arms):
+        curves[fam] = [temperature_of(r) for r in arms if r["family"] == fam and temperature_of(r)]
+    if not any(curves[fam] for fam in curves if fam != "hand-over (pretrain)"):
+        return None
+    return plot_quality_diversity(curves, path)
+
+
+def pretrained_section(rows: list[dict], temperature_of, figure: Optional[Path]) -> list[str]:
+    """Markdown of "Did the adversarial phase help or hurt?" (empty without pretrained arms)."""
+    effects = adversarial_phase_effects(rows)
+    curves = handover_curve_comparison(rows, temperature_of)
+    if not effects and not curves:
+        return []
+    pre = [r for r in rows if r.get("kind") == "pretrain"]
+    budget = sorted({r.get("budget_value") for r in pre}, key=str)
+    L = ["## Pretrained arms: did the adversarial phase help or hurt?", "",
+         f"Each seed's MLE Transformer was pretrained once ({', '.join(map(str, budget))} samples at batch size "
+         f"{', '.join(str(b) for b in sorted({r['batch_size'] for r in pre}))}); that checkpoint, the hand-over "
+         "model, then went on (a) adversarially as each GAN arm (its generator is the same network; the latent z "
+         f"input starts fresh) and (b) by MLE as `{MLE_CONTINUED}`, for the same samples and with the MLE family's "
+         "optimiser settings. Per seed, the adversarial phase's effect is (GAN final - hand-over) - "
+         f"(`{MLE_CONTINUED}` final - hand-over): what the game did beyond what as much further MLE training did. "
+         "Negative on an NLL: the GAN ended lower (better) than MLE; negative on Self-BLEU-3: more diverse. "
+         "Mean [95% t-interval over seeds] (seeds). 'GAN start' is the GAN arm before its first update minus the "
+         "hand-over model (the effect of its fresh z input alone). The pretrained arms stay out of the "
+         "verdicts above and of the z and conditioning questions: pretraining without z teaches the generator "
+         "to ignore z.", ""]
+    if pre:
+        hv = {k: t_interval(V._get(r, f"final.{k}") for r in pre) for _, k in PHASE_METRICS}
+        L += ["Hand-over model: " + "; ".join(f"{label} {hv[k].fmt(3)}" for label, k in PHASE_METRICS
+                                              if hv[k].n), ""]
+    if effects:
+        L += ["| GAN arm | batch | metric | hand-over | GAN start | GAN change | "
+              f"`{MLE_CONTINUED}` change | adversarial phase effect |", "|---|---:|---|---|---|---|---|---|"]
+        L += [f"| {e.family} | {e.batch_size} | {e.metric} | {e.handover.fmt(3)} | {e.gan_start.fmt(3)} | "
+              f"{e.gan_change.fmt(3)} | {e.mle_change.fmt(3)} | **{e.effect.fmt(3)}** |" for e in effects]
+        L.append("")
+    if curves:
+        L += ["Temperature curves against the hand-over model's (the pretrain run measured at the same "
+              "temperatures; Caccia et al. 2018): share of the arm's points weakly dominated by the hand-over "
+              "curve, and share of the hand-over's points dominated by the arm's curve, per seed.", "",
+              "| arm | batch | arm's points dominated by hand-over | hand-over's points dominated by arm |",
+              "|---|---:|---|---|"]
+        L += [f"| {fam} | {b} | {beaten.fmt(2)} | {beats.fmt(2)} |" for fam, b, beaten, beats in curves]
+        L.append("")
+    if figure:
+        L += [f"![pretrained]({figure.name})", ""]
+    return L
+
+
 # ---- Markdown ------------------------------------------------------------------------------------------------
 
 
@@ -375,8 +505,39 @@ def metrics_table(rows: list[dict]) -> list[str]:
             cells = [_fmt(t_interval([V._get(r, k) for r in rs]), 3) for _, k in cols]
             fails = sum(bool(r.get("diverged") or r.get("collapsed")) for r in rs)
             wall = sum(r.get("wall_time_s", 0) for r in rs) / len(rs)
-            lines.append(f"| {fam} | {b} | {rs[0].get('updates')} | " + " | ".join(cells) +
+            updates = f"{rs[0].get('updates')}" + (" (underpowered)" if any(V.is_underpowered(r) for r in rs) else "")
+            lines.append(f"| {fam} | {b} | {updates} | " + " | ".join(cells) +
                          f" | {fails}/{len(rs)} | {wall:.1f} |")
+    return lines
+
+
+# Which training horizons count generator updates and which count samples (quoted in every report).
+HORIZONS = ("Horizons: Adam's moment averages (beta1, beta2) and their bias correction, the learning-rate warmup "
+            "(`warmup_steps`) and D's schedule count optimizer updates, so at an equal sample budget a large batch "
+            "size gets fewer of them. The Gumbel beta anneal and the cosine learning-rate schedule run over each "
+            "run's own planned updates, so every batch size ends at the same beta and learning-rate factor. "
+            "Runs planned with fewer than {n} generator updates are marked *underpowered*: reported, but kept out "
+            "of every verdict.")
+
+
+def optimizer_table(rows: list[dict]) -> list[str]:
+    """The generator's optimiser per family and batch size (the ``optimizer`` row field) and the final Gumbel
+    beta (mean over seeds; '-' without the Gumbel estimator)."""
+    runs = [r for r in rows if r["kind"] == "sweep" and r.get("optimizer")]
+    if not runs:
+        return []
+    lines = ["| family | batch | generator optimiser | lr | betas | weight decay | gradient clip | final beta | "
+             "in verdicts |", "|---|---:|---|---:|---|---:|---:|---:|---|"]
+    for fam in V.families_of(runs):
+        for b in sorted({r["batch_size"] for r in V._by(runs, family=fam)}):
+            rs = V._by(runs, family=fam, batch_size=b)
+            o = rs[0]["optimizer"]
+            betas = [r["final_beta"] for r in rs if finite(r.get("final_beta"))]
+            beta = f"{sum(betas) / len(betas):.3g}" if betas else "-"
+            used = "no (underpowered)" if any(V.is_underpowered(r) for r in rs) else "yes"
+            lines.append(f"| {fam} | {b} | {o.get('class')} | {o.get('lr', float('nan')):.3g} | "
+                         f"{tuple(o.get('betas', ()))} | {o.get('weight_decay')} | {o.get('gradient_clip')} | "
+                         f"{beta} | {used} |")
     return lines
 
 
@@ -414,34 +575,67 @@ def verdict_table_text(vs: list[V.Verdict]) -> str:
     return "\n".join(lines)
 
 
+def loss_confound_note(models: dict, families: list[str]) -> Optional[str]:
+    """The loss each adversarial family of a grid trains with; when the Gumbel and the REINFORCE families train
+    with different losses, a line saying that comparing them confounds the estimator with the loss."""
+    from experiments.families import FAMILIES
+
+    losses = {}  # family -> (estimator, loss)
+    for name in families:
+        args = {**(FAMILIES[name].defaults if name in FAMILIES else {}), **models.get(name, {})}
+        if args.get("estimator") and args.get("loss"):
+            losses[name] = (args["estimator"], args["loss"])
+    gumbel, reinforce = ({loss for e, loss in losses.values() if e == est} for est in ("gumbel", "reinforce"))
+    if not gumbel or not reinforce or gumbel == reinforce:
+        return None
+    listed = ", ".join(f"{name} `{loss}`" for name, (_, loss) in losses.items())
+    return (f"- **GAN losses**: {listed}. The estimators train under different losses, so a difference between a "
+            "Gumbel and a REINFORCE family is that of the estimator and the loss together (confounded), not of "
+            "the estimator alone.")
+
+
+def _starts_from_pretrain(family: str) -> bool:
+    from experiments.families import FAMILIES
+
+    return family in FAMILIES and FAMILIES[family].init_from == "pretrain"
+
+
 def _plan_summary(plan: Optional[dict]) -> list[str]:
     if not plan:
         return []
     out = []
     for name, exp in plan.get("experiments", {}).items():
         s, g = exp["settings"], exp["grid"]
+        note = loss_confound_note(s.get("models", {}), g.get("families", []))
         if name == "batch-size":
             out.append(f"- **batch-size sweep** (preset `{exp['preset']}`): families {', '.join(g['families'])}; "
                        f"batch sizes {', '.join(map(str, g['batch_sizes']))}; seeds {', '.join(map(str, g['seeds']))}; "
                        f"budget {s['budget_value']} {s['budget']} per run; learning rates scaled `{s['lr_scaling']}` "
                        f"from batch size {s['reference_batch_size']}; data `{s['data']['class_path']}` "
-                       f"{json.dumps(s['data'].get('init_args', {}))}")
+                       f"{json.dumps(s['data'].get('init_args', {}))}"
+                       + (f"; pretrained arms from one MLE checkpoint per seed ({s['pretrain_budget']} samples)"
+                          if s.get("pretrain_budget") and any(map(_starts_from_pretrain, g["families"])) else ""))
         else:
             out.append(f"- **conditioning ablation** (preset `{exp['preset']}`): families {', '.join(g['families'])}; "
                        f"conditions {', '.join(g['conditions'])}; strengths {', '.join(map(str, g['strengths']))}; "
                        f"z_dim {', '.join(map(str, g['z_dims']))} (GANs); seeds {', '.join(map(str, g['seeds']))}; "
                        f"batch size {s['batch_size']}; budget {s['budget_value']} {s['budget']} per run")
+        if note and note not in out:
+            out.append(note)
     return out
 
 
 def write_markdown(path: Path, run_dir: Path, rows, plan, vs: list[V.Verdict], figures: dict[str, Path],
-                   noise, ref_bs: int, n_errors: int) -> None:
+                   noise, ref_bs: int, n_errors: int, pretrained: Optional[list[str]] = None) -> None:
     from experiments.runner import COLLAPSE_DISTINCT2_RATIO, COLLAPSE_UNIQUE, DIVERGENCE_NATS
 
     wall = sum(r.get("wall_time_s", 0) for r in rows)
     L = [f"# gan-vs-transformer report: `{run_dir.name}`", "",
          f"Generated {time.strftime('%Y-%m-%d %H:%M')} by `gvt report` from {len(rows)} finished runs "
-         f"({sum(r['kind'] == 'sweep' for r in rows)} sweep, {sum(r['kind'] == 'ablation' for r in rows)} ablation; "
+         f"({sum(r['kind'] == 'sweep' for r in rows)} sweep, {sum(r['kind'] == 'ablation' for r in rows)} ablation"
+         + (f", {sum(r['kind'] == 'pretrain' for r in rows)} pretrain, "
+            f"{sum(r['kind'] == 'pretrained-arm' for r in rows)} pretrained-arm"
+            if any(r['kind'] in ('pretrain', 'pretrained-arm') for r in rows) else "") + "; "
          f"{wall / 60:.1f} min of training and evaluation in total)"
          + (f"; {n_errors} run(s) failed and are missing" if n_errors else "") + ".", ""]
     L += _plan_summary(plan) + [""]
@@ -478,6 +672,8 @@ def write_markdown(path: Path, run_dir: Path, rows, plan, vs: list[V.Verdict], f
                   f"{DIVERGENCE_NATS} nat above the untrained model's. Mode collapse: fewer than "
                   f"{COLLAPSE_UNIQUE:.0%} distinct samples, or distinct-2 below {COLLAPSE_DISTINCT2_RATIO} x the "
                   "distinct-2 of as many test sentences.", ""]
+            L += ["Training settings per family and batch size (the generator's optimiser; the final Gumbel beta):",
+                  ""] + optimizer_table(rows) + ["", HORIZONS.format(n=V.MIN_VERDICT_UPDATES), ""]
         if v.question == "Q3":
             L += ablation_table(rows) + [""]
             L += ["Own I(c; y): H(c) + E[log q(c | y)] with the model's own likelihood over model samples (exact "
@@ -488,6 +684,7 @@ def write_markdown(path: Path, run_dir: Path, rows, plan, vs: list[V.Verdict], f
                   "the condition the way the data do (very negative when the oracle confidently attributes them to "
                   "other conditions). Changes are token Hamming distances between paired samples drawn with common "
                   "random numbers.", ""]
+    L += pretrained or []
     L += ["## Gradient noise scale", "",
           "Simple noise scale B_simple = tr(Sigma) / |G|^2 (McCandlish et al. 2018) at the end of training, "
           f"for each loss with respect to the parameters it trains, at batch size {ref_bs}; the unbiased two-batch-"
@@ -557,8 +754,9 @@ def make_report(run_dir: str | Path, out: Optional[str | Path] = None, wandb_mod
     curves = load_curves(run_dir, rows)
     temps = temperature_loader(run_dir)
 
-    vs = [V.q1(rows, curves, ref_bs), V.q2(rows, ref_bs), V.q3_condition(rows), V.q3_latent(rows),
-          *V.q4(rows, temps, ref_bs)]
+    decided = V.verdict_rows(rows)  # underpowered runs are reported, never decided on
+    vs = [V.q1(decided, curves, ref_bs), V.q2(decided, ref_bs), V.q3_condition(decided), V.q3_latent(decided),
+          *V.q4(decided, temps, ref_bs)]
     noise = V.noise_table(rows, ref_bs)
 
     qd = {}
@@ -571,6 +769,7 @@ def make_report(run_dir: str | Path, out: Optional[str | Path] = None, wandb_mod
         "noise": plot_noise(noise, folder / "noise_scale.png"),
         "mi": plot_mi(rows, folder / "conditioning.png"),
         "qd": plot_quality_diversity(qd, folder / "quality_diversity.png"),
+        "pretrained": plot_handover_curves(rows, temps, folder / "pretrained_arms.png"),
     }
     n_errors = 0
     errors = run_dir / "errors.jsonl"
@@ -578,7 +777,8 @@ def make_report(run_dir: str | Path, out: Optional[str | Path] = None, wandb_mod
         done = {r["key"] for r in rows}
         n_errors = len({json.loads(l)["key"] for l in errors.read_text().splitlines() if l.strip()} - done)
     markdown = folder / "report.md"
-    write_markdown(markdown, run_dir, rows, plan, vs, figures, noise, ref_bs, n_errors)
+    pretrained = pretrained_section(rows, temps, figures["pretrained"])
+    write_markdown(markdown, run_dir, rows, plan, vs, figures, noise, ref_bs, n_errors, pretrained)
     atomic_write_text(folder / "verdicts.json", json.dumps([asdict(v) for v in vs], indent=2) + "\n")
     log_to_wandb(plan, folder, figures, vs, rows, wandb_mode)
     return ReportResult(folder, markdown, [p for p in figures.values() if p], vs, verdict_table_text(vs))

@@ -8,8 +8,10 @@ table itself (the caller does, atomically).
 What a run does, in order:
 
 1. ``seed_everything(seed, workers=True)``; build the data module (its shuffling is seeded by the same seed)
-   and the model; same spec + seed -> same numbers on CPU.
-2. ``trainer.test`` on the untrained model: the ``init`` metrics (every learning effect is measured from here).
+   and the model; same spec + seed -> same numbers on CPU. A spec with ``init_from: {"key": K}`` then loads the
+   generator weights of run K (finished in the same run folder; ``load_init_from``).
+2. ``trainer.test`` on the untrained (or just loaded) model: the ``init`` metrics (every learning effect is
+   measured from here).
 3. ``trainer.fit`` until the budget of generator updates is spent (``BudgetCallback``), recording the loss
    curves every few updates and stopping at the first non-finite loss.
 4. ``trainer.test`` again: the ``final`` metrics (NLL_oracle, NLL_test, BLEU, Self-BLEU, distinct-n, ...).
@@ -23,6 +25,13 @@ than random initial weights did.
 Mode collapse (``collapsed``): fewer than ``COLLAPSE_UNIQUE`` of the evaluation samples are distinct, or their
 distinct-2 is below ``COLLAPSE_DISTINCT2_RATIO`` times the distinct-2 of as many test references (the data's
 own diversity at the same sample count).
+
+Underpowered (``underpowered``): the run was planned with fewer than ``experiments.verdicts.MIN_VERDICT_UPDATES``
+generator updates; it is reported but kept out of every verdict.
+
+A row also records ``final_beta`` (the Gumbel beta of the last generator update; None without the Gumbel
+estimator) and ``optimizer`` (the generator's optimiser: class, lr, betas, weight_decay, gradient_clip; None for
+a class that does not say).
 """
 
 from __future__ import annotations
@@ -43,6 +52,7 @@ from typing import Any, Optional
 import torch
 
 from experiments.families import generator_updates, get_family
+from experiments.verdicts import MIN_VERDICT_UPDATES
 
 DIVERGENCE_NATS = 1.0
 COLLAPSE_UNIQUE = 0.5
@@ -59,6 +69,8 @@ def config_hash(spec: dict) -> str:
 
 def run_key(spec: dict) -> str:
     parts = [spec["family"], f"bs{spec['batch_size']}"]
+    if spec.get("kind") == "pretrain":  # apart from the sweep's own run of the same family and batch size
+        parts.insert(0, "pretrain")
     if spec.get("kind") == "ablation":
         data = spec["data"]["init_args"]
         parts.append(f"{data.get('condition', 'none')}-s{data.get('condition_strength', 0)}-z{spec['model'].get('z_dim', 0)}")
@@ -67,8 +79,14 @@ def run_key(spec: dict) -> str:
 
 
 def make_spec(kind: str, settings, *, family: str, batch_size: int, seed: int, data: dict, model: dict,
-              updates: int, lr_factor: float, measure: dict, tracking: dict, **extra) -> dict:
-    """One run of a sweep or an ablation, keyed; ``settings`` gives what every run of an experiment shares."""
+              updates: int, lr_factor: float, measure: dict, tracking: dict, budget: Optional[dict] = None,
+              save_checkpoint: Optional[bool] = None, **extra) -> dict:
+    """One run of a sweep or an ablation, keyed; ``settings`` gives what every run of an experiment shares.
+
+    ``budget`` / ``save_checkpoint`` override the experiment's (a pretrain run has its own budget and always
+    keeps its checkpoint). ``extra`` may hold ``init_from={"key": K}``: the run starts from run K's generator
+    weights (see ``load_init_from``), and K is then part of this run's identity.
+    """
     spec = {
         "kind": kind,
         "family": family,
@@ -76,18 +94,76 @@ def make_spec(kind: str, settings, *, family: str, batch_size: int, seed: int, d
         "seed": seed,
         "data": data,
         "model": model,
-        "budget": {"kind": settings.budget, "value": settings.budget_value, "updates": updates},
+        "budget": budget or {"kind": settings.budget, "value": settings.budget_value, "updates": updates},
         "lr_factor": lr_factor,
         "trainer": dict(settings.trainer),
         "measure": measure,
         "curve_points": settings.curve_points,
-        "save_checkpoint": settings.save_checkpoints,
+        "save_checkpoint": settings.save_checkpoints if save_checkpoint is None else save_checkpoint,
         "tracking": dict(tracking),
         "threads": settings.threads,
         **extra,
     }
     spec["key"] = run_key(spec)
     return spec
+
+
+def init_from_key(spec: dict) -> Optional[str]:
+    """The key of the run that ``spec`` starts from (its ``init_from``), or None for a run from scratch."""
+    init = spec.get("init_from")
+    if init is None:
+        return None
+    if not isinstance(init, dict) or set(init) != {"key"} or not isinstance(init["key"], str) or not init["key"]:
+        raise ValueError(f'init_from must be {{"key": "<key of a run in the same run folder>"}}, got {init!r}')
+    return init["key"]
+
+
+def _is_latent(name: str, latent_modules: tuple[str, ...]) -> bool:
+    return name.split(".", 1)[0] in latent_modules
+
+
+def load_init_from(model, key: str, run_dir: Path, data: dict) -> None:
+    """Start ``model`` from the generator weights of run ``key`` (``runs/<key>/final.ckpt`` in ``run_dir``).
+
+    Strict: every parameter and buffer of ``model.generator`` must be in the checkpoint's generator with the same
+    shape, and the checkpoint's generator must hold nothing else, except the latent-z modules (the net's
+    ``latent_modules``): a GAN generator started from an MLE checkpoint keeps its freshly initialised z input
+    (and a latent input of the checkpoint, if any, is not carried over). Any other mismatch is an error naming
+    the keys. Only weights are carried over: optimiser state, schedules and counters start fresh.
+    """
+    from experiments.results import ResultsTable
+
+    if key not in ResultsTable(run_dir).keys():
+        raise ValueError(f"init_from: run {key} has no row in {run_dir / 'results.jsonl'}; it must finish in the "
+                         "same run folder before a run that starts from it")
+    folder = run_dir / "runs" / key
+    path = folder / "final.ckpt"
+    if not path.is_file():
+        raise ValueError(f"init_from: run {key} left no checkpoint at {path} (it must run with save_checkpoint)")
+    if (folder / "run.json").is_file():
+        theirs = json.loads((folder / "run.json").read_text()).get("data")
+        ours = json.loads(json.dumps(data))  # tuples -> lists, as the producer's spec was stored
+        if theirs is not None and theirs != ours:
+            raise ValueError(f"init_from: run {key} was trained on other data ({theirs}) than this run ({ours})")
+    state = torch.load(path, map_location="cpu", weights_only=True)["state_dict"]
+    latent = tuple(getattr(model.generator, "latent_modules", ()))
+    source = {k[len("generator."):]: v for k, v in state.items()
+              if k.startswith("generator.") and not _is_latent(k[len("generator."):], latent)}
+    target = model.generator.state_dict()
+    wanted = {k for k in target if not _is_latent(k, latent)}
+    missing = sorted(wanted - set(source))
+    unexpected = sorted(set(source) - wanted)
+    shapes = [f"{k}: {tuple(source[k].shape)} in the checkpoint, {tuple(target[k].shape)} here"
+              for k in sorted(wanted & set(source)) if source[k].shape != target[k].shape]
+    if missing or unexpected or shapes:
+        problems = [f"missing from the checkpoint: {', '.join(missing)}" if missing else "",
+                    f"not in this generator: {', '.join(unexpected)}" if unexpected else "",
+                    f"other shapes: {'; '.join(shapes)}" if shapes else ""]
+        raise ValueError(f"init_from: the generator of run {key} does not match this run's "
+                         f"({type(model.generator).__name__}); the architecture settings must be the same. "
+                         + "; ".join(p for p in problems if p))
+    model.generator.load_state_dict({**{k: v for k, v in target.items() if _is_latent(k, latent)}, **source},
+                                    strict=True)
 
 
 def build_datamodule(data: dict, batch_size: int, seed: int):
@@ -252,6 +328,9 @@ def run_one(spec: dict, run_dir: str | Path) -> dict:
     dm = build_datamodule(spec["data"], batch_size, seed)
     dm.prepare()
     model = family.load_class()(vocab_size=dm.vocab_size, **family.init_kwargs(spec["model"]))
+    source = init_from_key(spec)
+    if source is not None:  # before the `init` evaluation: a run started from a checkpoint starts there
+        load_init_from(model, source, run_dir, spec["data"])
 
     updates = int(spec["budget"]["updates"])
     tracking = spec.get("tracking", {})
@@ -311,12 +390,17 @@ def run_one(spec: dict, run_dir: str | Path) -> dict:
         "condition": condition,
         "condition_strength": spec["data"].get("init_args", {}).get("condition_strength"),
         "z_dim": spec["model"].get("z_dim", 0),
+        "init_from": source,
         "lr": {k: spec["model"][k] for k in family.lr_args if k in spec["model"]},
         "lr_factor": spec.get("lr_factor", 1.0),
         "budget_kind": spec["budget"]["kind"],
         "budget_value": spec["budget"]["value"],
         "updates": done_updates,
         "samples_seen": done_updates * batch_size,
+        "underpowered": updates < MIN_VERDICT_UPDATES,
+        "final_beta": getattr(model, "final_beta", None),
+        "optimizer": model.generator_optimizer_settings()
+        if hasattr(model, "generator_optimizer_settings") else None,
         "fit_time_s": fit_time,
         "init": init,
         "final": {**final, "ref_distinct2": ref_d2},

@@ -39,6 +39,22 @@ Q3_Z_RATIO = 0.5
 Q4_DOMINATED = 0.5
 # Q1: the fraction of the curve averaged at its start and end to measure the MLE loss decrease.
 Q1_WINDOW = 0.1
+# Runs planned with fewer generator updates than this are reported (flagged ``underpowered`` in their row) but
+# kept out of every verdict: Adam's moments, its bias correction and any warmup count updates, not samples, so
+# a run of a handful of updates measures an unfinished optimisation, not its batch size.
+MIN_VERDICT_UPDATES = 30
+
+
+def is_underpowered(row: dict) -> bool:
+    """The row's ``underpowered`` flag; rows written before the flag existed are judged by their update count."""
+    if "underpowered" in row:
+        return bool(row["underpowered"])
+    return finite(row.get("updates")) and row["updates"] < MIN_VERDICT_UPDATES
+
+
+def verdict_rows(rows: list[dict]) -> list[dict]:
+    """The rows every verdict is decided on: all rows but the underpowered ones (``MIN_VERDICT_UPDATES``)."""
+    return [r for r in rows if not is_underpowered(r)]
 
 
 @dataclass

@@ -64,13 +64,13 @@ def gumbel_temperature(step: int, max_temperature: float, anneal_steps: int, sch
     RelGAN multiplies, softmax(beta * (o + g)): beta is an inverse temperature, and as it grows the relaxed
     one-hots approach the hard ones (less bias, more gradient variance). Schedules (RelGAN's names):
     `exp` beta = max^(n / N); `linear` beta = 1 + (max - 1) n / N; `constant` beta = max from the start
-    (RelGAN's "no" schedule). Past N the temperature stays at max.
+    (RelGAN's "no" schedule). From update N on the temperature stays at max (N = 0: max from the start).
     """
     if max_temperature < 1.0:
         raise ValueError(f"max_temperature must be >= 1, got {max_temperature}")
     if schedule == "constant":
         return float(max_temperature)
-    frac = min(1.0, step / max(1, anneal_steps))
+    frac = min(1.0, step / anneal_steps) if anneal_steps > 0 else 1.0
     if schedule == "exp":
         return float(max_temperature ** frac)
     if schedule == "linear":
@@ -131,11 +131,58 @@ def gumbel_unroll(net, src: Tensor, src_pad_mask: Tensor, *, length: int, min_le
 # ---------------------------------------------------------------------------------------------------------
 # REINFORCE (SeqGAN / ScratchGAN)
 
+# Losses under which D's logit is only defined up to a common shift: the RSGAN loss sees only d_real - d_fake, and
+# the WGAN-GP critic's loss (d_fake - d_real plus a penalty on its input gradient) is unchanged by a constant too.
+RELATIVISTIC_REWARD_LOSSES = ("rsgan", "wgan-gp")
+
 
 def rewards_from_logits(logits: Tensor) -> Tensor:
     """Discriminator logits -> rewards 2 * sigmoid(logit) - 1 in (-1, 1) (ScratchGAN): increasing in the
-    logit, 0 where D cannot tell, bounded whatever the loss (a WGAN critic's raw score is not)."""
+    logit, 0 where D cannot tell, bounded whatever the loss (a WGAN critic's raw score is not).
+
+    This is SeqGAN's reward sigmoid(D), D's probability that the sequence is real, up to an affine map: the
+    constant cancels against the baseline and the factor 2 acts as a learning-rate factor."""
     return 2.0 * torch.sigmoid(logits) - 1.0
+
+
+def real_logit_reference(real_logits: Tensor, real_pad: Tensor | None = None) -> Tensor:
+    """What a relativistic reward subtracts: the mean discriminator output over the batch's real rows.
+
+    real_logits (B,) sequence logits -> a scalar. real_logits (B, L) token logits (a per-token D) with real_pad
+    (B, L) -> (L,): at each position the mean over the real rows that reach it; at positions no real row
+    reaches (real sequences shorter than a fake one), the mean over every real token."""
+    if real_logits.dim() == 1:
+        return real_logits.mean()
+    if real_pad is None:
+        raise ValueError("token logits need the real rows' pad mask")
+    valid = (~real_pad).to(real_logits.dtype)  # (B, L)
+    count = valid.sum(dim=0)  # (L,)
+    overall = (real_logits * valid).sum() / valid.sum().clamp(min=1.0)
+    per_position = (real_logits * valid).sum(dim=0) / count.clamp(min=1.0)  # (L,)
+    return torch.where(count > 0, per_position, overall)
+
+
+def rewards_for_loss(loss: str, fake_logits: Tensor, real_reference: Tensor | None = None) -> Tensor:
+    """REINFORCE rewards from D's logits on generated sequences, (N,) or (N, L), each a function only of what
+    the D loss `loss` determines (so the reward level cannot drift where D's training leaves it free):
+
+        standard   2 sigmoid(d) - 1      (SeqGAN / ScratchGAN; the standard loss fixes the logit's level)
+        hinge      d                     (the hinge loss fixes the level too: its margins sit at -1 and +1;
+                                          the raw logit is the hinge generator loss -d as a reward)
+        rsgan      d - mean d(real)      (relativistic: these losses see D only up to a common shift,
+        wgan-gp    d - mean d(real)       which cancels in the difference)
+
+    real_reference: `real_logit_reference` of the batch's real rows (a scalar, or (L,) for token logits);
+    needed under rsgan and wgan-gp only."""
+    if loss == "standard":
+        return rewards_from_logits(fake_logits)
+    if loss == "hinge":
+        return fake_logits
+    if loss in RELATIVISTIC_REWARD_LOSSES:
+        if real_reference is None:
+            raise ValueError(f"the {loss} reward is relativistic: it needs the real rows' mean logit")
+        return fake_logits - real_reference
+    raise ValueError(f"loss must be one of standard, rsgan, hinge, wgan-gp, got {loss!r}")
 
 
 def terminal_rewards(seq_rewards: Tensor, pad_mask: Tensor) -> Tensor:
@@ -157,11 +204,12 @@ def discounted_returns(rewards: Tensor, pad_mask: Tensor, discount: float) -> Te
     return returns.masked_fill(pad_mask, 0.0)
 
 
-def update_baseline(baseline: Tensor, returns: Tensor, pad_mask: Tensor, decay: float, initialized: bool) -> Tensor:
-    """Moving average per position: b_t <- decay * b_t + (1 - decay) * mean over rows of R_t.
+def update_baseline(baseline: Tensor, returns: Tensor, pad_mask: Tensor, decay: float | Tensor,
+                    initialized: bool) -> Tensor:
+    """One moving-average step per position: b_t <- decay_t * b_t + (1 - decay_t) * mean over rows of R_t.
 
-    baseline: (max_len,); positions beyond L, or where every row is padding, keep their value. On the
-    first update (`initialized` False) b takes the batch mean directly, so it does not start biased at 0.
+    baseline: (max_len,); decay: a float, or (L,) one decay per position; positions beyond L, or where every
+    row is padding, keep their value. With `initialized` False b takes the batch mean directly.
     Returns the new baseline (the caller copies it into its buffer)."""
     L = returns.size(1)
     valid = (~pad_mask).to(returns.dtype)  # (B, L)
@@ -175,11 +223,100 @@ def update_baseline(baseline: Tensor, returns: Tensor, pad_mask: Tensor, decay: 
     return out
 
 
+def decay_for_samples(samples: Tensor | float, horizon_samples: float) -> Tensor:
+    """The factor by which a moving average with a horizon of `horizon_samples` samples forgets its history
+    over `samples` new samples: exp(-samples / horizon). Two updates of B samples forget exactly as much as one
+    of 2 B, so the average covers the same samples at every batch size."""
+    return torch.exp(-torch.as_tensor(samples, dtype=torch.float32) / horizon_samples)
+
+
+def update_sample_baseline(baseline: Tensor, weight: Tensor, returns: Tensor, pad_mask: Tensor,
+                           horizon_samples: float) -> tuple[Tensor, Tensor]:
+    """The REINFORCE baseline: per position t, the exponentially weighted mean of every return seen so far at
+    t, a return seen n samples ago (n counting the rows that reached t) weighing exp(-n / horizon_samples).
+
+    The horizon is counted in samples, not in updates, so every batch size averages about the same number
+    of samples (about `horizon_samples` in the 1 / (1 - decay) sense; Kish's effective sample size of the
+    weights is about twice that, and never below one batch). The average is bias-corrected as Adam's moments
+    are: `weight` (max_len,) is the total weight of the history, 0 before any (then the baseline is 0), so
+    the first batches are neither shrunk towards 0 nor used to baseline themselves.
+
+    baseline, weight: (max_len,) the buffers; returns, pad_mask: (B, L). -> (new baseline, new weight).
+    The caller subtracts the baseline *before* updating it with the batch, so a baseline never depends on
+    the samples it is subtracted from (at batch size 1 it would otherwise cancel every advantage)."""
+    if horizon_samples <= 0:
+        raise ValueError(f"the baseline horizon must be > 0 samples, got {horizon_samples}")
+    L = returns.size(1)
+    count = (~pad_mask).to(returns.dtype).sum(dim=0)  # (L,) rows that reach each position
+    decay = decay_for_samples(count, horizon_samples).to(returns.dtype)  # (L,); 1 where no row reached t
+    old_weight = weight[:L]
+    new_weight = decay * old_weight + (1.0 - decay)  # (L,)
+    # in the normalised average, the old mean keeps decay * w_old / w_new of the weight (0 without history)
+    keep = torch.where(new_weight > 0, decay * old_weight / new_weight.clamp(min=1e-30), torch.ones_like(decay))
+    new_baseline = update_baseline(baseline, returns, pad_mask, keep, initialized=True)
+    out_weight = weight.clone()
+    out_weight[:L] = new_weight
+    return new_baseline, out_weight
+
+
+@dataclass
+class PolicySample:
+    tokens: Tensor  # (B, L) sampled ids; PAD after the end token
+    pad_mask: Tensor  # (B, L) True after the end token
+    log_probs: Tensor  # (B, L) log pi(token_t | prefix) of the distribution each token was drawn from; 0 at padding
+
+
+def sample_with_log_probs(net, src: Tensor, src_pad_mask: Tensor, *, length: int, min_length: int,
+                          banned_ids: Sequence[int], z: Tensor | None = None,
+                          generator: torch.Generator | None = None, bos_id: int = BOS_ID, eos_id: int = EOS_ID,
+                          pad_id: int = PAD_ID) -> PolicySample:
+    """Sample `length` tokens per row at temperature 1 and keep, with gradients, the log-probability of each
+    drawn token under the very distribution it was drawn from.
+
+    The same rules and draws as `modules.sampling.generate` (banned ids, no end token before `min_length`,
+    one uniform per row and step from `generator`). Why in one pass rather than re-scoring the tokens
+    afterwards with a teacher-forced forward: in train mode the generator's dropout draws new masks on every
+    forward, so a re-scored log-probability belongs to another policy than the one that produced the token
+    (off-policy). Here each token's log-probability comes from the forward pass (and dropout masks) that
+    drew it, so the REINFORCE gradient is the exact score-function gradient of the policy that acted,
+    dropout masks being part of its randomness; and the generator keeps the dropout the MLE family and the
+    Gumbel estimator train with.
+    """
+    B = src.size(0)
+    state = net.init_state(src, src_pad_mask, z=z)
+    prev = torch.full((B,), bos_id, dtype=torch.long, device=src.device)
+    finished = torch.zeros(B, dtype=torch.bool, device=src.device)
+    banned = None
+    tokens, log_probs, pads = [], [], []
+    for t in range(length):
+        if bool(finished.all()):  # as `generate`, stop drawing once every row has ended: padding follows
+            tokens.append(torch.full_like(prev, pad_id))
+            log_probs.append(log_probs[-1].new_zeros(B))
+            pads.append(finished.clone())
+            continue
+        logits, state = net.step(prev, state)  # (B, V)
+        if banned is None:
+            banned = position_banned_mask(logits.size(-1), length, min_length, banned_ids, eos_id, logits.device)
+        o = process_logits(logits, banned=banned[t])  # (B, V) float32, banned at -inf
+        tok = sample_from_probs(torch.softmax(o.detach(), dim=-1), generator)  # (B,) as `generate` draws
+        tok_logp = torch.log_softmax(o, dim=-1).gather(-1, tok.unsqueeze(-1)).squeeze(-1)  # (B,)
+        tok = tok.masked_fill(finished, pad_id)
+        tokens.append(tok)
+        log_probs.append(tok_logp.masked_fill(finished, 0.0))
+        pads.append(finished.clone())
+        finished = finished | tok.eq(eos_id)
+        prev = tok
+    return PolicySample(torch.stack(tokens, dim=1), torch.stack(pads, dim=1), torch.stack(log_probs, dim=1))
+
+
 def policy_log_probs(net, src: Tensor, src_pad_mask: Tensor, tokens: Tensor, pad_mask: Tensor, *,
                      min_length: int, banned_ids: Sequence[int], z: Tensor | None = None,
                      bos_id: int = BOS_ID, eos_id: int = EOS_ID) -> Tensor:
-    """Teacher-forced log pi(token_t | prefix) of sampled tokens (B, L) under the sampling policy (the same
-    banned ids and end-token rule as `generate`), with gradients; 0 at padding. -> (B, L)"""
+    """Teacher-forced log pi(token_t | prefix) of given tokens (B, L) under the sampling policy (the same
+    banned ids and end-token rule as `generate`), with gradients; 0 at padding. -> (B, L)
+
+    In train mode with dropout this scores under fresh dropout masks, i.e. under another policy than the one
+    that sampled the tokens; REINFORCE uses `sample_with_log_probs` instead."""
     B, L = tokens.shape
     tgt_in = torch.cat([tokens.new_full((B, 1), bos_id), tokens[:, :-1]], dim=1)  # (B, L)
     logits = net(src, src_pad_mask, tgt_in, z=z)  # (B, L, V)

@@ -57,8 +57,10 @@ def gradient_penalty(score_fn: Callable[[Tensor], Tensor], real: Tensor, fake: T
                      generator: torch.Generator | None = None) -> Tensor:
     """WGAN-GP (Gulrajani et al. 2017): E[(||grad_x D(x)||_2 - 1)^2] at x = a * real + (1 - a) * fake.
 
-    real, fake: (B, ...) discriminator inputs in a continuous space — here the input embeddings (B, L, E),
-    since tokens themselves cannot be interpolated; score_fn maps such inputs to (B,) logits.
+    real, fake: (B, ...) discriminator inputs in a continuous space; score_fn maps such inputs to (B,) logits.
+    For text, tokens cannot be interpolated, but their (soft) one-hots (B, L, V) can (`penalty_onehots`):
+    the penalty is then taken with respect to what the discriminator reads, through its embedding, so that
+    the whole critic, embedding matrix included, is held to the Lipschitz constraint.
     One a ~ U(0, 1) per row. The graph is kept (create_graph) so the penalty trains D.
     """
     a = torch.rand(real.size(0), *([1] * (real.dim() - 1)), generator=generator, device=real.device,
@@ -68,6 +70,17 @@ def gradient_penalty(score_fn: Callable[[Tensor], Tensor], real: Tensor, fake: T
     (grad,) = torch.autograd.grad(scores.sum(), x, create_graph=True)
     norms = grad.flatten(1).norm(2, dim=1)  # (B,)
     return ((norms - 1.0) ** 2).mean()
+
+
+def penalty_onehots(tokens_or_onehots: Tensor, pad_mask: Tensor, vocab_size: int) -> Tensor:
+    """The end points WGAN-GP interpolates between: (B, L) ids or (B, L, V) (soft) one-hots -> (B, L, V) float
+    one-hots, 0 at padding (as the Gumbel relaxation leaves ended rows), so that an interpolant's padding
+    carries no token."""
+    if tokens_or_onehots.dim() == 2:
+        onehots = F.one_hot(tokens_or_onehots, vocab_size).float()  # (B, L, V)
+    else:
+        onehots = tokens_or_onehots.float()
+    return onehots * (~pad_mask).unsqueeze(-1).to(onehots.dtype)
 
 
 @torch.no_grad()

@@ -26,12 +26,33 @@ def warmup_schedule(warmup_steps: int, total_steps: int, schedule: str):
     return factor
 
 
+OPTIMIZERS = {"adam": torch.optim.Adam, "adamw": torch.optim.AdamW}
+
+
+def generator_optimizer(kind: str, named_parameters, lr: float, betas, weight_decay: float) -> torch.optim.Optimizer:
+    """The generator's optimizer, one rule for every family: Adam (L2 penalty in the gradient) or AdamW (decoupled
+    decay); weight decay applies to matrices only (>= 2 dims), never to biases, norms' gains or other vectors.
+    Without weight decay all parameters form one group (the layout of checkpoints written before this rule)."""
+    if kind not in OPTIMIZERS:
+        raise ValueError(f"optimizer must be one of {', '.join(OPTIMIZERS)}, got {kind!r}")
+    named = list(named_parameters)
+    if weight_decay > 0:
+        groups = [{"params": [p for _, p in named if p.dim() >= 2], "weight_decay": weight_decay},
+                  {"params": [p for _, p in named if p.dim() < 2], "weight_decay": 0.0}]
+    else:
+        groups = [{"params": [p for _, p in named], "weight_decay": 0.0}]
+    return OPTIMIZERS[kind](groups, lr=lr, betas=tuple(betas))
+
+
 class TransformerSeq2Seq(GeneratorModule):
     """Encoder-decoder Transformer, one loss: token cross-entropy with teacher forcing (padding ignored).
 
     Logged: ``train/loss`` (= ``train/mle_loss``, mean NLL per scored target token under the distribution the model
     samples from, see ``mle_loss``; label smoothing included when set), ``train/lr``, and the shared evaluation
     metrics of ``GeneratorModule``.
+
+    Optimiser: ``optimizer`` (adamw or adam) with ``lr``, ``betas`` and ``weight_decay`` on matrices only
+    (``generator_optimizer``, the rule the GAN generator shares), gradients clipped by norm at ``gradient_clip``.
     """
 
     family = "transformer"
@@ -55,6 +76,7 @@ class TransformerSeq2Seq(GeneratorModule):
         schedule: Literal["constant", "cosine"] = "cosine",
         label_smoothing: float = 0.0,
         gradient_clip: float = 1.0,
+        optimizer: Literal["adam", "adamw"] = "adamw",
         num_eval_samples: int = 200,
         eval_temperature: float = 1.0,
         eval_batch_size: int = 256,
@@ -70,6 +92,11 @@ class TransformerSeq2Seq(GeneratorModule):
             raise ValueError(f"model.label_smoothing must lie in [0, 1), got {label_smoothing}")
         if warmup_steps < 0:
             raise ValueError(f"model.warmup_steps must be >= 0, got {warmup_steps}")
+        if optimizer not in OPTIMIZERS:
+            raise ValueError(f"model.optimizer must be one of {', '.join(OPTIMIZERS)}, got {optimizer!r}")
+        if weight_decay < 0 or gradient_clip < 0:
+            raise ValueError(f"model.weight_decay and model.gradient_clip must be >= 0, got {weight_decay}, "
+                             f"{gradient_clip}")
         self.save_hyperparameters()
         self.generator = EncoderDecoderTransformer(
             TransformerConfig(
@@ -91,14 +118,16 @@ class TransformerSeq2Seq(GeneratorModule):
             norm = torch.nn.utils.clip_grad_norm_(self.generator.parameters(), self.hparams.gradient_clip)
             self.log("train/grad_norm", norm, batch_size=1)
 
+    def generator_optimizer_settings(self) -> dict:
+        """The generator's optimiser as ``configure_optimizers`` builds it (recorded in every results row)."""
+        hp = self.hparams
+        return {"class": hp.optimizer, "lr": float(hp.lr), "betas": [float(b) for b in hp.betas],
+                "weight_decay": float(hp.weight_decay), "gradient_clip": float(hp.gradient_clip)}
+
     def configure_optimizers(self):
-        decay = [p for n, p in self.generator.named_parameters() if p.dim() >= 2]
-        no_decay = [p for n, p in self.generator.named_parameters() if p.dim() < 2]
-        optimizer = torch.optim.AdamW(
-            [{"params": decay, "weight_decay": self.hparams.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
-            lr=self.hparams.lr,
-            betas=tuple(self.hparams.betas),
-        )
+        hp = self.hparams
+        optimizer = generator_optimizer(hp.optimizer, self.generator.named_parameters(), hp.lr, hp.betas,
+                                        hp.weight_decay)
         total = self.trainer.estimated_stepping_batches if self._trainer is not None else 1
         total = int(total) if math.isfinite(total) else 10_000
         scheduler = torch.optim.lr_scheduler.LambdaLR(

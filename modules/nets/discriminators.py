@@ -12,8 +12,8 @@ Soft one-hots enter through the embedding as a matrix product, `onehots @ emb.we
 one-hot is exactly the row lookup `emb(ids)`; so real data (ids) and relaxed fake data (soft one-hots) are
 embedded by one and the same linear map, and the gradient reaches the generator through it.
 
-The forward pass is split in two, `embed` then `score_embedded`, so that WGAN-GP can take its gradient
-penalty with respect to interpolated input embeddings.
+The forward pass is split in two, `embed` then `score_embedded`. The WGAN-GP penalty is taken with respect
+to interpolated (soft) one-hots, before the embedding, so that it constrains the embedding matrix too.
 
 `forward` returns one logit per sequence, (B,). The LSTM discriminator also has `token_logits`, (B, L):
 its output at position t has read only tokens 0..t (the LSTM runs left to right), so it scores every

@@ -16,6 +16,8 @@ from modules.nets.transformer import check_latent, sequence_log_prob
 
 
 class LSTMGenerator(nn.Module):
+    # The submodules that exist only with z_dim > 0: a run started from another run's weights keeps them fresh.
+    latent_modules = ("z_proj",)
 
     def __init__(self, vocab_size: int, emb_dim: int = 32, hidden_dim: int = 32, num_layers: int = 1,
                  pad_id: int = 0, z_dim: int = 0):

@@ -213,6 +213,8 @@ class TransformerState:
 
 
 class EncoderDecoderTransformer(nn.Module):
+    # The submodules that exist only with z_dim > 0: a run started from another run's weights keeps them fresh.
+    latent_modules = ("z_proj", "ln_z")
 
     def __init__(self, config: TransformerConfig):
         super().__init__()
