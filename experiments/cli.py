@@ -178,7 +178,8 @@ def main(command: str, argv: list[str]) -> int:
         source.add_argument("--checkpoint", help="a checkpoint of either family")
         source.add_argument("--run-dir", help="a sweep's run folder: every run with a final.ckpt")
         parser.add_argument("--data-config", help="YAML with the checkpoint's data section (default: found beside it)")
-        parser.add_argument("--temperatures", nargs="+", metavar="T", help="default 0.6,0.8,1.0,1.2,1.5")
+        parser.add_argument("--temperatures", nargs="+", metavar="T",
+                            help="default: 0.3 to 2.5, geometric through 1 (presets.DEFAULT_TEMPERATURES)")
         parser.add_argument("--num-samples", type=int, help="samples per temperature (default: the model's)")
         parser.add_argument("--out", help="output folder (default: beside the checkpoint / RUN_DIR/temperature)")
         parser.add_argument("--families", nargs="+", help="with --run-dir: only these families")

@@ -54,8 +54,11 @@ def _summary(row: dict) -> str:
     for name, key in (("NLL_oracle", "nll_oracle_per_token"), ("NLL_test", "nll_test_per_token")):
         if key in f:
             parts.append(f"{name} {f[key]:.3f}")
-    if "probes" in row and row["probes"].get("mi_fraction") == row["probes"].get("mi_fraction"):
-        parts.append(f"MI {row['probes']['mi_model']:.3f}/{row['probes']['mi_oracle']:.3f}")
+    if "probes" in row:  # the model's own dependence on c first; the oracle's MI on its samples is only a bound
+        p = {k: row["probes"].get(k, float("nan")) for k in
+             ("mi_self", "mi_oracle", "accuracy", "chance_accuracy", "mi_model")}
+        parts.append(f"own MI {p['mi_self']:.3f}/{p['mi_oracle']:.3f} (data's)  condition accuracy "
+                     f"{p['accuracy']:.2f} (chance {p['chance_accuracy']:.2f})  oracle bound {p['mi_model']:.3f}")
     flags = [w for w in ("diverged", "collapsed") if row.get(w)]
     parts.append(f"{row['wall_time_s']:.1f}s" + (f" [{', '.join(flags)}]" if flags else ""))
     return "  ".join(parts)

@@ -25,6 +25,21 @@ ORACLE = "modules.data.OracleDataModule"
 TEXT = "modules.data.TextDataModule"
 
 
+def geometric_temperatures(low: float = 0.3, high: float = 2.5, below: int = 4, above: int = 3) -> list[float]:
+    """Temperatures from ``low`` to ``high``, geometric on each side of T = 1 (``below`` steps up to 1, ``above``
+    steps beyond it), rounded to 3 decimals. The default, 0.3 0.405 0.548 0.74 1 1.357 1.842 2.5 (ratios about
+    1.35), is wide enough that an MLE and a GAN curve overlap in diversity, which Q4's matched comparisons need."""
+    if not 0 < low < 1 < high:
+        raise ValueError(f"temperatures need 0 < low < 1 < high, got low={low}, high={high}")
+    down = [round(low ** (1 - i / below), 3) for i in range(below)]
+    up = [round(high ** (i / above), 3) for i in range(1, above + 1)]
+    return down + [1.0] + up
+
+
+# Every preset's temperature sweep unless it names its own (``gvt temperature`` uses it too).
+DEFAULT_TEMPERATURES = geometric_temperatures()
+
+
 # The generator's optimiser in every experiment preset, for every family: the MLE Transformer's recipe (AdamW,
 # beta2 0.98, decay 0.01 on matrices, clipping at norm 1).
 GENERATOR_OPTIMIZER = dict(optimizer="adamw", betas=(0.9, 0.98), weight_decay=0.01, gradient_clip=1.0)
@@ -82,7 +97,7 @@ class SweepSettings:
     budget_value: int = 1024
     lr_scaling: str = "sqrt"
     reference_batch_size: int = 16
-    temperatures: list[float] = field(default_factory=lambda: [0.6, 0.8, 1.0, 1.2, 1.5])
+    temperatures: list[float] = field(default_factory=lambda: list(DEFAULT_TEMPERATURES))
     temperature_batch_sizes: Optional[list[int]] = None  # None: the reference batch size only
     noise_batch_sizes: Optional[list[int]] = None  # None: the reference batch size only
     noise: dict = field(default_factory=lambda: dict(b_small=2, micro_batches=8, rounds=4))
@@ -205,7 +220,6 @@ def _paper() -> Preset:
                                                                 "gan-gumbel-pt", "gan-reinforce-pt", "mle-continued"],
                             batch_sizes=[1, 2, 4, 8, 16, 32, 64, 128, 256], seeds=[0, 1, 2, 3, 4], budget="samples",
                             budget_value=200_000, lr_scaling="sqrt", reference_batch_size=64, pretrain_budget=200_000,
-                            temperatures=[0.5, 0.7, 0.85, 1.0, 1.2, 1.5, 2.0],
                             noise=dict(b_small=4, micro_batches=16, rounds=8),
                             trainer=dict(accelerator="auto", devices=1), threads=None),
         ablation=AblationSettings(data=data, models=models, families=["transformer", "gan-gumbel", "gan-reinforce"],
@@ -234,7 +248,7 @@ def _coco() -> Preset:
                                                                 "gan-gumbel-pt", "gan-reinforce-pt", "mle-continued"],
                             batch_sizes=[1, 4, 16, 64, 256], seeds=[0, 1, 2], budget="samples", budget_value=100_000,
                             pretrain_budget=100_000,
-                            lr_scaling="sqrt", reference_batch_size=64, temperatures=[0.5, 0.7, 0.85, 1.0, 1.2, 1.5],
+                            lr_scaling="sqrt", reference_batch_size=64,
                             trainer=dict(accelerator="auto", devices=1), threads=None),
         ablation=None,
     )

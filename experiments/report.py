@@ -9,12 +9,15 @@ from __future__ import annotations
 
 import csv
 import json
+import math
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
 
 from experiments import verdicts as V
+from experiments.baselines import attach_references, j_score, learning, references_of
+from experiments.presets import DEFAULT_TEMPERATURES
 from experiments.results import ResultsTable, atomic_write_text, read_plan
 from experiments.stats import Interval, finite, t_interval
 from experiments.temperature import costs, dominated_fraction, quality_diversity_axes, read_curve
@@ -120,6 +123,10 @@ def plot_metrics_vs_batch(rows: list[dict], path: Path) -> Optional[Path]:
             init = t_interval([V._get(r, init_key) for r in sweep])
             if finite(init.mean):
                 ax.axhline(init.mean, color="0.5", ls=":", lw=1, label="untrained")
+            base = key.split(".", 1)[1]
+            for ref in references_of(sweep)[:1]:
+                for b, ls in ((ref["unigram"], "--"), (ref["bigram"], "-.")):
+                    ax.axhline(b[base], color="0.3", ls=ls, lw=1, label=f"counted {b['name']}")
         if key == "failure":
             ax.set_ylim(-0.05, 1.05)
         ax.set_xscale("log", base=2)
@@ -314,8 +321,10 @@ def plot_mi(rows: list[dict], path: Path) -> Optional[Path]:
     return path
 
 
-def plot_quality_diversity(curves: dict[str, list[list[dict]]], path: Path) -> Optional[Path]:
-    """One curve per label (family) across temperatures: each seed faint, the mean over seeds bold."""
+def plot_quality_diversity(curves: dict[str, list[list[dict]]], path: Path,
+                           reference: Optional[dict] = None) -> Optional[Path]:
+    """One curve per label (family) across temperatures: each seed faint, the mean over seeds bold; on oracle
+    data with ``reference`` (the counted baselines), the tempered unigram's curve and the bigram's point too."""
     curves = {k: [c for c in v if c] for k, v in curves.items()}
     curves = {k: v for k, v in curves.items() if v}
     if not curves:
@@ -338,6 +347,17 @@ def plot_quality_diversity(curves: dict[str, list[list[dict]]], path: Path) -> O
             ax.annotate(f"{t:g}", (x, y), textcoords="offset points", xytext=(4, 3), fontsize=7, color=color)
             if t == 1.0:
                 ax.plot([x], [y], "s", color=color, ms=8, mfc="none")
+    if kind == "oracle" and reference:
+        uni = reference.get("unigram_tempered") or []
+        if uni:
+            ax.plot([p["nll_test_per_token"] for p in uni], [p["nll_oracle_per_token"] for p in uni], "--",
+                    color="0.45", lw=1.2, label="counted unigram across T (floor)")
+            for p in uni:
+                ax.annotate(f"{p['temperature']:g}", (p["nll_test_per_token"], p["nll_oracle_per_token"]),
+                            textcoords="offset points", xytext=(4, -8), fontsize=6, color="0.45")
+        bi = reference["bigram"]
+        ax.plot([bi["nll_test_per_token"]], [bi["nll_oracle_per_token"]], "D", color="0.25", ms=6,
+                label="counted bigram (T = 1)")
     if kind == "oracle":
         ax.set_xlabel("NLL_test per token (coverage; lower is better)")
         ax.set_ylabel("NLL_oracle per token (quality; lower is better)")
@@ -489,25 +509,61 @@ def _fmt(iv, digits=3):
     return iv.fmt(digits)
 
 
+def _baseline_cells(b: dict, keys: list[str]) -> list[str]:
+    return [f"{b[k]:.3f}" if finite(b.get(k)) else "-" for k in keys]
+
+
+def baseline_rows(rows: list[dict], keys: list[str], width: int, lead: int) -> list[str]:
+    """Table rows for the counted baselines of ``rows``' data: ``lead`` label columns, then ``keys`` (baseline
+    fields or "-"), padded with "-" to ``width`` columns in all."""
+    out = []
+    for ref in references_of(rows):
+        for b in (ref["unigram"], ref["bigram"]):
+            label = f"*{b['name']} (counted, add-{b['k']:g})*"
+            cells = [label] + ["-"] * (lead - 1) + _baseline_cells(b, keys)
+            out.append("| " + " | ".join(cells + ["-"] * (width - len(cells))) + " |")
+    return out
+
+
 def metrics_table(rows: list[dict]) -> list[str]:
+    """Final metrics per family and batch size, and the counted baselines on the same data (J: lower is better;
+    learning: the drop in J from the untrained model)."""
     sweep = [r for r in rows if r["kind"] == "sweep"]
     if not sweep:
         return []
     oracle = any(finite(V._get(r, "final.nll_oracle_per_token")) for r in sweep)
-    cols = ([("NLL_oracle", "final.nll_oracle_per_token")] if oracle else []) + [
-        ("NLL_test", "final.nll_test_per_token"), ("BLEU-3", "final.bleu3"), ("Self-BLEU-3", "final.self_bleu3"),
-        ("distinct-2", "final.distinct2")]
-    lines = ["| family | batch | updates | " + " | ".join(c for c, _ in cols) + " | failed | time (s) |",
+    cols = ([("NLL_oracle", "final.nll_oracle_per_token", "nll_oracle_per_token")] if oracle else []) + [
+        ("NLL_test", "final.nll_test_per_token", "nll_test_per_token"),
+        ("H(model)", "final.model_entropy_per_token", "entropy_per_token")]
+    cols += [("J", j_score, "j"), ("learning (drop in J)", learning, None)] if oracle else []
+    cols += [("BLEU-3", "final.bleu3", None), ("Self-BLEU-3", "final.self_bleu3", None),
+             ("distinct-2", "final.distinct2", None)]
+    lines = ["| family | batch | updates | " + " | ".join(c for c, _, _ in cols) + " | failed | time (s) |",
              "|---|---:|---:|" + "---|" * len(cols) + "---:|---:|"]
     for fam in V.families_of(sweep):
         for b in sorted({r["batch_size"] for r in V._by(sweep, family=fam)}):
             rs = V._by(sweep, family=fam, batch_size=b)
-            cells = [_fmt(t_interval([V._get(r, k) for r in rs]), 3) for _, k in cols]
+            cells = [_fmt(t_interval([k(r) if callable(k) else V._get(r, k) for r in rs]), 3) for _, k, _ in cols]
             fails = sum(bool(r.get("diverged") or r.get("collapsed")) for r in rs)
             wall = sum(r.get("wall_time_s", 0) for r in rs) / len(rs)
             updates = f"{rs[0].get('updates')}" + (" (underpowered)" if any(V.is_underpowered(r) for r in rs) else "")
             lines.append(f"| {fam} | {b} | {updates} | " + " | ".join(cells) +
                          f" | {fails}/{len(rs)} | {wall:.1f} |")
+    lines += baseline_rows(sweep, [b or "" for _, _, b in cols], width=3 + len(cols) + 2, lead=3)
+    return lines
+
+
+def tempered_unigram_table(rows: list[dict]) -> list[str]:
+    """The counted unigram at each temperature of the sweep: the quality-diversity curve of a model that learned
+    word frequencies and nothing else."""
+    refs = [ref for ref in references_of([r for r in rows if r["kind"] == "sweep"]) if ref.get("unigram_tempered")]
+    if not refs:
+        return []
+    lines = ["| T | NLL_test | NLL_oracle | H | J |", "|---:|---:|---:|---:|---:|"]
+    for p in refs[0]["unigram_tempered"]:
+        lines.append(f"| {p['temperature']:g} | " + " | ".join(_baseline_cells(p, ["nll_test_per_token",
+                                                                                    "nll_oracle_per_token",
+                                                                                    "entropy_per_token", "j"])) + " |")
     return lines
 
 
@@ -545,10 +601,10 @@ def ablation_table(rows: list[dict]) -> list[str]:
     abl = [r for r in rows if r["kind"] == "ablation" and "probes" in r]
     if not abl:
         return []
-    lines = ["| model | condition | strength | own I(c; y) (nats) | data's I(c; y) | dependence (own / data's) | "
-             "oracle's bound on samples | accuracy (chance, oracle) | change: noise / z / condition | "
-             "swap follow / stick |",
-             "|---|---|---:|---|---|---|---|---|---|---|"]
+    lines = ["| model | condition | strength | J | own I(c; y) (nats) | data's I(c; y) | dependence (own / data's) | "
+             "oracle's bound on samples (a bound, not the model's MI) | accuracy (chance, oracle) | "
+             "change: noise / z / condition | swap follow / stick |",
+             "|---|---|---:|---|---|---|---|---|---|---|---|"]
     keys = []
     for r in abl:
         k = (_variant(r), r["condition"], r.get("condition_strength"))
@@ -559,17 +615,54 @@ def ablation_table(rows: list[dict]) -> list[str]:
         p = lambda k: t_interval([r["probes"].get(k) for r in rs])  # noqa: E731
         chance, oracle_acc = p("chance_accuracy").mean, p("oracle_accuracy").mean
         lines.append(
-            f"| {variant} | {cond} | {strength if strength is not None else '-'} | {_fmt(p('mi_self'))} | "
+            f"| {variant} | {cond} | {strength if strength is not None else '-'} | "
+            f"{_fmt(t_interval(j_score(r) for r in rs))} | {_fmt(p('mi_self'))} | "
             f"{p('mi_oracle').fmt(3)} | {_fmt(p('mi_self_fraction'))} | {_fmt(p('mi_model'))} | "
             f"{_fmt(p('accuracy'))} ({chance:.2f}, {oracle_acc:.2f}) | "
             f"{p('change_noise').mean:.2f} / {p('change_z').mean:.2f} / {p('change_condition').mean:.2f} | "
             f"{p('swap_follow').mean:.2f} / {p('swap_stick').mean:.2f} |")
+    for ref in references_of(abl):
+        args = ref.get("data", {}).get("init_args", {})
+        where = f"{args.get('condition', 'none')}, strength {args.get('condition_strength', '-')}"
+        for b in (ref["unigram"], ref["bigram"]):
+            lines.append(f"| *{b['name']} (counted, ignores the condition)* | {where} | | {b['j']:.3f} | 0 | | 0 | | "
+                         "| | |")
     return lines
 
 
-def verdict_table_text(vs: list[V.Verdict]) -> str:
+def baselines_summary(rows: list[dict]) -> list[str]:
+    lines = []
+    for ref in references_of(rows):
+        args = ref.get("data", {}).get("init_args", {})
+        where = ", ".join(f"{k} {v}" for k, v in args.items()) or ref.get("data", {}).get("class_path", "")
+        parts = [f"{b['name']} (add-{b['k']:g}) NLL_test {b['nll_test_per_token']:.3f}, NLL_oracle "
+                 f"{b['nll_oracle_per_token']:.3f}, H {b['entropy_per_token']:.3f}, J {b['j']:.3f}"
+                 for b in (ref["unigram"], ref["bigram"])]
+        lines.append(f"- data {where}: oracle entropy {ref['oracle_entropy_per_token']:.3f} "
+                     f"(se {ref['oracle_entropy_se']:.3f}) nats/token, uniform {ref['uniform_nll_per_token']:.3f}; "
+                     + "; ".join(parts))
+    return lines or ["- none: J and the baselines need oracle data"]
+
+
+def cells_table(v: V.Verdict) -> list[str]:
+    """A question's cells at the level its verdict used."""
+    if not v.cells:
+        return []
+    lines = [f"| cell | estimate [interval at {v.level:.4g}] (seeds) | SESOI | precondition |", "|---|---|---|---|"]
+    for name, cell in v.cells.items():
+        mark = " **(primary)**" if name == v.primary else ""
+        pre = ("met" if cell.precondition_met else "not met" if cell.precondition_met is False else "unknown")
+        pre = f"{pre}: {cell.precondition}" if cell.precondition else "-"
+        margin = f"{cell.margin:g}" if cell.margin is not None else "-"
+        lines.append(f"| {cell.description}{mark} | {cell.fmt()} | {margin} | {pre} |")
+    return lines
+
+
+def verdict_table_text(vs: list[V.Verdict], prereg_hash: str = "", alpha: float = 0.05) -> str:
     width = max(len(v.verdict) for v in vs)
-    lines = ["Verdicts (95% t-intervals over seeds; rules in the report):"]
+    lines = [f"Verdicts (each question's primary cell against its SESOI; t-intervals over seeds at Holm-adjusted "
+             f"levels, family-wise {1 - alpha:.0%}; rules in the report)"
+             + (f"; pre-registration hash {prereg_hash}" if prereg_hash else "") + ":"]
     for v in vs:
         lines.append(f"  {v.question:<4} {v.verdict:<{width}}  {v.evidence}")
     return "\n".join(lines)
@@ -626,7 +719,8 @@ def _plan_summary(plan: Optional[dict]) -> list[str]:
 
 
 def write_markdown(path: Path, run_dir: Path, rows, plan, vs: list[V.Verdict], figures: dict[str, Path],
-                   noise, ref_bs: int, n_errors: int, pretrained: Optional[list[str]] = None) -> None:
+                   noise, ref_bs: int, n_errors: int, prereg: Optional[dict] = None,
+                   settings: Optional[V.VerdictSettings] = None, pretrained: Optional[list[str]] = None) -> None:
     from experiments.runner import COLLAPSE_DISTINCT2_RATIO, COLLAPSE_UNIQUE, DIVERGENCE_NATS
 
     wall = sum(r.get("wall_time_s", 0) for r in rows)
@@ -638,17 +732,34 @@ def write_markdown(path: Path, run_dir: Path, rows, plan, vs: list[V.Verdict], f
             if any(r['kind'] in ('pretrain', 'pretrained-arm') for r in rows) else "") + "; "
          f"{wall / 60:.1f} min of training and evaluation in total)"
          + (f"; {n_errors} run(s) failed and are missing" if n_errors else "") + ".", ""]
+    settings = settings or V.VerdictSettings()
     L += _plan_summary(plan) + [""]
+    if prereg:
+        L += [f"**Pre-registration hash: `{prereg['hash']}`** (sha256 of the experiments' presets, settings - "
+              "budgets, learning rates and their scaling, temperatures, data - and grids - families, batch sizes, "
+              "seeds - and of the verdict settings: SESOIs, alpha, primary cells; `verdicts.json` lists them). "
+              "A verdict run is judged by the settings this hash was committed with.", ""]
+    sesois = ", ".join(f"{q} {m:g} ({V.SESOI_UNITS.get(q, '')})" for q, m in settings.sesoi.items())
     L += ["## Verdicts", "",
-          "Each verdict is decided from the data by the rule in its section: *supported* when the 95% t-interval "
-          "over seeds lies wholly on the side the claim predicts, *not supported* when it lies wholly on the other "
-          "side, *inconclusive* otherwise (or when a precondition fails). Questions decided in several cells "
-          "(GAN families, ablation settings) are supported when at least half the cells are supported and none "
-          "contradicts, not supported in the mirror case, inconclusive otherwise.", "",
-          "| # | claim | verdict | evidence |", "|---|---|---|---|"]
+          "One rule for every question, on its one primary cell (a statistic per seed, oriented so that the claim "
+          "predicts a positive value) and its smallest effect of interest (SESOI): *supported* when the "
+          "t-interval over seeds lies above 0 and the estimate is at least the SESOI; *not supported* when the "
+          "interval lies below the SESOI; *inconclusive* otherwise, and with fewer than "
+          f"{settings.min_seeds} seeds, seeds that all gave the same value (no honest interval), a cell that was "
+          "not run, or a failed precondition (a family whose J does not beat the counted unigram's is not usable). "
+          f"Holm's step-down keeps the family-wise error at {settings.alpha:g} across the questions: the one with "
+          "the smallest p-value is decided at level 1 - alpha/m, the next at 1 - alpha/(m - 1), ..., and the "
+          f"first undecided one stops the rest. SESOIs: {sesois}. Learning is the drop in "
+          "J = KL(p || q) + KL(q || p) per token (NLL_test - H(oracle) + NLL_oracle - H(model)), which sharpening "
+          "alone cannot improve.", "",
+          "| # | claim | verdict | SESOI | evidence |", "|---|---|---|---|---|"]
     for v in vs:
-        L.append(f"| {v.question} | {v.claim} | **{v.verdict}** | {v.evidence} |")
+        margin = f"{v.margin:g}" if v.margin is not None else "-"
+        L.append(f"| {v.question} | {v.claim} | **{v.verdict}** | {margin} | {v.evidence} |")
     L.append("")
+    L += ["Counted baselines on the training split (every table below prints them; a family is usable only where "
+          "its J is below the unigram's):", ""]
+    L += baselines_summary(rows) + [""]
     sections = {
         "Q1": ("losses", "Q1: two losses in a game vs one cooperative loss"),
         "Q2": ("metrics", "Q2: batch size, down to one sample"),
@@ -661,12 +772,26 @@ def write_markdown(path: Path, run_dir: Path, rows, plan, vs: list[V.Verdict], f
         fig, title = sections.get(v.question, (None, v.question))
         if title:
             L += [f"## {title}", ""]
-        L += [f"**{v.question} - {v.verdict}.** {v.claim}", "", f"Rule: {v.rule}", ""]
+        L += [f"**{v.question} - {v.verdict}** ({v.reason}). {v.claim}", "", f"Rule: {v.rule}", ""]
+        level = (f"Decided at interval level {v.level:.4g}" + (f" (Holm step {v.holm['rank']} of {v.holm['of']})"
+                                                                 if v.holm.get("rank") else "") + ".")
+        L += [level, ""] + cells_table(v) + [""]
         L += v.details + [""]
+        if v.question == "Q1" and isinstance(v.extra.get("null"), dict):
+            null = v.extra["null"]
+            L += [f"Null (checkpoint order permuted, {null['permutations']} times): {null['mean']:.3g}, 95% within "
+                  f"[{null['interval'][0]:.3g}, {null['interval'][1]:.3g}].", ""]
+        if v.question == "Q2":
+            L += ["Budgets per batch size (samples seen / generator updates): " + ", ".join(
+                f"bs {b}: {v.extra['budgets']['samples'][b]} / {v.extra['budgets']['steps'][b]}"
+                for b in v.extra["budgets"]["samples"]), "",
+                  "Controls: " + "; ".join(f"{k}: {c if isinstance(c, str) else json.dumps(_nan_to_none(c))}"
+                                           for k, c in v.extra["controls"].items()), ""]
         if fig and figures.get(fig):
             L += [f"![{fig}]({figures[fig].name})", ""]
         if v.question == "Q2":
-            L += ["Final metrics per family and batch size (mean [95% t-interval] (seeds)):", ""]
+            L += ["Final metrics per family and batch size (mean [95% t-interval] (seeds)), and the counted "
+                  "baselines:", ""]
             L += metrics_table(rows) + [""]
             L += [f"Divergence: a non-finite training loss or final NLL, or a final NLL_oracle per token more than "
                   f"{DIVERGENCE_NATS} nat above the untrained model's. Mode collapse: fewer than "
@@ -674,6 +799,9 @@ def write_markdown(path: Path, run_dir: Path, rows, plan, vs: list[V.Verdict], f
                   "distinct-2 of as many test sentences.", ""]
             L += ["Training settings per family and batch size (the generator's optimiser; the final Gumbel beta):",
                   ""] + optimizer_table(rows) + ["", HORIZONS.format(n=V.MIN_VERDICT_UPDATES), ""]
+        if v.question == "Q4b":
+            L += ["The counted unigram across the same temperatures (the floor of the quality-diversity plot):", ""]
+            L += tempered_unigram_table(rows) + [""]
         if v.question == "Q3":
             L += ablation_table(rows) + [""]
             L += ["Own I(c; y): H(c) + E[log q(c | y)] with the model's own likelihood over model samples (exact "
@@ -753,22 +881,27 @@ def make_report(run_dir: str | Path, out: Optional[str | Path] = None, wandb_mod
     ref_bs = sweep_plan.get("reference_batch_size") or (sizes[len(sizes) // 2] if sizes else 0)
     curves = load_curves(run_dir, rows)
     temps = temperature_loader(run_dir)
+    # Each row with the counted baselines of its data (computed once per data config, cached in the run folder).
+    rows = attach_references(run_dir, rows, sweep_plan.get("temperatures") or DEFAULT_TEMPERATURES)
+    settings = V.VerdictSettings.from_plan(plan)
+    prereg = V.preregistration(plan, settings)
 
-    decided = V.verdict_rows(rows)  # underpowered runs are reported, never decided on
-    vs = [V.q1(decided, curves, ref_bs), V.q2(decided, ref_bs), V.q3_condition(decided), V.q3_latent(decided),
-          *V.q4(decided, temps, ref_bs)]
+    # underpowered runs are reported, never decided on (every question also filters through V.verdict_rows)
+    vs = V.all_verdicts(V.verdict_rows(rows), curves, temps, ref_bs, settings)
     noise = V.noise_table(rows, ref_bs)
 
     qd = {}
     for r in rows:
         if r["kind"] == "sweep" and r["batch_size"] == ref_bs:
             qd.setdefault(r["family"], []).append(temps(r))
+    sweep_refs = references_of([r for r in rows if r["kind"] == "sweep"])
     figures = {
         "metrics": plot_metrics_vs_batch(rows, folder / "metrics_vs_batch_size.png"),
         "losses": plot_losses(rows, curves, folder / "loss_curves.png", sorted({min(sizes or [0]), ref_bs})),
         "noise": plot_noise(noise, folder / "noise_scale.png"),
         "mi": plot_mi(rows, folder / "conditioning.png"),
-        "qd": plot_quality_diversity(qd, folder / "quality_diversity.png"),
+        "qd": plot_quality_diversity(qd, folder / "quality_diversity.png",
+                                     sweep_refs[0] if len(sweep_refs) == 1 else None),
         "pretrained": plot_handover_curves(rows, temps, folder / "pretrained_arms.png"),
     }
     n_errors = 0
@@ -778,7 +911,39 @@ def make_report(run_dir: str | Path, out: Optional[str | Path] = None, wandb_mod
         n_errors = len({json.loads(l)["key"] for l in errors.read_text().splitlines() if l.strip()} - done)
     markdown = folder / "report.md"
     pretrained = pretrained_section(rows, temps, figures["pretrained"])
-    write_markdown(markdown, run_dir, rows, plan, vs, figures, noise, ref_bs, n_errors, pretrained)
-    atomic_write_text(folder / "verdicts.json", json.dumps([asdict(v) for v in vs], indent=2) + "\n")
-    log_to_wandb(plan, folder, figures, vs, rows, wandb_mode)
-    return ReportResult(folder, markdown, [p for p in figures.values() if p], vs, verdict_table_text(vs))
+    write_markdown(markdown, run_dir, rows, plan, vs, figures, noise, ref_bs, n_errors, prereg, settings, pretrained)
+    atomic_write_text(folder / "verdicts.json", json.dumps(verdicts_json(vs, prereg, settings, rows), indent=2,
+                                                           default=_json_value) + "\n")
+    log_to_wandb(plan, folder, figures, vs, [{k: v for k, v in r.items() if k != "reference"} for r in rows],
+                 wandb_mode)
+    return ReportResult(folder, markdown, [p for p in figures.values() if p], vs,
+                        verdict_table_text(vs, prereg["hash"], settings.alpha))
+
+
+def _json_value(value):
+    raise TypeError(f"cannot write {type(value).__name__} to verdicts.json")
+
+
+def _nan_to_none(value):
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _nan_to_none(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_nan_to_none(v) for v in value]
+    return value
+
+
+def verdicts_json(vs: list[V.Verdict], prereg: dict, settings: V.VerdictSettings, rows: list[dict]) -> dict:
+    """verdicts.json: the pre-registration (hash and settings), the Holm family, one entry per question (verdict,
+    rule, margin = the SESOI, cells with estimate / interval / n / precondition_met; Q1 adds null, Q2 budgets and
+    controls) and the counted baselines. Non-finite numbers are written as null."""
+    return _nan_to_none({
+        "preregistration": prereg,
+        "alpha": settings.alpha,
+        "correction": "holm",
+        "questions": {v.question: v.to_json() for v in vs},
+        "baselines": [{k: ref.get(k) for k in ("data", "oracle_entropy_per_token", "oracle_entropy_se",
+                                                "uniform_nll_per_token", "unigram", "bigram", "unigram_tempered")}
+                      for ref in references_of(rows)],
+    })

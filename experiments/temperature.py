@@ -16,10 +16,15 @@ Every point also carries ``model_entropy_per_token``, the model's NLL of its own
 For a GAN generator with a latent input, NLL_test at every T is the run's estimate of the z-marginal,
 -log mean_k p(y | c, z_k) over the model's ``nll_z_samples`` draws, with the same seeded draws as the run's
 NLL_test.
+
+Two curves are compared where they can be: quality at matched diversity and diversity at matched quality
+(``matched_gap``), each curve interpolated between neighbouring temperatures and reduced to its lower envelope.
+The default temperatures (``experiments.presets.DEFAULT_TEMPERATURES``, 0.3 to 2.5) are wide so that they overlap.
 """
 
 from __future__ import annotations
 
+import bisect
 import csv
 import json
 import math
@@ -30,7 +35,7 @@ import torch
 
 from modules.metrics import SequenceNLL
 
-DEFAULT_TEMPERATURES = (0.6, 0.8, 1.0, 1.2, 1.5)
+from experiments.presets import DEFAULT_TEMPERATURES  # one grid for the presets and `gvt temperature`
 
 
 @torch.no_grad()
@@ -149,6 +154,57 @@ def dominated_fraction(curve: list[tuple[float, float]], points: list[tuple[floa
         return False
 
     return sum(dominated(p) for p in points) / len(points)
+
+
+def lower_envelope(curve: list[tuple[float, float]], per_segment: int = 32) -> tuple[list[float], list[float]]:
+    """The best quality cost a curve reaches at each diversity cost: the polyline through the temperatures
+    (interpolating between neighbours, as a temperature in between would, to first order), densified, sorted
+    by diversity cost, with the running minimum of the quality cost. (xs, best y at diversity cost <= x)."""
+    pts = list(curve[:1])
+    for a, b in zip(curve, curve[1:]):
+        pts += [(a[0] + (b[0] - a[0]) * i / per_segment, a[1] + (b[1] - a[1]) * i / per_segment)
+                for i in range(1, per_segment + 1)]
+    pts.sort()
+    xs, best = [], []
+    for x, y in pts:
+        xs.append(x)
+        best.append(min(y, best[-1]) if best else y)
+    return xs, best
+
+
+def _envelope_at(envelope: tuple[list[float], list[float]], x: float) -> float:
+    xs, best = envelope
+    return best[max(0, bisect.bisect_right(xs, x) - 1)]
+
+
+def matched_gap(better: list[tuple[float, float]], worse: list[tuple[float, float]], matched: str = "diversity",
+                grid: int = 64) -> Optional[float]:
+    """How much lower ``better``'s cost is than ``worse``'s where the other cost is matched, averaged over the
+    range both curves span (positive: ``better`` is better there). Points are (diversity cost, quality cost).
+
+    - ``matched="diversity"``: quality at matched diversity: the mean over diversity costs x in the overlap of
+      the two curves' x ranges of worse's best quality cost at x minus better's (``lower_envelope``);
+    - ``matched="quality"``: diversity at matched quality, the same with the axes swapped.
+
+    None when the ranges do not overlap (the curves were never measured at a common diversity / quality).
+    """
+    if matched not in ("diversity", "quality"):
+        raise ValueError(f"matched must be 'diversity' or 'quality', got {matched!r}")
+    if matched == "quality":
+        better, worse = [(y, x) for x, y in better], [(y, x) for x, y in worse]
+    if not better or not worse:
+        return None
+    lo = max(min(p[0] for p in better), min(p[0] for p in worse))
+    hi = min(max(p[0] for p in better), max(p[0] for p in worse))
+    if not hi > lo:
+        return None
+    env_b, env_w = lower_envelope(better), lower_envelope(worse)
+    xs = [lo + (hi - lo) * i / (grid - 1) for i in range(grid)]
+    return sum(_envelope_at(env_w, x) - _envelope_at(env_b, x) for x in xs) / grid
+
+
+def axis_range(curve: list[tuple[float, float]], axis: int) -> tuple[float, float]:
+    return min(p[axis] for p in curve), max(p[axis] for p in curve)
 
 
 # ---- `gvt temperature` ----------------------------------------------------------------------------------------

@@ -102,11 +102,25 @@ def test_sweep_all_writes_rows_report_and_verdict_table(smoke_folder):
                  "quality_diversity.png", "report.md", "verdicts.json"):
         assert (report / name).is_file() and (report / name).stat().st_size > 1000, name
     md = (report / "report.md").read_text()
-    assert "| # | claim | verdict | evidence |" in md
+    assert "| # | claim | verdict | SESOI | evidence |" in md
     for q in ("Q1", "Q2", "Q3", "Q3z", "Q4a", "Q4b"):
         assert f"| {q} |" in md
-    assert {v["verdict"] for v in json.loads((report / "verdicts.json").read_text())} <= VERDICTS
-    assert "Verdicts (95% t-intervals" in result.stdout
+    verdicts = json.loads((report / "verdicts.json").read_text())
+    questions = verdicts["questions"]
+    assert list(questions) == ["Q1", "Q2", "Q3", "Q3z", "Q4a", "Q4b"]
+    for q in questions.values():
+        assert q["verdict"] in VERDICTS and q["rule"] and q["margin"] > 0 and q["primary"] in q["cells"]
+        for cell in q["cells"].values():
+            assert {"estimate", "interval", "n", "precondition_met"} <= set(cell)
+    assert "null" in questions["Q1"]
+    assert set(questions["Q2"]["budgets"]) == {"samples", "steps"}
+    assert set(questions["Q2"]["controls"]) == {"frozen_d", "minibatch_std", "accumulation"}
+    prereg = verdicts["preregistration"]["hash"]
+    assert f"pre-registration hash {prereg}" in result.stdout and f"`{prereg}`" in md
+    (baselines,) = [b for b in verdicts["baselines"] if "condition" not in b["data"]["init_args"]]
+    assert abs(baselines["oracle_entropy_per_token"] - 3.30) < 0.05  # the small oracle's (issue 10)
+    assert baselines["unigram"]["j"] > 0 and baselines["bigram"]["j"] > 0
+    assert "*unigram (counted" in md and "*bigram (counted" in md
 
 
 @pytest.mark.slow

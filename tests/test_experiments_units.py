@@ -14,8 +14,8 @@ from experiments.noise_scale import estimate_from_norms
 from experiments.plan import PlanMismatch, register
 from experiments.presets import get_preset
 from experiments.results import ResultsTable
-from experiments.stats import log_t_interval, t_interval
-from experiments.temperature import dominated_fraction
+from experiments.stats import log_t_interval, seeds_needed, t_interval, t_quantile
+from experiments.temperature import dominated_fraction, lower_envelope, matched_gap
 
 
 # ---- results table --------------------------------------------------------------------------------------------
@@ -142,64 +142,99 @@ def test_dominated_fraction_geometry():
     assert dominated_fraction(curve, [(1.5, 2.5), (0.5, 4.0)]) == 0.5  # on a segment counts; far left does not
 
 
-# ---- verdict rules on synthetic rows ------------------------------------------------------------------------------
+# ---- intervals, seeds, curves and the pre-registration -----------------------------------------------------------
 
 
-def _row(family, bs, seed, init, final, adversarial, **extra):
-    return {"key": f"{family}-{bs}-{seed}", "kind": "sweep", "family": family, "batch_size": bs, "seed": seed,
-            "adversarial": adversarial, "init": {"nll_oracle_per_token": init},
-            "final": {"nll_oracle_per_token": final}, "diverged": False, "collapsed": False, **extra}
+@pytest.mark.parametrize("p, df, table", [(0.975, 10, 2.228), (0.995, 2, 9.925), (0.995, 5, 4.032),
+                                          (0.9995, 3, 12.924), (0.95, 30, 1.697)])
+def test_t_quantile_matches_printed_tables(p, df, table):
+    assert t_quantile(p, df) == pytest.approx(table, abs=1e-3)
+    assert t_quantile(1 - p, df) == pytest.approx(-table, abs=1e-3)
 
 
-def _q2_rows(gan_small_final):
-    rows = []
-    for s, jitter in enumerate((0.0, 0.05, -0.05)):
-        rows += [_row("transformer", 1, s, 8.0, 6.2 + jitter, False), _row("transformer", 16, s, 8.0, 6.0 + jitter, False),
-                 _row("gan-gumbel", 1, s, 8.0, gan_small_final + jitter, True),
-                 _row("gan-gumbel", 16, s, 8.0, 6.5 + jitter, True)]
-    return rows
+def test_a_holm_level_widens_the_interval():
+    xs = [1.0, 2.0, 3.0, 2.5]
+    assert t_interval(xs, level=1 - 0.05 / 6).low < t_interval(xs).low
+    assert t_interval(xs, level=1 - 0.05 / 6).level == pytest.approx(1 - 0.05 / 6)
 
 
-def test_q2_rules_follow_the_data_both_ways():
-    assert V.q2(_q2_rows(gan_small_final=7.9), 16).verdict == V.SUPPORTED  # GAN keeps ~7% of its learning at bs 1
-    assert V.q2(_q2_rows(gan_small_final=6.6), 16).verdict == V.NOT_SUPPORTED  # GAN keeps ~93%
-    rows = _q2_rows(gan_small_final=7.9)
-    for r in rows:
-        if r["family"] == "gan-gumbel" and r["batch_size"] == 16:
-            r["final"]["nll_oracle_per_token"] = 8.0  # learned nothing at the reference: no evidence either way
-    assert V.q2(rows, 16).verdict == V.INCONCLUSIVE
+def test_seeds_needed_halves_the_sesoi():
+    # t(0.975, 17) = 2.110: 2.110 / sqrt(18) = 0.497 <= 0.5, while t(0.975, 16) = 2.120: 2.120 / sqrt(17) = 0.514
+    assert seeds_needed(pilot_std=1.0, sesoi=1.0) == 18
+    assert seeds_needed(pilot_std=2.0, sesoi=1.0) > 18 and seeds_needed(1.0, 2.0) < 18
+    assert seeds_needed(1.0, 1.0, level=1 - 0.05 / 6) > 18  # a Holm-adjusted level needs more
+    with pytest.raises(ValueError, match="same value"):
+        seeds_needed(0.0, 1.0)
+    with pytest.raises(ValueError, match="smallest effect"):
+        seeds_needed(1.0, 0.0)
 
 
-def test_q2_counts_divergence_and_collapse_as_meaningless():
-    rows = _q2_rows(gan_small_final=6.6)
-    for r in rows:
-        if r["family"] == "gan-gumbel" and r["batch_size"] == 1:
-            r["collapsed"] = True
-    assert V.q2(rows, 16).verdict == V.SUPPORTED
+def test_lower_envelope_keeps_the_best_quality_reached_at_each_diversity():
+    # sharpening (first points) trades coverage for quality; past T = 1 both get worse (the curve folds back)
+    curve = [(5.0, 1.0), (4.0, 2.0), (4.5, 3.0)]
+    env = lower_envelope(curve, per_segment=4)
+    at = lambda x: env[1][max(i for i, v in enumerate(env[0]) if v <= x + 1e-9)]  # noqa: E731
+    # at x = 4.5 the interpolated first segment reaches 1.5; the folded-back point (4.5, 3) never counts
+    assert at(4.0) == pytest.approx(2.0) and at(4.5) == pytest.approx(1.5) and at(5.0) == pytest.approx(1.0)
 
 
-def _abl(family, seed, fraction, adversarial, z=0):
-    return {"key": f"{family}-{seed}-{z}", "kind": "ablation", "family": family, "seed": seed, "batch_size": 16,
-            "adversarial": adversarial, "z_dim": z, "condition": "label", "condition_strength": 0.1,
-            "probes": {"mi_self_fraction": fraction, "mi_oracle": 0.8, "change_z": 0.3 * fraction, "change_noise": 0.9}}
+def test_matched_gap_measures_vertical_and_horizontal_offsets():
+    line = [(4.0, 7.0), (5.0, 6.0), (6.0, 5.0)]
+    worse = [(x, y + 0.5) for x, y in line]
+    assert matched_gap(line, worse, "diversity") == pytest.approx(0.5)
+    assert matched_gap(worse, line, "diversity") == pytest.approx(-0.5)
+    assert matched_gap(line, worse, "quality") == pytest.approx(0.5)  # the line is at slope -1
+    assert matched_gap(line, [(x + 10, y) for x, y in line], "diversity") is None  # never a common diversity
 
 
-def test_q3_rules():
-    tied = [_abl("transformer", s, 0.9 + 0.02 * s, False) for s in range(3)]
-    assert V.q3_condition(tied + [_abl("gan-gumbel", s, 0.1 + 0.02 * s, True) for s in range(3)]).verdict == V.SUPPORTED
-    assert V.q3_condition(tied + [_abl("gan-gumbel", s, 0.8 + 0.02 * s, True) for s in range(3)]).verdict == V.NOT_SUPPORTED
-    assert V.q3_condition([]).verdict == V.INCONCLUSIVE
+def test_preregistration_hash_pins_seeds_budgets_and_sesois():
+    plan = {"created": "today", "group": "g1", "experiments": {"batch-size": {
+        "preset": "quick", "settings": {"budget_value": 512, "models": {"transformer": {"lr": 0.002}}},
+        "grid": {"seeds": [0, 1, 2]}}}}
+    base = V.preregistration(plan, V.VerdictSettings())["hash"]
+    assert V.preregistration({**plan, "created": "tomorrow", "group": "g2"}, V.VerdictSettings())["hash"] == base
+    more_seeds = json.loads(json.dumps(plan))
+    more_seeds["experiments"]["batch-size"]["grid"]["seeds"] = [0, 1, 2, 3]
+    other_lr = json.loads(json.dumps(plan))
+    other_lr["experiments"]["batch-size"]["settings"]["models"]["transformer"]["lr"] = 0.004
+    other_sesoi = V.VerdictSettings(sesoi={**V.DEFAULT_SESOI, "Q2": 0.2})
+    assert len({base, V.preregistration(more_seeds, V.VerdictSettings())["hash"],
+                V.preregistration(other_lr, V.VerdictSettings())["hash"],
+                V.preregistration(plan, other_sesoi)["hash"]}) == 4
 
 
-def test_q4_dominance_rule():
-    def curve(shift):
-        return [{"temperature": t, "nll_test_per_token": 4.0 + shift + (1 - t), "nll_oracle_per_token": 6.0 + shift + (t - 1)}
-                for t in (0.6, 1.0, 1.4)]
+def test_verdict_settings_come_from_the_plan_and_reject_unknown_names():
+    s = V.VerdictSettings.from_plan({"verdicts": {"sesoi": {"Q2": 0.2}, "min_seeds": 4}})
+    assert s.sesoi["Q2"] == 0.2 and s.sesoi["Q1"] == V.DEFAULT_SESOI["Q1"] and s.min_seeds == 4
+    with pytest.raises(ValueError, match="sesio"):
+        V.VerdictSettings.from_plan({"verdicts": {"sesio": {}}})
 
-    rows = []
-    for s in range(3):
-        rows.append({**_row("transformer", 16, s, 8, 6.0, False), "temperature": curve(0.0)})
-        rows.append({**_row("gan-gumbel", 16, s, 8, 5.8, True), "temperature": curve(0.3 + 0.01 * s)})
-    qa, qb = V.q4(rows, lambda r: r["temperature"], 16)
-    assert qa.verdict == V.SUPPORTED  # the GAN's NLL_oracle at T = 1 is lower
-    assert qb.verdict == V.SUPPORTED  # but the MLE curve lies below-left of all its points
+
+def test_usable_compares_j_with_the_unigrams():
+    from experiments.baselines import usable
+
+    def rows(j):
+        return [{"family": "gan-gumbel", "adversarial": True, "seed": s,
+                 "reference": {"oracle_entropy_per_token": 3.0, "unigram": {"j": 3.5}},
+                 "final": {"nll_test_per_token": 3.0 + j / 2 + 0.01 * s, "nll_oracle_per_token": 5.0 + j / 2,
+                           "model_entropy_per_token": 5.0}} for s in range(4)]
+
+    assert usable(rows(3.0))[0] is True
+    ok, why, _ = usable(rows(4.0))
+    assert ok is False and "GAN not usable" in why
+    no_entropy = rows(3.0)
+    for r in no_entropy:
+        del r["final"]["model_entropy_per_token"]
+    ok, why, _ = usable(no_entropy)
+    assert ok is None and "model_entropy_per_token" in why
+
+
+def test_progress_line_shows_the_models_own_mi_and_labels_the_oracle_bound():
+    from experiments.execute import _summary
+
+    row = {"key": "gan-gumbel__bs16__label-s1.0-z8__seed0__abc", "final": {"nll_oracle_per_token": 7.0},
+           "wall_time_s": 1.0, "probes": {"mi_self": 0.011, "mi_oracle": 1.386, "accuracy": 0.239,
+                                          "chance_accuracy": 0.25, "mi_model": -1.276}}
+    line = _summary(row)
+    assert "own MI 0.011/1.386" in line and "condition accuracy 0.24 (chance 0.25)" in line
+    assert "oracle bound -1.276" in line and "MI -1.276/" not in line
