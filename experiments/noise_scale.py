@@ -43,11 +43,9 @@ def loss_terms(model) -> dict[str, tuple[LossFn, list[torch.nn.Parameter]]]:
     if hasattr(model, "noise_scale_losses"):
         return model.noise_scale_losses()
     if getattr(model, "family", None) == "transformer":
-        from modules.models.base import mle_loss
-
         def mle(batch):
             logits = model.generator(batch.src, batch.src_pad_mask, batch.tgt_in)
-            return mle_loss(logits, batch, model.hparams.get("label_smoothing", 0.0))
+            return model.teacher_forced_loss(logits, batch, model.hparams.get("label_smoothing", 0.0))
 
         return {"generator": (mle, _trainable(model.generator))}
     if getattr(model, "family", None) == "gan":

@@ -45,6 +45,8 @@ import math
 
 import torch
 
+from modules.sampling import position_banned_mask, target_log_probs
+
 # Conditions per probe; the oracle's MI estimate uses as many samples.
 DEFAULT_NUM = 500
 DEFAULT_CONTRAST = 16
@@ -84,22 +86,21 @@ def _oracle_scores(dm, y: torch.Tensor, cond: torch.Tensor, contrast: list[torch
 
 
 def _model_scores(model, dm, y: torch.Tensor, candidates: list[tuple[torch.Tensor, torch.Tensor]], z) -> torch.Tensor:
-    """(N, K) the model's log q(y | candidate, z): teacher-forced over the L words, under the distribution the
-    samples were drawn from (the sampler's banned ids removed; no end token within the fixed length)."""
-    from modules.data.vocab import BOS_ID, EOS_ID
+    """(N, K) the model's log q(y | candidate, z): teacher-forced over the L words, at the z each sample was drawn
+    with, under the distribution the samples were drawn from (``modules.sampling.target_log_probs`` with the
+    sampler's rule on oracle data: the banned ids everywhere and no end token within the L words)."""
+    from modules.data.vocab import BOS_ID
 
     y = y[:, : dm.seq_len].to(model.device)
     tgt_in = torch.cat([torch.full((len(y), 1), BOS_ID, dtype=y.dtype, device=y.device), y[:, :-1]], 1)
-    banned = torch.zeros(len(dm.vocab), dtype=torch.bool, device=y.device)
-    banned[list(dm.vocab.non_output_ids) + [EOS_ID]] = True
+    banned = position_banned_mask(len(dm.vocab), y.size(1), dm.seq_len, dm.vocab.non_output_ids, device=y.device)
     was_training = model.generator.training
     model.generator.eval()
     try:
         cols = []
         for src, mask in candidates:
-            logits = model.generator(src.to(model.device), mask.to(model.device), tgt_in, z=z).float()
-            logp = torch.log_softmax(logits.masked_fill(banned, float("-inf")), -1)
-            cols.append(logp.gather(-1, y.unsqueeze(-1)).squeeze(-1).sum(1).cpu())
+            logits = model.generator(src.to(model.device), mask.to(model.device), tgt_in, z=z)  # (N, L, V)
+            cols.append(target_log_probs(logits, y, banned)[0].sum(1).cpu())  # y holds words only: all scored
     finally:
         model.generator.train(was_training)
     return torch.stack(cols, 1)

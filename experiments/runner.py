@@ -428,7 +428,7 @@ def run_one(spec: dict, run_dir: str | Path) -> dict:
     if extras.get("temperatures") and healthy:
         from experiments.temperature import temperature_curve, write_curve
 
-        points = temperature_curve(model, dm, extras["temperatures"], seed=seed)
+        points = temperature_curve(model, dm, extras["temperatures"])  # NLL_test z draws: the run's own
         write_curve(folder / "temperature.csv", points)
         row["temperature"] = points
     if extras.get("probes") and healthy:

@@ -5,13 +5,17 @@ it covers. Sweeping the softmax temperature T traces a curve for each model, and
 another only if its curve lies below/left of the other's. At temperature T:
 
 - oracle data: quality = NLL_oracle of samples drawn with logits / T (lower is better); coverage = NLL_test,
-  the model's NLL of held-out data under the same tempered distribution, softmax(logits / T) (lower is better).
-  At T = 1 these are the run's own NLL_oracle and NLL_test.
+  the model's NLL of held-out data under the same tempered distribution it samples from, softmax(logits / T)
+  over the ids it can produce (``GeneratorModule.score_batch``; lower is better). At T = 1 these are the run's
+  own NLL_oracle and NLL_test.
 - real data: quality = BLEU-n of the samples against the test references (higher is better); diversity =
   Self-BLEU-n among the samples (lower is better).
 
-For a GAN generator with a latent input, NLL_test at every T is computed with one z ~ N(0, I) per sentence,
-i.e. E_z[-log p(y | c, z)], which upper-bounds the NLL of the z-marginal by Jensen's inequality.
+Every point also carries ``model_entropy_per_token``, the model's NLL of its own samples at T.
+
+For a GAN generator with a latent input, NLL_test at every T is the run's estimate of the z-marginal,
+-log mean_k p(y | c, z_k) over the model's ``nll_z_samples`` draws, with the same seeded draws as the run's
+NLL_test.
 
 Two curves are compared where they can be: quality at matched diversity and diversity at matched quality
 (``matched_gap``), each curve interpolated between neighbouring temperatures and reduced to its lower envelope.
@@ -29,43 +33,37 @@ from typing import Optional, Sequence
 
 import torch
 
-from modules.data.vocab import EOS_ID
-from modules.models.base import token_log_probs
+from modules.metrics import SequenceNLL
 
 from experiments.presets import DEFAULT_TEMPERATURES  # one grid for the presets and `gvt temperature`
 
 
 @torch.no_grad()
-def nll_test_at(model, datamodule, temperature: float, split: str = "test", seed: int = 0,
+def nll_test_at(model, datamodule, temperature: float, split: str = "test", seed: Optional[int] = None,
                 max_examples: Optional[int] = None) -> dict:
-    """The model's NLL of ``split`` under softmax(logits / temperature), per token and per sentence."""
-    gen = torch.Generator(device=model.device).manual_seed(seed)
-    fixed_length = model.generation_lengths()[0] > 0  # oracle data: the L words are scored, not the end token
-    was_training = model.generator.training
-    model.generator.eval()
-    total, tokens, sentences = 0.0, 0, 0
-    try:
-        for batch in datamodule.test_dataloader() if split == "test" else datamodule.val_dataloader():
-            batch = batch.to(model.device)
-            z = model.latent(len(batch), gen)
-            logits = model.generator(batch.src, batch.src_pad_mask, batch.tgt_in, z=z)
-            lp = token_log_probs(logits.float() / temperature, batch.tgt_out)
-            scored = ~batch.tgt_pad_mask[:, 1:]
-            if fixed_length:
-                scored = scored & batch.tgt_out.ne(EOS_ID)
-            total += float(lp.masked_fill(~scored, 0.0).sum())
-            tokens += int(scored.sum())
+    """The model's NLL of ``split`` under the distribution it samples from at ``temperature``, per token and per
+    sentence: the run's own NLL_test computation (``score_batch``) with softmax(logits / T). Batch i's z draws
+    (a GAN with z) are seeded ``seed + i``; ``seed`` None is the model's eval_seed, so that at T = 1 this is
+    exactly the run's NLL_test."""
+    nll = SequenceNLL()
+    sentences = 0
+    with model.generator_in_eval_mode():
+        loader = datamodule.test_dataloader() if split == "test" else datamodule.val_dataloader()
+        for batch_idx, batch in enumerate(loader):
+            log_probs, counts = model.score_batch(batch.to(model.device), batch_idx, temperature=temperature,
+                                                  seed=seed)
+            nll.update(log_probs, counts)
             sentences += len(batch)
             if max_examples is not None and sentences >= max_examples:
                 break
-    finally:
-        model.generator.train(was_training)
-    return {"per_token": -total / max(tokens, 1), "per_sentence": -total / max(sentences, 1)}
+    result = nll.compute()
+    return {"per_token": float(result["per_token"]), "per_sentence": float(result["per_sentence"])}
 
 
 def temperature_curve(model, datamodule, temperatures: Sequence[float] = DEFAULT_TEMPERATURES,
-                      num_samples: Optional[int] = None, stage: str = "test", seed: int = 0) -> list[dict]:
-    """One point per temperature with every sample metric plus NLL_test at that temperature.
+                      num_samples: Optional[int] = None, stage: str = "test", seed: Optional[int] = None) -> list[dict]:
+    """One point per temperature with every sample metric plus NLL_test at that temperature (``seed``: see
+    ``nll_test_at``).
 
     ``model`` must be attached to a Trainer whose data module is ``datamodule`` (it is after ``trainer.test``).
     """
@@ -261,11 +259,11 @@ def run_temperature_command(*, checkpoint=None, run_dir=None, data_config=None, 
     from experiments.report import plot_quality_diversity
 
     temperatures = list(temperatures or DEFAULT_TEMPERATURES)
-    jobs = []  # (checkpoint, family label, seed, where the curve goes)
+    jobs = []  # (checkpoint, family label, where the curve goes)
     if checkpoint:
         ckpt = Path(checkpoint)
         folder = Path(out) if out else ckpt.parent
-        jobs.append((ckpt, None, 0, folder / f"{ckpt.stem}_temperature.csv"))
+        jobs.append((ckpt, None, folder / f"{ckpt.stem}_temperature.csv"))
     else:
         from experiments.results import ResultsTable
 
@@ -279,17 +277,18 @@ def run_temperature_command(*, checkpoint=None, run_dir=None, data_config=None, 
                 continue
             ckpt = root / row["paths"]["folder"] / "final.ckpt"
             if ckpt.exists():  # the runs' own files stay as the sweep wrote them
-                jobs.append((ckpt, row["family"], row["seed"], folder / f"{row['key']}.csv"))
+                jobs.append((ckpt, row["family"], folder / f"{row['key']}.csv"))
         if not jobs:
             raise FileNotFoundError(f"no run in {root} kept a final.ckpt (presets save them; see save_checkpoints)")
     curves: dict[str, list[list[dict]]] = {}
-    for ckpt, family, seed, target in jobs:
+    for ckpt, family, target in jobs:
         model = load_model(str(ckpt))
         dm = datamodule_for_checkpoint(ckpt, Path(data_config) if data_config else None)
         dm.prepare()
         with tempfile.TemporaryDirectory() as tmp:
             attach(model, dm, Path(tmp))
-            points = temperature_curve(model, dm, temperatures, num_samples=num_samples, seed=seed)
+            # NLL_test's z draws are the run's own (eval_seed), so the T = 1 point is the run's NLL_test
+            points = temperature_curve(model, dm, temperatures, num_samples=num_samples)
         write_curve(target, points)
         label = family or model.family
         if checkpoint is None:
@@ -300,5 +299,5 @@ def run_temperature_command(*, checkpoint=None, run_dir=None, data_config=None, 
     folder.mkdir(parents=True, exist_ok=True)
     png = folder / "quality_diversity.png"
     plot_quality_diversity(curves, png)
-    print(f"curves: {folder if run_dir else jobs[0][3]}; plot: {png}")
+    print(f"curves: {folder if run_dir else jobs[0][2]}; plot: {png}")
     return 0

@@ -9,6 +9,12 @@ Any net with the step protocol works:
 Decoding is batched over rows and loops over time only. Putting the net in eval mode is the caller's
 job (a GAN may want to sample in train mode). `process_logits` is public so that other decoding paths
 (the GAN's Gumbel-softmax relaxation) apply exactly the same banning and truncation rules.
+
+The distribution a model samples from is its softmax with the banned ids removed and the rest renormalised
+(`position_banned_mask`: the banned ids everywhere, the end token before the minimum length). Every likelihood
+the package reports (NLL_test, the temperature curves, the probes, the model's entropy) and the MLE training
+loss are computed under that same distribution, with `sampling_log_probs` / `target_log_probs`, so what a model
+is scored and trained on is what it generates.
 """
 
 from collections.abc import Sequence
@@ -39,6 +45,40 @@ def banned_mask(vocab_size: int, banned_ids: Sequence[int], device=None) -> Tens
             raise ValueError(f"banned ids must lie in [0, {vocab_size}), got {ids}")
         mask[ids] = True
     return mask
+
+
+def position_banned_mask(vocab_size: int, length: int, min_length: int, banned_ids: Sequence[int],
+                         eos_id: int = EOS_ID, device=None) -> Tensor:
+    """(L, V) bool, True where an id may not be produced at that position: the banned ids everywhere, and
+    the end token before `min_length` tokens (the rule `generate` applies with min_new_tokens = min_length)."""
+    base = banned_mask(vocab_size, banned_ids, device=device)  # (V,)
+    mask = base.unsqueeze(0).repeat(length, 1)  # (L, V)
+    mask[:min_length, eos_id] = True
+    return mask
+
+
+def sampling_log_probs(logits: Tensor, banned: Tensor, temperature: float = 1.0) -> Tensor:
+    """(..., V) logits -> (..., V) float32 log-probabilities of the distribution `generate` draws from at this
+    temperature (no top-k / top-p): banned ids at -inf, the allowed ones renormalised among themselves.
+
+    `banned` is a bool mask broadcastable to `logits`: (V,) from `banned_mask`, or (T, V) from
+    `position_banned_mask` for teacher-forced (B, T, V) logits."""
+    return torch.log_softmax(process_logits(logits, temperature=temperature, banned=banned), dim=-1)
+
+
+def target_log_probs(logits: Tensor, targets: Tensor, banned: Tensor,
+                     temperature: float = 1.0) -> tuple[Tensor, Tensor]:
+    """Teacher-forced (B, T, V) logits and (B, T) targets -> (log p(target) (B, T), producible (B, T) bool)
+    under `sampling_log_probs`. banned: (T, V) (or (V,)) as there.
+
+    A target the sampler can never produce at its position (padding, UNK on text data, an early end token) has
+    probability 0: `producible` is False there and its log p is set to 0, so the caller leaves it out of any
+    sum (with no -inf or NaN reaching a gradient)."""
+    logp = sampling_log_probs(logits, banned, temperature)  # (B, T, V)
+    banned = banned.expand(logp.shape)  # (B, T, V) view
+    producible = ~banned.gather(-1, targets.unsqueeze(-1)).squeeze(-1)  # (B, T)
+    token_logp = logp.gather(-1, targets.unsqueeze(-1)).squeeze(-1)  # (B, T), -inf where not producible
+    return token_logp.masked_fill(~producible, 0.0), producible
 
 
 def check_sampling_args(*, temperature: float = 1.0, top_k: int | None = None, top_p: float | None = None):

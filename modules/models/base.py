@@ -8,8 +8,23 @@ training step; validation and test are the same code for every family, so their 
   SeqGAN/Texygen benchmark; on text the end token counts too.
 - ``{stage}/nll_oracle_per_token`` and ``_per_sentence`` (oracle data only): the oracle's NLL of generated
   samples (quality).
+- ``{stage}/model_entropy_per_token``: the model's own NLL of the samples it drew for the sample metrics, at the
+  temperature they were drawn at: an estimate of its per-token entropy (compare with the oracle's).
 - ``{stage}/bleu{n}`` of samples against the split's references, ``{stage}/self_bleu{n}`` among samples,
   ``{stage}/distinct{n}`` (Texygen definitions; see modules/metrics).
+
+Every likelihood here, and the MLE training loss, is computed under the distribution the model samples from:
+the banned ids (PAD, BOS, UNK, NULL, the label tokens; the end token before the minimum length, i.e. everywhere
+on oracle data) removed and the softmax renormalised over the rest (``modules.sampling.sampling_log_probs``),
+one rule for every family. The scored targets (``scored_targets``) are those the sampler can produce, within the
+generation length: padding, the end token after the L words of oracle data, and UNK targets of text data (which
+no model can generate) are left out, the same for every model. Per token = the summed NLL / the tokens scored.
+
+A model with a latent z (a GAN with ``z_dim > 0``) defines p(y) = E_z p(y | z), which no single z gives: its
+NLLs are -log mean_k p(y | z_k) over K = ``nll_z_samples`` seeded draws (logsumexp). On average that is still
+an upper bound on -log p(y), tightening as K grows (K = 1 is E_z[-log p(y | z)]); at test time the estimate is
+also logged at K = 1, 8 and 64 (``test/nll_test_per_token_z1``, ``_z8``, ``_z64`` and the per-sentence ones) to
+show how far it has converged.
 
 Prediction (``gvt predict``, ``Trainer.predict``) is shared too: samples for every condition of the predict split
 (the test split), drawn as ``PredictionSettings`` say, written to ``<run folder>/predictions/<file>``.
@@ -23,22 +38,33 @@ import logging
 import math
 import random
 import sys
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Optional
 
 import pytorch_lightning as pl
 import torch
-import torch.nn.functional as F
 
 from modules.data.base import check_same_vocab
 from modules.data.batch import Batch
-from modules.data.vocab import EOS_ID, PAD_ID, Vocab, tokenizer_from_state_dict
+from modules.data.vocab import BOS_ID, PAD_ID, Vocab, tokenizer_from_state_dict
 from modules.files import atomic_write_text
 from modules.metrics import BLEU, DistinctN, SelfBLEU, SequenceNLL
-from modules.sampling import check_sampling_args, generate
+from modules.sampling import (
+    DEFAULT_BANNED_IDS,
+    check_sampling_args,
+    generate,
+    position_banned_mask,
+    sampling_log_probs,
+    target_log_probs,
+)
 
 log = logging.getLogger(__name__)
 CHECKPOINT_KEY = "gan_vs_transformer"
+# z draws at which a model with z also logs its test NLL (test/nll_test_per_token_z1, ...): the bound tightening
+TEST_Z_SAMPLES = (1, 8, 64)
+# teacher-forced scoring of K z draws runs in chunks of at most this many logits (rows x positions x vocabulary)
+SCORE_CHUNK_LOGITS = 2**24
 
 
 def _as_tuple(value):
@@ -46,20 +72,35 @@ def _as_tuple(value):
     return tuple(_as_tuple(v) for v in value) if isinstance(value, (list, tuple)) else value
 
 
-def token_log_probs(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-    """(B, T, V) logits, (B, T) targets -> (B, T) log p(target)."""
-    return F.log_softmax(logits.float(), dim=-1).gather(-1, targets.unsqueeze(-1)).squeeze(-1)
+def mle_loss(logits: torch.Tensor, targets: torch.Tensor, *, banned: torch.Tensor, scored: torch.Tensor,
+             label_smoothing: float = 0.0) -> torch.Tensor:
+    """Token-level cross-entropy with teacher forcing under the distribution the model samples from: the one
+    loss of the MLE family, and the generator's pretraining loss in the GAN family.
+
+    logits (B, T, V), targets (B, T); banned (T, V) the sampler's banned ids per position
+    (``GeneratorModule.banned_positions``); scored (B, T) the targets that count (``scored_targets``: never a
+    banned one). The mean over scored targets of -log p(target), with p the softmax over the allowed ids only
+    (``sampling_log_probs``): what MLE trains is exactly the distribution ``generate`` draws from and NLL_test
+    scores, so no capacity goes into pushing down ids that are never sampled.
+    label_smoothing eps: the target distribution is (1 - eps) on the target plus eps spread evenly over the ids
+    allowed at that position (PyTorch's rule, restricted to what can be produced).
+    """
+    logp = sampling_log_probs(logits, banned)  # (B, T, V), -inf at banned ids
+    nll = -logp.gather(-1, targets.unsqueeze(-1)).squeeze(-1)  # (B, T), inf at unscored (banned) targets
+    if label_smoothing > 0:
+        allowed = ~banned.expand(logp.shape)  # (B, T, V)
+        uniform_nll = -logp.masked_fill(~allowed, 0.0).sum(-1) / allowed.sum(-1).clamp(min=1)  # (B, T)
+        nll = (1.0 - label_smoothing) * nll + label_smoothing * uniform_nll
+    return nll.masked_fill(~scored, 0.0).sum() / scored.sum().clamp(min=1)
 
 
-def mle_loss(logits: torch.Tensor, batch: Batch, label_smoothing: float = 0.0) -> torch.Tensor:
-    """Token-level cross-entropy with teacher forcing, padding ignored: the one loss of the MLE family, and
-    the generator's pretraining loss in the GAN family."""
-    return F.cross_entropy(
-        logits.reshape(-1, logits.size(-1)).float(),
-        batch.tgt_out.reshape(-1),
-        ignore_index=PAD_ID,
-        label_smoothing=label_smoothing,
-    )
+def z_marginal_log_probs(per_draw: torch.Tensor) -> torch.Tensor:
+    """(K, B) log p(y | z_k) at K draws z_k ~ p(z) -> (B,) log mean_k p(y | z_k) (logsumexp, no underflow).
+
+    The Monte-Carlo estimate of log p(y) = log E_z p(y | z). Its expectation lies below log p(y) (Jensen) and
+    rises to it as K grows, so its negation is an upper bound on the NLL that tightens with K; K = 1 gives
+    E_z[-log p(y | z)], the loosest. A model without z has K = 1 and its exact log p(y)."""
+    return torch.logsumexp(per_draw, dim=0) - math.log(per_draw.size(0))
 
 
 class PredictionSettings:
@@ -109,7 +150,8 @@ class GeneratorModule(pl.LightningModule):
         num_eval_samples: samples generated at each validation/test epoch end for the sample metrics.
         eval_temperature: sampling temperature for those samples (1.0: the model's own distribution).
         eval_batch_size: generation batch size.
-        eval_seed: seeds the evaluation sampler, so every epoch and every family draw with the same noise.
+        eval_seed: seeds the evaluation sampler, so every epoch and every family draw with the same noise, and
+            the z draws of the NLLs (batch i: eval_seed + i), so evaluation never touches the training RNG.
         bleu_max_n: BLEU/Self-BLEU orders 2..bleu_max_n.
         num_logged_samples: sample texts written to the samples table per evaluation.
     """
@@ -138,6 +180,8 @@ class GeneratorModule(pl.LightningModule):
         self._data_info: dict[str, Any] = {}
         self.nll_test = torch.nn.ModuleDict({s: SequenceNLL() for s in ("val", "test")})
         self.nll_oracle = torch.nn.ModuleDict({s: SequenceNLL() for s in ("val", "test")})
+        self.model_entropy = torch.nn.ModuleDict({s: SequenceNLL() for s in ("val", "test")})
+        self.nll_test_z = torch.nn.ModuleDict({f"z{k}": SequenceNLL() for k in TEST_Z_SAMPLES})  # test, with z
         self._ref_metrics: dict[str, BLEU] = {}
         # Not a hyperparameter of the model: `gvt predict` sets it from the config's `prediction:` section.
         self.prediction = PredictionSettings()
@@ -213,6 +257,31 @@ class GeneratorModule(pl.LightningModule):
         """z for the generator; None for nets without a latent input."""
         return None
 
+    @property
+    def has_latent(self) -> bool:
+        """Whether the generator reads a latent z (then every NLL is a Monte-Carlo marginal over z)."""
+        return bool(self.hparams.get("z_dim", 0))
+
+    @property
+    def nll_z_samples(self) -> int:
+        """K, the z draws each NLL marginalises over (1 for a model without z)."""
+        return int(self.hparams.get("nll_z_samples", 1)) if self.has_latent else 1
+
+    @property
+    def banned_ids(self) -> list[int]:
+        """Ids the model never generates: PAD, BOS, UNK, NULL and the label tokens."""
+        return self.vocab.non_output_ids if self.vocab is not None else list(DEFAULT_BANNED_IDS)
+
+    @contextmanager
+    def generator_in_eval_mode(self):
+        """Dropout off inside the block (sampling and scoring); the generator's mode is restored after."""
+        was_training = self.generator.training
+        self.generator.eval()
+        try:
+            yield
+        finally:
+            self.generator.train(was_training)
+
     @torch.no_grad()
     def sample(
         self,
@@ -230,17 +299,13 @@ class GeneratorModule(pl.LightningModule):
         min_len, max_len = self.generation_lengths()
         if z is None:
             z = self.latent(src.size(0), generator)
-        was_training = self.generator.training
-        self.generator.eval()
-        try:
+        with self.generator_in_eval_mode():
             return generate(
                 self.generator, src.to(self.device), src_pad_mask.to(self.device),
                 max_new_tokens=max_len, min_new_tokens=min_len, temperature=temperature, top_k=top_k,
                 top_p=top_p, greedy=greedy, z=z, generator=generator,
                 banned_ids=self.vocab.non_output_ids,
             )
-        finally:
-            self.generator.train(was_training)
 
     def decode_samples(self, tokens: torch.Tensor, lengths: torch.Tensor) -> list[list[int]]:
         return [row[:n] for row, n in zip(tokens.tolist(), lengths.tolist())]
@@ -300,23 +365,99 @@ class GeneratorModule(pl.LightningModule):
         print(f"wrote {len(self._predictions)} samples for {self._predicted_conditions} conditions to {folder / name}",
               file=sys.stderr)
 
+    # ---- likelihoods: the distribution the model samples from, for every family ------------------------------
+    def banned_positions(self, length: int) -> torch.Tensor:
+        """(length, V) bool: the ids ``sample`` can never produce at each position (the sampler's rule)."""
+        min_len, _ = self.generation_lengths()
+        return position_banned_mask(self.hparams.vocab_size, length, min_len, self.banned_ids, device=self.device)
+
+    def scored_targets(self, targets: torch.Tensor, banned: torch.Tensor) -> torch.Tensor:
+        """(B, T) targets -> (B, T) bool, the targets every NLL and the MLE loss count: not padding, within the
+        generation length (oracle data: the L words, not the end token after them, which the sampler never
+        writes), and producible by the sampler (on text data UNK is not: it counts for no model)."""
+        T = targets.size(1)
+        _, max_len = self.generation_lengths()
+        positions = torch.arange(T, device=targets.device).unsqueeze(0)  # (1, T)
+        producible = ~banned[positions, targets]  # (B, T)
+        return targets.ne(PAD_ID) & positions.lt(max_len) & producible
+
+    def score_targets(self, logits: torch.Tensor, targets: torch.Tensor,
+                      temperature: float = 1.0) -> tuple[torch.Tensor, torch.Tensor]:
+        """Teacher-forced (B, T, V) logits, (B, T) targets -> (log p(target) (B, T), scored (B, T)), p being the
+        distribution ``sample`` draws from at ``temperature``; log p is 0 where a target is not scored."""
+        banned = self.banned_positions(targets.size(1)).to(logits.device)
+        token_lp, _ = target_log_probs(logits, targets, banned, temperature)
+        scored = self.scored_targets(targets, banned)
+        return token_lp.masked_fill(~scored, 0.0), scored
+
+    def teacher_forced_loss(self, logits: torch.Tensor, batch: Batch, label_smoothing: float = 0.0) -> torch.Tensor:
+        """``mle_loss`` of the batch's targets under this model's sampling rule (the MLE and pretraining loss)."""
+        banned = self.banned_positions(batch.tgt_out.size(1)).to(logits.device)
+        scored = self.scored_targets(batch.tgt_out, banned)
+        return mle_loss(logits, batch.tgt_out, banned=banned, scored=scored, label_smoothing=label_smoothing)
+
+    def sequence_log_probs(self, src: torch.Tensor, src_pad_mask: torch.Tensor, targets: torch.Tensor,
+                           z: Optional[torch.Tensor] = None,
+                           temperature: float = 1.0) -> tuple[torch.Tensor, torch.Tensor]:
+        """log p(targets | src, z), teacher-forced, summed over the scored targets (``score_targets``) -> (N,),
+        and the number of scored targets (N,). targets (N, T): words, end token, padding (a batch's tgt_out, or
+        samples as ``sample`` returns them). The caller chooses train or eval mode."""
+        bos = torch.full((targets.size(0), 1), BOS_ID, dtype=targets.dtype, device=targets.device)
+        tgt_in = torch.cat([bos, targets[:, :-1]], dim=1)  # (N, T)
+        logits = self.generator(src, src_pad_mask, tgt_in, z=z)  # (N, T, V)
+        token_lp, scored = self.score_targets(logits, targets, temperature)
+        return token_lp.sum(dim=1), scored.sum(dim=1)
+
+    def z_draw_log_probs(self, src: torch.Tensor, src_pad_mask: torch.Tensor, targets: torch.Tensor,
+                         num_draws: int, generator: torch.Generator,
+                         temperature: float = 1.0) -> tuple[torch.Tensor, torch.Tensor]:
+        """log p(targets | src, z_k) at ``num_draws`` draws z_k from ``generator`` -> (K, N), and the scored
+        targets per row (N,). A model without z gives (1, N), its exact log-likelihood, whatever num_draws.
+
+        The K draws are scored as one batch of K x N rows (row k N + n: draw k of row n), in chunks of at most
+        SCORE_CHUNK_LOGITS logits; the z are drawn before chunking, so the chunk size changes no number."""
+        if not self.has_latent:
+            lp, counts = self.sequence_log_probs(src, src_pad_mask, targets, temperature=temperature)
+            return lp.unsqueeze(0), counts
+        N, T = targets.shape
+        z = self.latent(num_draws * N, generator).to(targets.device).view(num_draws, N, -1)  # (K, N, z_dim)
+        draws_per_chunk = max(1, SCORE_CHUNK_LOGITS // (N * T * self.hparams.vocab_size))
+        per_draw = []
+        for k0 in range(0, num_draws, draws_per_chunk):
+            k = min(draws_per_chunk, num_draws - k0)
+            rep = lambda x: x.repeat(k, *([1] * (x.dim() - 1)))  # noqa: E731  (N, ...) -> (k N, ...)
+            lp, counts = self.sequence_log_probs(rep(src), rep(src_pad_mask), rep(targets),
+                                                 z=z[k0 : k0 + k].reshape(k * N, -1), temperature=temperature)
+            per_draw.append(lp.view(k, N))
+        return torch.cat(per_draw, dim=0), counts[:N]
+
     # ---- validation / test: NLL_test per batch, sample metrics at epoch end --------------------------------
-    def score_batch(self, batch: Batch, batch_idx: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
-        """(B,) log p(tgt | src) summed over scored tokens, (B,) number of scored tokens."""
-        # A latent z (GAN with z_dim > 0) is drawn from its own seeded generator: evaluation is repeatable and
-        # never advances the training RNG, so a resumed run trains exactly like an uninterrupted one.
-        gen = torch.Generator(device=self.device).manual_seed(self.hparams.eval_seed + batch_idx)
-        z = self.latent(len(batch), gen)
-        logits = self.generator(batch.src, batch.src_pad_mask, batch.tgt_in, z=z)
-        token_lp = token_log_probs(logits, batch.tgt_out)  # (B, T-1)
-        scored = ~batch.tgt_pad_mask[:, 1:]
-        if self._data_info.get("fixed_length"):
-            scored = scored & batch.tgt_out.ne(EOS_ID)  # the oracle benchmark scores the L words only
-        return token_lp.masked_fill(~scored, 0.0).sum(dim=1), scored.sum(dim=1)
+    def score_batch_draws(self, batch: Batch, batch_idx: int = 0, num_draws: Optional[int] = None,
+                          temperature: float = 1.0, seed: Optional[int] = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """(K, B) log p(tgt | src, z_k) over the scored tokens at K = ``num_draws`` (default ``nll_z_samples``)
+        z draws, and (B,) scored tokens; (1, B) for a model without z."""
+        # z is drawn from its own generator, seeded (seed or eval_seed) + batch_idx: evaluation is repeatable
+        # and never advances the training RNG, so a resumed run trains exactly like an uninterrupted one.
+        base = self.hparams.eval_seed if seed is None else seed
+        gen = torch.Generator(device=self.device).manual_seed(base + batch_idx)
+        return self.z_draw_log_probs(batch.src, batch.src_pad_mask, batch.tgt_out,
+                                     num_draws or self.nll_z_samples, gen, temperature)
+
+    def score_batch(self, batch: Batch, batch_idx: int = 0, temperature: float = 1.0,
+                    seed: Optional[int] = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """(B,) log p(tgt | src) summed over scored tokens (marginal over z by ``nll_z_samples`` draws for a
+        model with z), (B,) number of scored tokens."""
+        per_draw, counts = self.score_batch_draws(batch, batch_idx, temperature=temperature, seed=seed)
+        return z_marginal_log_probs(per_draw), counts
 
     def _eval_step(self, batch: Batch, batch_idx: int, stage: str) -> None:
-        log_probs, counts = self.score_batch(batch, batch_idx)
-        self.nll_test[stage].update(log_probs, counts)
+        K = self.nll_z_samples
+        z_levels = stage == "test" and self.has_latent  # the bound at K = 1, 8, 64 too, from the same draws
+        per_draw, counts = self.score_batch_draws(batch, batch_idx, max(K, *TEST_Z_SAMPLES) if z_levels else K)
+        self.nll_test[stage].update(z_marginal_log_probs(per_draw[:K]), counts)
+        if z_levels:
+            for k in TEST_Z_SAMPLES:
+                self.nll_test_z[f"z{k}"].update(z_marginal_log_probs(per_draw[:k]), counts)
 
     def validation_step(self, batch: Batch, batch_idx: int) -> None:
         self._eval_step(batch, batch_idx, "val")
@@ -335,6 +476,12 @@ class GeneratorModule(pl.LightningModule):
         self.log(f"{stage}/nll_test_per_token", nll["per_token"].float())
         self.log(f"{stage}/nll_test_per_sentence", nll["per_sentence"].float())
         self.nll_test[stage].reset()
+        if stage == "test" and self.has_latent:
+            for name, metric in self.nll_test_z.items():
+                at_k = metric.compute()
+                self.log(f"test/nll_test_per_token_{name}", at_k["per_token"].float())
+                self.log(f"test/nll_test_per_sentence_{name}", at_k["per_sentence"].float())
+                metric.reset()
         if not torch.isfinite(nll["per_token"]):
             log.warning("%s/nll_test is not finite: the model diverged; its samples are not evaluated", stage)
             return
@@ -342,7 +489,8 @@ class GeneratorModule(pl.LightningModule):
             self.log_dict(self.sample_metrics(stage), sync_dist=False)
 
     def sample_metrics(self, stage: str, temperature: Optional[float] = None, num_samples: Optional[int] = None) -> dict:
-        """Generate samples from the split's conditions and compute every sample metric on them."""
+        """Generate samples from the split's conditions and compute every sample metric on them, the model's own
+        NLL of them (``model_entropy_per_token``: at the temperature they were drawn at) included."""
         dm = self.datamodule
         n = num_samples or self.hparams.num_eval_samples
         temperature = temperature or self.hparams.eval_temperature
@@ -367,6 +515,9 @@ class GeneratorModule(pl.LightningModule):
             distinct.update(seqs)
             if hasattr(dm, "oracle_log_prob"):
                 self.nll_oracle[stage].update(dm.oracle_log_prob(out.tokens[:, : dm.seq_len], src), dm.seq_len)
+            # the z draws for the marginal continue this chunk's generator stream: independent of the z the
+            # samples were drawn with, and the same whichever rank scores the chunk
+            self.model_entropy[stage].update(*self.own_sample_log_probs(src, mask, out.tokens, temperature, gen))
             if len(rows) < self.hparams.num_logged_samples:
                 for s, ids in zip(src.tolist(), seqs):
                     rows.append([self.to_text([t for t in s if t != PAD_ID]), self.to_text(ids)])
@@ -374,6 +525,9 @@ class GeneratorModule(pl.LightningModule):
         for metric in (refs, self_bleu, distinct):
             results.update({f"{stage}/{k}": v.float() for k, v in metric.compute().items()})
             metric.reset()
+        entropy = self.model_entropy[stage].compute()
+        results[f"{stage}/model_entropy_per_token"] = entropy["per_token"].float()
+        self.model_entropy[stage].reset()
         if hasattr(dm, "oracle_log_prob"):
             nll = self.nll_oracle[stage].compute()
             results[f"{stage}/nll_oracle_per_token"] = nll["per_token"].float()
@@ -381,6 +535,19 @@ class GeneratorModule(pl.LightningModule):
             self.nll_oracle[stage].reset()
         self._log_samples(stage, rows[: self.hparams.num_logged_samples])
         return results
+
+    @torch.no_grad()
+    def own_sample_log_probs(self, src: torch.Tensor, src_pad_mask: torch.Tensor, tokens: torch.Tensor,
+                             temperature: float, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+        """The model's log-likelihood of samples it drew at ``temperature`` (tokens as ``sample`` returns them),
+        under that same tempered distribution and marginal over ``nll_z_samples`` fresh z draws from
+        ``generator`` -> (N,) summed over the scored tokens, (N,) scored tokens. Their mean negation per token
+        estimates the model's entropy per token."""
+        with self.generator_in_eval_mode():
+            per_draw, counts = self.z_draw_log_probs(src.to(self.device), src_pad_mask.to(self.device),
+                                                     tokens.to(self.device), self.nll_z_samples, generator,
+                                                     temperature)
+        return z_marginal_log_probs(per_draw), counts
 
     def _references(self, stage: str) -> BLEU:
         # References are indexed once per split (the index is the expensive part of BLEU).

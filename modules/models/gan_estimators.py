@@ -20,27 +20,17 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+# position_banned_mask, the rule of which ids are allowed at each position, lives with the sampler and is
+# importable from here too
 from modules.sampling import (
     BOS_ID,
     EOS_ID,
     PAD_ID,
-    banned_mask,
+    position_banned_mask,
     process_logits,
     sample_from_probs,
+    sampling_log_probs,
 )
-
-# ---------------------------------------------------------------------------------------------------------
-# shared: which ids are allowed at each position
-
-
-def position_banned_mask(vocab_size: int, length: int, min_length: int, banned_ids: Sequence[int],
-                         eos_id: int = EOS_ID, device=None) -> Tensor:
-    """(L, V) bool, True where an id may not be produced at that position: the banned ids everywhere, and
-    the end token before `min_length` words (the sampler's rule, so both estimators match `generate`)."""
-    base = banned_mask(vocab_size, banned_ids, device=device)  # (V,)
-    mask = base.unsqueeze(0).repeat(length, 1)  # (L, V)
-    mask[:min_length, eos_id] = True
-    return mask
 
 
 def after_end_mask(tokens: Tensor, eos_id: int = EOS_ID) -> Tensor:
@@ -331,7 +321,7 @@ def policy_log_probs(net, src: Tensor, src_pad_mask: Tensor, tokens: Tensor, pad
     tgt_in = torch.cat([tokens.new_full((B, 1), bos_id), tokens[:, :-1]], dim=1)  # (B, L)
     logits = net(src, src_pad_mask, tgt_in, z=z)  # (B, L, V)
     banned = position_banned_mask(logits.size(-1), L, min_length, banned_ids, eos_id, logits.device)
-    logp = F.log_softmax(process_logits(logits, banned=banned), dim=-1)  # (B, L, V)
+    logp = sampling_log_probs(logits, banned)  # (B, L, V)
     # padding holds PAD, a banned id (-inf): gather a safe id there and zero it afterwards
     safe = tokens.masked_fill(pad_mask, eos_id)
     token_logp = logp.gather(-1, safe.unsqueeze(-1)).squeeze(-1)  # (B, L)

@@ -8,7 +8,7 @@ from typing import Literal, Optional
 import torch
 
 from modules.data.batch import Batch
-from modules.models.base import GeneratorModule, mle_loss
+from modules.models.base import GeneratorModule
 from modules.models.gan_estimators import (
     RELATIVISTIC_REWARD_LOSSES,
     after_end_mask,
@@ -45,7 +45,8 @@ class TextGAN(GeneratorModule):
     optimization.
 
     Phases:
-        epochs [0, pretrain_epochs): MLE pretraining of G with the MLE family's loss (`mle_loss`); D is idle.
+        epochs [0, pretrain_epochs): MLE pretraining of G with the MLE family's loss (`mle_loss`, under the
+        distribution G samples from); D is idle.
         afterwards, for every training batch: `d_steps` D updates (each against freshly generated fakes and
         the batch's real sequences), then one G update. 0 pretraining epochs = adversarial from scratch.
 
@@ -103,8 +104,9 @@ class TextGAN(GeneratorModule):
     `gan_losses.discriminator_accuracy`), `train/g_grad_norm`, `train/d_grad_norm` (before clipping),
     `train/gumbel_temperature` (gumbel), `train/mean_return` (reinforce), `train/g_updates`; during
     pretraining `train/mle_loss`, `train/g_grad_norm`, `train/mle_updates`.
-    Validation/test metrics are GeneratorModule's. With z_dim > 0, NLL_test scores log p(x | z) at one draw
-    of z per sequence (not the marginal over z, which is intractable): an upper bound on the NLL on average.
+    Validation/test metrics are GeneratorModule's. With z_dim > 0, NLL_test (and the model's entropy) is
+    -log mean_k p(x | z_k) over `nll_z_samples` seeded draws of z per sequence, the Monte-Carlo marginal over z:
+    on average still an upper bound on -log p(x), tighter as K grows; the test stage also logs it at K = 1, 8, 64.
 
     Args (besides GeneratorModule's evaluation args):
         generator: "lstm" (g_emb_dim, g_hidden_dim, g_num_layers) or "transformer" (d_model, n_heads,
@@ -120,6 +122,7 @@ class TextGAN(GeneratorModule):
             g_optimizer, g_betas, g_weight_decay, g_gradient_clip: the generator's optimiser (see above).
         freeze_discriminator: the null GAN (D never updated).
         pretrain_epochs, pretrain_lr: MLE pretraining of G. max_g_updates: stop after that many G updates.
+        nll_z_samples: K, the z draws every NLL of a generator with z marginalises over (see above).
 
     DDP: D and G live in one module, and each step backpropagates through only one of them, so use
     `strategy="ddp_find_unused_parameters_true"`. The minibatch-std feature and the fake batches are per
@@ -192,6 +195,7 @@ class TextGAN(GeneratorModule):
         eval_seed: int = 1234,
         bleu_max_n: int = 5,
         num_logged_samples: int = 20,
+        nll_z_samples: int = 64,
     ):
         super().__init__(vocab_size, num_eval_samples, eval_temperature, eval_batch_size, eval_seed, bleu_max_n,
                          num_logged_samples)
@@ -221,6 +225,8 @@ class TextGAN(GeneratorModule):
                              f"got {baseline_horizon_samples}")
         if max_g_updates is not None and max_g_updates < 0:
             raise ValueError(f"model.max_g_updates must be >= 0, got {max_g_updates}")
+        if nll_z_samples < 1:
+            raise ValueError(f"model.nll_z_samples must be >= 1 (z draws per NLL), got {nll_z_samples}")
         self.save_hyperparameters()
         self.automatic_optimization = False
 
@@ -420,7 +426,7 @@ class TextGAN(GeneratorModule):
         _, _, mle_opt = self.optimizers()
         with self.toggled_optimizer(mle_opt):
             logits = self.generator(batch.src, batch.src_pad_mask, batch.tgt_in, z=self.latent(len(batch)))
-            loss = mle_loss(logits, batch)  # (B, T-1, V) -> mean NLL per target token
+            loss = self.teacher_forced_loss(logits, batch)  # (B, T-1, V) -> mean NLL per scored target token
             norm = self._step(mle_opt, loss, self.generator.parameters())
         self.mle_update_count += 1
         self.log_dict({"train/mle_loss": loss.detach(), "train/g_grad_norm": norm,

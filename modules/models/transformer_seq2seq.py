@@ -8,7 +8,7 @@ from typing import Literal
 import torch
 
 from modules.data.batch import Batch
-from modules.models.base import GeneratorModule, mle_loss
+from modules.models.base import GeneratorModule
 from modules.nets.transformer import EncoderDecoderTransformer, TransformerConfig
 
 
@@ -47,8 +47,9 @@ def generator_optimizer(kind: str, named_parameters, lr: float, betas, weight_de
 class TransformerSeq2Seq(GeneratorModule):
     """Encoder-decoder Transformer, one loss: token cross-entropy with teacher forcing (padding ignored).
 
-    Logged: ``train/loss`` (= ``train/mle_loss``, mean NLL per target token, label smoothing included when set),
-    ``train/lr``, and the shared evaluation metrics of ``GeneratorModule``.
+    Logged: ``train/loss`` (= ``train/mle_loss``, mean NLL per scored target token under the distribution the model
+    samples from, see ``mle_loss``; label smoothing included when set), ``train/lr``, and the shared evaluation
+    metrics of ``GeneratorModule``.
 
     Optimiser: ``optimizer`` (adamw or adam) with ``lr``, ``betas`` and ``weight_decay`` on matrices only
     (``generator_optimizer``, the rule the GAN generator shares), gradients clipped by norm at ``gradient_clip``.
@@ -107,7 +108,7 @@ class TransformerSeq2Seq(GeneratorModule):
 
     def training_step(self, batch: Batch, batch_idx: int) -> torch.Tensor:
         logits = self.generator(batch.src, batch.src_pad_mask, batch.tgt_in)  # (B, T-1, V)
-        loss = mle_loss(logits, batch, self.hparams.label_smoothing)
+        loss = self.teacher_forced_loss(logits, batch, self.hparams.label_smoothing)
         self.log("train/loss", loss, prog_bar=True, batch_size=len(batch))
         self.log("train/mle_loss", loss, batch_size=len(batch))
         return loss

@@ -57,8 +57,9 @@ class TransformerConfig:
 def sequence_log_prob(logits: Tensor, tgt: Tensor, tgt_pad_mask: Tensor) -> Tensor:
     """Sum of log p(tgt[:, 1:]) under teacher-forced `logits` (B, T-1, V); padding excluded. -> (B,)
 
-    The full softmax over the vocabulary is used (no banned ids), so this is the model's own
-    likelihood, the quantity NLL_test reports.
+    The full softmax over the vocabulary is used (no banned ids): the net's raw likelihood. The NLLs the
+    package reports are taken under the distribution the model samples from instead (banned ids removed and
+    renormalised, ``GeneratorModule.score_targets``).
     """
     targets = tgt[:, 1:]  # (B, T-1), the BOS is never predicted
     logp = F.log_softmax(logits.float(), dim=-1)  # float32 so sums over long sequences stay accurate
