@@ -240,7 +240,7 @@ def _run_experiments(args, command: str, which: list[str]) -> int:
     for experiment, experiment_specs in planned:
         print(f"{experiment}: {len(experiment_specs)} runs ({preset.name} preset) -> {out}", file=sys.stderr)
         outcome = execute(experiment_specs, out, workers=workers, workers_per_device=args.workers_per_device,
-                          desc=experiment, echo=lambda m: print(m, file=sys.stderr), plan_hash=part)
+                          desc=experiment, echo=lambda m: print(m, file=sys.stderr))
         failed += len(outcome.failed)
         if outcome.failed:
             print(f"{experiment}: {len(outcome.failed)} run(s) failed (see {out / 'errors.jsonl'}); "
@@ -258,7 +258,7 @@ def _run_experiments(args, command: str, which: list[str]) -> int:
 def _run_one(argv: list[str]) -> int:
     """``gvt sweep run-one RUN_DIR --key KEY``: exactly one planned run (see experiments.launch)."""
     from experiments.execute import _summary
-    from experiments.launch import PLAN, run_planned
+    from experiments.launch import accepted_hashes, read_run_plan, run_planned
 
     parser = argparse.ArgumentParser(prog="gvt sweep run-one", description="Run exactly one planned run of RUN_DIR's "
                                      "plan.json and add its row to RUN_DIR/results.jsonl (a crash goes to "
@@ -267,13 +267,14 @@ def _run_one(argv: list[str]) -> int:
     parser.add_argument("--key", required=True, help="the planned run's key (`--plan-only` prints them)")
     parser.add_argument("--plan-hash", metavar="H", help="refuse unless RUN_DIR's plan is, or grew from, plan H")
     parser.add_argument("--make-plan", metavar="ARGS",
-                        help="when RUN_DIR has no plan.json, first run `gvt ARGS --plan-only --out RUN_DIR` (W&B "
-                             "sweeps pass the command that planned them)")
+                        help="when RUN_DIR has no plan.json (or one without plan H), first run `gvt ARGS --plan-only "
+                             "--out RUN_DIR` (W&B sweeps pass the command that planned them)")
     parser.add_argument("--wandb-mode", choices=["auto", "online", "offline", "disabled"],
                         help="override the plan's W&B mode (a W&B agent's runs are online)")
     args = parser.parse_args(argv)
     run_dir = Path(args.run_dir)
-    if args.make_plan and not (run_dir / PLAN).is_file():
+    plan = read_run_plan(run_dir)
+    if args.make_plan and (plan is None or (args.plan_hash and args.plan_hash not in accepted_hashes(plan))):
         command, *rest = shlex.split(args.make_plan)
         if command not in ("sweep", "ablate"):
             raise ValueError(f"--make-plan must start with sweep or ablate, got {command!r}")

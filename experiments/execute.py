@@ -23,7 +23,6 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Optional
 
 from experiments.results import ResultsTable
 
@@ -59,11 +58,11 @@ def _summary(row: dict) -> str:
     return "  ".join(parts)
 
 
-def run_and_record(spec: dict, run_dir: str, plan_hash: Optional[str] = None) -> tuple[str, bool, str]:
+def run_and_record(spec: dict, run_dir: str) -> tuple[str, bool, str]:
     """Train one planned spec and add its row (or record its crash); returns (key, ok, one-line summary or error)."""
     from experiments.launch import run_planned, slot_threads
 
-    result = run_planned(run_dir, spec["key"], expect_hash=plan_hash, threads=slot_threads())
+    result = run_planned(run_dir, spec["key"], threads=slot_threads())
     return result.key, result.ok, (_summary(result.row) if result.row else result.message)
 
 
@@ -82,18 +81,15 @@ def _init_worker(slots=None) -> None:
     os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 
-def execute(specs: list[dict], run_dir: str | Path, *, workers: int = 1, workers_per_device: int = 1,
-            desc: str = "sweep", echo=print, plan_hash: Optional[str] = None) -> Outcome:
-    """Run ``specs`` into ``run_dir`` (see the module docstring). ``plan_hash``: the hash under which the caller
-    already planned them (``experiments.launch.write_run_plan``); None plans them here."""
+def execute(specs: list[dict], run_dir: str | Path, *, workers: int = 1, desc: str = "sweep",
+            echo=print, workers_per_device: int = 1) -> Outcome:
     from tqdm.auto import tqdm
 
     from experiments.launch import write_run_plan
 
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
-    if plan_hash is None:
-        _, plan_hash = write_run_plan(run_dir, specs)
+    write_run_plan(run_dir, specs)  # a no-op for specs the command already planned
     done = ResultsTable(run_dir).keys()
     outcome = Outcome()
     pending, seen = [], set(done)
@@ -123,7 +119,7 @@ def execute(specs: list[dict], run_dir: str | Path, *, workers: int = 1, workers
     try:
         if workers <= 1:
             for spec in pending:
-                key, ok, message = run_and_record(spec, str(run_dir), plan_hash)
+                key, ok, message = run_and_record(spec, str(run_dir))
                 record(spec, ok, message)
         else:
             import multiprocessing
@@ -141,7 +137,7 @@ def execute(specs: list[dict], run_dir: str | Path, *, workers: int = 1, workers
                 queue.put(slot)
             with ProcessPoolExecutor(max_workers=len(slots), mp_context=ctx, initializer=_init_worker,
                                      initargs=(queue,)) as pool:
-                futures = {pool.submit(run_and_record, spec, str(run_dir), plan_hash): spec for spec in pending}
+                futures = {pool.submit(run_and_record, spec, str(run_dir)): spec for spec in pending}
                 for fut in as_completed(futures):
                     spec = futures[fut]
                     try:

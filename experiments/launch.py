@@ -111,12 +111,14 @@ def write_run_plan(run_dir: str | Path, specs: list[dict], command: Optional[str
     """Add ``specs`` to the folder's plan; returns (the plan, the hash of ``specs``' keys: this part's hash).
 
     A key already planned keeps its spec's identity (it is in the key); its untracked settings (``tracking``,
-    ``threads``) take the latest planning's values, like a resumed sweep's options do.
+    ``threads``) take the latest planning's values, like a resumed sweep's options do. The history records the
+    part when it is new and either adds runs or comes from a planning ``command`` (a launcher may name it).
     """
     run_dir = Path(run_dir)
     with folder_lock(run_dir, "plan"):
         plan = read_run_plan(run_dir) or {"plan_hash": plan_hash([]), "runs": {}, "history": []}
         known = accepted_hashes(plan) if plan["history"] else set()
+        before = len(plan["runs"])
         keys = []
         for spec in specs:
             _check_spec(spec["key"], spec, "the new plan")
@@ -124,11 +126,31 @@ def write_run_plan(run_dir: str | Path, specs: list[dict], command: Optional[str
             keys.append(spec["key"])
         part = plan_hash(keys)
         plan["plan_hash"] = plan_hash(plan["runs"])
-        if part not in known or plan["plan_hash"] not in known:
+        new_part = part not in known or plan["plan_hash"] not in known
+        if new_part and (command is not None or len(plan["runs"]) > before):
             plan["history"].append({"part": part, "plan_hash": plan["plan_hash"], "runs": len(set(keys)),
                                     "command": command, "time": time.strftime("%Y-%m-%d %H:%M:%S")})
-        atomic_write_text(run_dir / PLAN, json.dumps(plan, indent=1, sort_keys=False, default=str) + "\n")
+        atomic_write_text(run_dir / PLAN, json.dumps(plan, indent=1, default=str) + "\n")
     return plan, part
+
+
+def merge_run_plans(run_dir: str | Path, plans: list[dict]) -> Optional[dict]:
+    """The union of several folders' plans as ``run_dir``'s plan, keeping every hash each of them accepted."""
+    plans = [p for p in plans if p]
+    if not plans:
+        return None
+    for p in plans:
+        plan, _ = write_run_plan(run_dir, list(p["runs"].values()))
+    with folder_lock(run_dir, "plan"):
+        plan = read_run_plan(run_dir)
+        known = accepted_hashes(plan)
+        for p in plans:
+            for entry in p.get("history", []):
+                if entry["part"] not in known or entry["plan_hash"] not in known:
+                    plan["history"].append(entry)
+                    known |= {entry["part"], entry["plan_hash"]}
+        atomic_write_text(Path(run_dir) / PLAN, json.dumps(plan, indent=1, default=str) + "\n")
+    return plan
 
 
 def check_rows(run_dir: str | Path, plan: dict, rows: list[dict]) -> None:

@@ -6,9 +6,10 @@ differ in any number are refused with both sources named. Timing (``wall_time_s`
 ``*_time_s``) and provenance (``plan_hash``) differ between machines and are not compared.
 
 The merged folder is an ordinary run folder (``results.jsonl``, ``results.csv``, ``errors.jsonl`` of runs that
-failed everywhere, ``sweep.json`` with the experiments' settings and the union of their grids, and each run's
-small files under ``runs/<key>/``: curves, temperature curve, spec; not checkpoints), so ``gvt report`` reads
-it like any other.
+failed everywhere, ``sweep.json`` with the experiments' settings and the union of their grids, ``plan.json``
+with the union of the folders' plans, and each run's small files under ``runs/<key>/``: curves, temperature
+curve, spec; not checkpoints), so ``gvt report`` reads it like any other, and ``gvt sweep run-one`` (or the same
+``gvt sweep`` command with ``--out`` the merged folder) runs what is still missing there.
 """
 
 from __future__ import annotations
@@ -159,4 +160,7 @@ def merge_run_folders(run_dirs: list[str | Path], out: str | Path) -> Merged:
         if (d / ERRORS).is_file():
             errors += [json.loads(line) for line in (d / ERRORS).read_text(encoding="utf-8").splitlines() if line]
     write_merged_folder(out, merged, files, settings, errors)
+    from experiments.launch import merge_run_plans, read_run_plan
+
+    merge_run_plans(out, [read_run_plan(d) for d in dirs])  # so `run-one` / a rerun can finish what is missing
     return merged

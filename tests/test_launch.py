@@ -233,6 +233,28 @@ def test_a_stale_plan_is_refused(tmp_path, fake_training, capsys):
     assert len(fake_training) == 1
 
 
+def test_run_one_plans_first_where_the_sweeps_plan_is_missing(tmp_path, fake_training, capsys):
+    make = "sweep batch-size --preset smoke --families transformer --group g"
+    keys = [s["key"] for s in smoke_specs()]
+    sweep_hash = launch.plan_hash(keys)
+    fresh, used = tmp_path / "fresh", tmp_path / "used"
+    settings = get_preset("smoke").sweep
+    settings.budget_value = 64
+    write_run_plan(used, sweep_specs(settings, {}))  # this folder already holds another sweep's plan
+    for folder in (fresh, used):
+        code = gvt_main("sweep", ["run-one", str(folder), "--key", keys[0], "--plan-hash", sweep_hash,
+                                  "--make-plan", make])
+        assert code == 0, capsys.readouterr().err
+        assert sweep_hash in launch.accepted_hashes(read_run_plan(folder))
+    assert len(read_run_plan(used)["runs"]) == 8
+    assert [s["key"] for s in fake_training] == [keys[0], keys[0]]
+    # A machine whose code plans other runs than the sweep's: refused after planning, nothing run.
+    code = gvt_main("sweep", ["run-one", str(tmp_path / "other"), "--key", keys[0], "--plan-hash", "0" * 12,
+                              "--make-plan", make])
+    assert code == 2 and "not the plan this launcher was made from" in capsys.readouterr().err
+    assert len(fake_training) == 2
+
+
 # ---- merging run folders -------------------------------------------------------------------------------------
 
 
@@ -292,11 +314,24 @@ def test_merge_run_folders_writes_one_run_folder(tmp_path):
     assert grid["seeds"] == [0, 1]
 
 
+def test_a_merged_folder_can_run_what_is_still_missing(tmp_path, fake_training):
+    specs = smoke_specs()
+    machines = [tmp_path / "m1", tmp_path / "m2"]
+    for i, m in enumerate(machines):
+        _, sweep_hash = write_run_plan(m, specs)
+        assert run_planned(m, specs[i]["key"], expect_hash=sweep_hash).ok
+    merged = tmp_path / "merged"
+    merge_run_folders(machines, merged)
+    assert read_run_plan(merged)["runs"].keys() == {s["key"] for s in specs}
+    assert run_planned(merged, specs[2]["key"], expect_hash=sweep_hash).ok
+    assert ResultsTable(merged).keys() == {s["key"] for s in specs[:3]}
+
+
 def test_merge_run_folders_refuses_other_settings_and_its_own_input(tmp_path):
     r = fake_row({"key": "k1", "kind": "sweep", "family": "transformer", "batch_size": 1, "seed": 0})
     d1 = _folder(tmp_path / "m1", [r], _settings_plan(budget=32))
     d2 = _folder(tmp_path / "m2", [r], _settings_plan(budget=64))
-    with pytest.raises(RowConflict, match=r"m1 and .*m2 hold batch-size experiments with other settings \(budget_value"):
+    with pytest.raises(RowConflict, match=r"m1 and .*m2 hold batch-size experiments with other settings \(budget"):
         merge_run_folders([d1, d2], tmp_path / "merged")
     with pytest.raises(ValueError, match="is one of the folders"):
         merge_run_folders([d1, tmp_path / "m1"], d1)
@@ -441,8 +476,9 @@ def gvt(*args, cwd=ROOT, timeout=900):
                           text=True, timeout=timeout)
 
 
-def rows_by_key(run_dir: Path) -> dict[str, dict]:
-    return {r["key"]: comparable(r) for r in ResultsTable(run_dir).rows()}
+def rows_by_key(run_dir: Path) -> dict[str, str]:
+    """Each row's numbers (timing and provenance left out) as canonical JSON: NaN equals NaN, as a merge sees it."""
+    return {r["key"]: json.dumps(comparable(r), sort_keys=True) for r in ResultsTable(run_dir).rows()}
 
 
 @pytest.fixture(scope="module")
