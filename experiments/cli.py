@@ -2,13 +2,20 @@
 
     gvt sweep batch-size  [--preset quick|smoke|paper|coco] [--families ...] [--batch-sizes ...] [--seeds ...]
                           [--budget samples|steps] [--budget-value N] [--lr-scaling none|linear|sqrt]
-                          [--reference-batch-size B] [--out RUN_DIR] [--workers N] [--wandb-mode MODE] [--no-report]
+                          [--reference-batch-size B] [--out RUN_DIR] [--workers N] [--workers-per-device K]
+                          [--wandb-mode MODE] [--no-report]
+                          [--plan-only | --launcher local|wandb | --emit-wandb-sweep FILE] [--group G] [--entity E]
     gvt sweep all         the batch-size sweep and the conditioning ablation into one folder, then the report
+    gvt sweep run-one RUN_DIR --key KEY [--plan-hash H] [--make-plan ARGS] [--wandb-mode MODE]
+                          exactly one planned run (what a W&B agent runs)
     gvt ablate conditioning [--preset ...] [--families ...] [--conditions none,label,source] [--strengths ...]
                           [--z-dims ...] [--seeds ...] [--out RUN_DIR] [--workers N] [--wandb-mode MODE] [--no-report]
+                          [--plan-only | --launcher local|wandb | --emit-wandb-sweep FILE]
     gvt temperature       --checkpoint PATH [--data-config YAML] | --run-dir RUN_DIR [--families ...]
                           [--batch-sizes ...]   [--temperatures ...] [--num-samples N] [--out DIR]
     gvt report RUN_DIR    [--out DIR] [--wandb-mode MODE]
+    gvt report RUN_DIR RUN_DIR ... --out MERGED_DIR      run folders of many machines merged by key
+    gvt report --wandb ENTITY/PROJECT --sweep ID [--out DIR]   the rows rebuilt from W&B
 
 Lists take commas or spaces: ``--batch-sizes 1,2,4`` or ``--batch-sizes 1 2 4``.
 """
@@ -16,9 +23,15 @@ Lists take commas or spaces: ``--batch-sizes 1,2,4`` or ``--batch-sizes 1 2 4``.
 from __future__ import annotations
 
 import argparse
+import contextlib
+import io
 import os
+import shlex
+import shutil
 import sys
+import tempfile
 import time
+import uuid
 from pathlib import Path
 
 from experiments.presets import PRESETS, get_preset
@@ -43,11 +56,25 @@ def _common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seeds", nargs="+", metavar="S", help="seeds (default: the preset's)")
     parser.add_argument("--out", metavar="RUN_DIR", help=f"run folder (default: {DEFAULT_ROOT}/PRESET); rerun to resume")
     parser.add_argument("--workers", type=int, metavar="N",
-                        help="runs trained at once, in separate processes (default: the preset's)")
+                        help="runs trained at once, in separate processes, each on its own GPU when runs use "
+                             "one (round robin), else with cores/N threads (default: the preset's)")
+    parser.add_argument("--workers-per-device", type=int, default=1, metavar="K",
+                        help="workers sharing one GPU (small runs; default 1)")
     parser.add_argument("--wandb-mode", default="offline", choices=["auto", "online", "offline", "disabled"],
                         help="W&B for every run (default offline; `wandb sync` uploads later)")
     parser.add_argument("--project", default="gan-vs-transformer", help="W&B project")
+    parser.add_argument("--entity", help="W&B entity of the sweep (--launcher wandb; default: your default entity)")
+    parser.add_argument("--group", help="W&B group of a new run folder (default: the folder's name + a random suffix)")
     parser.add_argument("--no-report", action="store_true", help="do not write the report at the end")
+    launch = parser.add_mutually_exclusive_group()
+    launch.add_argument("--plan-only", action="store_true",
+                        help="write the plan (RUN_DIR/plan.json: every run's spec and key, the plan hash), print the "
+                             "keys and stop; `gvt sweep run-one RUN_DIR --key KEY` runs one")
+    launch.add_argument("--launcher", choices=["local", "wandb"], default="local",
+                        help="local: train here (default); wandb: write the plan and a W&B sweep config over its "
+                             "keys, create the sweep (needs a W&B server) and print the `wandb agent` line")
+    launch.add_argument("--emit-wandb-sweep", metavar="FILE",
+                        help="only write the W&B sweep config of this plan to FILE (RUN_DIR is left untouched)")
 
 
 def _sweep_options(parser: argparse.ArgumentParser) -> None:
@@ -100,17 +127,31 @@ def _check_families(names) -> None:
         family.load_class()  # a clear error now rather than a failed row per run
 
 
-def _run_experiments(args, which: list[str]) -> int:
+# Options that shape the plan: what an agent's `run-one --make-plan` replays to plan the same runs.
+PLAN_OPTIONS = ("preset", "families", "seeds", "batch_sizes", "budget", "budget_value", "lr_scaling",
+                "reference_batch_size", "conditions", "strengths", "z_dims", "ablation_budget_value", "project")
+
+
+def _planning_command(args, command: str, group: str) -> str:
+    parts = [command, args.experiment]
+    for dest in PLAN_OPTIONS:
+        value = getattr(args, dest, None)
+        if value is None or value == []:
+            continue
+        parts += [f"--{dest.replace('_', '-')}", *map(str, value if isinstance(value, list) else [value])]
+    return shlex.join([*parts, "--group", group])
+
+
+def _plan_experiments(args, command: str, which: list[str], preset, folder: Path, group):
+    """Register each experiment's settings and add its runs to the folder's plan.
+
+    Returns ([(experiment, specs)], this invocation's plan hash, its planning command, the W&B group)."""
     from experiments.batch_size_sweep import sweep_specs
     from experiments.conditioning import ablation_specs
-    from experiments.execute import execute
+    from experiments.launch import write_run_plan
     from experiments.plan import register
 
-    preset = get_preset(args.preset)
-    out = Path(args.out or f"{DEFAULT_ROOT}/{preset.name}")
-    workers = args.workers if args.workers is not None else preset.workers
-    start = time.perf_counter()
-    failed = 0
+    planned = []
     for experiment in which:
         if experiment == "batch-size":
             settings = preset.sweep
@@ -123,13 +164,83 @@ def _run_experiments(args, which: list[str]) -> int:
         _check_families(settings.families)
         make_specs = sweep_specs if experiment == "batch-size" else ablation_specs
         make_specs(settings, {})  # validates every setting before the folder's plan is written
-        plan = register(out, experiment, preset.name, settings, args.project)
-        tracking = {"project": args.project, "group": plan["group"], "wandb_mode": args.wandb_mode,
+        plan = register(folder, experiment, preset.name, settings, args.project, group=group)
+        group = plan["group"]
+        tracking = {"project": args.project, "group": group, "wandb_mode": args.wandb_mode,
                     "tags": [preset.name, experiment]}
-        specs = make_specs(settings, tracking)
-        print(f"{experiment}: {len(specs)} runs ({preset.name} preset) -> {out}", file=sys.stderr)
-        outcome = execute(specs, out, workers=workers, desc=experiment,
-                          echo=lambda m: print(m, file=sys.stderr))
+        planned.append((experiment, make_specs(settings, tracking)))
+    planning = _planning_command(args, command, group)
+    _, part = write_run_plan(folder, [s for _, specs in planned for s in specs], command=planning)
+    return planned, part, planning, group
+
+
+def _emit_wandb_sweep(args, command: str, which: list[str], preset, out: Path) -> int:
+    """Plan in a scratch copy of RUN_DIR (left untouched) and write the W&B sweep config of this plan."""
+    from experiments.launch import PLAN
+    from experiments.results import atomic_write_text, read_plan
+    from experiments.wandb_sweep import sweep_config, sweep_yaml
+
+    group = args.group or (read_plan(out) or {}).get("group") or f"{out.resolve().name}-{uuid.uuid4().hex[:6]}"
+    with tempfile.TemporaryDirectory() as tmp:
+        scratch = Path(tmp)
+        for name in ("sweep.json", PLAN):
+            if (out / name).is_file():
+                shutil.copyfile(out / name, scratch / name)
+        planned, part, planning, group = _plan_experiments(args, command, which, preset, scratch, group)
+    keys = [s["key"] for _, specs in planned for s in specs]
+    target = Path(args.emit_wandb_sweep)
+    atomic_write_text(target, sweep_yaml(sweep_config(keys, str(out), part, planning, args.project, group), planning))
+    print(f"W&B sweep config: {target} ({len(keys)} runs into {out}, plan {part})", file=sys.stderr)
+    return 0
+
+
+def _launch_wandb(args, command: str, out: Path, specs: list[dict], part: str, planning: str, group: str) -> int:
+    from experiments.launch import PLAN
+    from experiments.results import atomic_write_text
+    from experiments.wandb_sweep import SweepServerError, create_sweep, sweep_config, sweep_yaml
+
+    config = sweep_config([s["key"] for s in specs], str(out), part, planning, args.project, group)
+    path = out / "wandb_sweep.yaml"
+    atomic_write_text(path, sweep_yaml(config, planning))
+    print(f"{len(specs)} runs planned (plan {part}): {out / PLAN}; W&B sweep config: {path}", file=sys.stderr)
+    try:
+        sweep_id, entity = create_sweep(config, args.project, args.entity)
+    except SweepServerError as err:
+        print(f"gvt {command}: error: {err}\n  The plan and the sweep config are written; once a server is reachable:"
+              f"\n    wandb sweep {path}\n    wandb agent ENTITY/{args.project}/SWEEP_ID    # on every machine, "
+              "from the repository root", file=sys.stderr)
+        return 2
+    print(f"wandb agent {entity}/{args.project}/{sweep_id}")
+    print(f"  run that on every machine, from the repository root (each writes its rows to its own {out}); "
+          f"then: gvt report --wandb {entity}/{args.project} --sweep {sweep_id}  (or copy the folders together and "
+          f"`gvt report DIR1 DIR2 ... --out MERGED`)", file=sys.stderr)
+    return 0
+
+
+def _run_experiments(args, command: str, which: list[str]) -> int:
+    from experiments.execute import execute
+
+    preset = get_preset(args.preset)
+    out = Path(args.out or f"{DEFAULT_ROOT}/{preset.name}")
+    if args.emit_wandb_sweep:
+        return _emit_wandb_sweep(args, command, which, preset, out)
+    planned, part, planning, group = _plan_experiments(args, command, which, preset, out, args.group)
+    specs = [s for _, experiment_specs in planned for s in experiment_specs]
+    if args.plan_only:
+        for spec in specs:
+            print(spec["key"])
+        print(f"{len(specs)} runs planned (plan {part}) in {out / 'plan.json'}; run one with: "
+              f"gvt sweep run-one {out} --key KEY", file=sys.stderr)
+        return 0
+    if args.launcher == "wandb":
+        return _launch_wandb(args, command, out, specs, part, planning, group)
+    workers = args.workers if args.workers is not None else preset.workers
+    start = time.perf_counter()
+    failed = 0
+    for experiment, experiment_specs in planned:
+        print(f"{experiment}: {len(experiment_specs)} runs ({preset.name} preset) -> {out}", file=sys.stderr)
+        outcome = execute(experiment_specs, out, workers=workers, workers_per_device=args.workers_per_device,
+                          desc=experiment, echo=lambda m: print(m, file=sys.stderr))
         failed += len(outcome.failed)
         if outcome.failed:
             print(f"{experiment}: {len(outcome.failed)} run(s) failed (see {out / 'errors.jsonl'}); "
@@ -142,6 +253,77 @@ def _run_experiments(args, which: list[str]) -> int:
         print(result.verdict_table)
         print(f"\nreport: {result.markdown}  (total {time.perf_counter() - start:.0f} s)")
     return 1 if failed else 0
+
+
+def _run_one(argv: list[str]) -> int:
+    """``gvt sweep run-one RUN_DIR --key KEY``: exactly one planned run (see experiments.launch)."""
+    from experiments.execute import _summary
+    from experiments.launch import accepted_hashes, read_run_plan, run_planned
+
+    parser = argparse.ArgumentParser(prog="gvt sweep run-one", description="Run exactly one planned run of RUN_DIR's "
+                                     "plan.json and add its row to RUN_DIR/results.jsonl (a crash goes to "
+                                     "errors.jsonl and the next run-one of the key retries it).")
+    parser.add_argument("run_dir", metavar="RUN_DIR")
+    parser.add_argument("--key", required=True, help="the planned run's key (`--plan-only` prints them)")
+    parser.add_argument("--plan-hash", metavar="H", help="refuse unless RUN_DIR's plan is, or grew from, plan H")
+    parser.add_argument("--make-plan", metavar="ARGS",
+                        help="when RUN_DIR has no plan.json (or one without plan H), first run `gvt ARGS --plan-only "
+                             "--out RUN_DIR` (W&B sweeps pass the command that planned them)")
+    parser.add_argument("--wandb-mode", choices=["auto", "online", "offline", "disabled"],
+                        help="override the plan's W&B mode (a W&B agent's runs are online)")
+    args = parser.parse_args(argv)
+    run_dir = Path(args.run_dir)
+    plan = read_run_plan(run_dir)
+    if args.make_plan and (plan is None or (args.plan_hash and args.plan_hash not in accepted_hashes(plan))):
+        command, *rest = shlex.split(args.make_plan)
+        if command not in ("sweep", "ablate"):
+            raise ValueError(f"--make-plan must start with sweep or ablate, got {command!r}")
+        with contextlib.redirect_stdout(io.StringIO()):  # the planned keys: not this run's output
+            code = main(command, [*rest, "--plan-only", "--out", str(run_dir)])
+        if code:
+            return code
+    result = run_planned(run_dir, args.key, expect_hash=args.plan_hash, wandb_mode=args.wandb_mode)
+    if not result.ok:
+        print(f"gvt sweep run-one: {args.key} FAILED: {result.message} (recorded in {run_dir / 'errors.jsonl'}; the "
+              "next run-one of this key retries it)", file=sys.stderr)
+        return 1
+    print(f"{args.key}: already in {run_dir / 'results.jsonl'}" if result.already_done else _summary(result.row))
+    return 0
+
+
+def _report(args) -> int:
+    from experiments.report import make_report
+
+    if args.wandb or args.sweep:
+        if not (args.wandb and args.sweep):
+            raise ValueError("--wandb ENTITY/PROJECT and --sweep ID go together")
+        if args.run_dirs:
+            raise ValueError("give run folders or --wandb ENTITY/PROJECT --sweep ID, not both")
+        from experiments.wandb_sweep import rows_from_wandb
+
+        run_dir, report_out = Path(args.out or f"{DEFAULT_ROOT}/wandb-{args.sweep}"), None
+        merged = rows_from_wandb(args.wandb, args.sweep, run_dir)
+        print(f"{len(merged.rows)} runs from {len(merged.sources)} finished W&B runs of sweep {args.sweep} -> "
+              f"{run_dir}" + (f" ({len(merged.skipped)} unfinished runs left out)" if merged.skipped else ""),
+              file=sys.stderr)
+    elif len(args.run_dirs) > 1:
+        if not args.out:
+            raise ValueError("merging several run folders needs --out MERGED_DIR (a new run folder; the report goes "
+                             "to MERGED_DIR/report)")
+        from experiments.merge import merge_run_folders
+
+        run_dir, report_out = Path(args.out), None
+        merged = merge_run_folders(args.run_dirs, run_dir)
+        print(f"merged {len(merged.rows)} runs from {len(args.run_dirs)} folders ({merged.duplicates} identical "
+              f"duplicates) -> {run_dir}", file=sys.stderr)
+    elif args.run_dirs:
+        run_dir, report_out = Path(args.run_dirs[0]), args.out
+    else:
+        raise ValueError("give a RUN_DIR (several, with --out, to merge them) or --wandb ENTITY/PROJECT --sweep ID")
+    result = make_report(run_dir, out=report_out, wandb_mode=args.wandb_mode)
+    print(result.verdict_table)
+    print(f"\nreport: {result.markdown}")
+    return 0
 
 
 def _temperature(args) -> int:
@@ -158,10 +340,18 @@ def _temperature(args) -> int:
 
 def main(command: str, argv: list[str]) -> int:
     prog = f"gvt {command}"
+    if command == "sweep" and argv[:1] == ["run-one"]:
+        os.environ.setdefault("WANDB_SILENT", "true")
+        try:
+            return _run_one(argv[1:])
+        except (ValueError, FileNotFoundError) as err:
+            print(f"gvt sweep run-one: error: {err}", file=sys.stderr)
+            return 2
     if command == "sweep":
         parser = argparse.ArgumentParser(prog=prog, description="Batch-size sweep: families x batch sizes x seeds at "
                                          "an equal budget (`all`: also the conditioning ablation), then the report.")
-        parser.add_argument("experiment", choices=["batch-size", "all"])
+        parser.add_argument("experiment", choices=["batch-size", "all"],
+                            help="(`gvt sweep run-one RUN_DIR --key KEY` runs one planned run; see its --help)")
         _common(parser)
         _sweep_options(parser)
         _ablation_options(parser)
@@ -186,9 +376,13 @@ def main(command: str, argv: list[str]) -> int:
         parser.add_argument("--batch-sizes", nargs="+", help="with --run-dir: only these batch sizes")
     elif command == "report":
         parser = argparse.ArgumentParser(prog=prog, description="Plots (PNG) and a Markdown report with the verdict "
-                                         "table for Q1-Q4 from a run folder.")
-        parser.add_argument("run_dir")
-        parser.add_argument("--out", help="report folder (default: RUN_DIR/report)")
+                                         "table for Q1-Q4 from a run folder, from several run folders merged by key "
+                                         "(one per machine), or from a W&B sweep's runs.")
+        parser.add_argument("run_dirs", nargs="*", metavar="RUN_DIR")
+        parser.add_argument("--out", help="one RUN_DIR: the report folder (default RUN_DIR/report); several RUN_DIRs "
+                                          "or --wandb: the merged run folder, with the report in OUT/report")
+        parser.add_argument("--wandb", metavar="ENTITY/PROJECT", help="rebuild the rows from this W&B project's ...")
+        parser.add_argument("--sweep", metavar="ID", help="... sweep ID (its finished runs' gvt-row artifacts)")
         parser.add_argument("--wandb-mode", default="offline", choices=["auto", "online", "offline", "disabled"])
     else:
         print(f"gvt: unknown experiment command {command!r}", file=sys.stderr)
@@ -197,18 +391,13 @@ def main(command: str, argv: list[str]) -> int:
     os.environ.setdefault("WANDB_SILENT", "true")
     try:
         if command == "sweep":
-            return _run_experiments(args, ["batch-size"] if args.experiment == "batch-size" else
+            return _run_experiments(args, command, ["batch-size"] if args.experiment == "batch-size" else
                                     ["batch-size", "conditioning"])
         if command == "ablate":
-            return _run_experiments(args, ["conditioning"])
+            return _run_experiments(args, command, ["conditioning"])
         if command == "temperature":
             return _temperature(args)
-        from experiments.report import make_report
-
-        result = make_report(args.run_dir, out=args.out, wandb_mode=args.wandb_mode)
-        print(result.verdict_table)
-        print(f"\nreport: {result.markdown}")
-        return 0
+        return _report(args)
     except (ValueError, FileNotFoundError) as err:
         print(f"{prog}: error: {err}", file=sys.stderr)
         return 2

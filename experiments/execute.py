@@ -1,13 +1,19 @@
 """Runs a list of run specs into a run folder: resumable, one progress bar, optionally several worker processes.
 
+The specs are first added to the folder's plan (``plan.json``), and every run goes through
+``experiments.launch.run_planned``, the very path of ``gvt sweep run-one``: a run is the same wherever it runs.
+
 Resuming is by key: a spec whose key is already in the results table is skipped, so running the same command
 again finishes what a killed invocation left and redoes nothing. A run that raises is logged to
 ``errors.jsonl`` (not to the table) and retried next time; the others go on.
 
-``workers > 1`` trains that many runs at once in spawned processes with one thread each (a tiny model at a
-small batch size is bound by Python overhead, not arithmetic, so two single-threaded runs on two cores take
-about half the time of one run using both). Each worker writes its own rows (the table's lock makes that safe)
-and dies with its parent, so a killed sweep leaves no orphan still writing.
+``workers > 1`` trains that many runs at once in spawned processes. Each worker has its own slot
+(``experiments.launch.assign_workers``): on a machine with GPUs (and specs that use an accelerator) its own GPU,
+round robin, ``workers_per_device`` workers sharing one; and ``cores // workers`` torch threads for specs that
+leave ``threads`` open (the CPU presets fix one thread per run: a tiny model at a small batch size is bound by
+Python overhead, not arithmetic, and one thread keeps the numbers identical however the runs are spread). Each
+worker writes its own rows (the table's lock makes that safe) and dies with its parent, so a killed sweep leaves
+no orphan still writing.
 
 Runs that start from another run (``init_from: {"key": K}``, e.g. the pretrained arms) are ordered: every run
 that another one starts from goes first, and a dependent run is handed out (to this process or a worker) only
@@ -21,7 +27,6 @@ from __future__ import annotations
 import os
 import sys
 import time
-import traceback
 from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -65,17 +70,11 @@ def _summary(row: dict) -> str:
 
 
 def run_and_record(spec: dict, run_dir: str) -> tuple[str, bool, str]:
-    """Train one spec and add its row; returns (key, ok, one-line summary or error)."""
-    from experiments.runner import run_one
+    """Train one planned spec and add its row (or record its crash); returns (key, ok, one-line summary or error)."""
+    from experiments.launch import run_planned, slot_threads
 
-    table = ResultsTable(run_dir)
-    try:
-        row = run_one(spec, run_dir)
-    except Exception as err:  # a crash of one run is recorded; the sweep goes on
-        table.add_error(spec["key"], "".join(traceback.format_exception(err))[-4000:])
-        return spec["key"], False, f"{type(err).__name__}: {err}"
-    table.add(row)
-    return spec["key"], True, _summary(row)
+    result = run_planned(run_dir, spec["key"], threads=slot_threads())
+    return result.key, result.ok, (_summary(result.row) if result.row else result.message)
 
 
 def producer_of(spec: dict) -> Optional[str]:
@@ -84,7 +83,7 @@ def producer_of(spec: dict) -> Optional[str]:
     return init.get("key") if isinstance(init, dict) else None
 
 
-def _init_worker() -> None:
+def _init_worker(slots=None) -> None:
     # Die with the parent: a SIGKILLed sweep must not leave workers that keep training and writing rows.
     if sys.platform.startswith("linux"):
         import ctypes
@@ -92,15 +91,22 @@ def _init_worker() -> None:
 
         PR_SET_PDEATHSIG = 1
         ctypes.CDLL("libc.so.6", use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+    if slots is not None:
+        from experiments.launch import take_slot
+
+        take_slot(slots)  # its GPU and thread share, before anything touches CUDA
     os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 
 def execute(specs: list[dict], run_dir: str | Path, *, workers: int = 1, desc: str = "sweep",
-            echo=print) -> Outcome:
+            echo=print, workers_per_device: int = 1) -> Outcome:
     from tqdm.auto import tqdm
+
+    from experiments.launch import write_run_plan
 
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
+    write_run_plan(run_dir, specs)  # a no-op for specs the command already planned
     done = ResultsTable(run_dir).keys()
     outcome = Outcome()
     pending, seen = [], set(done)
@@ -168,10 +174,18 @@ def execute(specs: list[dict], run_dir: str | Path, *, workers: int = 1, desc: s
             import multiprocessing
             from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 
-            for spec in pending:  # parallel runs share the cores: one thread each unless the preset says otherwise
-                spec["threads"] = spec.get("threads") or 1
+            from experiments.launch import worker_slots
+
+            slots = worker_slots(workers, pending, workers_per_device)
+            bar.write(f"{desc}: {len(slots)} workers, " + ", ".join(
+                f"{'cuda:' + s.device if s.device is not None else 'cpu'}" for s in slots)
+                + f"; {slots[0].threads} thread(s) each where a run leaves it open", file=sys.stderr)
             ctx = multiprocessing.get_context("spawn")
-            with ProcessPoolExecutor(max_workers=workers, mp_context=ctx, initializer=_init_worker) as pool:
+            queue = ctx.Queue()
+            for slot in slots:
+                queue.put(slot)
+            with ProcessPoolExecutor(max_workers=len(slots), mp_context=ctx, initializer=_init_worker,
+                                     initargs=(queue,)) as pool:
                 running = {}
                 while ready or running:
                     while ready:  # queued in order; a dependent is only submitted once its producer's row is in

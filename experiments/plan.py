@@ -11,6 +11,7 @@ import time
 import uuid
 from dataclasses import asdict
 from pathlib import Path
+from typing import Optional
 
 from experiments.results import read_plan, write_plan
 
@@ -36,15 +37,21 @@ def _normalize(x):
     return x
 
 
-def register(run_dir: str | Path, experiment: str, preset: str, settings, project: str) -> dict:
-    """Record ``experiment``'s settings in the folder's plan (or check them against it); returns the plan."""
+def register(run_dir: str | Path, experiment: str, preset: str, settings, project: str,
+             group: Optional[str] = None) -> dict:
+    """Record ``experiment``'s settings in the folder's plan (or check them against it); returns the plan.
+
+    ``group``: the W&B group of a new folder (default: the folder's name and a random suffix)."""
     run_dir = Path(run_dir)
     plan = read_plan(run_dir) or {
         "created": time.strftime("%Y-%m-%d %H:%M:%S"),
-        "group": f"{run_dir.resolve().name}-{uuid.uuid4().hex[:6]}",
+        "group": group or f"{run_dir.resolve().name}-{uuid.uuid4().hex[:6]}",
         "project": project,
         "experiments": {},
     }
+    if group and plan["group"] != group:
+        raise PlanMismatch(f"{run_dir} already logs to the W&B group {plan['group']!r}, not {group!r}; "
+                           "give a new --out folder")
     new = _normalize(_settings_without_grid(settings))
     grid = {k: v for k, v in asdict(settings).items() if k in GRID_FIELDS}
     old = plan["experiments"].get(experiment)

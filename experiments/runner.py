@@ -60,7 +60,7 @@ COLLAPSE_UNIQUE = 0.5
 COLLAPSE_DISTINCT2_RATIO = 0.5
 
 # Settings that change nothing about a run's numbers are left out of its identity.
-_NOT_HASHED = ("tracking", "key", "threads")
+_NOT_HASHED = ("tracking", "key", "threads", "plan_hash")
 
 
 def config_hash(spec: dict) -> str:
@@ -300,17 +300,17 @@ def write_csv(path: Path, rows: list[dict]) -> None:
     atomic_write_text(path, buf.getvalue())
 
 
-def _finish_wandb(loggers, row: dict) -> None:
-    """Put the row's scalars in the W&B run summary and close the run, so the next run of the sweep is a new one."""
-    from experiments.results import flat_scalars
+def _finish_wandb(loggers, row: dict, files=()) -> None:
+    """Log the row to the W&B run (summary and a small artifact with ``files``) and close the run, so the next
+    run of the sweep is a new one."""
+    from experiments.wandb_sweep import log_row
 
     for logger in loggers:
         if type(logger).__name__ != "WandbLogger":
             continue
         try:
             run = logger.experiment
-            run.summary.update({f"result/{k}": v for k, v in flat_scalars(row).items()
-                                if isinstance(v, (int, float, bool, str))})
+            log_row(run, row, files)
             run.finish()
         except Exception as err:  # tracking must never take a finished run down
             logging.getLogger(__name__).warning("could not finish the W&B run: %s", err)
@@ -399,6 +399,7 @@ def run_one(spec: dict, run_dir: str | Path) -> dict:
         "batch_size": batch_size,
         "seed": seed,
         "config_hash": config_hash(spec),
+        "plan_hash": spec.get("plan_hash"),
         "condition": condition,
         "condition_strength": spec["data"].get("init_args", {}).get("condition_strength"),
         "z_dim": spec["model"].get("z_dim", 0),
@@ -439,5 +440,5 @@ def run_one(spec: dict, run_dir: str | Path) -> dict:
         trainer.save_checkpoint(str(folder / "final.ckpt"))
     row["paths"] = {"folder": str(folder.relative_to(run_dir)), "curves": str((folder / "curves.csv").relative_to(run_dir))}
     row["wall_time_s"] = time.perf_counter() - start
-    _finish_wandb(loggers, row)
+    _finish_wandb(loggers, row, files=[folder / "curves.csv", folder / "temperature.csv", run_dir / "sweep.json"])
     return row

@@ -33,11 +33,15 @@ Experiments (experiments/; a run folder is resumable: rerun the command to finis
   sweep        gvt sweep batch-size|all [--preset quick|smoke|paper|coco] [--families ...] [--batch-sizes ...]
                [--seeds ...] [--budget samples|steps] [--budget-value N] [--lr-scaling none|linear|sqrt]
                [--out RUN_DIR]        (`all`: the batch-size sweep, the conditioning ablation and the report)
+               [--workers N] [--workers-per-device K]  [--plan-only | --launcher wandb | --emit-wandb-sweep FILE]
+               gvt sweep run-one RUN_DIR --key KEY      exactly one planned run (what W&B agents run)
   ablate       gvt ablate conditioning [--preset ...] [--conditions none,label,source] [--strengths ...]
                [--z-dims ...] [--out RUN_DIR]
   temperature  gvt temperature --checkpoint PATH | --run-dir RUN_DIR [--temperatures ...]
                quality-diversity curves over sampling temperatures
   report       gvt report RUN_DIR                       plots (PNG) and a Markdown verdict table
+               gvt report DIR1 DIR2 ... --out MERGED    run folders of several machines, merged by key
+               gvt report --wandb ENTITY/PROJECT --sweep ID     the rows rebuilt from a W&B sweep
 
 Run `gvt COMMAND --help` for the options of a command.
 """

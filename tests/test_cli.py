@@ -167,13 +167,12 @@ def test_sample_refuses_truncated_and_missing_checkpoints(fitted_run, tmp_path):
     assert out.returncode == 2 and "does not exist" in out.stderr
 
 
-PARTS = sorted((ROOT / "configs" / "data").glob("*.yaml")) + sorted((ROOT / "configs" / "model").glob("*.yaml")) \
-    + sorted((ROOT / "configs" / "sweeps" / "models").glob("*.yaml"))
+PARTS = sorted((ROOT / "configs" / "data").glob("*.yaml")) + sorted((ROOT / "configs" / "model").glob("*.yaml"))
 
 
 @pytest.mark.parametrize("part", PARTS, ids=lambda p: f"{p.parent.name}/{p.name}")
 def test_print_config_composes_every_partial_yaml(part, capsys, monkeypatch):
-    """configs/data, configs/model and the sweep model sections compose with the trainer and logger parts."""
+    """configs/data and configs/model compose with the trainer and logger parts."""
     from modules.cli import main
 
     monkeypatch.chdir(ROOT)

@@ -157,13 +157,13 @@ def test_run_logs_to_wandb_offline_in_the_sweep_group(tmp_path, monkeypatch):
     seen = []
     finish = runner._finish_wandb
 
-    def record_then_finish(loggers, row):
+    def record_then_finish(loggers, row, **kwargs):
         for logger in loggers:
             if type(logger).__name__ == "WandbLogger":
                 run = logger.experiment
                 seen.append({"group": run.group, "job_type": run.job_type, "tags": set(run.tags),
                              "offline": run.offline, "name": run.name})
-        finish(loggers, row)
+        finish(loggers, row, **kwargs)
 
     monkeypatch.setattr(runner, "_finish_wandb", record_then_finish)
     monkeypatch.delenv("WANDB_MODE", raising=False)

@@ -8,12 +8,13 @@ import pytest
 import torch
 
 import experiments.execute as execute_module
+import experiments.launch as launch_module
 from experiments.batch_size_sweep import sweep_specs
 from experiments.execute import execute
 from experiments.presets import get_preset
 from experiments.report import adversarial_phase_effects, handover_curve_comparison, make_report, pretrained_section
 from experiments.results import ResultsTable
-from experiments.runner import load_init_from
+from experiments.runner import load_init_from, run_key
 from modules.models import TextGAN, TransformerSeq2Seq
 
 ARCH = dict(d_model=16, n_heads=2, n_encoder_layers=1, n_decoder_layers=1, d_ff=32)
@@ -183,6 +184,8 @@ def fake_runs(monkeypatch):
 
     monkeypatch.setattr(execute_module, "estimated_cost", lambda spec: 1.0)
     monkeypatch.setattr(execute_module, "run_and_record", fake)
+    # the fake specs are keys only: planning them (which checks each spec against its key) is not under test here
+    monkeypatch.setattr(launch_module, "write_run_plan", lambda run_dir, specs, command=None: ({}, ""))
     return calls, fail
 
 
@@ -247,7 +250,12 @@ def test_real_arms_run_after_their_pretrain_run_and_start_from_its_checkpoint(tm
 def test_a_real_failed_producer_fails_its_arms_with_two_workers(tmp_path):
     specs = sweep_specs(_smoke(families=("gan-gumbel-pt", "mle-continued")), {"wandb_mode": "disabled"})
     pre = next(s for s in specs if s["kind"] == "pretrain")
-    pre["model"]["lr"] = -1.0  # the run raises; its key (what the arms name) stays
+    pre["model"]["lr"] = -1.0  # the run raises
+    pre["key"] = run_key(pre)  # a planned spec must match its key, and the arms name the producer by it
+    for s in specs:
+        if s.get("init_from"):
+            s["init_from"]["key"] = pre["key"]
+            s["key"] = run_key(s)
     outcome = execute(specs, tmp_path, workers=2, echo=lambda m: None)
     assert sorted(outcome.failed) == sorted(s["key"] for s in specs)
     errors = {e["key"]: e["error"] for e in map(json.loads, (tmp_path / "errors.jsonl").read_text().splitlines())}
