@@ -9,14 +9,22 @@ so L + 1 predicted tokens per row):
 - the encoder-decoder Transformer (modules/nets/transformer.py), whose positions are computed in parallel.
 The LSTM's hidden size is chosen so that its parameter count matches the Transformer's (both counts are printed).
 
-Printed per family and length: the median step time over `--repeats` timed steps (after `--warmup` untimed ones)
-and tokens/s = B * (L + 1) predicted target tokens per second. The figure the claim is about is the growth rate
-of step time with length: the slope of log(step time) against log(L), fitted per family (1 = linear growth,
-0 = flat), and the ratio of the two slopes. All numbers come from the same process, on CPU and, when one is
-there, on a GPU. A PNG plot (step time and tokens/s against L, log-log) is written to `--out`.
+Printed per family and length: the step time, the minimum (`--statistic min`, the default: the least disturbed by
+other processes on a shared machine) or median of `--repeats` timed steps after `--warmup` untimed ones, the
+timed steps of all cells interleaved round by round; and tokens/s = B * (L + 1) predicted target tokens per
+second. The figure the claim is about is the growth rate of step time with length: the slope of log(step time)
+against log(L), fitted per family over all lengths (1 = linear growth, 0 = flat), and the ratio of the two
+slopes; the table also gives each step's local slope from the previous length, so a jump is seen where it is.
+All numbers come from the same process, on CPU and, when one is there, on a GPU. A PNG plot (step time and
+tokens/s against L, log-log) is written to `--out`.
+
+Reading CPU figures: with one or two cores there is little parallel hardware for the Transformer to use, and its
+attention costs O(L^2); the claim is about parallel hardware, so a GPU's figures say more. With torch 2.13 on CPU,
+oneDNN's LSTM backward was seen to jump about 7x between L = 128 and 256 whenever the gradient reaches the
+encoder through its final state (as in every seq2seq); the local slopes show such a jump where it happens.
 
     python benchmarks/bench_parallel.py [--lengths 16,32,64,128,256,512] [--batch-size 16] [--d-model 128]
-        [--devices cpu,cuda] [--threads 2] [--out benchmarks/bench_parallel.png]
+        [--devices cpu,cuda] [--threads 2] [--out runs/bench_parallel.png]
 """
 
 from __future__ import annotations
@@ -25,6 +33,7 @@ import argparse
 import math
 import statistics
 import time
+from pathlib import Path
 
 import torch
 
@@ -35,6 +44,7 @@ from modules.nets.rnn_seq2seq import LSTMSeq2Seq, RNNSeq2SeqConfig
 from modules.nets.transformer import EncoderDecoderTransformer, TransformerConfig
 
 FAMILIES = ("lstm", "transformer")
+STATISTICS = {"min": min, "median": statistics.median}
 
 
 def make_transformer(args, max_len: int) -> EncoderDecoderTransformer:
@@ -72,23 +82,34 @@ def sync(device) -> None:
         torch.cuda.synchronize(device)
 
 
-def time_steps(net, batch: Batch, device, warmup: int, repeats: int) -> float:
-    """Median seconds of one training step: forward, the MLE loss, backward, AdamW step."""
-    net.train()
-    optimizer = torch.optim.AdamW(net.parameters(), lr=1e-4)
-    times = []
-    for i in range(warmup + repeats):
-        sync(device)
-        start = time.perf_counter()
-        logits = net(batch.src, batch.src_pad_mask, batch.tgt_in)  # (B, L + 1, V)
-        loss = mle_loss(logits, batch)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-        sync(device)
-        if i >= warmup:
-            times.append(time.perf_counter() - start)
-    return statistics.median(times)
+def training_step(net, optimizer, batch: Batch, device) -> float:
+    """Seconds of one training step: forward, the MLE loss, backward, AdamW step."""
+    sync(device)
+    start = time.perf_counter()
+    logits = net(batch.src, batch.src_pad_mask, batch.tgt_in)  # (B, L + 1, V)
+    loss = mle_loss(logits, batch)
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    optimizer.step()
+    sync(device)
+    return time.perf_counter() - start
+
+
+def time_families(nets: dict, batches: dict, device, warmup: int, repeats: int, statistic) -> dict:
+    """Step seconds per (family, length). The timed steps are interleaved, round by round over every length and
+    family, so a burst of load from other processes spreads over all cells instead of spoiling one."""
+    optimizers = {f: torch.optim.AdamW(net.parameters(), lr=1e-4) for f, net in nets.items()}
+    times = {(f, L): [] for f in nets for L in batches}
+    for f, net in nets.items():
+        net.train()
+        for L, batch in batches.items():
+            for _ in range(warmup):
+                training_step(net, optimizers[f], batch, device)
+    for _ in range(repeats):
+        for L, batch in batches.items():
+            for f, net in nets.items():
+                times[(f, L)].append(training_step(net, optimizers[f], batch, device))
+    return {cell: statistic(values) for cell, values in times.items()}
 
 
 def loglog_slope(lengths, seconds) -> float:
@@ -122,6 +143,7 @@ def plot(results: dict, lengths, batch_size: int, path: str, title: str) -> None
         ax.legend(fontsize=8)
     fig.suptitle(title, fontsize=9)
     fig.tight_layout()
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=110)
 
 
@@ -138,8 +160,10 @@ def main():
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
     parser.add_argument("--warmup", type=int, default=2)
     parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--statistic", default="min", choices=sorted(STATISTICS),
+                        help="of the timed steps per cell: min (default; the least disturbed by other load) or median")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--out", default="benchmarks/bench_parallel.png")
+    parser.add_argument("--out", default="runs/bench_parallel.png", help="the PNG plot (runs/ is not tracked)")
     args = parser.parse_args()
 
     lengths = sorted(int(x) for x in args.lengths.split(","))
@@ -161,26 +185,33 @@ def main():
           f"attention {args.rnn_attention}: {lstm_params:,} parameters "
           f"({100 * (lstm_params / transformer_params - 1):+.1f}%)")
     print(f"batch {args.batch_size}, vocabulary {args.vocab_size}, torch threads {torch.get_num_threads()}, "
-          f"median of {args.repeats} steps after {args.warmup} warm-up steps; tokens/s counts B x (L + 1) "
-          "predicted target tokens")
+          f"{args.statistic} of {args.repeats} interleaved steps after {args.warmup} warm-up steps; "
+          "tokens/s counts B x (L + 1) predicted target tokens")
 
     results = {}
     for device_name in devices:
         device = torch.device(device_name)
         gen = torch.Generator().manual_seed(args.seed)
         batches = {L: random_batch(args.batch_size, L, args.vocab_size, device, gen) for L in lengths}
+        nets = {}
         for family in FAMILIES:
             torch.manual_seed(args.seed)
-            net = (make_lstm(args, hidden) if family == "lstm"
-                   else make_transformer(args, max_len=lengths[-1] + 2)).to(device)
-            results[(device_name, family)] = [time_steps(net, batches[L], device, args.warmup, args.repeats)
-                                              for L in lengths]
+            nets[family] = (make_lstm(args, hidden) if family == "lstm"
+                            else make_transformer(args, max_len=lengths[-1] + 2)).to(device)
+        seconds = time_families(nets, batches, device, args.warmup, args.repeats, STATISTICS[args.statistic])
+        for family in FAMILIES:
+            results[(device_name, family)] = [seconds[(family, L)] for L in lengths]
 
-        print(f"\n[{device_name}]  {'L':>5} " + "".join(f"{f + ' ms':>16}{f + ' tok/s':>18}" for f in FAMILIES)
-              + f"{'lstm/transformer':>18}")
+        # "slope": the local growth exponent from the previous length, log(t_i / t_(i-1)) / log(L_i / L_(i-1))
+        header = "".join(f"{f + ' ms':>16}{f + ' tok/s':>18}{'slope':>7}" for f in FAMILIES)
+        print(f"\n[{device_name}]  {'L':>5} {header}{'lstm/transformer':>18}")
         for i, L in enumerate(lengths):
-            row = "".join(f"{results[(device_name, f)][i] * 1000:>16.1f}"
-                          f"{target_tokens(args.batch_size, L) / results[(device_name, f)][i]:>18,.0f}" for f in FAMILIES)
+            row = ""
+            for f in FAMILIES:
+                seconds = results[(device_name, f)]
+                local = loglog_slope(lengths[i - 1:i + 1], seconds[i - 1:i + 1]) if i else float("nan")
+                tokens_per_s = target_tokens(args.batch_size, L) / seconds[i]
+                row += f"{seconds[i] * 1000:>16.1f}{tokens_per_s:>18,.0f}{local:>7.2f}"
             ratio = results[(device_name, "lstm")][i] / results[(device_name, "transformer")][i]
             print(f"{'':>{len(device_name) + 4}}{L:>5} {row}{ratio:>18.2f}")
         slopes = {f: loglog_slope(lengths, results[(device_name, f)]) for f in FAMILIES}

@@ -37,7 +37,7 @@ log = logging.getLogger(__name__)
 
 @dataclass
 class AttentionMaps:
-    mean: Tensor  # (B, T, S) the weights a reader would look at: the RNN's, or the Transformer's mean over layers and heads
+    mean: Tensor  # (B, T, S) the RNN's weights, or the Transformer's mean over decoder layers and heads
     heads: Optional[Tensor]  # (B, L, H, T, S) per decoder layer and head (Transformer); None for the RNN
 
 
@@ -249,3 +249,30 @@ class AttentionHeatmaps(pl.Callback):
         images = write_heatmaps(pl_module, pairs, root / "attention" / f"step{trainer.global_step:07d}",
                                 vocab=trainer.datamodule.vocab)
         log_heatmaps(trainer.loggers, images, step=trainer.global_step)
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    """``python -m experiments.attention --checkpoint CKPT --src TEXT --tgt TEXT [--src ... --tgt ...] --out DIR``"""
+    import argparse
+
+    from modules.sample_cli import load_model
+
+    parser = argparse.ArgumentParser(prog="python -m experiments.attention",
+                                     description="cross-attention heatmap PNGs of a checkpoint for source/target pairs")
+    parser.add_argument("--checkpoint", required=True)
+    parser.add_argument("--src", action="append", required=True, help="a source sentence (repeat for more pairs)")
+    parser.add_argument("--tgt", action="append", required=True, help="its target sentence, in the same order")
+    parser.add_argument("--out", required=True, help="folder for the PNGs")
+    parser.add_argument("--prefix", default="attention")
+    args = parser.parse_args(argv)
+    if len(args.src) != len(args.tgt):
+        parser.error(f"--src was given {len(args.src)} times but --tgt {len(args.tgt)} times: give them in pairs")
+    model = load_model(args.checkpoint)
+    for path in write_heatmaps(model, encode_pairs(model, list(zip(args.src, args.tgt))), args.out,
+                               prefix=args.prefix).values():
+        print(path)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

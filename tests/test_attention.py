@@ -220,7 +220,7 @@ def test_heatmaps_go_to_w_and_b_images_when_a_wandb_logger_is_there(tmp_path):
     assert not log_heatmaps([csv], {"attention_0": path})
 
 
-def test_callback_writes_heatmaps_during_fit(tmp_path):
+def test_callback_writes_heatmaps_during_fit_and_the_command_from_a_checkpoint(tmp_path):
     pl.seed_everything(0)
     dm = make_dm(num_train=64)
     model = RNNSeq2Seq(dm.vocab_size, emb_dim=8, hidden_dim=8, attention="additive", num_eval_samples=0)
@@ -232,3 +232,12 @@ def test_callback_writes_heatmaps_during_fit(tmp_path):
     written = sorted((tmp_path / "lightning_logs" / "version_0" / "attention").glob("step*/*.png"))
     assert [p.name for p in written] == ["attention_0.png", "attention_1.png"]
     _is_png(written[0])
+
+    # and from the checkpoint, for pairs given as text
+    from experiments.attention import main
+
+    tr.save_checkpoint(tmp_path / "m.ckpt")
+    out = tmp_path / "from_ckpt"
+    assert main(["--checkpoint", str(tmp_path / "m.ckpt"), "--src", "t1 t2 t3", "--tgt", "t1 t2 t3",
+                 "--src", "t4 t5", "--tgt", "t4 t5", "--out", str(out)]) == 0
+    assert sorted(p.name for p in out.glob("*.png")) == ["attention_0.png", "attention_1.png"]

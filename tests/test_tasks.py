@@ -125,7 +125,8 @@ class PlantedNet(nn.Module):
         self.dummy = nn.Parameter(torch.zeros(1))  # gives the scorer a device
 
     def init_state(self, src, src_pad_mask, z=None):
-        rows = [self.answer([t for t, pad in zip(s, m) if not pad]) for s, m in zip(src.tolist(), src_pad_mask.tolist())]
+        rows = [self.answer([t for t, pad in zip(s, m) if not pad])
+                for s, m in zip(src.tolist(), src_pad_mask.tolist())]
         return rows, 0
 
     def step(self, prev, state):

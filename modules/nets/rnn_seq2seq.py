@@ -114,7 +114,8 @@ class LSTMSeq2Seq(nn.Module):
 
     # ---- attention
 
-    def _attend(self, query: Tensor, memory: Tensor, keys: Tensor | None, src_pad_mask: Tensor) -> tuple[Tensor, Tensor]:
+    def _attend(self, query: Tensor, memory: Tensor, keys: Tensor | None,
+                src_pad_mask: Tensor) -> tuple[Tensor, Tensor]:
         """query (B, T, H) decoder states -> attentional states (B, T, H) and the weights (B, T, S)."""
         if self.config.attention == "dot":
             scores = query @ memory.transpose(1, 2)  # (B, T, S)
