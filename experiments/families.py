@@ -84,6 +84,10 @@ def register_family(name: str, class_path: str, defaults: dict | None = None, *,
 
 
 register_family("transformer", "modules.models.TransformerSeq2Seq")
+# The lecture's road to the Transformer (issue 13): the LSTM seq2seq without attention (the context-vector
+# bottleneck) and with additive attention; same loss and evaluation as the Transformer.
+register_family("rnn", "modules.models.RNNSeq2Seq", {"attention": "none"})
+register_family("rnn-attention", "modules.models.RNNSeq2Seq", {"attention": "additive"})
 register_family("gan-gumbel", "modules.models.TextGAN", {"estimator": "gumbel"}, adversarial=True,
                 lr_args=("g_lr", "d_lr"))
 register_family("gan-reinforce", "modules.models.TextGAN", {"estimator": "reinforce"}, adversarial=True,

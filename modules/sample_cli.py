@@ -19,9 +19,9 @@ class CheckpointError(ValueError):
 
 
 def family_classes() -> dict:
-    from modules.models import TransformerSeq2Seq
+    from modules.models import RNNSeq2Seq, TransformerSeq2Seq
 
-    classes = {"transformer": TransformerSeq2Seq}
+    classes = {"transformer": TransformerSeq2Seq, "rnn": RNNSeq2Seq}
     try:
         from modules.models import TextGAN
 

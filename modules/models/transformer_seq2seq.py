@@ -44,6 +44,22 @@ def generator_optimizer(kind: str, named_parameters, lr: float, betas, weight_de
     return OPTIMIZERS[kind](groups, lr=lr, betas=tuple(betas))
 
 
+def check_mle_settings(lr: float, label_smoothing: float, warmup_steps: int, optimizer: str, weight_decay: float,
+                       gradient_clip: float) -> None:
+    """The MLE families' training settings (TransformerSeq2Seq, RNNSeq2Seq), each refused by name."""
+    if lr <= 0:
+        raise ValueError(f"model.lr must be > 0, got {lr}")
+    if not 0.0 <= label_smoothing < 1.0:
+        raise ValueError(f"model.label_smoothing must lie in [0, 1), got {label_smoothing}")
+    if warmup_steps < 0:
+        raise ValueError(f"model.warmup_steps must be >= 0, got {warmup_steps}")
+    if optimizer not in OPTIMIZERS:
+        raise ValueError(f"model.optimizer must be one of {', '.join(OPTIMIZERS)}, got {optimizer!r}")
+    if weight_decay < 0 or gradient_clip < 0:
+        raise ValueError(f"model.weight_decay and model.gradient_clip must be >= 0, got {weight_decay}, "
+                         f"{gradient_clip}")
+
+
 class TransformerSeq2Seq(GeneratorModule):
     """Encoder-decoder Transformer, one loss: token cross-entropy with teacher forcing (padding ignored).
 
@@ -86,17 +102,7 @@ class TransformerSeq2Seq(GeneratorModule):
     ):
         super().__init__(vocab_size, num_eval_samples, eval_temperature, eval_batch_size, eval_seed, bleu_max_n,
                          num_logged_samples)
-        if lr <= 0:
-            raise ValueError(f"model.lr must be > 0, got {lr}")
-        if not 0.0 <= label_smoothing < 1.0:
-            raise ValueError(f"model.label_smoothing must lie in [0, 1), got {label_smoothing}")
-        if warmup_steps < 0:
-            raise ValueError(f"model.warmup_steps must be >= 0, got {warmup_steps}")
-        if optimizer not in OPTIMIZERS:
-            raise ValueError(f"model.optimizer must be one of {', '.join(OPTIMIZERS)}, got {optimizer!r}")
-        if weight_decay < 0 or gradient_clip < 0:
-            raise ValueError(f"model.weight_decay and model.gradient_clip must be >= 0, got {weight_decay}, "
-                             f"{gradient_clip}")
+        check_mle_settings(lr, label_smoothing, warmup_steps, optimizer, weight_decay, gradient_clip)
         self.save_hyperparameters()
         self.generator = EncoderDecoderTransformer(
             TransformerConfig(

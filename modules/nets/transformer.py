@@ -142,6 +142,15 @@ class Attention(nn.Module):
         y = y.transpose(1, 2).contiguous().view(B, T, C)  # (B, T, C)
         return self.resid_dropout(self.out_proj(y))
 
+    def weights(self, x: Tensor, k: Tensor, attn_mask: Tensor | None = None) -> Tensor:
+        """The attention probabilities softmax(q k^T / sqrt(hd)) that `forward` applies (before attention
+        dropout), computed explicitly for inspection; `forward` itself keeps the fused SDPA kernel. -> (B, H, T, S)"""
+        q = self.split_heads(self.q_proj(x))  # (B, H, T, hd)
+        scores = (q @ k.transpose(-2, -1)).float() / math.sqrt(q.size(-1))  # (B, H, T, S)
+        if attn_mask is not None:
+            scores = scores.masked_fill(~attn_mask, float("-inf"))
+        return torch.softmax(scores, dim=-1)
+
 
 class MLP(nn.Module):
     def __init__(self, config: TransformerConfig):
@@ -181,9 +190,11 @@ class DecoderBlock(nn.Module):
         self.mlp = MLP(config)
 
     def forward(self, x: Tensor, mem_k: Tensor, mem_v: Tensor, mem_mask: Tensor,
-                cache: tuple[Tensor, Tensor] | None = None) -> tuple[Tensor, tuple[Tensor, Tensor]]:
+                cache: tuple[Tensor, Tensor] | None = None,
+                cross_weights: list[Tensor] | None = None) -> tuple[Tensor, tuple[Tensor, Tensor]]:
         """Full sequence when `cache` is None (causal self-attention); otherwise x is one new position
-        (B, 1, C) that attends to the cached keys/values plus itself. Returns the new self-attention K/V."""
+        (B, 1, C) that attends to the cached keys/values plus itself. Returns the new self-attention K/V.
+        A `cross_weights` list gets this block's cross-attention weights (B, H, T, S') appended."""
         h = self.ln_1(x)
         k, v = self.self_attn.project_kv(h)  # (B, H, T, hd)
         if cache is None:
@@ -194,7 +205,10 @@ class DecoderBlock(nn.Module):
             # one query at the newest position may see every cached key: no mask. (is_causal would be
             # wrong here: SDPA aligns its causal mask to the top-left corner.)
             x = x + self.self_attn(h, k, v)
-        x = x + self.cross_attn(self.ln_2(x), mem_k, mem_v, attn_mask=mem_mask)
+        h = self.ln_2(x)
+        if cross_weights is not None:
+            cross_weights.append(self.cross_attn.weights(h, mem_k, mem_mask))
+        x = x + self.cross_attn(h, mem_k, mem_v, attn_mask=mem_mask)
         x = x + self.mlp(self.ln_3(x))
         return x, (k, v)
 
@@ -302,18 +316,29 @@ class EncoderDecoderTransformer(nn.Module):
 
     # ---- teacher forcing
 
-    def forward(self, src: Tensor, src_pad_mask: Tensor, tgt_in: Tensor, z: Tensor | None = None) -> Tensor:
+    def forward(self, src: Tensor, src_pad_mask: Tensor, tgt_in: Tensor, z: Tensor | None = None,
+                cross_weights: list[Tensor] | None = None) -> Tensor:
         """tgt_in = tgt[:, :-1] (BOS ...). -> logits (B, T, V) for tgt[:, 1:].
 
         Padding in tgt_in needs no mask: under the causal mask a real position never sees a later pad,
-        and the logits at pad positions are ignored by the loss."""
+        and the logits at pad positions are ignored by the loss. A `cross_weights` list gets each decoder
+        layer's cross-attention weights appended (see `cross_attention`)."""
         memory, memory_pad_mask = self.encode(src, src_pad_mask, z)
         mem_mask = ~memory_pad_mask[:, None, None, :]  # (B, 1, 1, S')
         x = self._embed(self.tgt_emb, tgt_in)  # (B, T, C)
         for block in self.decoder:
             mem_k, mem_v = block.cross_attn.project_kv(memory)
-            x, _ = block(x, mem_k, mem_v, mem_mask)
+            x, _ = block(x, mem_k, mem_v, mem_mask, cross_weights=cross_weights)
         return self.lm_head(self.ln_f(x))  # (B, T, V)
+
+    def cross_attention(self, src: Tensor, src_pad_mask: Tensor, tgt_in: Tensor,
+                        z: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        """Teacher-forced logits (B, T, V) and every decoder layer's cross-attention weights per head,
+        (B, n_decoder_layers, H, T, S'): row t is what position t read to predict tgt[:, t + 1]. With z the
+        memory's first slot (index 0) is the latent, so S' = S + 1."""
+        weights: list[Tensor] = []
+        logits = self(src, src_pad_mask, tgt_in, z, cross_weights=weights)
+        return logits, torch.stack(weights, dim=1)
 
     def log_prob(self, src: Tensor, src_pad_mask: Tensor, tgt: Tensor, tgt_pad_mask: Tensor,
                  z: Tensor | None = None) -> Tensor:
