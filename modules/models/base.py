@@ -24,8 +24,7 @@ A model with a latent z (a GAN with ``z_dim > 0``) defines p(y) = E_z p(y | z), 
 NLLs are -log mean_k p(y | z_k) over K = ``nll_z_samples`` seeded draws (logsumexp). On average that is still
 an upper bound on -log p(y), tightening as K grows (K = 1 is E_z[-log p(y | z)]); at test time the estimate is
 also logged at K = 1, 8 and 64, those up to ``nll_z_samples`` (``test/nll_test_per_token_z1``, ``_z8``, ``_z64``
-and the per-sentence ones), to
-show how far it has converged.
+and the per-sentence ones), to show how far it has converged.
 
 Prediction (``gvt predict``, ``Trainer.predict``) is shared too: samples for every condition of the predict split
 (the test split), drawn as ``PredictionSettings`` say, written to ``<run folder>/predictions/<file>``.
