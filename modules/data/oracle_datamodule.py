@@ -32,6 +32,8 @@ PRESETS = {
     "small": dict(vocab_size=200, seq_len=12, emb_dim=32, hidden_dim=32, num_train=2_000, num_val=250, num_test=1_000),
 }
 CACHE_FORMAT_VERSION = 2
+# The oracle-entropy estimate draws from its own generator, seeded far from any oracle_seed of the splits.
+ENTROPY_SEED_OFFSET = 7_919_003
 
 
 def default_cache_dir() -> Path:
@@ -147,6 +149,18 @@ class OracleDataModule(SequenceDataModule):
             out[split] = {"tgt": tgt} if cond is None else {"tgt": tgt, "cond": cond}
         return out
 
+    def _atomic_cache_write(self, path: Path, write) -> None:
+        """``write(tmp_path)`` then rename into ``path``: a crash never leaves a half-written cache under the final
+        name. A cache folder that cannot be written is a warning, not an error (the value is recomputed)."""
+        try:
+            self.cache_dir.mkdir(parents=True, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(dir=self.cache_dir, suffix=".tmp")
+            os.close(fd)
+            write(tmp)
+            os.replace(tmp, path)
+        except OSError as err:
+            log.warning("could not write the oracle cache to %s (%s); continuing without it", self.cache_dir, err)
+
     def _load_or_generate(self) -> dict[str, dict[str, torch.Tensor]]:
         path = self.cache_dir / f"oracle-{self.cache_key()}.pt"
         if path.exists():
@@ -155,14 +169,7 @@ class OracleDataModule(SequenceDataModule):
             except Exception as err:  # a truncated cache is regenerated, not trusted
                 log.warning("oracle cache %s is unreadable (%s); regenerating it", path, err)
         data = self._generate()
-        try:
-            self.cache_dir.mkdir(parents=True, exist_ok=True)
-            fd, tmp = tempfile.mkstemp(dir=self.cache_dir, suffix=".tmp")
-            os.close(fd)
-            torch.save(data, tmp)
-            os.replace(tmp, path)  # atomic: a crash never leaves a half-written cache under the final name
-        except OSError as err:
-            log.warning("could not write the oracle cache to %s (%s); continuing without it", self.cache_dir, err)
+        self._atomic_cache_write(path, lambda tmp: torch.save(data, tmp))
         return data
 
     def build(self):
@@ -214,3 +221,31 @@ class OracleDataModule(SequenceDataModule):
         return self.oracle.mutual_information(
             num_samples, gen, lambda n: self.sample_conditions(n, gen), num_contrast=num_contrast
         )
+
+    def entropy_per_token(self, num_samples: int = 10_000, seed: int = 0) -> tuple[float, float]:
+        """The oracle's own entropy H(y | c) per token in nats, with its standard error: the mean of
+        -log p_O(y | c) / L over ``num_samples`` of its own samples (conditions drawn from the data's condition
+        distribution). The floor of every model's NLL_test: NLL_test - H is the model's KL(p_O || q) per token.
+
+        The samples come from a generator seeded apart from the splits' (``seed`` picks another draw), so the
+        estimate is independent of the training and test data. Cached on disk beside the splits, keyed by the
+        oracle's config, ``num_samples`` and ``seed``; a missing cache is recomputed identically.
+        """
+        if num_samples < 2:
+            raise ValueError(f"entropy_per_token needs num_samples >= 2 for a standard error, got {num_samples}")
+        path = self.cache_dir / f"oracle-{self.cache_key()}-entropy-n{num_samples}-s{seed}.json"
+        if path.exists():
+            try:
+                cached = json.loads(path.read_text())
+                return float(cached["entropy_per_token"]), float(cached["standard_error"])
+            except (ValueError, KeyError) as err:  # a damaged cache is recomputed, not trusted
+                log.warning("oracle entropy cache %s is unreadable (%s); recomputing it", path, err)
+        gen = torch.Generator().manual_seed(ENTROPY_SEED_OFFSET + seed)
+        cond = self.sample_conditions(num_samples, gen)
+        y = self.oracle.sample(num_samples, gen, cond)  # (N, L)
+        per_token = -self.oracle.log_prob(y, cond).double() / self.seq_len  # (N,)
+        value = per_token.mean().item()
+        se = (per_token.std() / num_samples ** 0.5).item()
+        text = json.dumps({"entropy_per_token": value, "standard_error": se, "num_samples": num_samples, "seed": seed})
+        self._atomic_cache_write(path, lambda tmp: Path(tmp).write_text(text))
+        return value, se
