@@ -46,7 +46,7 @@ def loss_terms(model) -> dict[str, tuple[LossFn, list[torch.nn.Parameter]]]:
         from modules.models.base import mle_loss
 
         def mle(batch):
-            logits = model.generator(batch.src, batch.src_pad_mask, batch.tgt_in)
+            logits = model.generator(batch.src, batch.src_pad_mask, batch.tgt_in, z=model.latent(len(batch)))
             return mle_loss(logits, batch, model.hparams.get("label_smoothing", 0.0))
 
         return {"generator": (mle, _trainable(model.generator))}

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from typing import Literal
+from typing import Literal, Optional
 
 import torch
 
@@ -52,6 +52,11 @@ class TransformerSeq2Seq(GeneratorModule):
 
     Optimiser: ``optimizer`` (adamw or adam) with ``lr``, ``betas`` and ``weight_decay`` on matrices only
     (``generator_optimizer``, the rule the GAN generator shares), gradients clipped by norm at ``gradient_clip``.
+
+    ``z_dim > 0`` (the ``transformer-z`` family): the net reads a latent z ~ N(0, I) exactly as the GAN generator
+    does (one extra memory slot), drawn afresh for every training row, for evaluation and for sampling. MLE gives
+    z nothing to explain (the data do not depend on it), so this is the negative control for the z probes of Q3:
+    whatever dependence on z it shows is what an objective that never rewards using z leaves.
     """
 
     family = "transformer"
@@ -76,6 +81,7 @@ class TransformerSeq2Seq(GeneratorModule):
         label_smoothing: float = 0.0,
         gradient_clip: float = 1.0,
         optimizer: Literal["adam", "adamw"] = "adamw",
+        z_dim: int = 0,
         num_eval_samples: int = 200,
         eval_temperature: float = 1.0,
         eval_batch_size: int = 256,
@@ -93,6 +99,8 @@ class TransformerSeq2Seq(GeneratorModule):
             raise ValueError(f"model.warmup_steps must be >= 0, got {warmup_steps}")
         if optimizer not in OPTIMIZERS:
             raise ValueError(f"model.optimizer must be one of {', '.join(OPTIMIZERS)}, got {optimizer!r}")
+        if z_dim < 0:
+            raise ValueError(f"model.z_dim must be >= 0 (0: no latent input), got {z_dim}")
         if weight_decay < 0 or gradient_clip < 0:
             raise ValueError(f"model.weight_decay and model.gradient_clip must be >= 0, got {weight_decay}, "
                              f"{gradient_clip}")
@@ -101,12 +109,21 @@ class TransformerSeq2Seq(GeneratorModule):
             TransformerConfig(
                 vocab_size=vocab_size, d_model=d_model, n_heads=n_heads, n_encoder_layers=n_encoder_layers,
                 n_decoder_layers=n_decoder_layers, d_ff=d_ff, dropout=dropout, max_len=max_len,
-                positional=positional, tie_embeddings=tie_embeddings,
+                positional=positional, tie_embeddings=tie_embeddings, z_dim=z_dim,
             )
         )
 
+    def latent(self, batch_size: int, generator: Optional[torch.Generator] = None) -> Optional[torch.Tensor]:
+        """z ~ N(0, I) of shape (batch_size, z_dim), drawn from ``generator`` when given (as ``TextGAN.latent``);
+        None when z_dim = 0."""
+        if self.hparams.z_dim == 0:
+            return None
+        device = generator.device if generator is not None else self.device
+        return torch.randn(batch_size, self.hparams.z_dim, generator=generator, device=device)
+
     def training_step(self, batch: Batch, batch_idx: int) -> torch.Tensor:
-        logits = self.generator(batch.src, batch.src_pad_mask, batch.tgt_in)  # (B, T-1, V)
+        z = self.latent(len(batch))  # None without a latent input; else a fresh draw per row (transformer-z)
+        logits = self.generator(batch.src, batch.src_pad_mask, batch.tgt_in, z=z)  # (B, T-1, V)
         loss = mle_loss(logits, batch, self.hparams.label_smoothing)
         self.log("train/loss", loss, prog_bar=True, batch_size=len(batch))
         self.log("train/mle_loss", loss, batch_size=len(batch))
