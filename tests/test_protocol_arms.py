@@ -19,7 +19,7 @@ from experiments.noise_scale import loss_terms
 from experiments.presets import get_preset
 from experiments.probes import distinct_greedy_across_z
 from experiments.results import ResultsTable
-from experiments.runner import load_init_from, run_one
+from experiments.runner import build_datamodule, load_init_from, run_one
 from modules.data import OracleDataModule
 from modules.data.batch import collate
 from modules.models import TextGAN, TransformerSeq2Seq
@@ -201,30 +201,26 @@ def pretrain_run(tmp_path_factory):
 
 @pytest.mark.parametrize("family", ["gan-frozen-d-pt", "gan-mbstd-pt", "mle-continued"])
 def test_the_new_arms_start_from_exactly_the_producers_generator_weights(pretrain_run, family):
+    """Every run of the arm (each batch size, equal-update runs too), built as the runner builds it."""
     run_dir, pre, specs = pretrain_run
     checkpoint = torch.load(run_dir / "runs" / pre["key"] / "final.ckpt", map_location="cpu", weights_only=True)
     theirs = {k[len("generator."):]: v for k, v in checkpoint["state_dict"].items() if k.startswith("generator.")}
-    for spec in [s for s in specs if s["family"] == family]:
+    arm_runs = [s for s in specs if s["family"] == family]
+    assert len(arm_runs) == (1 if family == "gan-mbstd-pt" else 3)  # batch sizes 1 and 8, equal updates at 1
+    fam = get_family(family)
+    vocab_size = len(build_datamodule(pre["data"], 8, 0).vocab)
+    for spec in arm_runs:
         assert spec["init_from"] == {"key": pre["key"]}
-        fam = get_family(family)
-        model = fam.load_class()(vocab_size=len(tiny_vocab(spec)), **fam.init_kwargs(spec["model"]))
+        model = fam.load_class()(vocab_size=vocab_size, **fam.init_kwargs(spec["model"]))
         load_init_from(model, pre["key"], run_dir, spec["data"])
         ours = model.generator.state_dict()
         latent = {k for k in ours if k.split(".")[0] in ("z_proj", "ln_z")}
         assert set(ours) - latent == set(theirs)
         for name, value in theirs.items():
             assert torch.equal(ours[name], value), name
-    if family != "mle-continued":
-        assert model.hparams.freeze_discriminator == (family == "gan-frozen-d-pt")
-        assert model.hparams.minibatch_std == (family == "gan-mbstd-pt")
-
-
-def tiny_vocab(spec):
-    from experiments.runner import build_datamodule
-
-    dm = build_datamodule(spec["data"], spec["batch_size"], spec["seed"])
-    dm.prepare()
-    return dm.vocab
+        if family != "mle-continued":
+            assert model.hparams.freeze_discriminator == (family == "gan-frozen-d-pt")
+            assert model.hparams.minibatch_std == (family == "gan-mbstd-pt")
 
 
 # ---- 3. the held-out curve and the game checkpoints -------------------------------------------------------------
