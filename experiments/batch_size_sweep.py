@@ -17,7 +17,14 @@ reference batch size) for the sweep's own budget, as a run of kind ``pretrained-
 ``init_from: {"key": <the pretrain run's key>}`` (temperature curve where the sweep measures one; no noise
 scale). Pretraining happens once, at one batch size, so an MLE phase at batch size 1 never hides inside an arm's
 result; the arms' rows are kept apart from the sweep's (``kind``), so they are compared with each other
-(``experiments.report``), not with the from-scratch families.
+(``experiments.report``), not with the from-scratch families. ``pretrained_family_batch_sizes`` gives a family its
+own batch sizes (the minibatch-std arm ``gan-mbstd-pt`` at the reference only), and at ``equal_update_batch_sizes``
+each arm runs once more for the reference batch size's number of updates (kind ``equal-updates``, a steps budget,
+row field ``equal_updates_of``), reported descriptively beside the equal-samples arms.
+
+Measurements along a run (``experiments.game``): the held-out loss curve and its roughness on every pretrained and
+equal-update arm (``held_out``), and Q1's game checkpoints on the sweep's runs at ``checkpoint_batch_sizes``
+(``checkpoints``; default the reference batch size).
 """
 
 from __future__ import annotations
@@ -96,14 +103,47 @@ def _check_pretrained_arm(family: str, model: dict, pretrain: dict) -> None:
                          f"differs: " + ", ".join(f"model.{k} {a} vs {b}" for k, (a, b) in differ.items()))
 
 
+def pretrained_batch_sizes(settings: SweepSettings, family: str) -> list[int]:
+    """The batch sizes a pretrained arm runs at: its own entry in ``pretrained_family_batch_sizes``, else
+    ``pretrained_batch_sizes``, else the reference batch size."""
+    own = (settings.pretrained_family_batch_sizes or {}).get(family)
+    if own is not None:
+        return sorted(own)
+    return sorted(settings.pretrained_batch_sizes or [settings.reference_batch_size])
+
+
+def _check_arm_settings(settings: SweepSettings) -> None:
+    for name, sizes in (settings.pretrained_family_batch_sizes or {}).items():
+        if get_family(name).init_from != "pretrain":
+            raise ValueError(f"sweep.pretrained_family_batch_sizes names {name!r}, which does not start from the "
+                             f"pretrain run (only pretrained arms take batch sizes there)")
+        if not sizes:
+            raise ValueError(f"sweep.pretrained_family_batch_sizes[{name!r}] is empty")
+    for name, value in (("held_out", settings.held_out), ("checkpoints", settings.checkpoints)):
+        need = {"held_out": ("points", "rows"), "checkpoints": ("count", "rows", "num_samples", "num_test")}[name]
+        if value is not None:
+            missing = [k for k in need if k not in value]
+            if missing or any(int(value[k]) < 1 for k in need if k in value):
+                raise ValueError(f"sweep.{name} must be None or a dict of {', '.join(need)} (each >= 1), got {value}")
+    if settings.checkpoints is not None and settings.checkpoints["count"] < 2:
+        raise ValueError(f"sweep.checkpoints.count must be >= 2 (first and last update), got "
+                         f"{settings.checkpoints['count']}")
+
+
 def sweep_specs(settings: SweepSettings, tracking: dict) -> list[dict]:
-    for b in settings.batch_sizes + list(settings.pretrained_batch_sizes or []):
+    sizes = [*settings.batch_sizes, *(settings.pretrained_batch_sizes or []),
+             *(b for v in (settings.pretrained_family_batch_sizes or {}).values() for b in v),
+             *(settings.equal_update_batch_sizes or [])]
+    for b in sizes:
         if b < 1:
             raise ValueError(f"batch sizes must be >= 1, got {b}")
+    _check_arm_settings(settings)
     temp_bs = settings.temperature_batch_sizes
     temp_bs = [settings.reference_batch_size] if temp_bs is None else temp_bs
     noise_bs = settings.noise_batch_sizes
     noise_bs = [settings.reference_batch_size] if noise_bs is None else noise_bs
+    checkpoint_bs = settings.checkpoint_batch_sizes
+    checkpoint_bs = [settings.reference_batch_size] if checkpoint_bs is None else checkpoint_bs
     specs = []
     # seeds outermost: after each seed the table holds a complete replicate, so a partial sweep is reportable
     pretrained = [f for f in settings.families if get_family(f).init_from == "pretrain"]
@@ -124,6 +164,8 @@ def sweep_specs(settings: SweepSettings, tracking: dict) -> list[dict]:
                     measure["temperatures"] = list(settings.temperatures)
                 if batch_size in noise_bs and settings.noise:
                     measure["noise"] = dict(settings.noise)
+                if batch_size in checkpoint_bs and settings.checkpoints:
+                    measure["checkpoints"] = dict(settings.checkpoints)
                 specs.append(make_spec(
                     "sweep", settings, family=family, batch_size=batch_size, seed=seed,
                     data=copy.deepcopy(settings.data), model=model, updates=updates, lr_factor=factor,
@@ -135,19 +177,31 @@ def sweep_specs(settings: SweepSettings, tracking: dict) -> list[dict]:
 
 def _pretrained_arm_specs(settings: SweepSettings, family: str, seed: int, pretrain: dict, temp_bs: list[int],
                           tracking: dict) -> list[dict]:
+    """The arm at each of its batch sizes for the sweep's budget (kind ``pretrained-arm``), then, at the
+    ``equal_update_batch_sizes`` among those, for the reference batch size's updates (kind ``equal-updates``)."""
     specs = []
-    for batch_size in sorted(settings.pretrained_batch_sizes or [settings.reference_batch_size]):
-        updates = updates_for(settings.budget, settings.budget_value, batch_size)
-        model, factor = model_args(family, settings.models, batch_size, settings.reference_batch_size,
-                                   settings.lr_scaling, updates)
+    ref = settings.reference_batch_size
+    sizes = pretrained_batch_sizes(settings, family)
+    ref_updates = updates_for(settings.budget, settings.budget_value, ref)
+    equal_updates = [b for b in sorted(settings.equal_update_batch_sizes or [])
+                     if b in sizes and b != ref and settings.budget == "samples"]  # a steps budget has them already
+    for kind, batch_size in [("pretrained-arm", b) for b in sizes] + [("equal-updates", b) for b in equal_updates]:
+        if kind == "pretrained-arm":
+            updates = updates_for(settings.budget, settings.budget_value, batch_size)
+            budget, extra = None, {}
+        else:
+            updates = ref_updates
+            budget, extra = {"kind": "steps", "value": ref_updates, "updates": ref_updates}, {"equal_updates_of": ref}
+        model, factor = model_args(family, settings.models, batch_size, ref, settings.lr_scaling, updates)
         _check_pretrained_arm(family, model, pretrain)
         measure = {}
-        if batch_size in temp_bs and settings.temperatures:
+        if batch_size in temp_bs and settings.temperatures and kind == "pretrained-arm":
             measure["temperatures"] = list(settings.temperatures)
+        if settings.held_out:
+            measure["held_out"] = dict(settings.held_out)
         specs.append(make_spec(
-            "pretrained-arm", settings, family=family, batch_size=batch_size, seed=seed,
-            data=copy.deepcopy(settings.data), model=model, updates=updates, lr_factor=factor, measure=measure,
-            tracking=tracking, lr_scaling=settings.lr_scaling, reference_batch_size=settings.reference_batch_size,
-            init_from={"key": pretrain["key"]},
+            kind, settings, family=family, batch_size=batch_size, seed=seed, data=copy.deepcopy(settings.data),
+            model=model, updates=updates, lr_factor=factor, measure=measure, tracking=tracking, budget=budget,
+            lr_scaling=settings.lr_scaling, reference_batch_size=ref, init_from={"key": pretrain["key"]}, **extra,
         ))
     return specs

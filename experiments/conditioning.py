@@ -3,9 +3,10 @@ seeds, on the conditional oracles, each run followed by the probes of ``experime
 against the oracle's true MI, condition accuracy, output change under z / condition / sampling-noise changes,
 and the swapped-condition test).
 
-``z_dim`` applies to the adversarial families only (the MLE Transformer has no latent input); the condition
-``none`` has no strength (its oracle ignores any condition) and runs only for GANs with ``z_dim > 0``: it
-measures how much a GAN's output depends on z alone (without z or a condition there is nothing to vary).
+``z_dim`` applies to the adversarial families and to ``transformer-z``, the MLE Transformer given a latent z it has
+no use for (the negative control for z; its z_dim 0 is skipped: that is the ``transformer`` family); the condition
+``none`` has no strength (its oracle ignores any condition) and runs only for families with ``z_dim > 0``: it
+measures how much the output depends on z alone (without z or a condition there is nothing to vary).
 
 Families that start from the shared MLE checkpoint (``init_from``, e.g. ``gan-gumbel-pt``) are left out: their
 generator was pretrained without z, which teaches it to ignore z, so they would answer a different question.
@@ -36,9 +37,11 @@ def ablation_specs(settings: AblationSettings, tracking: dict) -> list[dict]:
                 continue  # see the module docstring
             for condition in settings.conditions:
                 for strength in (settings.strengths if condition != "none" else [None]):
-                    for z_dim in (settings.z_dims if family.adversarial else [None]):
+                    for z_dim in (settings.z_dims if family.takes_latent else [None]):
                         if condition == "none" and not z_dim:
                             continue  # no condition and no z: nothing for the probes to vary
+                        if family.latent and not family.adversarial and not z_dim:
+                            continue  # transformer-z without z is the transformer family itself
                         data = copy.deepcopy(settings.data)
                         init = data.setdefault("init_args", {})
                         init["condition"] = condition

@@ -7,7 +7,8 @@ every experiment accepts it by name (``--families transformer,my-family``).
 A family with ``init_from="pretrain"`` starts from the generator weights of its seed's shared MLE checkpoint (the
 sweep's ``pretrain`` run, made once per seed at the reference batch size; see ``experiments.batch_size_sweep``)
 instead of from random weights. ``gan-gumbel-pt`` and ``gan-reinforce-pt`` train it adversarially,
-``mle-continued`` by MLE for the same samples: a further arm from the same checkpoint is one
+``mle-continued`` by MLE for the same samples, ``gan-frozen-d-pt`` (the null GAN) and ``gan-mbstd-pt`` (D with the
+minibatch-std feature) are the controls of the batch-size question: a further arm from the same checkpoint is one
 ``register_family(..., init_from="pretrain")`` line plus its model arguments in the preset.
 
 Budgets are counted in generator updates. The MLE family's updates are its optimizer steps; a GAN's are read
@@ -32,6 +33,12 @@ class Family:
     lr_args: tuple[str, ...] = ("lr",)
     # "pretrain": every run of this family starts from its seed's pretrain run (the run spec's ``init_from``).
     init_from: Optional[str] = None
+    # The conditioning ablation's z_dims grid applies (the GANs, and the MLE-with-z control ``transformer-z``).
+    latent: bool = False
+
+    @property
+    def takes_latent(self) -> bool:
+        return self.adversarial or self.latent
 
     def load_class(self):
         module_name, _, class_name = self.class_path.rpartition(".")
@@ -75,10 +82,11 @@ INIT_SOURCES = ("pretrain",)
 
 
 def register_family(name: str, class_path: str, defaults: dict | None = None, *, adversarial: bool = False,
-                    lr_args: tuple[str, ...] = ("lr",), init_from: Optional[str] = None) -> Family:
+                    lr_args: tuple[str, ...] = ("lr",), init_from: Optional[str] = None,
+                    latent: bool = False) -> Family:
     if init_from is not None and init_from not in INIT_SOURCES:
         raise ValueError(f"family {name!r}: init_from must be one of {INIT_SOURCES} or None, got {init_from!r}")
-    family = Family(name, class_path, dict(defaults or {}), adversarial, tuple(lr_args), init_from)
+    family = Family(name, class_path, dict(defaults or {}), adversarial, tuple(lr_args), init_from, latent)
     FAMILIES[name] = family
     return family
 
@@ -113,6 +121,18 @@ register_family("gan-reinforce-pt", "modules.models.TextGAN", {"estimator": "rei
                                                                 "generator": "transformer", "pretrain_epochs": 0},
                 adversarial=True, lr_args=("g_lr", "d_lr"), init_from="pretrain")
 register_family("mle-continued", "modules.models.TransformerSeq2Seq", init_from="pretrain")
+# The Q2 controls from the same checkpoint: the null GAN (D frozen at its initialisation) and the Gumbel GAN whose
+# D reads the minibatch standard deviation (a population statistic: the one mechanism by which a GAN's loss is not
+# a mean of per-example terms, so that batch size can matter beyond gradient noise).
+register_family("gan-frozen-d-pt", "modules.models.TextGAN", {"estimator": "gumbel", "generator": "transformer",
+                                                               "pretrain_epochs": 0, "freeze_discriminator": True},
+                adversarial=True, lr_args=("g_lr", "d_lr"), init_from="pretrain")
+register_family("gan-mbstd-pt", "modules.models.TextGAN", {"estimator": "gumbel", "generator": "transformer",
+                                                            "pretrain_epochs": 0, "minibatch_std": True},
+                adversarial=True, lr_args=("g_lr", "d_lr"), init_from="pretrain")
+# The MLE Transformer given a latent z it has no use for (MLE never rewards depending on z): the negative control
+# for the z probes of Q3. In the conditioning ablation's z_dims grid (z_dim 0 would be `transformer` itself).
+register_family("transformer-z", "modules.models.TransformerSeq2Seq", {"z_dim": 8}, latent=True)
 
 
 def get_family(name: str) -> Family:

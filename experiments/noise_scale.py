@@ -44,7 +44,7 @@ def loss_terms(model) -> dict[str, tuple[LossFn, list[torch.nn.Parameter]]]:
         return model.noise_scale_losses()
     if getattr(model, "family", None) == "transformer":
         def mle(batch):
-            logits = model.generator(batch.src, batch.src_pad_mask, batch.tgt_in)
+            logits = model.generator(batch.src, batch.src_pad_mask, batch.tgt_in, z=model.latent(len(batch)))
             return model.teacher_forced_loss(logits, batch, model.hparams.get("label_smoothing", 0.0))
 
         return {"generator": (mle, _trainable(model.generator))}

@@ -1,4 +1,5 @@
-"""Named experiment settings: ``quick`` (default, CPU, minutes), ``smoke`` (tests), ``paper`` (GPU), ``coco``.
+"""Named experiment settings: ``quick`` (default, CPU, minutes), ``standard`` (the full protocol, CPU, under 45
+minutes), ``smoke`` (tests), ``paper`` (GPU), ``coco``.
 
 A preset fixes everything a sweep or an ablation needs; command-line options override single fields. The model
 arguments of each family are merged over the family's registry defaults (``experiments.families``), and the GAN
@@ -66,6 +67,9 @@ def _families(arch: dict, *, lr: float, g_lr: float, d_lr: float, z_dim: int, dr
     return {
         "transformer": dict(lr=lr, dropout=dropout, warmup_steps=0, schedule="constant",
                             **_generator_optimizer_args(adversarial=False), **arch, **common_eval),
+        # the MLE-with-z negative control: the MLE family reading the GAN generator's z
+        "transformer-z": dict(lr=lr, dropout=dropout, warmup_steps=0, schedule="constant", z_dim=z_dim,
+                              **_generator_optimizer_args(adversarial=False), **arch, **common_eval),
         "gan-gumbel": dict(gan_common),
         # REINFORCE with the standard loss and its sigmoid reward, as SeqGAN and ScratchGAN train it; under RSGAN
         # the reward could only be relativistic. So the two estimators differ in their loss as well, and the
@@ -81,7 +85,10 @@ def _pretrained_arms(models: dict[str, dict]) -> dict[str, dict]:
     (same architecture, same optimiser settings), the GANs without MLE pretraining of their own."""
     return {"gan-gumbel-pt": {**models["gan-gumbel"], "pretrain_epochs": 0},
             "gan-reinforce-pt": {**models["gan-reinforce"], "pretrain_epochs": 0},
-            "mle-continued": dict(models["transformer"])}
+            "mle-continued": dict(models["transformer"]),
+            # the Q2 controls (their difference, D frozen or D reading the minibatch std, is the family's default)
+            "gan-frozen-d-pt": {**models["gan-gumbel"], "pretrain_epochs": 0},
+            "gan-mbstd-pt": {**models["gan-gumbel"], "pretrain_epochs": 0}}
 
 
 @dataclass
@@ -112,6 +119,19 @@ class SweepSettings:
     # the arms then run for the sweep's budget (None: the reference batch size only).
     pretrain_budget: Optional[int] = None
     pretrained_batch_sizes: Optional[list[int]] = None
+    # Per pretrained family, its own batch sizes instead of pretrained_batch_sizes (e.g. {"gan-mbstd-pt": [16]}).
+    pretrained_family_batch_sizes: Optional[dict[str, list[int]]] = None
+    # Batch sizes at which every pretrained arm (that runs there) also runs for as many generator updates as the
+    # reference batch size makes under the sweep's budget (a steps budget; kind "equal-updates", row field
+    # equal_updates_of): the equal-update comparison, reported descriptively beside the equal-samples arms.
+    equal_update_batch_sizes: Optional[list[int]] = None
+    # The held-out loss curve and its roughness (experiments.game: dict(points, rows)) on every pretrained and
+    # equal-update arm; None: not measured.
+    held_out: Optional[dict] = None
+    # Q1's game checkpoints (experiments.game: dict(count, rows, num_samples, num_test)) on the sweep's runs at
+    # checkpoint_batch_sizes (None: the reference batch size only); None: not measured.
+    checkpoints: Optional[dict] = None
+    checkpoint_batch_sizes: Optional[list[int]] = None
 
 
 @dataclass
@@ -149,30 +169,89 @@ class Preset:
         return asdict(self)
 
 
+def _z_draws(models: dict[str, dict], k: int) -> dict[str, dict]:
+    """Every family's NLLs marginal over ``k`` z draws (``nll_z_samples``; families without z ignore it). The CPU
+    presets take 8 instead of the default 64: each draw is a forward pass of the test split at every evaluation and
+    temperature point, and the report shows the bound at 1 and 8 draws side by side (how far K still matters)."""
+    for args in models.values():
+        if args.get("z_dim"):  # the ablation's z_dims grid sets z_dim per run; these are the families that take z
+            args["nll_z_samples"] = k
+    return models
+
+
 def _quick() -> Preset:
     arch = _tiny_transformer()
     models = _families(arch, lr=2e-3, g_lr=3e-3, d_lr=3e-3, z_dim=8, dropout=0.0, eval_samples=200)
     models.update(_pretrained_arms(models))
+    _z_draws(models, 8)
     data = {"class_path": ORACLE, "init_args": {"preset": "small"}}
     return Preset(
         name="quick",
         description="small oracle (vocab 200, length 12), tiny Transformer (d_model 32) as both the MLE model and "
-                    "the GAN generator (GANs trained adversarially from scratch), batch sizes 1-64 at 512 samples "
-                    "each, 3 seeds; at batch size 16 also both GANs and MLE continued from one shared MLE "
-                    "checkpoint per seed (16384 samples); label-conditioning ablation at batch size 16, 4096 "
-                    "samples; under 10 min on 2 CPU cores",
+                    "the GAN generator (GANs trained adversarially from scratch), batch sizes 1, 16 and 64 at 512 "
+                    "samples each, 3 seeds, game checkpoints at batch size 16; from one shared MLE checkpoint per "
+                    "seed (16384 samples) the Q2 arms (MLE continued, Gumbel GAN, frozen-D GAN) at batch sizes 1 "
+                    "and 16, the minibatch-std GAN and REINFORCE at 16, equal-update runs at 1; label-conditioning "
+                    "ablation at batch size 16, 4096 samples; about 4.5 min on 2 CPU cores",
         # The shared MLE checkpoint: 16384 samples (1024 updates at batch size 16) take the tiny MLE model well
         # past a counted unigram on the small oracle (NLL_test / NLL_oracle per token about 4.44 / 5.81 against
         # the unigram's 4.82 / 6.79 and the bigram's 4.37 / 5.45), in about 10 s per seed on one core.
+        # Batch size 4 of the from-scratch sweep (in `standard`) makes room for the Q2 arms at batch size 1 within
+        # the 5-minute budget: a GAN arm at batch size 1 (512 updates) costs about 20 CPU-seconds.
         sweep=SweepSettings(data=data, models=models, families=["transformer", "gan-gumbel", "gan-reinforce",
-                                                                "gan-gumbel-pt", "gan-reinforce-pt", "mle-continued"],
-                            batch_sizes=[1, 4, 16, 64], seeds=[0, 1, 2], budget="samples", budget_value=512,
+                                                                "gan-gumbel-pt", "gan-reinforce-pt", "mle-continued",
+                                                                "gan-frozen-d-pt", "gan-mbstd-pt"],
+                            batch_sizes=[1, 16, 64], seeds=[0, 1, 2], budget="samples", budget_value=512,
                             lr_scaling="sqrt", reference_batch_size=16,
-                            noise=dict(b_small=2, micro_batches=8, rounds=8), pretrain_budget=16384),
+                            noise=dict(b_small=2, micro_batches=8, rounds=8), pretrain_budget=16384,
+                            pretrained_batch_sizes=[1, 16],
+                            pretrained_family_batch_sizes={"gan-reinforce-pt": [16], "gan-mbstd-pt": [16]},
+                            equal_update_batch_sizes=[1], held_out=dict(points=16, rows=32),
+                            checkpoints=dict(count=8, rows=64, num_samples=128, num_test=128)),
         # Label conditioning at strength 1 is what the tiny MLE model learns within the CPU budget (256 updates);
         # weaker strengths, source conditioning, `none` and z_dim 0 are in the paper preset and one flag away.
         ablation=AblationSettings(data=data, models=models, families=["transformer", "gan-gumbel", "gan-reinforce"],
                                   conditions=["label"], strengths=[1.0], z_dims=[8], seeds=[0, 1, 2],
+                                  batch_size=16, budget="samples", budget_value=4096),
+        workers=2,
+    )
+
+
+def _standard() -> Preset:
+    # The full protocol of issue 10 at the quick preset's model sizes, twice its per-run budget and 8 paired seeds:
+    # the from-scratch sweep at 1-64 with the game checkpoints (Q1) at the reference batch size, the Q2 arms from
+    # one shared MLE checkpoint per seed at batch sizes 1 and 16 (minibatch std and REINFORCE at 16) with the
+    # equal-update runs at 1, the conditioning ablation with the MLE-with-z control, and temperatures 0.3-2.5.
+    # Estimated from single-threaded per-run costs (docs/experiments.md): about 23 min on 2 CPU cores.
+    arch = _tiny_transformer()
+    models = _families(arch, lr=2e-3, g_lr=3e-3, d_lr=3e-3, z_dim=8, dropout=0.0, eval_samples=200)
+    models.update(_pretrained_arms(models))
+    data = {"class_path": ORACLE, "init_args": {"preset": "small"}}
+    _z_draws(models, 8)
+    seeds = list(range(8))
+    return Preset(
+        name="standard",
+        description="the full protocol on the small oracle with the quick preset's models: batch sizes 1-64 at "
+                    "1024 samples, 8 paired seeds, game checkpoints at batch size 16; the Q2 arms from one shared "
+                    "MLE checkpoint per seed (16384 samples) at batch sizes 1 and 16 (minibatch-std GAN and "
+                    "REINFORCE at 16), equal-update runs at 1; label-conditioning ablation with the MLE-with-z "
+                    "control; temperatures 0.3-2.5; about 23 min on 2 CPU cores",
+        sweep=SweepSettings(data=data, models=models, families=["transformer", "gan-gumbel", "gan-reinforce",
+                                                                "gan-gumbel-pt", "gan-reinforce-pt", "mle-continued",
+                                                                "gan-frozen-d-pt", "gan-mbstd-pt"],
+                            batch_sizes=[1, 4, 16, 64], seeds=seeds, budget="samples", budget_value=1024,
+                            lr_scaling="sqrt", reference_batch_size=16,
+                            # geometric on each side of 1 (experiments.presets.geometric_temperatures on the
+                            # verdicts branch)
+                            temperatures=[0.3, 0.405, 0.548, 0.74, 1.0, 1.357, 1.842, 2.5],
+                            noise=dict(b_small=2, micro_batches=8, rounds=8), pretrain_budget=16384,
+                            pretrained_batch_sizes=[1, 16],
+                            pretrained_family_batch_sizes={"gan-reinforce-pt": [16], "gan-mbstd-pt": [16]},
+                            equal_update_batch_sizes=[1], held_out=dict(points=32, rows=64),
+                            checkpoints=dict(count=8, rows=64, num_samples=256, num_test=256)),
+        ablation=AblationSettings(data=data, models=models,
+                                  families=["transformer", "transformer-z", "gan-gumbel", "gan-reinforce"],
+                                  conditions=["label"], strengths=[1.0], z_dims=[8], seeds=seeds,
                                   batch_size=16, budget="samples", budget_value=4096),
         workers=2,
     )
@@ -254,7 +333,7 @@ def _coco() -> Preset:
     )
 
 
-PRESETS = {"quick": _quick, "smoke": _smoke, "paper": _paper, "coco": _coco}
+PRESETS = {"quick": _quick, "standard": _standard, "smoke": _smoke, "paper": _paper, "coco": _coco}
 
 
 def get_preset(name: str) -> Preset:

@@ -37,6 +37,12 @@ distributions differ. Token-level Hamming distance (fraction of positions that d
 - ``change_condition``: only the condition changes (same z, same seed), to a different condition of the split;
 - ``swap_follow`` / ``swap_stick``: for the samples drawn under the swapped condition c', the fraction the
   oracle attributes to c' (the output follows the new condition) and to the original c (it ignores the swap).
+
+Greedy outputs across z (``distinct_greedy_across_z``, models with z only; NaN without): for every condition, the
+number of distinct greedy (argmax) decodings over ``z_draws`` draws of z, averaged over the conditions. Greedy
+decoding removes the sampling noise, so what is left varies only with z: 1 = the output ignores z, ``z_draws`` =
+every draw gives another output. The MLE-with-z control (``transformer-z``) shows what an objective that never
+rewards using z leaves.
 """
 
 from __future__ import annotations
@@ -50,6 +56,8 @@ from modules.sampling import position_banned_mask, target_log_probs
 # Conditions per probe; the oracle's MI estimate uses as many samples.
 DEFAULT_NUM = 500
 DEFAULT_CONTRAST = 16
+# z draws per condition for distinct_greedy_across_z
+DEFAULT_Z_DRAWS = 8
 
 
 def hamming(a: torch.Tensor, b: torch.Tensor) -> float:
@@ -58,6 +66,21 @@ def hamming(a: torch.Tensor, b: torch.Tensor) -> float:
     a = torch.nn.functional.pad(a, (0, width - a.size(1)))
     b = torch.nn.functional.pad(b, (0, width - b.size(1)))
     return float(a.ne(b).float().mean())
+
+
+@torch.no_grad()
+def distinct_greedy_across_z(model, src: torch.Tensor, mask: torch.Tensor, z_draws: int, seed: int = 0) -> float:
+    """Mean over the N conditions (src (N, S)) of the number of distinct greedy outputs across ``z_draws`` draws of
+    z (module docstring); NaN for a model without z."""
+    if z_draws < 1:
+        raise ValueError(f"z_draws must be >= 1, got {z_draws}")
+    n = src.size(0)
+    z = model.latent(n * z_draws, torch.Generator(device=model.device).manual_seed(seed))  # (N K, z_dim)
+    if z is None:
+        return math.nan
+    rows = src.repeat_interleave(z_draws, dim=0), mask.repeat_interleave(z_draws, dim=0)  # row i K + k: draw k of i
+    tokens = model.sample(*rows, greedy=True, z=z).tokens.view(n, z_draws, -1).cpu()  # (N, K, L)
+    return sum(len(set(map(tuple, outputs.tolist()))) for outputs in tokens) / n
 
 
 def _draw(model, src, mask, *, z, seed):
@@ -126,7 +149,8 @@ def _mi_and_accuracy(dm, scores: torch.Tensor, cond: torch.Tensor) -> tuple[floa
 
 
 @torch.no_grad()
-def condition_probes(model, dm, num: int = DEFAULT_NUM, contrast: int = DEFAULT_CONTRAST, seed: int = 0) -> dict:
+def condition_probes(model, dm, num: int = DEFAULT_NUM, contrast: int = DEFAULT_CONTRAST, seed: int = 0,
+                     z_draws: int = DEFAULT_Z_DRAWS) -> dict:
     """Every Q3 measurement for one trained model on an oracle data module (see the module docstring)."""
     src, mask, _ = dm.conditions("test", num)
     gen = torch.Generator().manual_seed(seed)
@@ -137,6 +161,8 @@ def condition_probes(model, dm, num: int = DEFAULT_NUM, contrast: int = DEFAULT_
     y = _draw(model, src, mask, z=z_a, seed=s_a)
     out = {"change_noise": hamming(y, _draw(model, src, mask, z=z_a, seed=s_b))}
     out["change_z"] = hamming(y, _draw(model, src, mask, z=z_b, seed=s_a)) if z_a is not None else math.nan
+    out["distinct_greedy_across_z"] = distinct_greedy_across_z(model, src, mask, z_draws, seed=seed + 3)
+    out["greedy_z_draws"] = z_draws
     if dm.condition == "none":
         out.update(mi_model=math.nan, mi_model_se=math.nan, mi_oracle=0.0, mi_oracle_se=0.0, mi_fraction=math.nan,
                    mi_self=math.nan, mi_self_se=math.nan, mi_self_fraction=math.nan,

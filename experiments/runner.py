@@ -13,7 +13,9 @@ What a run does, in order:
 2. ``trainer.test`` on the untrained (or just loaded) model: the ``init`` metrics (every learning effect is
    measured from here).
 3. ``trainer.fit`` until the budget of generator updates is spent (``BudgetCallback``), recording the loss
-   curves every few updates and stopping at the first non-finite loss.
+   curves every few updates and stopping at the first non-finite loss; where the spec's ``measure`` asks, the
+   held-out loss curve and the game checkpoints are taken along the way (``experiments.game``, fixed batch and
+   noise, the training RNG untouched).
 4. ``trainer.test`` again: the ``final`` metrics (NLL_oracle, NLL_test, BLEU, Self-BLEU, distinct-n, ...).
 5. Optionally: the gradient noise scale, a temperature curve, the conditioning probes.
 6. Flags: ``diverged`` and ``collapsed`` by the documented rules below.
@@ -30,8 +32,10 @@ Underpowered (``underpowered``): the run was planned with fewer than ``experimen
 generator updates; it is reported but kept out of every verdict.
 
 A row also records ``final_beta`` (the Gumbel beta of the last generator update; None without the Gumbel
-estimator) and ``optimizer`` (the generator's optimiser: class, lr, betas, weight_decay, gradient_clip; None for
-a class that does not say).
+estimator), ``optimizer`` (the generator's optimiser: class, lr, betas, weight_decay, gradient_clip; None for
+a class that does not say), ``equal_updates_of`` (for an equal-update arm, the batch size whose update count it
+matches; else None) and, where measured, ``held_out_curve``, ``roughness``, ``game_checkpoints``,
+``oracle_entropy_per_token`` and ``held_out_time_s`` (``experiments.game``).
 """
 
 from __future__ import annotations
@@ -72,6 +76,8 @@ def run_key(spec: dict) -> str:
     parts = [spec["family"], f"bs{spec['batch_size']}"]
     if spec.get("kind") == "pretrain":  # apart from the sweep's own run of the same family and batch size
         parts.insert(0, "pretrain")
+    if spec.get("kind") == "equal-updates":  # apart from the arm of the same batch size at equal samples
+        parts.append(f"steps{spec['budget']['updates']}")
     if spec.get("kind") == "ablation":
         data = spec["data"]["init_args"]
         parts.append(f"{data.get('condition', 'none')}-s{data.get('condition_strength', 0)}-z{spec['model'].get('z_dim', 0)}")
@@ -356,10 +362,19 @@ def run_one(spec: dict, run_dir: str | Path) -> dict:
         wandb_mode=tracking.get("wandb_mode", "offline"),
     ).loggers(save_dir=str(run_dir / "runs"), family=family.name, config={**spec, "key": key})
     budget = BudgetCallback(updates, batch_size, every=max(1, updates // int(spec.get("curve_points", 100))))
+    extras = spec.get("measure", {})
+    callbacks = [budget.as_lightning()]
+    along = None  # measurements along the run on the fixed held-out batch (experiments.game)
+    if extras.get("held_out") or extras.get("checkpoints"):
+        from experiments.game import RunMeasurements
+
+        along = RunMeasurements(dm, updates, batch_size, held_out=extras.get("held_out"),
+                                checkpoints=extras.get("checkpoints"))
+        callbacks.append(along.as_lightning())
     trainer_kwargs = {"accelerator": "cpu", "devices": 1, **spec.get("trainer", {})}
     trainer = pl.Trainer(
         logger=loggers,
-        callbacks=[budget.as_lightning()],
+        callbacks=callbacks,
         max_steps=updates * optimizer_steps_per_update(model),
         max_epochs=-1,
         limit_val_batches=0,
@@ -404,6 +419,7 @@ def run_one(spec: dict, run_dir: str | Path) -> dict:
         "condition_strength": spec["data"].get("init_args", {}).get("condition_strength"),
         "z_dim": spec["model"].get("z_dim", 0),
         "init_from": source,
+        "equal_updates_of": spec.get("equal_updates_of"),
         "lr": {k: spec["model"][k] for k in family.lr_args if k in spec["model"]},
         "lr_factor": spec.get("lr_factor", 1.0),
         "budget_kind": spec["budget"]["kind"],
@@ -421,7 +437,11 @@ def run_one(spec: dict, run_dir: str | Path) -> dict:
         **judge(init, final, budget.nonfinite, ref_d2),
     }
     healthy = not row["diverged"]
-    extras = spec.get("measure", {})
+    if along is not None:
+        row.update(along.finish(model))
+        for name in ("held_out_curve", "game_checkpoints"):  # the lists also as per-run files, as the curves
+            if name in row:
+                write_csv(folder / f"{name}.csv", row[name])
     if extras.get("noise") and healthy:
         from experiments.noise_scale import measure_noise_scale
 

@@ -24,9 +24,9 @@ The questions (cells named as in ``verdicts.json``):
 
 - **Q1** primary ``rho_difference``: per seed at the reference batch size, Spearman's rho between a player's own
   held-out loss and J across the pre-registered checkpoints, MLE minus GAN (SESOI 0.5). Rows carry the
-  checkpoints as ``checkpoint_scores`` (a list of ``{update, j, own_loss, own_loss_final_d}``: the MLE's
+  checkpoints as ``game_checkpoints`` (a list of ``{update, J, held_out_loss, g_loss_vs_final_d, ...}``: the MLE's
   held-out cross-entropy, or G's loss against the D of the same checkpoint, on a fixed held-out batch with fixed
-  noise; ``own_loss_final_d``: G re-scored against the final D, frozen). Null: the same statistic with each
+  noise; ``g_loss_vs_final_d``: G re-scored against the final D, frozen). Null: the same statistic with each
   run's checkpoint order permuted.
 - **Q2** primary ``gan_batch1_loss`` = G_ref * r - G_1, where E = the drop in J per seed, G_B = E_GAN(B) -
   E_frozen-D(B) (the game's own effect) and r = ``retained`` (1/2): how far the GAN's game effect at batch 1
@@ -60,7 +60,7 @@ from experiments.temperature import axis_range, costs, dominated_fraction, match
 
 SUPPORTED, NOT_SUPPORTED, INCONCLUSIVE = "supported", "not supported", "inconclusive"
 NOT_RUN = "not run"
-CHECKPOINTS = "checkpoint_scores"  # the row field Q1 reads (see the module docstring)
+CHECKPOINTS = "game_checkpoints"  # the row field Q1 reads (see the module docstring)
 
 DEFAULT_SESOI = {"Q1": 0.5, "Q2": 0.1, "Q3": 0.5, "Q3z": 0.5, "Q4a": 0.1, "Q4b": 0.1}
 SESOI_UNITS = {"Q1": "difference of Spearman rho", "Q2": "nats/token of J", "Q3": "share of the data's MI",
@@ -78,11 +78,11 @@ class VerdictSettings:
     sesoi: dict = field(default_factory=lambda: dict(DEFAULT_SESOI))
     mle_family: str = "transformer"
     gan_family: str = "gan-gumbel"  # the primary GAN of Q1, Q3, Q4; others are reported beside it
-    # Q2's arms (item 4 of issue 10 starts them from one shared MLE checkpoint; then name those families here)
-    q2_mle: str = "transformer"
-    q2_gan: str = "gan-gumbel"
-    q2_null: str = "gan-frozen-d"
-    q2_minibatch_std: str = "gan-gumbel-mbstd"
+    # Q2's arms, all started from the one shared MLE checkpoint per seed (kind "pretrained-arm")
+    q2_mle: str = "mle-continued"
+    q2_gan: str = "gan-gumbel-pt"
+    q2_null: str = "gan-frozen-d-pt"
+    q2_minibatch_std: str = "gan-mbstd-pt"
     retained: float = 0.5
     q3_min_oracle_mi: float = 0.05  # settings whose oracle carries less information (nats) are skipped
     min_checkpoints: int = 5
@@ -378,7 +378,7 @@ def spearman(xs: list[float], ys: list[float]) -> float:
 
 
 def _checkpoint_pairs(row: dict, key: str) -> list[tuple[float, float]]:
-    return [(p[key], p["j"]) for p in row.get(CHECKPOINTS) or [] if finite(p.get(key)) and finite(p.get("j"))]
+    return [(p[key], p["J"]) for p in row.get(CHECKPOINTS) or [] if finite(p.get(key)) and finite(p.get("J"))]
 
 
 def _diff(xs):
@@ -419,8 +419,8 @@ def q1(rows: list[dict], curves: dict[str, list[dict]], ref_bs: int,
             return spearman([a for a, _ in pts], [b for _, b in pts]) if len(pts) >= settings.min_checkpoints else None
         return fn
 
-    rho_m, rho_g = per_seed(mle_rows, rho("own_loss")), per_seed(gan_rows, rho("own_loss"))
-    rho_final_d = per_seed(gan_rows, rho("own_loss_final_d"))
+    rho_m, rho_g = per_seed(mle_rows, rho("held_out_loss")), per_seed(gan_rows, rho("held_out_loss"))
+    rho_final_d = per_seed(gan_rows, rho("g_loss_vs_final_d"))
     have = any(r.get(CHECKPOINTS) for r in mle_rows) and any(r.get(CHECKPOINTS) for r in gan_rows)
     primary = "rho_difference"
     extra: dict = {"null": NOT_RUN}
@@ -458,8 +458,8 @@ def q1(rows: list[dict], curves: dict[str, list[dict]], ref_bs: int,
 
 def _q1_null(mle_rows, gan_rows, settings: VerdictSettings) -> dict:
     """The primary statistic's mean over seeds with every run's checkpoint order permuted (no association)."""
-    pairs_m = {r["seed"]: _checkpoint_pairs(r, "own_loss") for r in mle_rows}
-    pairs_g = {r["seed"]: _checkpoint_pairs(r, "own_loss") for r in gan_rows}
+    pairs_m = {r["seed"]: _checkpoint_pairs(r, "held_out_loss") for r in mle_rows}
+    pairs_g = {r["seed"]: _checkpoint_pairs(r, "held_out_loss") for r in gan_rows}
     seeds = [s for s in sorted(pairs_m) if s in pairs_g and len(pairs_m[s]) >= settings.min_checkpoints
              and len(pairs_g[s]) >= settings.min_checkpoints]
     if not seeds:

@@ -128,10 +128,10 @@ def q1_rows(gan_tracks: bool, seeds=range(8), mle_j=3.0, gan_j=3.1) -> list[dict
         rng = random.Random(100 + s)
         js = [4.0 - 0.1 * k for k in range(8)]  # J falls over the checkpoints
         gan_order = js if gan_tracks else rng.sample(js, len(js))  # a loss unrelated to progress
-        rows.append(row("transformer", s, mle_j, checkpoint_scores=[
-            {"update": k, "j": j, "own_loss": j + 0.08 * rng.gauss(0, 1)} for k, j in enumerate(js)]))
-        rows.append(row("gan-gumbel", s, gan_j, checkpoint_scores=[
-            {"update": k, "j": j, "own_loss": g + 0.08 * rng.gauss(0, 1), "own_loss_final_d": j}
+        rows.append(row("transformer", s, mle_j, game_checkpoints=[
+            {"update": k, "J": j, "held_out_loss": j + 0.08 * rng.gauss(0, 1)} for k, j in enumerate(js)]))
+        rows.append(row("gan-gumbel", s, gan_j, game_checkpoints=[
+            {"update": k, "J": j, "held_out_loss": g + 0.08 * rng.gauss(0, 1), "g_loss_vs_final_d": j}
             for k, (j, g) in enumerate(zip(js, gan_order))]))
     return rows
 
@@ -145,7 +145,7 @@ Q1_CASES = {
     "both track J (null: no difference)": (q1_rows(gan_tracks=True), V.NOT_SUPPORTED, "excludes"),
     "too few seeds": (q1_rows(gan_tracks=False, seeds=range(2)), V.INCONCLUSIVE, "too few seeds"),
     "GAN not usable": (q1_rows(gan_tracks=False, gan_j=3.9), V.INCONCLUSIVE, "not usable"),
-    "checkpoint arm not run": (_strip(q1_rows(gan_tracks=False), "checkpoint_scores"), V.INCONCLUSIVE, "not run"),
+    "checkpoint arm not run": (_strip(q1_rows(gan_tracks=False), "game_checkpoints"), V.INCONCLUSIVE, "not run"),
 }
 
 
@@ -170,11 +170,13 @@ def test_q1_null_from_permuted_checkpoints_is_centred_on_zero():
 
 def q2_rows(gan_min: float, mle_min: float = 0.9, null=True, seeds=range(8)) -> list[dict]:
     """Learning E (drop in J from 4.0) per family and batch size, with seed noise."""
-    learning = {("transformer", 1): mle_min, ("transformer", 16): 1.0, ("gan-gumbel", 1): gan_min,
-                ("gan-gumbel", 16): 0.8, ("gan-frozen-d", 1): 0.2, ("gan-frozen-d", 16): 0.2}
+    arms = V.VerdictSettings()  # Q2's arm names (the pretrained arms)
+    mle, gan, frozen = arms.q2_mle, arms.q2_gan, arms.q2_null
+    learning = {(mle, 1): mle_min, (mle, 16): 1.0, (gan, 1): gan_min, (gan, 16): 0.8, (frozen, 1): 0.2,
+                (frozen, 16): 0.2}
     rows = []
     for (fam, bs), e in learning.items():
-        if fam == "gan-frozen-d" and not null:
+        if fam == frozen and not null:
             continue
         for s, x in zip(seeds, noisy(e, n=len(seeds), seed=hash((fam, bs)) % 1000)):
             rows.append(row(fam, s, 4.0 - x, bs=bs, updates=512 // bs, samples_seen=512))
@@ -185,7 +187,7 @@ Q2_CASES = {
     "GAN loses its game effect at batch 1, MLE does not": (q2_rows(gan_min=0.2), V.SUPPORTED, "at least the SESOI"),
     "GAN keeps its game effect at batch 1": (q2_rows(gan_min=0.8), V.NOT_SUPPORTED, "keeps its game effect"),
     "MLE fails at batch 1": (q2_rows(gan_min=0.2, mle_min=0.1), V.NOT_SUPPORTED, "MLE family loses"),
-    "frozen-D arm not run": (q2_rows(gan_min=0.2, null=False), V.INCONCLUSIVE, "not run: gan-frozen-d"),
+    "frozen-D arm not run": (q2_rows(gan_min=0.2, null=False), V.INCONCLUSIVE, f"not run: {V.VerdictSettings().q2_null}"),
     "too few seeds": (q2_rows(gan_min=0.2, seeds=range(2)), V.INCONCLUSIVE, "too few seeds"),
 }
 
@@ -201,17 +203,18 @@ def test_q2_on_planted_rows(case):
 def test_q2_needs_a_game_effect_at_the_reference_to_lose():
     rows = q2_rows(gan_min=0.2)
     for r in rows:
-        if r["family"] == "gan-frozen-d" and r["batch_size"] == 16:  # the frozen-D arm moves as far as the GAN
+        if r["family"] == V.VerdictSettings().q2_null and r["batch_size"] == 16:  # the frozen-D arm moves as far as the GAN
             r["final"] = stage(3.2 + 0.01 * math.sin(r["seed"]))
     v = V.q2(rows, REF_BS)
     assert v.verdict == V.INCONCLUSIVE and "no game effect" in v.reason, v.reason
 
 
-def test_q2_arms_started_from_the_shared_checkpoint_plug_in_by_name():
-    names = {"transformer": "mle-continued", "gan-gumbel": "gan-gumbel-pt", "gan-frozen-d": "gan-frozen-d-pt"}
-    rows = [{**r, "family": names[r["family"]], "kind": "pretrained-arm"} for r in q2_rows(gan_min=0.2)]
-    assert V.q2(rows, REF_BS).verdict == V.INCONCLUSIVE  # the default arms are not in these rows
-    settings = V.VerdictSettings(q2_mle="mle-continued", q2_gan="gan-gumbel-pt", q2_null="gan-frozen-d-pt")
+def test_q2_arms_are_settings_by_name():
+    arms = V.VerdictSettings()
+    names = {arms.q2_mle: "transformer", arms.q2_gan: "gan-gumbel", arms.q2_null: "gan-frozen-d"}
+    rows = [{**r, "family": names[r["family"]], "kind": "sweep"} for r in q2_rows(gan_min=0.2)]
+    assert V.q2(rows, REF_BS).verdict == V.INCONCLUSIVE  # the default arms (from the checkpoint) are not in these rows
+    settings = V.VerdictSettings(q2_mle="transformer", q2_gan="gan-gumbel", q2_null="gan-frozen-d")
     assert V.q2(rows, REF_BS, settings).verdict == V.SUPPORTED
 
 
@@ -219,7 +222,7 @@ def test_q2_json_has_budgets_and_controls():
     v = V.q2(q2_rows(gan_min=0.2), REF_BS).to_json()
     assert v["budgets"] == {"samples": {"1": 512, "16": 512}, "steps": {"1": 512, "16": 32}}
     assert set(v["controls"]) == {"frozen_d", "minibatch_std", "accumulation"}
-    assert v["controls"]["minibatch_std"] == V.NOT_RUN and v["controls"]["frozen_d"]["family"] == "gan-frozen-d"
+    assert v["controls"]["minibatch_std"] == V.NOT_RUN and v["controls"]["frozen_d"]["family"] == V.VerdictSettings().q2_null
     for cell in v["cells"].values():
         assert {"estimate", "interval", "n", "precondition_met"} <= set(cell)
 

@@ -435,16 +435,19 @@ class TextGAN(GeneratorModule):
         self.log("mle_loss", loss.detach(), prog_bar=True, logger=False, batch_size=len(batch))
 
     # ---- discriminator side -------------------------------------------------------------------------------
-    def _fake_for_discriminator(self, batch: Batch, L: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """Fakes in the form G's update will show them: relaxed one-hots (gumbel) or sampled ids (reinforce)."""
+    def _fake_for_discriminator(self, batch: Batch, L: int,
+                                generator: Optional[torch.Generator] = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """Fakes in the form G's update will show them: relaxed one-hots (gumbel) or sampled ids (reinforce).
+        ``generator``: draw z and the Gumbel or sampling noise from it (fixed-noise measurements) instead of
+        the training RNG."""
         min_len, _ = self.generation_lengths()
-        z = self.latent(len(batch))
+        z = self.latent(len(batch), generator)
         if self.hparams.estimator == "gumbel":
             out = gumbel_unroll(self.generator, batch.src, batch.src_pad_mask, length=L, min_length=min_len,
                                 temperature=self.temperature, banned_ids=self.banned_ids, z=z,
-                                straight_through=self.hparams.straight_through)
+                                straight_through=self.hparams.straight_through, generator=generator)
             return out.onehots, out.pad_mask  # (B, L, V), (B, L)
-        tokens, pad = self._sample_tokens(batch, L, z)
+        tokens, pad = self._sample_tokens(batch, L, z, generator)
         return tokens, pad
 
     def _discriminator_loss(self, batch, real, real_pad, fake, fake_pad):
@@ -477,11 +480,12 @@ class TextGAN(GeneratorModule):
         return generator_loss(self.hparams.loss, d_real, d_fake), {"train/gumbel_temperature": beta}
 
     # ---- generator side: REINFORCE ------------------------------------------------------------------------
-    def _sample_tokens(self, batch: Batch, L: int, z) -> tuple[torch.Tensor, torch.Tensor]:
+    def _sample_tokens(self, batch: Batch, L: int, z,
+                       generator: Optional[torch.Generator] = None) -> tuple[torch.Tensor, torch.Tensor]:
         """Sample at temperature 1 with the shared sampler. -> ids (B, L), pad_mask (B, L)"""
         min_len, _ = self.generation_lengths()
         out = generate(self.generator, batch.src, batch.src_pad_mask, max_new_tokens=L, min_new_tokens=min_len,
-                       z=z, banned_ids=self.banned_ids)
+                       z=z, banned_ids=self.banned_ids, generator=generator)
         tokens = fit_length(out.tokens, L)  # the sampler stops early when every row has ended
         return tokens, after_end_mask(tokens) | tokens.eq(PAD_ID)
 

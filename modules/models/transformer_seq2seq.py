@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from typing import Literal
+from typing import Literal, Optional
 
 import torch
 
@@ -69,6 +69,12 @@ class TransformerSeq2Seq(GeneratorModule):
 
     Optimiser: ``optimizer`` (adamw or adam) with ``lr``, ``betas`` and ``weight_decay`` on matrices only
     (``generator_optimizer``, the rule the GAN generator shares), gradients clipped by norm at ``gradient_clip``.
+
+    ``z_dim > 0`` (the ``transformer-z`` family): the net reads a latent z ~ N(0, I) exactly as the GAN generator
+    does (one extra memory slot), drawn afresh for every training row, for evaluation and for sampling. MLE gives
+    z nothing to explain (the data do not depend on it), so this is the negative control for the z probes of Q3:
+    whatever dependence on z it shows is what an objective that never rewards using z leaves. Its NLLs are then
+    marginal over ``nll_z_samples`` z draws, exactly as a GAN's with z (``GeneratorModule.z_draw_log_probs``).
     """
 
     family = "transformer"
@@ -93,6 +99,8 @@ class TransformerSeq2Seq(GeneratorModule):
         label_smoothing: float = 0.0,
         gradient_clip: float = 1.0,
         optimizer: Literal["adam", "adamw"] = "adamw",
+        z_dim: int = 0,
+        nll_z_samples: int = 64,
         num_eval_samples: int = 200,
         eval_temperature: float = 1.0,
         eval_batch_size: int = 256,
@@ -103,17 +111,30 @@ class TransformerSeq2Seq(GeneratorModule):
         super().__init__(vocab_size, num_eval_samples, eval_temperature, eval_batch_size, eval_seed, bleu_max_n,
                          num_logged_samples)
         check_mle_settings(lr, label_smoothing, warmup_steps, optimizer, weight_decay, gradient_clip)
+        if z_dim < 0:
+            raise ValueError(f"model.z_dim must be >= 0 (0: no latent input), got {z_dim}")
+        if nll_z_samples < 1:
+            raise ValueError(f"model.nll_z_samples must be >= 1 (z draws per NLL), got {nll_z_samples}")
         self.save_hyperparameters()
         self.generator = EncoderDecoderTransformer(
             TransformerConfig(
                 vocab_size=vocab_size, d_model=d_model, n_heads=n_heads, n_encoder_layers=n_encoder_layers,
                 n_decoder_layers=n_decoder_layers, d_ff=d_ff, dropout=dropout, max_len=max_len,
-                positional=positional, tie_embeddings=tie_embeddings,
+                positional=positional, tie_embeddings=tie_embeddings, z_dim=z_dim,
             )
         )
 
+    def latent(self, batch_size: int, generator: Optional[torch.Generator] = None) -> Optional[torch.Tensor]:
+        """z ~ N(0, I) of shape (batch_size, z_dim), drawn from ``generator`` when given (as ``TextGAN.latent``);
+        None when z_dim = 0."""
+        if self.hparams.z_dim == 0:
+            return None
+        device = generator.device if generator is not None else self.device
+        return torch.randn(batch_size, self.hparams.z_dim, generator=generator, device=device)
+
     def training_step(self, batch: Batch, batch_idx: int) -> torch.Tensor:
-        logits = self.generator(batch.src, batch.src_pad_mask, batch.tgt_in)  # (B, T-1, V)
+        z = self.latent(len(batch))  # None without a latent input; else a fresh draw per row (transformer-z)
+        logits = self.generator(batch.src, batch.src_pad_mask, batch.tgt_in, z=z)  # (B, T-1, V)
         loss = self.teacher_forced_loss(logits, batch, self.hparams.label_smoothing)
         self.log("train/loss", loss, prog_bar=True, batch_size=len(batch))
         self.log("train/mle_loss", loss, batch_size=len(batch))
