@@ -44,6 +44,7 @@ from pathlib import Path
 from typing import Optional, Sequence
 
 from experiments.stats import Interval, finite, t_interval
+from modules.errors import ConfigError
 
 SMOOTHING_GRID = (0.01, 0.03, 0.1, 0.3, 1.0)
 NUM_SAMPLES = 4000  # baseline samples scored by the oracle, per baseline and temperature
@@ -237,7 +238,7 @@ def counted_baselines(dm, temperatures: Sequence[float] = (), num_samples: int =
     import torch
 
     if not hasattr(dm, "oracle_log_prob"):
-        raise ValueError("counted baselines need oracle data (J needs the oracle's likelihood)")
+        raise ConfigError("counted baselines need oracle data (J needs the oracle's likelihood)")
     dm.prepare()
     V = dm.oracle_config.vocab_size
     train, val, test = _word_ids(dm, "train"), _word_ids(dm, "val"), _word_ids(dm, "test")
@@ -251,7 +252,7 @@ def counted_baselines(dm, temperatures: Sequence[float] = (), num_samples: int =
     tempered = []
     for i, t in enumerate(temperatures):
         if t <= 0:
-            raise ValueError(f"temperatures must be > 0, got {t}")
+            raise ConfigError(f"temperatures must be > 0, got {t}")
         tempered.append({"name": "unigram", "k": k_uni, "temperature": float(t),
                          **_score(dm, _Unigram(counts, k_uni, t), test, h_oracle, num_samples, report_seed + 1 + i)})
 

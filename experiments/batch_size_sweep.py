@@ -29,16 +29,17 @@ import math
 from experiments.families import get_family, lr_factor
 from experiments.presets import SweepSettings
 from experiments.runner import make_spec
+from modules.errors import ConfigError
 
 
 def updates_for(budget: str, value: int, batch_size: int) -> int:
     if value < 1:
-        raise ValueError(f"the budget must be >= 1, got {value}")
+        raise ConfigError(f"the budget must be >= 1, got {value}")
     if budget == "samples":
         return max(1, math.ceil(value / batch_size))
     if budget == "steps":
         return int(value)
-    raise ValueError(f"budget must be 'samples' or 'steps', got {budget!r}")
+    raise ConfigError(f"budget must be 'samples' or 'steps', got {budget!r}")
 
 
 def model_args(family_name: str, models: dict, batch_size: int, reference: int, scaling: str,
@@ -74,7 +75,7 @@ def pretrain_spec(settings: SweepSettings, seed: int, tracking: dict) -> dict:
     """The seed's shared MLE checkpoint: the MLE family at the reference batch size for ``pretrain_budget``
     samples, checkpoint kept, with the sweep's temperature curve (the hand-over model's curve)."""
     if settings.pretrain_budget is None or settings.pretrain_budget < 1:
-        raise ValueError(f"sweep.pretrain_budget must be >= 1 samples when a family starts from the pretrain run, "
+        raise ConfigError(f"sweep.pretrain_budget must be >= 1 samples when a family starts from the pretrain run, "
                          f"got {settings.pretrain_budget}")
     ref = settings.reference_batch_size
     updates = updates_for("samples", settings.pretrain_budget, ref)
@@ -92,14 +93,14 @@ def _check_pretrained_arm(family: str, model: dict, pretrain: dict) -> None:
     ours, theirs = _generator_shape(family, model), _generator_shape(PRETRAIN_FAMILY, pretrain["model"])
     differ = {k: (ours[k], theirs[k]) for k in GENERATOR_SHAPE if ours[k] != theirs[k]}
     if differ:
-        raise ValueError(f"family {family!r} starts from the {PRETRAIN_FAMILY} pretrain run but its generator "
+        raise ConfigError(f"family {family!r} starts from the {PRETRAIN_FAMILY} pretrain run but its generator "
                          f"differs: " + ", ".join(f"model.{k} {a} vs {b}" for k, (a, b) in differ.items()))
 
 
 def sweep_specs(settings: SweepSettings, tracking: dict) -> list[dict]:
     for b in settings.batch_sizes + list(settings.pretrained_batch_sizes or []):
         if b < 1:
-            raise ValueError(f"batch sizes must be >= 1, got {b}")
+            raise ConfigError(f"batch sizes must be >= 1, got {b}")
     temp_bs = settings.temperature_batch_sizes
     temp_bs = [settings.reference_batch_size] if temp_bs is None else temp_bs
     noise_bs = settings.noise_batch_sizes

@@ -35,6 +35,7 @@ import uuid
 from pathlib import Path
 
 from experiments.presets import PRESETS, get_preset
+from modules.errors import ConfigError, GvtError
 
 DEFAULT_ROOT = "runs/experiments"
 
@@ -108,7 +109,7 @@ def _apply_sweep(settings, args) -> None:
         if getattr(args, name, None) is not None:
             setattr(settings, name, getattr(args, name))
     if settings.reference_batch_size not in settings.batch_sizes:
-        raise ValueError(f"the reference batch size {settings.reference_batch_size} is not among the batch sizes "
+        raise ConfigError(f"the reference batch size {settings.reference_batch_size} is not among the batch sizes "
                          f"{settings.batch_sizes}: temperature curves and noise scales are measured there")
 
 
@@ -158,7 +159,7 @@ def _plan_experiments(args, command: str, which: list[str], preset, folder: Path
             _apply_sweep(settings, args)
         else:
             if preset.ablation is None:
-                raise ValueError(f"preset {preset.name!r} has no conditioning ablation (its data are unconditional)")
+                raise ConfigError(f"preset {preset.name!r} has no conditioning ablation (its data are unconditional)")
             settings = preset.ablation
             _apply_ablation(settings, args)
         _check_families(settings.families)
@@ -277,7 +278,7 @@ def _run_one(argv: list[str]) -> int:
     if args.make_plan and (plan is None or (args.plan_hash and args.plan_hash not in accepted_hashes(plan))):
         command, *rest = shlex.split(args.make_plan)
         if command not in ("sweep", "ablate"):
-            raise ValueError(f"--make-plan must start with sweep or ablate, got {command!r}")
+            raise ConfigError(f"--make-plan must start with sweep or ablate, got {command!r}")
         with contextlib.redirect_stdout(io.StringIO()):  # the planned keys: not this run's output
             code = main(command, [*rest, "--plan-only", "--out", str(run_dir)])
         if code:
@@ -296,9 +297,9 @@ def _report(args) -> int:
 
     if args.wandb or args.sweep:
         if not (args.wandb and args.sweep):
-            raise ValueError("--wandb ENTITY/PROJECT and --sweep ID go together")
+            raise ConfigError("--wandb ENTITY/PROJECT and --sweep ID go together")
         if args.run_dirs:
-            raise ValueError("give run folders or --wandb ENTITY/PROJECT --sweep ID, not both")
+            raise ConfigError("give run folders or --wandb ENTITY/PROJECT --sweep ID, not both")
         from experiments.wandb_sweep import rows_from_wandb
 
         run_dir, report_out = Path(args.out or f"{DEFAULT_ROOT}/wandb-{args.sweep}"), None
@@ -308,7 +309,7 @@ def _report(args) -> int:
               file=sys.stderr)
     elif len(args.run_dirs) > 1:
         if not args.out:
-            raise ValueError("merging several run folders needs --out MERGED_DIR (a new run folder; the report goes "
+            raise ConfigError("merging several run folders needs --out MERGED_DIR (a new run folder; the report goes "
                              "to MERGED_DIR/report)")
         from experiments.merge import merge_run_folders
 
@@ -319,7 +320,7 @@ def _report(args) -> int:
     elif args.run_dirs:
         run_dir, report_out = Path(args.run_dirs[0]), args.out
     else:
-        raise ValueError("give a RUN_DIR (several, with --out, to merge them) or --wandb ENTITY/PROJECT --sweep ID")
+        raise ConfigError("give a RUN_DIR (several, with --out, to merge them) or --wandb ENTITY/PROJECT --sweep ID")
     result = make_report(run_dir, out=report_out, wandb_mode=args.wandb_mode)
     print(result.verdict_table)
     print(f"\nreport: {result.markdown}")
@@ -344,7 +345,7 @@ def main(command: str, argv: list[str]) -> int:
         os.environ.setdefault("WANDB_SILENT", "true")
         try:
             return _run_one(argv[1:])
-        except (ValueError, FileNotFoundError) as err:
+        except GvtError as err:  # bad input: one line (anything else is a bug and keeps its traceback)
             print(f"gvt sweep run-one: error: {err}", file=sys.stderr)
             return 2
     if command == "sweep":
@@ -398,6 +399,6 @@ def main(command: str, argv: list[str]) -> int:
         if command == "temperature":
             return _temperature(args)
         return _report(args)
-    except (ValueError, FileNotFoundError) as err:
+    except GvtError as err:  # bad input: one line (anything else is a bug and keeps its traceback)
         print(f"{prog}: error: {err}", file=sys.stderr)
         return 2

@@ -23,12 +23,13 @@ from typing import Iterable, Optional
 
 from experiments.results import (ERRORS, TABLE, CSV_TABLE, ResultsTable, _clean, _json_default, atomic_write_text,
                                  read_plan, rows_to_csv, write_plan)
+from modules.errors import ConfigError, GvtError, MissingInputError
 
 NOT_COMPARED = {"wall_time_s", "fit_time_s", "plan_hash"}
 RUN_FILES = ("curves.csv", "temperature.csv", "run.json")
 
 
-class RowConflict(ValueError):
+class RowConflict(GvtError, ValueError):
     pass
 
 
@@ -144,9 +145,9 @@ def merge_run_folders(run_dirs: list[str | Path], out: str | Path) -> Merged:
     dirs = [Path(d) for d in run_dirs]
     for d in dirs:
         if not (d / TABLE).is_file():
-            raise FileNotFoundError(f"{d} holds no finished runs (no {d / TABLE})")
+            raise MissingInputError(f"{d} holds no finished runs (no {d / TABLE})")
         if d.resolve() == out.resolve():
-            raise ValueError(f"--out {out} is one of the folders being merged; give a new folder")
+            raise ConfigError(f"--out {out} is one of the folders being merged; give a new folder")
     sources = [(str(d), ResultsTable(d).rows()) for d in dirs]
     merged = merge_rows(sources)
     settings = merge_settings((str(d), read_plan(d)) for d in dirs)

@@ -21,6 +21,7 @@ from experiments.presets import DEFAULT_TEMPERATURES
 from experiments.results import ResultsTable, atomic_write_text, read_plan
 from experiments.stats import Interval, finite, t_interval
 from experiments.temperature import costs, dominated_fraction, quality_diversity_axes, read_curve
+from modules.errors import MissingInputError
 
 COLORS = {"transformer": "#1f77b4", "gan-gumbel": "#d62728", "gan-reinforce": "#2ca02c",
           "gan-gumbel-lstm": "#ff7f0e", "gan-reinforce-lstm": "#9467bd", "gan-frozen-d": "#7f7f7f",
@@ -872,7 +873,7 @@ def make_report(run_dir: str | Path, out: Optional[str | Path] = None, wandb_mod
     run_dir = Path(run_dir)
     rows = ResultsTable(run_dir).rows()
     if not rows:
-        raise FileNotFoundError(f"{run_dir} holds no finished runs (no {run_dir / 'results.jsonl'})")
+        raise MissingInputError(f"{run_dir} holds no finished runs (no {run_dir / 'results.jsonl'})")
     plan = read_plan(run_dir)
     folder = Path(out) if out else run_dir / "report"
     folder.mkdir(parents=True, exist_ok=True)

@@ -36,6 +36,7 @@ import torch
 from modules.metrics import SequenceNLL
 
 from experiments.presets import DEFAULT_TEMPERATURES  # one grid for the presets and `gvt temperature`
+from modules.errors import ConfigError, MissingInputError
 
 
 @torch.no_grad()
@@ -78,7 +79,7 @@ def _temperature_curve(model, datamodule, temperatures, num_samples, stage, seed
     try:
         for t in temperatures:
             if t <= 0:
-                raise ValueError(f"temperatures must be > 0, got {t}")
+                raise ConfigError(f"temperatures must be > 0, got {t}")
             metrics = model.sample_metrics(stage, temperature=float(t), num_samples=num_samples)
             point = {"temperature": float(t)}
             point.update({k.split("/", 1)[1]: float(v) for k, v in metrics.items()})
@@ -243,7 +244,7 @@ def datamodule_for_checkpoint(checkpoint: Path, data_config: Optional[Path] = No
             init = dict(data.get("init_args", {}))
             return build_datamodule({"class_path": data["class_path"], "init_args": init},
                                     init.pop("batch_size", 64), init.pop("seed", 0))
-    raise FileNotFoundError(
+    raise MissingInputError(
         f"cannot tell which data {checkpoint} was trained on: pass --data-config (the run's config.yaml)"
     )
 
@@ -270,7 +271,7 @@ def run_temperature_command(*, checkpoint=None, run_dir=None, data_config=None, 
         root = Path(run_dir)
         rows = ResultsTable(root).rows()
         if not rows:
-            raise FileNotFoundError(f"{root} holds no finished runs (no results.jsonl)")
+            raise MissingInputError(f"{root} holds no finished runs (no results.jsonl)")
         folder = Path(out) if out else root / "temperature"
         for row in rows:
             if (families and row["family"] not in families) or (batch_sizes and row["batch_size"] not in batch_sizes):
@@ -279,7 +280,7 @@ def run_temperature_command(*, checkpoint=None, run_dir=None, data_config=None, 
             if ckpt.exists():  # the runs' own files stay as the sweep wrote them
                 jobs.append((ckpt, row["family"], folder / f"{row['key']}.csv"))
         if not jobs:
-            raise FileNotFoundError(f"no run in {root} kept a final.ckpt (presets save them; see save_checkpoints)")
+            raise MissingInputError(f"no run in {root} kept a final.ckpt (presets save them; see save_checkpoints)")
     curves: dict[str, list[list[dict]]] = {}
     for ckpt, family, target in jobs:
         model = load_model(str(ckpt))

@@ -26,6 +26,7 @@ from typing import Optional
 from urllib.parse import urlparse
 
 from experiments.results import _clean, _json_default, _restore, flat_scalars
+from modules.errors import ConfigError, DataError, MissingInputError
 
 ROW_ARTIFACT = "gvt-row"
 DEFAULT_BASE_URL = "https://api.wandb.ai"
@@ -175,7 +176,7 @@ def _row_from_run(run, download_to: Path) -> tuple[dict, dict[str, Path]]:
     summary = dict(run.summary.items()) if hasattr(run.summary, "items") else dict(run.summary)
     row = _unflatten({k[len("result/"):]: v for k, v in summary.items() if k.startswith("result/")})
     if "key" not in row:
-        raise ValueError(f"W&B run {run.id} has neither a {ROW_ARTIFACT} artifact nor a result/ summary")
+        raise DataError(f"W&B run {run.id} has neither a {ROW_ARTIFACT} artifact nor a result/ summary")
     return _restore(row), {}
 
 
@@ -192,7 +193,7 @@ def rows_from_wandb(path: str, sweep_id: str, out: str | Path, api=None):
 
         api = wandb.Api()
     if path.count("/") != 1:
-        raise ValueError(f"--wandb takes ENTITY/PROJECT, got {path!r}")
+        raise ConfigError(f"--wandb takes ENTITY/PROJECT, got {path!r}")
     sweep = api.sweep(f"{path}/{sweep_id}")
     sources, files, settings, skipped = [], {}, [], []
     with tempfile.TemporaryDirectory() as tmp:
@@ -207,7 +208,7 @@ def rows_from_wandb(path: str, sweep_id: str, out: str | Path, api=None):
             if "sweep.json" in run_files:
                 settings.append((where, json.loads(run_files["sweep.json"].read_text(encoding="utf-8"))))
         if not sources:
-            raise FileNotFoundError(f"sweep {path}/{sweep_id} has no finished runs"
+            raise MissingInputError(f"sweep {path}/{sweep_id} has no finished runs"
                                     + (f" ({len(skipped)} not finished)" if skipped else ""))
         merged = merge_rows(sources)
         kept = {r["key"]: {n: p for n, p in files[(merged.origin[r["key"]], r["key"])].items() if n != "sweep.json"}

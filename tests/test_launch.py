@@ -472,7 +472,7 @@ def test_conflicting_wandb_runs_of_one_key_are_refused(tmp_path):
 
 def gvt(*args, cwd=ROOT, timeout=900):
     env = {**os.environ, "WANDB_MODE": "disabled", "PYTHONPATH": str(ROOT)}
-    return subprocess.run([sys.executable, "-m", "modules.cli", *args], cwd=cwd, env=env, capture_output=True,
+    return subprocess.run([sys.executable, "-m", "experiments.gvt", *args], cwd=cwd, env=env, capture_output=True,
                           text=True, timeout=timeout)
 
 
@@ -536,7 +536,7 @@ def test_a_killed_run_one_leaves_no_row_and_the_next_run_one_finishes_it(tmp_pat
     assert gvt_main("sweep", ["batch-size", *SMOKE, "--out", str(run_dir), "--plan-only"]) == 0
     key = capsys.readouterr().out.split()[0]
     env = {**os.environ, "WANDB_MODE": "disabled", "PYTHONPATH": str(ROOT)}
-    proc = subprocess.Popen([sys.executable, "-m", "modules.cli", "sweep", "run-one", str(run_dir), "--key", key],
+    proc = subprocess.Popen([sys.executable, "-m", "experiments.gvt", "sweep", "run-one", str(run_dir), "--key", key],
                             cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     started = run_dir / "runs" / key / "run.json"  # written when the run starts, long before its row
     deadline = time.time() + 600

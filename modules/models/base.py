@@ -58,6 +58,7 @@ from modules.sampling import (
     sampling_log_probs,
     target_log_probs,
 )
+from modules.errors import CheckpointError, ConfigError, DataError
 
 log = logging.getLogger(__name__)
 CHECKPOINT_KEY = "gan_vs_transformer"
@@ -132,13 +133,13 @@ class PredictionSettings:
         file: str = "predictions.csv",
     ):
         if samples_per_condition < 1:
-            raise ValueError(f"prediction.samples_per_condition must be >= 1, got {samples_per_condition}")
+            raise ConfigError(f"prediction.samples_per_condition must be >= 1, got {samples_per_condition}")
         try:
             check_sampling_args(temperature=temperature, top_k=top_k, top_p=top_p)
         except ValueError as err:
-            raise ValueError(f"prediction.{err}") from None
+            raise ConfigError(f"prediction.{err}") from None
         if not file or Path(file).name != file:
-            raise ValueError(f"prediction.file must be a plain file name (it goes under <run>/predictions/), got {file!r}")
+            raise ConfigError(f"prediction.file must be a plain file name (it goes under <run>/predictions/), got {file!r}")
         self.samples_per_condition, self.seed, self.file = samples_per_condition, seed, file
         self.temperature, self.top_k, self.top_p = temperature, top_k, top_p
 
@@ -170,11 +171,11 @@ class GeneratorModule(pl.LightningModule):
     ):
         super().__init__()
         if vocab_size < 6:
-            raise ValueError(f"model.vocab_size={vocab_size} leaves no room for words besides the 5 special tokens")
+            raise ConfigError(f"model.vocab_size={vocab_size} leaves no room for words besides the 5 special tokens")
         if num_eval_samples < 0:
-            raise ValueError(f"model.num_eval_samples must be >= 0, got {num_eval_samples}")
+            raise ConfigError(f"model.num_eval_samples must be >= 0, got {num_eval_samples}")
         if eval_temperature <= 0:
-            raise ValueError(f"model.eval_temperature must be > 0, got {eval_temperature}")
+            raise ConfigError(f"model.eval_temperature must be > 0, got {eval_temperature}")
         self.vocab: Optional[Vocab] = None
         self.tokenizer = None
         self._data_info: dict[str, Any] = {}
@@ -196,7 +197,7 @@ class GeneratorModule(pl.LightningModule):
         if self.vocab is not None:
             check_same_vocab(self.vocab, dm.vocab, where="checkpoint")
         if len(dm.vocab) != self.hparams.vocab_size:
-            raise ValueError(
+            raise DataError(
                 f"model.vocab_size={self.hparams.vocab_size} but the data's vocabulary has {len(dm.vocab)} tokens"
             )
         self.vocab, self.tokenizer = dm.vocab, dm.tokenizer
@@ -237,7 +238,7 @@ class GeneratorModule(pl.LightningModule):
         if info is None:
             return
         if info["family"] != self.family:
-            raise ValueError(f"this checkpoint is of the {info['family']!r} family, not {self.family!r}")
+            raise CheckpointError(f"this checkpoint is of the {info['family']!r} family, not {self.family!r}")
         saved = Vocab.from_state_dict(info["vocab"])
         if self.vocab is not None:  # resuming a fit: the data module's vocabulary is already attached
             check_same_vocab(saved, self.vocab, where="checkpoint")

@@ -10,6 +10,7 @@ import torch
 from modules.data.batch import Batch
 from modules.models.base import GeneratorModule
 from modules.nets.transformer import EncoderDecoderTransformer, TransformerConfig
+from modules.errors import ConfigError
 
 
 def warmup_schedule(warmup_steps: int, total_steps: int, schedule: str):
@@ -34,7 +35,7 @@ def generator_optimizer(kind: str, named_parameters, lr: float, betas, weight_de
     decay); weight decay applies to matrices only (>= 2 dims), never to biases, norms' gains or other vectors.
     Without weight decay all parameters form one group (the layout of checkpoints written before this rule)."""
     if kind not in OPTIMIZERS:
-        raise ValueError(f"optimizer must be one of {', '.join(OPTIMIZERS)}, got {kind!r}")
+        raise ConfigError(f"optimizer must be one of {', '.join(OPTIMIZERS)}, got {kind!r}")
     named = list(named_parameters)
     if weight_decay > 0:
         groups = [{"params": [p for _, p in named if p.dim() >= 2], "weight_decay": weight_decay},
@@ -87,15 +88,15 @@ class TransformerSeq2Seq(GeneratorModule):
         super().__init__(vocab_size, num_eval_samples, eval_temperature, eval_batch_size, eval_seed, bleu_max_n,
                          num_logged_samples)
         if lr <= 0:
-            raise ValueError(f"model.lr must be > 0, got {lr}")
+            raise ConfigError(f"model.lr must be > 0, got {lr}")
         if not 0.0 <= label_smoothing < 1.0:
-            raise ValueError(f"model.label_smoothing must lie in [0, 1), got {label_smoothing}")
+            raise ConfigError(f"model.label_smoothing must lie in [0, 1), got {label_smoothing}")
         if warmup_steps < 0:
-            raise ValueError(f"model.warmup_steps must be >= 0, got {warmup_steps}")
+            raise ConfigError(f"model.warmup_steps must be >= 0, got {warmup_steps}")
         if optimizer not in OPTIMIZERS:
-            raise ValueError(f"model.optimizer must be one of {', '.join(OPTIMIZERS)}, got {optimizer!r}")
+            raise ConfigError(f"model.optimizer must be one of {', '.join(OPTIMIZERS)}, got {optimizer!r}")
         if weight_decay < 0 or gradient_clip < 0:
-            raise ValueError(f"model.weight_decay and model.gradient_clip must be >= 0, got {weight_decay}, "
+            raise ConfigError(f"model.weight_decay and model.gradient_clip must be >= 0, got {weight_decay}, "
                              f"{gradient_clip}")
         self.save_hyperparameters()
         self.generator = EncoderDecoderTransformer(
