@@ -11,7 +11,6 @@ import os
 import sys
 from typing import Optional
 
-from experiments import cli as experiments_cli
 from modules import cli as library_cli
 from modules.known_warnings import known_warnings_filtered
 
@@ -36,6 +35,10 @@ HELP = library_cli.HELP_HEAD + EXPERIMENTS_HELP + library_cli.HELP_TAIL
 
 
 def _experiment_command(command: str, argv: list[str]) -> int:
+    # The experiment modules load torch (seconds): only for an experiment command, not for `gvt --help` or the
+    # library's commands, which load what they need themselves.
+    from experiments import cli as experiments_cli
+
     os.environ.setdefault("WANDB_SILENT", "true")
     with known_warnings_filtered():  # a few third-party messages that do not apply, by exact text
         return experiments_cli.main(command, argv)

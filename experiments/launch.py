@@ -38,6 +38,7 @@ from pathlib import Path
 from typing import Iterator, Optional, Sequence
 
 from experiments.results import ResultsTable, atomic_write_text
+from experiments.runner import run_key, run_one
 from modules.errors import ConfigError, GvtError
 
 try:
@@ -85,8 +86,6 @@ def folder_lock(run_dir: str | Path, name: str) -> Iterator[None]:
 
 
 def _check_spec(key: str, spec: dict, where: str) -> None:
-    from experiments.runner import run_key
-
     if spec.get("key", key) != key or run_key(spec) != key:
         raise PlanError(f"{where}: the spec planned as {key} no longer matches its key (it would run as "
                         f"{run_key(spec)}): the plan was edited after it was written; plan again with "
@@ -185,8 +184,6 @@ def run_planned(run_dir: str | Path, key: str, *, expect_hash: Optional[str] = N
     folder's plan is, or grew from, that plan. ``wandb_mode`` overrides the plan's tracking mode; ``threads``
     is the torch thread count for a spec that leaves it open (a worker's share of the cores).
     """
-    from experiments.runner import run_one
-
     run_dir = Path(run_dir)
     plan = read_run_plan(run_dir)
     if plan is None:
