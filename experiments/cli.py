@@ -1,4 +1,5 @@
-"""``gvt sweep | ablate | temperature | report``: the experiment commands (dispatched from modules/cli.py).
+"""``gvt sweep | ablate | temperature | report``: the experiment commands (dispatched from experiments/gvt.py,
+the ``gvt`` command).
 
     gvt sweep batch-size  [--preset quick|smoke|paper|coco] [--families ...] [--batch-sizes ...] [--seeds ...]
                           [--budget samples|steps] [--budget-value N] [--lr-scaling none|linear|sqrt]
