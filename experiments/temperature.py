@@ -33,11 +33,10 @@ from typing import Optional, Sequence
 
 import torch
 
-from modules.metrics import SequenceNLL
-
 from experiments.presets import DEFAULT_TEMPERATURES  # one grid for the presets and `gvt temperature`
 from modules.errors import ConfigError
 from modules.files import atomic_write_text
+from modules.metrics import SequenceNLL
 
 
 @torch.no_grad()

@@ -24,8 +24,8 @@ import torch
 from torch import Tensor
 
 from modules.data.vocab import BOS_ID, EOS_ID, NULL_ID, PAD_ID, UNK_ID
-from modules.nets.categorical import sample_from_probs  # noqa: F401  (public here too)
 from modules.errors import ConfigError
+from modules.nets.categorical import sample_from_probs  # noqa: F401  (public here too)
 
 DEFAULT_BANNED_IDS = (PAD_ID, BOS_ID, UNK_ID, NULL_ID)
 

@@ -48,6 +48,7 @@ import torch
 from modules.data.base import check_same_vocab
 from modules.data.batch import Batch
 from modules.data.vocab import BOS_ID, PAD_ID, Vocab, tokenizer_from_state_dict
+from modules.errors import CheckpointError, ConfigError
 from modules.files import atomic_write_text
 from modules.metrics import BLEU, DistinctN, SelfBLEU, SequenceNLL
 from modules.sampling import (
@@ -58,7 +59,6 @@ from modules.sampling import (
     sampling_log_probs,
     target_log_probs,
 )
-from modules.errors import CheckpointError, ConfigError, DataError
 
 log = logging.getLogger(__name__)
 CHECKPOINT_KEY = "gan_vs_transformer"
@@ -197,7 +197,7 @@ class GeneratorModule(pl.LightningModule):
         if self.vocab is not None:
             check_same_vocab(self.vocab, dm.vocab, where="checkpoint")
         if len(dm.vocab) != self.hparams.vocab_size:
-            raise DataError(
+            raise ConfigError(
                 f"model.vocab_size={self.hparams.vocab_size} but the data's vocabulary has {len(dm.vocab)} tokens"
             )
         self.vocab, self.tokenizer = dm.vocab, dm.tokenizer

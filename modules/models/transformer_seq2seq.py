@@ -8,9 +8,9 @@ from typing import Literal
 import torch
 
 from modules.data.batch import Batch
+from modules.errors import ConfigError
 from modules.models.base import GeneratorModule
 from modules.nets.transformer import EncoderDecoderTransformer, TransformerConfig
-from modules.errors import ConfigError
 
 
 def warmup_schedule(warmup_steps: int, total_steps: int, schedule: str):

@@ -12,8 +12,8 @@ This file must not import Lightning.
 import torch
 from torch import Tensor, nn
 
-from modules.nets.transformer import check_latent, sequence_log_prob
 from modules.errors import ConfigError
+from modules.nets.transformer import check_latent, sequence_log_prob
 
 
 class LSTMGenerator(nn.Module):

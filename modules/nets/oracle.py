@@ -21,8 +21,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from modules.nets.categorical import sample_from_probs
 from modules.errors import ConfigError
+from modules.nets.categorical import sample_from_probs
 
 
 @dataclass(frozen=True)
