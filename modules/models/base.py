@@ -136,7 +136,7 @@ class PredictionSettings:
             raise ConfigError(f"prediction.samples_per_condition must be >= 1, got {samples_per_condition}")
         try:
             check_sampling_args(temperature=temperature, top_k=top_k, top_p=top_p)
-        except ValueError as err:
+        except ConfigError as err:
             raise ConfigError(f"prediction.{err}") from None
         if not file or Path(file).name != file:
             raise ConfigError(f"prediction.file must be a plain file name (it goes under <run>/predictions/), got {file!r}")
