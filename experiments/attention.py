@@ -31,6 +31,7 @@ from torch import Tensor
 
 from modules.data.batch import Example, collate
 from modules.data.vocab import PAD_ID
+from modules.errors import ConfigError
 
 log = logging.getLogger(__name__)
 
@@ -182,9 +183,9 @@ def write_heatmaps(model, pairs: Sequence[Example], out_dir: str | Path, prefix:
     ``vocab`` defaults to the model's (set by training or by its checkpoint)."""
     vocab = vocab or getattr(model, "vocab", None)
     if vocab is None:
-        raise ValueError("no vocabulary: pass vocab= or a model trained or loaded with one")
+        raise ConfigError("no vocabulary: pass vocab= or a model trained or loaded with one")
     if not pairs:
-        raise ValueError("no source/target pairs to draw")
+        raise ConfigError("no source/target pairs to draw")
     batch = collate(list(pairs)).to(next(_net(model).parameters()).device)
     maps = attention_maps(model, batch.src, batch.src_pad_mask, batch.tgt_in)
     written = {}
@@ -208,7 +209,7 @@ def encode_pairs(model, pairs: Sequence[tuple[str, str]]) -> list[Example]:
         src = model.vocab.encode(model.tokenizer.tokenize(src_text))
         tgt = model.vocab.encode(model.tokenizer.tokenize(tgt_text))
         if not src:
-            raise ValueError(f"source {src_text!r} is empty after tokenization")
+            raise ConfigError(f"source {src_text!r} is empty after tokenization")
         examples.append(Example(src, tgt))
     return examples
 
@@ -235,7 +236,7 @@ class AttentionHeatmaps(pl.Callback):
 
     def __init__(self, num_pairs: int = 2):
         if num_pairs < 1:
-            raise ValueError(f"AttentionHeatmaps.num_pairs must be >= 1, got {num_pairs}")
+            raise ConfigError(f"AttentionHeatmaps.num_pairs must be >= 1, got {num_pairs}")
         self.num_pairs = num_pairs
 
     def on_validation_epoch_end(self, trainer, pl_module) -> None:
@@ -255,7 +256,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     """``python -m experiments.attention --checkpoint CKPT --src TEXT --tgt TEXT [--src ... --tgt ...] --out DIR``"""
     import argparse
 
-    from modules.sample_cli import load_model
+    from modules.checkpoints import load_model
 
     parser = argparse.ArgumentParser(prog="python -m experiments.attention",
                                      description="cross-attention heatmap PNGs of a checkpoint for source/target pairs")

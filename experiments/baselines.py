@@ -43,7 +43,11 @@ import math
 from pathlib import Path
 from typing import Optional, Sequence
 
+from experiments.datamodules import build_datamodule
+from experiments.results import atomic_write_text
 from experiments.stats import Interval, finite, t_interval
+from modules.errors import ConfigError
+from modules.nets.categorical import sample_from_probs
 
 SMOOTHING_GRID = (0.01, 0.03, 0.1, 0.3, 1.0)
 NUM_SAMPLES = 4000  # baseline samples scored by the oracle, per baseline and temperature
@@ -159,8 +163,6 @@ class _Unigram:
         return -self.probs.log()[words].mean().item()
 
     def sample(self, num: int, length: int, gen):
-        from modules.nets.categorical import sample_from_probs
-
         return sample_from_probs(self.probs.expand(num * length, -1), gen).view(num, length)
 
     def entropy(self, length: int) -> float:
@@ -179,8 +181,6 @@ class _Bigram:
 
     def sample(self, num: int, length: int, gen):
         import torch
-
-        from modules.nets.categorical import sample_from_probs
 
         context = torch.full((num,), self.start, dtype=torch.long)
         words = []
@@ -237,7 +237,7 @@ def counted_baselines(dm, temperatures: Sequence[float] = (), num_samples: int =
     import torch
 
     if not hasattr(dm, "oracle_log_prob"):
-        raise ValueError("counted baselines need oracle data (J needs the oracle's likelihood)")
+        raise ConfigError("counted baselines need oracle data (J needs the oracle's likelihood)")
     dm.prepare()
     V = dm.oracle_config.vocab_size
     train, val, test = _word_ids(dm, "train"), _word_ids(dm, "val"), _word_ids(dm, "test")
@@ -251,7 +251,7 @@ def counted_baselines(dm, temperatures: Sequence[float] = (), num_samples: int =
     tempered = []
     for i, t in enumerate(temperatures):
         if t <= 0:
-            raise ValueError(f"temperatures must be > 0, got {t}")
+            raise ConfigError(f"temperatures must be > 0, got {t}")
         tempered.append({"name": "unigram", "k": k_uni, "temperature": float(t),
                          **_score(dm, _Unigram(counts, k_uni, t), test, h_oracle, num_samples, report_seed + 1 + i)})
 
@@ -282,9 +282,6 @@ def data_key(data: dict, temperatures: Sequence[float]) -> str:
 def baselines_for(run_dir: str | Path, data: dict, temperatures: Sequence[float] = ()) -> Optional[dict]:
     """The baselines of data config ``data`` (``{"class_path", "init_args"}``), from
     ``RUN_DIR/baselines/<key>.json`` or computed and cached there; None for data without an oracle."""
-    from experiments.results import atomic_write_text
-    from experiments.runner import build_datamodule
-
     path = Path(run_dir) / "baselines" / f"{data_key(data, temperatures)}.json"
     if path.is_file():
         return json.loads(path.read_text(encoding="utf-8"))

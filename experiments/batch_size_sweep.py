@@ -36,16 +36,17 @@ import math
 from experiments.families import get_family, lr_factor
 from experiments.presets import SweepSettings
 from experiments.runner import make_spec
+from modules.errors import ConfigError
 
 
 def updates_for(budget: str, value: int, batch_size: int) -> int:
     if value < 1:
-        raise ValueError(f"the budget must be >= 1, got {value}")
+        raise ConfigError(f"the budget must be >= 1, got {value}")
     if budget == "samples":
         return max(1, math.ceil(value / batch_size))
     if budget == "steps":
         return int(value)
-    raise ValueError(f"budget must be 'samples' or 'steps', got {budget!r}")
+    raise ConfigError(f"budget must be 'samples' or 'steps', got {budget!r}")
 
 
 def model_args(family_name: str, models: dict, batch_size: int, reference: int, scaling: str,
@@ -81,7 +82,7 @@ def pretrain_spec(settings: SweepSettings, seed: int, tracking: dict) -> dict:
     """The seed's shared MLE checkpoint: the MLE family at the reference batch size for ``pretrain_budget``
     samples, checkpoint kept, with the sweep's temperature curve (the hand-over model's curve)."""
     if settings.pretrain_budget is None or settings.pretrain_budget < 1:
-        raise ValueError(f"sweep.pretrain_budget must be >= 1 samples when a family starts from the pretrain run, "
+        raise ConfigError(f"sweep.pretrain_budget must be >= 1 samples when a family starts from the pretrain run, "
                          f"got {settings.pretrain_budget}")
     ref = settings.reference_batch_size
     updates = updates_for("samples", settings.pretrain_budget, ref)
@@ -99,7 +100,7 @@ def _check_pretrained_arm(family: str, model: dict, pretrain: dict) -> None:
     ours, theirs = _generator_shape(family, model), _generator_shape(PRETRAIN_FAMILY, pretrain["model"])
     differ = {k: (ours[k], theirs[k]) for k in GENERATOR_SHAPE if ours[k] != theirs[k]}
     if differ:
-        raise ValueError(f"family {family!r} starts from the {PRETRAIN_FAMILY} pretrain run but its generator "
+        raise ConfigError(f"family {family!r} starts from the {PRETRAIN_FAMILY} pretrain run but its generator "
                          f"differs: " + ", ".join(f"model.{k} {a} vs {b}" for k, (a, b) in differ.items()))
 
 
@@ -115,18 +116,18 @@ def pretrained_batch_sizes(settings: SweepSettings, family: str) -> list[int]:
 def _check_arm_settings(settings: SweepSettings) -> None:
     for name, sizes in (settings.pretrained_family_batch_sizes or {}).items():
         if get_family(name).init_from != "pretrain":
-            raise ValueError(f"sweep.pretrained_family_batch_sizes names {name!r}, which does not start from the "
+            raise ConfigError(f"sweep.pretrained_family_batch_sizes names {name!r}, which does not start from the "
                              f"pretrain run (only pretrained arms take batch sizes there)")
         if not sizes:
-            raise ValueError(f"sweep.pretrained_family_batch_sizes[{name!r}] is empty")
+            raise ConfigError(f"sweep.pretrained_family_batch_sizes[{name!r}] is empty")
     for name, value in (("held_out", settings.held_out), ("checkpoints", settings.checkpoints)):
         need = {"held_out": ("points", "rows"), "checkpoints": ("count", "rows", "num_samples", "num_test")}[name]
         if value is not None:
             missing = [k for k in need if k not in value]
             if missing or any(int(value[k]) < 1 for k in need if k in value):
-                raise ValueError(f"sweep.{name} must be None or a dict of {', '.join(need)} (each >= 1), got {value}")
+                raise ConfigError(f"sweep.{name} must be None or a dict of {', '.join(need)} (each >= 1), got {value}")
     if settings.checkpoints is not None and settings.checkpoints["count"] < 2:
-        raise ValueError(f"sweep.checkpoints.count must be >= 2 (first and last update), got "
+        raise ConfigError(f"sweep.checkpoints.count must be >= 2 (first and last update), got "
                          f"{settings.checkpoints['count']}")
 
 
@@ -136,7 +137,7 @@ def sweep_specs(settings: SweepSettings, tracking: dict) -> list[dict]:
              *(settings.equal_update_batch_sizes or [])]
     for b in sizes:
         if b < 1:
-            raise ValueError(f"batch sizes must be >= 1, got {b}")
+            raise ConfigError(f"batch sizes must be >= 1, got {b}")
     _check_arm_settings(settings)
     temp_bs = settings.temperature_batch_sizes
     temp_bs = [settings.reference_batch_size] if temp_bs is None else temp_bs

@@ -1,4 +1,5 @@
-"""``gvt sweep | ablate | temperature | report``: the experiment commands (dispatched from modules/cli.py).
+"""``gvt sweep | ablate | temperature | report``: the experiment commands (dispatched from experiments/gvt.py,
+the ``gvt`` command).
 
     gvt sweep batch-size  [--preset quick|smoke|paper|coco] [--families ...] [--batch-sizes ...] [--seeds ...]
                           [--budget samples|steps] [--budget-value N] [--lr-scaling none|linear|sqrt]
@@ -25,6 +26,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import io
+import json
 import os
 import shlex
 import shutil
@@ -34,7 +36,21 @@ import time
 import uuid
 from pathlib import Path
 
-from experiments.presets import PRESETS, get_preset
+from experiments.batch_size_sweep import sweep_specs
+from experiments.conditioning import ablation_specs
+from experiments.datamodules import datamodule_for_checkpoint
+from experiments.execute import _summary, execute
+from experiments.families import get_family
+from experiments.launch import PLAN, accepted_hashes, read_run_plan, run_planned, write_run_plan
+from experiments.merge import merge_run_folders, rows_from_wandb
+from experiments.plan import register
+from experiments.plots import plot_quality_diversity
+from experiments.presets import DEFAULT_TEMPERATURES, PRESETS, get_preset
+from experiments.report import make_report
+from experiments.results import ResultsTable, atomic_write_text, read_plan
+from experiments.temperature import quality_diversity_axes, temperature_curve, write_curve
+from experiments.wandb_sweep import SweepServerError, create_sweep, sweep_config, sweep_yaml
+from modules.errors import ConfigError, GvtError, MissingInputError
 
 DEFAULT_ROOT = "runs/experiments"
 
@@ -108,7 +124,7 @@ def _apply_sweep(settings, args) -> None:
         if getattr(args, name, None) is not None:
             setattr(settings, name, getattr(args, name))
     if settings.reference_batch_size not in settings.batch_sizes:
-        raise ValueError(f"the reference batch size {settings.reference_batch_size} is not among the batch sizes "
+        raise ConfigError(f"the reference batch size {settings.reference_batch_size} is not among the batch sizes "
                          f"{settings.batch_sizes}: temperature curves and noise scales are measured there")
 
 
@@ -120,7 +136,6 @@ def _apply_ablation(settings, args) -> None:
 
 
 def _check_families(names) -> None:
-    from experiments.families import get_family
 
     for name in names:
         family = get_family(name)
@@ -146,10 +161,6 @@ def _plan_experiments(args, command: str, which: list[str], preset, folder: Path
     """Register each experiment's settings and add its runs to the folder's plan.
 
     Returns ([(experiment, specs)], this invocation's plan hash, its planning command, the W&B group)."""
-    from experiments.batch_size_sweep import sweep_specs
-    from experiments.conditioning import ablation_specs
-    from experiments.launch import write_run_plan
-    from experiments.plan import register
 
     planned = []
     for experiment in which:
@@ -158,7 +169,7 @@ def _plan_experiments(args, command: str, which: list[str], preset, folder: Path
             _apply_sweep(settings, args)
         else:
             if preset.ablation is None:
-                raise ValueError(f"preset {preset.name!r} has no conditioning ablation (its data are unconditional)")
+                raise ConfigError(f"preset {preset.name!r} has no conditioning ablation (its data are unconditional)")
             settings = preset.ablation
             _apply_ablation(settings, args)
         _check_families(settings.families)
@@ -176,9 +187,6 @@ def _plan_experiments(args, command: str, which: list[str], preset, folder: Path
 
 def _emit_wandb_sweep(args, command: str, which: list[str], preset, out: Path) -> int:
     """Plan in a scratch copy of RUN_DIR (left untouched) and write the W&B sweep config of this plan."""
-    from experiments.launch import PLAN
-    from experiments.results import atomic_write_text, read_plan
-    from experiments.wandb_sweep import sweep_config, sweep_yaml
 
     group = args.group or (read_plan(out) or {}).get("group") or f"{out.resolve().name}-{uuid.uuid4().hex[:6]}"
     with tempfile.TemporaryDirectory() as tmp:
@@ -195,9 +203,6 @@ def _emit_wandb_sweep(args, command: str, which: list[str], preset, out: Path) -
 
 
 def _launch_wandb(args, command: str, out: Path, specs: list[dict], part: str, planning: str, group: str) -> int:
-    from experiments.launch import PLAN
-    from experiments.results import atomic_write_text
-    from experiments.wandb_sweep import SweepServerError, create_sweep, sweep_config, sweep_yaml
 
     config = sweep_config([s["key"] for s in specs], str(out), part, planning, args.project, group)
     path = out / "wandb_sweep.yaml"
@@ -218,7 +223,6 @@ def _launch_wandb(args, command: str, out: Path, specs: list[dict], part: str, p
 
 
 def _run_experiments(args, command: str, which: list[str]) -> int:
-    from experiments.execute import execute
 
     preset = get_preset(args.preset)
     out = Path(args.out or f"{DEFAULT_ROOT}/{preset.name}")
@@ -247,7 +251,6 @@ def _run_experiments(args, command: str, which: list[str]) -> int:
                   "rerun the same command to retry them", file=sys.stderr)
     print(f"experiments finished in {time.perf_counter() - start:.0f} s", file=sys.stderr)
     if not args.no_report:
-        from experiments.report import make_report
 
         result = make_report(out, wandb_mode=args.wandb_mode)
         print(result.verdict_table)
@@ -257,8 +260,6 @@ def _run_experiments(args, command: str, which: list[str]) -> int:
 
 def _run_one(argv: list[str]) -> int:
     """``gvt sweep run-one RUN_DIR --key KEY``: exactly one planned run (see experiments.launch)."""
-    from experiments.execute import _summary
-    from experiments.launch import accepted_hashes, read_run_plan, run_planned
 
     parser = argparse.ArgumentParser(prog="gvt sweep run-one", description="Run exactly one planned run of RUN_DIR's "
                                      "plan.json and add its row to RUN_DIR/results.jsonl (a crash goes to "
@@ -277,7 +278,7 @@ def _run_one(argv: list[str]) -> int:
     if args.make_plan and (plan is None or (args.plan_hash and args.plan_hash not in accepted_hashes(plan))):
         command, *rest = shlex.split(args.make_plan)
         if command not in ("sweep", "ablate"):
-            raise ValueError(f"--make-plan must start with sweep or ablate, got {command!r}")
+            raise ConfigError(f"--make-plan must start with sweep or ablate, got {command!r}")
         with contextlib.redirect_stdout(io.StringIO()):  # the planned keys: not this run's output
             code = main(command, [*rest, "--plan-only", "--out", str(run_dir)])
         if code:
@@ -292,14 +293,12 @@ def _run_one(argv: list[str]) -> int:
 
 
 def _report(args) -> int:
-    from experiments.report import make_report
 
     if args.wandb or args.sweep:
         if not (args.wandb and args.sweep):
-            raise ValueError("--wandb ENTITY/PROJECT and --sweep ID go together")
+            raise ConfigError("--wandb ENTITY/PROJECT and --sweep ID go together")
         if args.run_dirs:
-            raise ValueError("give run folders or --wandb ENTITY/PROJECT --sweep ID, not both")
-        from experiments.wandb_sweep import rows_from_wandb
+            raise ConfigError("give run folders or --wandb ENTITY/PROJECT --sweep ID, not both")
 
         run_dir, report_out = Path(args.out or f"{DEFAULT_ROOT}/wandb-{args.sweep}"), None
         merged = rows_from_wandb(args.wandb, args.sweep, run_dir)
@@ -308,9 +307,8 @@ def _report(args) -> int:
               file=sys.stderr)
     elif len(args.run_dirs) > 1:
         if not args.out:
-            raise ValueError("merging several run folders needs --out MERGED_DIR (a new run folder; the report goes "
+            raise ConfigError("merging several run folders needs --out MERGED_DIR (a new run folder; the report goes "
                              "to MERGED_DIR/report)")
-        from experiments.merge import merge_run_folders
 
         run_dir, report_out = Path(args.out), None
         merged = merge_run_folders(args.run_dirs, run_dir)
@@ -319,16 +317,74 @@ def _report(args) -> int:
     elif args.run_dirs:
         run_dir, report_out = Path(args.run_dirs[0]), args.out
     else:
-        raise ValueError("give a RUN_DIR (several, with --out, to merge them) or --wandb ENTITY/PROJECT --sweep ID")
+        raise ConfigError("give a RUN_DIR (several, with --out, to merge them) or --wandb ENTITY/PROJECT --sweep ID")
     result = make_report(run_dir, out=report_out, wandb_mode=args.wandb_mode)
     print(result.verdict_table)
     print(f"\nreport: {result.markdown}")
     return 0
 
 
-def _temperature(args) -> int:
-    from experiments.temperature import run_temperature_command
+def attach(model, datamodule, root: Path):
+    """A minimal Trainer around ``model`` so that its shared evaluation code runs; returns the T = 1 test metrics."""
+    import pytorch_lightning as pl  # Lightning loads only when a checkpoint is evaluated (see run_temperature_command)
 
+    trainer = pl.Trainer(accelerator="auto", devices=1, logger=False, enable_progress_bar=False,
+                         enable_model_summary=False, enable_checkpointing=False, default_root_dir=str(root))
+    return trainer.test(model, datamodule=datamodule, verbose=False)[0]
+
+
+def run_temperature_command(*, checkpoint=None, run_dir=None, data_config=None, temperatures=None,
+                            num_samples=None, out=None, families=None, batch_sizes=None) -> int:
+    """``gvt temperature``: curves for one checkpoint, or for every checkpointed run of a run folder, with a
+    quality-diversity plot per family."""
+    # modules.checkpoints loads the model classes, hence pytorch_lightning: only when curves are measured, so that
+    # the other experiment commands (and the parents of their worker processes) do not carry it
+    from modules.checkpoints import load_model
+
+    temperatures = list(temperatures or DEFAULT_TEMPERATURES)
+    jobs = []  # (checkpoint, family label, where the curve goes)
+    if checkpoint:
+        ckpt = Path(checkpoint)
+        folder = Path(out) if out else ckpt.parent
+        jobs.append((ckpt, None, folder / f"{ckpt.stem}_temperature.csv"))
+    else:
+        root = Path(run_dir)
+        rows = ResultsTable(root).rows()
+        if not rows:
+            raise MissingInputError(f"{root} holds no finished runs (no results.jsonl)")
+        folder = Path(out) if out else root / "temperature"
+        for row in rows:
+            if (families and row["family"] not in families) or (batch_sizes and row["batch_size"] not in batch_sizes):
+                continue
+            ckpt = root / row["paths"]["folder"] / "final.ckpt"
+            if ckpt.exists():  # the runs' own files stay as the sweep wrote them
+                jobs.append((ckpt, row["family"], folder / f"{row['key']}.csv"))
+        if not jobs:
+            raise MissingInputError(f"no run in {root} kept a final.ckpt (presets save them; see save_checkpoints)")
+    curves: dict[str, list[list[dict]]] = {}
+    for ckpt, family, target in jobs:
+        model = load_model(str(ckpt))
+        dm = datamodule_for_checkpoint(ckpt, Path(data_config) if data_config else None)
+        dm.prepare()
+        with tempfile.TemporaryDirectory() as tmp:
+            attach(model, dm, Path(tmp))
+            # NLL_test's z draws are the run's own (eval_seed), so the T = 1 point is the run's NLL_test
+            points = temperature_curve(model, dm, temperatures, num_samples=num_samples)
+        write_curve(target, points)
+        label = family or model.family
+        if checkpoint is None:
+            label = f"{family} (bs {json.loads((ckpt.parent / 'run.json').read_text())['batch_size']})"
+        curves.setdefault(label, []).append(points)
+        x, y, _ = quality_diversity_axes(points)
+        print(f"{ckpt}: " + "  ".join(f"T={p['temperature']:g}: {x}={p[x]:.3f} {y}={p[y]:.3f}" for p in points))
+    folder.mkdir(parents=True, exist_ok=True)
+    png = folder / "quality_diversity.png"
+    plot_quality_diversity(curves, png)
+    print(f"curves: {folder if run_dir else jobs[0][2]}; plot: {png}")
+    return 0
+
+
+def _temperature(args) -> int:
     return run_temperature_command(
         checkpoint=args.checkpoint, run_dir=args.run_dir, data_config=args.data_config,
         temperatures=_list(float)(args.temperatures) if args.temperatures else None,
@@ -344,7 +400,7 @@ def main(command: str, argv: list[str]) -> int:
         os.environ.setdefault("WANDB_SILENT", "true")
         try:
             return _run_one(argv[1:])
-        except (ValueError, FileNotFoundError) as err:
+        except GvtError as err:  # bad input: one line (anything else is a bug and keeps its traceback)
             print(f"gvt sweep run-one: error: {err}", file=sys.stderr)
             return 2
     if command == "sweep":
@@ -398,6 +454,6 @@ def main(command: str, argv: list[str]) -> int:
         if command == "temperature":
             return _temperature(args)
         return _report(args)
-    except (ValueError, FileNotFoundError) as err:
+    except GvtError as err:  # bad input: one line (anything else is a bug and keeps its traceback)
         print(f"{prog}: error: {err}", file=sys.stderr)
         return 2

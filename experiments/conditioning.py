@@ -20,14 +20,15 @@ from experiments.batch_size_sweep import model_args, updates_for
 from experiments.families import get_family
 from experiments.presets import AblationSettings
 from experiments.runner import make_spec
+from modules.errors import ConfigError
 
 
 def ablation_specs(settings: AblationSettings, tracking: dict) -> list[dict]:
     for c in settings.conditions:
         if c not in ("none", "label", "source"):
-            raise ValueError(f"conditions must be none, label or source, got {c!r}")
+            raise ConfigError(f"conditions must be none, label or source, got {c!r}")
     if settings.data.get("class_path", "").rsplit(".", 1)[-1] != "OracleDataModule":
-        raise ValueError("the conditioning ablation needs the oracle data (its p(y | c) is what makes MI exact)")
+        raise ConfigError("the conditioning ablation needs the oracle data (its p(y | c) is what makes MI exact)")
     updates = updates_for(settings.budget, settings.budget_value, settings.batch_size)
     specs = []
     for seed in settings.seeds:

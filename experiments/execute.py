@@ -32,6 +32,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional
 
+from experiments.launch import run_planned, slot_threads, take_slot, worker_slots, write_run_plan
 from experiments.results import ResultsTable
 
 
@@ -71,8 +72,6 @@ def _summary(row: dict) -> str:
 
 def run_and_record(spec: dict, run_dir: str) -> tuple[str, bool, str]:
     """Train one planned spec and add its row (or record its crash); returns (key, ok, one-line summary or error)."""
-    from experiments.launch import run_planned, slot_threads
-
     result = run_planned(run_dir, spec["key"], threads=slot_threads())
     return result.key, result.ok, (_summary(result.row) if result.row else result.message)
 
@@ -92,8 +91,6 @@ def _init_worker(slots=None) -> None:
         PR_SET_PDEATHSIG = 1
         ctypes.CDLL("libc.so.6", use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
     if slots is not None:
-        from experiments.launch import take_slot
-
         take_slot(slots)  # its GPU and thread share, before anything touches CUDA
     os.environ.setdefault("OMP_NUM_THREADS", "1")
 
@@ -101,8 +98,6 @@ def _init_worker(slots=None) -> None:
 def execute(specs: list[dict], run_dir: str | Path, *, workers: int = 1, desc: str = "sweep",
             echo=print, workers_per_device: int = 1) -> Outcome:
     from tqdm.auto import tqdm
-
-    from experiments.launch import write_run_plan
 
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -173,8 +168,6 @@ def execute(specs: list[dict], run_dir: str | Path, *, workers: int = 1, desc: s
         else:
             import multiprocessing
             from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
-
-            from experiments.launch import worker_slots
 
             slots = worker_slots(workers, pending, workers_per_device)
             bar.write(f"{desc}: {len(slots)} workers, " + ", ".join(

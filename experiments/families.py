@@ -22,6 +22,8 @@ import inspect
 from dataclasses import dataclass, field
 from typing import Any, Optional
 
+from modules.errors import ConfigError
+
 
 @dataclass(frozen=True)
 class Family:
@@ -66,7 +68,7 @@ class Family:
         kwargs = {**self.defaults, **overrides}
         unknown = sorted(set(kwargs) - self.accepted_args())
         if unknown:
-            raise ValueError(f"family {self.name!r} ({self.class_path}) takes no argument(s) {unknown}")
+            raise ConfigError(f"family {self.name!r} ({self.class_path}) takes no argument(s) {unknown}")
         return kwargs
 
 
@@ -85,7 +87,7 @@ def register_family(name: str, class_path: str, defaults: dict | None = None, *,
                     lr_args: tuple[str, ...] = ("lr",), init_from: Optional[str] = None,
                     latent: bool = False) -> Family:
     if init_from is not None and init_from not in INIT_SOURCES:
-        raise ValueError(f"family {name!r}: init_from must be one of {INIT_SOURCES} or None, got {init_from!r}")
+        raise ConfigError(f"family {name!r}: init_from must be one of {INIT_SOURCES} or None, got {init_from!r}")
     family = Family(name, class_path, dict(defaults or {}), adversarial, tuple(lr_args), init_from, latent)
     FAMILIES[name] = family
     return family
@@ -137,7 +139,7 @@ register_family("transformer-z", "modules.models.TransformerSeq2Seq", {"z_dim": 
 
 def get_family(name: str) -> Family:
     if name not in FAMILIES:
-        raise ValueError(f"unknown family {name!r}; known: {', '.join(sorted(FAMILIES))}")
+        raise ConfigError(f"unknown family {name!r}; known: {', '.join(sorted(FAMILIES))}")
     return FAMILIES[name]
 
 
@@ -164,4 +166,4 @@ def lr_factor(batch_size: int, reference: int, scaling: str) -> float:
         return ratio
     if scaling == "sqrt":
         return ratio ** 0.5
-    raise ValueError(f"lr scaling must be none, linear or sqrt, got {scaling!r}")
+    raise ConfigError(f"lr scaling must be none, linear or sqrt, got {scaling!r}")

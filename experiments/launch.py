@@ -38,6 +38,8 @@ from pathlib import Path
 from typing import Iterator, Optional, Sequence
 
 from experiments.results import ResultsTable, atomic_write_text
+from experiments.runner import run_key, run_one
+from modules.errors import ConfigError, GvtError
 
 try:
     import fcntl
@@ -48,7 +50,7 @@ PLAN = "plan.json"
 LOCKS = ".locks"
 
 
-class PlanError(ValueError):
+class PlanError(GvtError, ValueError):
     pass
 
 
@@ -84,8 +86,6 @@ def folder_lock(run_dir: str | Path, name: str) -> Iterator[None]:
 
 
 def _check_spec(key: str, spec: dict, where: str) -> None:
-    from experiments.runner import run_key
-
     if spec.get("key", key) != key or run_key(spec) != key:
         raise PlanError(f"{where}: the spec planned as {key} no longer matches its key (it would run as "
                         f"{run_key(spec)}): the plan was edited after it was written; plan again with "
@@ -184,8 +184,6 @@ def run_planned(run_dir: str | Path, key: str, *, expect_hash: Optional[str] = N
     folder's plan is, or grew from, that plan. ``wandb_mode`` overrides the plan's tracking mode; ``threads``
     is the torch thread count for a spec that leaves it open (a worker's share of the cores).
     """
-    from experiments.runner import run_one
-
     run_dir = Path(run_dir)
     plan = read_run_plan(run_dir)
     if plan is None:
@@ -245,15 +243,15 @@ def assign_workers(workers: int, devices: Sequence[str], cpu_count: int, workers
     """Worker ``i`` gets GPU ``devices[i % len(devices)]`` (round robin; at most ``workers_per_device`` workers
     per GPU), or no GPU when ``devices`` is empty; each gets ``cpu_count // workers`` threads (at least 1)."""
     if workers < 1:
-        raise ValueError(f"--workers must be >= 1, got {workers}")
+        raise ConfigError(f"--workers must be >= 1, got {workers}")
     if workers_per_device < 1:
-        raise ValueError(f"--workers-per-device must be >= 1, got {workers_per_device}")
+        raise ConfigError(f"--workers-per-device must be >= 1, got {workers_per_device}")
     threads = max(1, int(cpu_count) // workers)
     if not devices:
         return [WorkerSlot(i, None, threads) for i in range(workers)]
     capacity = len(devices) * workers_per_device
     if workers > capacity:
-        raise ValueError(f"--workers {workers} is more than the {len(devices)} visible GPU(s) x --workers-per-device "
+        raise ConfigError(f"--workers {workers} is more than the {len(devices)} visible GPU(s) x --workers-per-device "
                          f"{workers_per_device} = {capacity}; raise --workers-per-device to pack runs on a GPU")
     return [WorkerSlot(i, str(devices[i % len(devices)]), threads) for i in range(workers)]
 

@@ -17,18 +17,22 @@ from __future__ import annotations
 import copy
 import json
 import shutil
+import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable, Optional
 
-from experiments.results import (ERRORS, TABLE, CSV_TABLE, ResultsTable, _clean, _json_default, atomic_write_text,
-                                 read_plan, rows_to_csv, write_plan)
+from experiments.launch import merge_run_plans, read_run_plan
+from experiments.results import (ERRORS, TABLE, CSV_TABLE, ResultsTable, _clean, _json_default, _restore,
+                                 atomic_write_text, read_plan, rows_to_csv, write_plan)
+from experiments.wandb_sweep import ROW_ARTIFACT
+from modules.errors import ConfigError, DataError, GvtError, MissingInputError
 
 NOT_COMPARED = {"wall_time_s", "fit_time_s", "plan_hash"}
 RUN_FILES = ("curves.csv", "temperature.csv", "run.json")
 
 
-class RowConflict(ValueError):
+class RowConflict(GvtError, ValueError):
     pass
 
 
@@ -144,9 +148,9 @@ def merge_run_folders(run_dirs: list[str | Path], out: str | Path) -> Merged:
     dirs = [Path(d) for d in run_dirs]
     for d in dirs:
         if not (d / TABLE).is_file():
-            raise FileNotFoundError(f"{d} holds no finished runs (no {d / TABLE})")
+            raise MissingInputError(f"{d} holds no finished runs (no {d / TABLE})")
         if d.resolve() == out.resolve():
-            raise ValueError(f"--out {out} is one of the folders being merged; give a new folder")
+            raise ConfigError(f"--out {out} is one of the folders being merged; give a new folder")
     sources = [(str(d), ResultsTable(d).rows()) for d in dirs]
     merged = merge_rows(sources)
     settings = merge_settings((str(d), read_plan(d)) for d in dirs)
@@ -160,7 +164,66 @@ def merge_run_folders(run_dirs: list[str | Path], out: str | Path) -> Merged:
         if (d / ERRORS).is_file():
             errors += [json.loads(line) for line in (d / ERRORS).read_text(encoding="utf-8").splitlines() if line]
     write_merged_folder(out, merged, files, settings, errors)
-    from experiments.launch import merge_run_plans, read_run_plan
-
     merge_run_plans(out, [read_run_plan(d) for d in dirs])  # so `run-one` / a rerun can finish what is missing
+    return merged
+
+
+def _unflatten(flat: dict) -> dict:
+    out: dict = {}
+    for name, value in flat.items():
+        *parents, leaf = name.split("/")
+        node = out
+        for p in parents:
+            node = node.setdefault(p, {})
+        node[leaf] = value
+    return out
+
+
+def _row_from_run(run, download_to: Path) -> tuple[dict, dict[str, Path]]:
+    """A W&B run's row and files: from its ``gvt-row`` artifact, else (scalars only) from its summary."""
+    artifacts = [a for a in run.logged_artifacts() if a.type == ROW_ARTIFACT]
+    if artifacts:
+        folder = Path(artifacts[-1].download(root=str(download_to)))
+        row = _restore(json.loads((folder / "row.json").read_text(encoding="utf-8")))
+        return row, {p.name: p for p in folder.iterdir() if p.is_file() and p.name != "row.json"}
+    summary = dict(run.summary.items()) if hasattr(run.summary, "items") else dict(run.summary)
+    row = _unflatten({k[len("result/"):]: v for k, v in summary.items() if k.startswith("result/")})
+    if "key" not in row:
+        raise DataError(f"W&B run {run.id} has neither a {ROW_ARTIFACT} artifact nor a result/ summary")
+    return _restore(row), {}
+
+
+def rows_from_wandb(path: str, sweep_id: str, out: str | Path, api=None):
+    """``gvt report --wandb ENTITY/PROJECT --sweep ID``: the sweep's finished runs as the run folder ``out``.
+
+    Rows come from each run's ``gvt-row`` artifact (whole rows, curves, the experiments' settings); a run without
+    one gives its summary's scalars. Runs of the same key (a retried run) merge like folders do.
+    """
+    if api is None:
+        import wandb  # heavy, and only this command talks to a W&B server
+
+        api = wandb.Api()
+    if path.count("/") != 1:
+        raise ConfigError(f"--wandb takes ENTITY/PROJECT, got {path!r}")
+    sweep = api.sweep(f"{path}/{sweep_id}")
+    sources, files, settings, skipped = [], {}, [], []
+    with tempfile.TemporaryDirectory() as tmp:
+        for run in sweep.runs:
+            if getattr(run, "state", "finished") != "finished":
+                skipped.append(run.id)
+                continue
+            row, run_files = _row_from_run(run, Path(tmp) / run.id)
+            where = f"W&B run {path}/{run.id}"
+            sources.append((where, [row]))
+            files[(where, row["key"])] = run_files
+            if "sweep.json" in run_files:
+                settings.append((where, json.loads(run_files["sweep.json"].read_text(encoding="utf-8"))))
+        if not sources:
+            raise MissingInputError(f"sweep {path}/{sweep_id} has no finished runs"
+                                    + (f" ({len(skipped)} not finished)" if skipped else ""))
+        merged = merge_rows(sources)
+        kept = {r["key"]: {n: p for n, p in files[(merged.origin[r["key"]], r["key"])].items() if n != "sweep.json"}
+                for r in merged.rows}
+        write_merged_folder(Path(out), merged, kept, merge_settings(settings), [])
+    merged.skipped = skipped  # runs not finished (crashed, running): not in the folder
     return merged

@@ -22,6 +22,8 @@ import copy
 from dataclasses import asdict, dataclass, field, replace
 from typing import Optional
 
+from modules.errors import ConfigError
+
 ORACLE = "modules.data.OracleDataModule"
 TEXT = "modules.data.TextDataModule"
 
@@ -31,7 +33,7 @@ def geometric_temperatures(low: float = 0.3, high: float = 2.5, below: int = 4, 
     steps beyond it), rounded to 3 decimals. The default, 0.3 0.405 0.548 0.74 1 1.357 1.842 2.5 (ratios about
     1.35), is wide enough that an MLE and a GAN curve overlap in diversity, which Q4's matched comparisons need."""
     if not 0 < low < 1 < high:
-        raise ValueError(f"temperatures need 0 < low < 1 < high, got low={low}, high={high}")
+        raise ConfigError(f"temperatures need 0 < low < 1 < high, got low={low}, high={high}")
     down = [round(low ** (1 - i / below), 3) for i in range(below)]
     up = [round(high ** (i / above), 3) for i in range(1, above + 1)]
     return down + [1.0] + up
@@ -338,7 +340,7 @@ PRESETS = {"quick": _quick, "standard": _standard, "smoke": _smoke, "paper": _pa
 
 def get_preset(name: str) -> Preset:
     if name not in PRESETS:
-        raise ValueError(f"unknown preset {name!r}; choose one of {', '.join(PRESETS)}")
+        raise ConfigError(f"unknown preset {name!r}; choose one of {', '.join(PRESETS)}")
     return copy.deepcopy(PRESETS[name]())
 
 

@@ -51,6 +51,7 @@ import math
 
 import torch
 
+from modules.data.vocab import BOS_ID
 from modules.sampling import position_banned_mask, target_log_probs
 
 # Conditions per probe; the oracle's MI estimate uses as many samples.
@@ -112,8 +113,6 @@ def _model_scores(model, dm, y: torch.Tensor, candidates: list[tuple[torch.Tenso
     """(N, K) the model's log q(y | candidate, z): teacher-forced over the L words, at the z each sample was drawn
     with, under the distribution the samples were drawn from (``modules.sampling.target_log_probs`` with the
     sampler's rule on oracle data: the banned ids everywhere and no end token within the L words)."""
-    from modules.data.vocab import BOS_ID
-
     y = y[:, : dm.seq_len].to(model.device)
     tgt_in = torch.cat([torch.full((len(y), 1), BOS_ID, dtype=y.dtype, device=y.device), y[:, :-1]], 1)
     banned = position_banned_mask(len(dm.vocab), y.size(1), dm.seq_len, dm.vocab.non_output_ids, device=y.device)

@@ -43,7 +43,6 @@ from __future__ import annotations
 import contextlib
 import csv
 import hashlib
-import importlib
 import io
 import json
 import logging
@@ -56,8 +55,19 @@ from typing import Any, Optional
 
 import torch
 
+from experiments.datamodules import build_datamodule
 from experiments.families import generator_updates, get_family
+from experiments.results import ResultsTable
+from experiments.temperature import temperature_curve, write_curve
 from experiments.verdicts import MIN_VERDICT_UPDATES
+from experiments.wandb_sweep import log_row
+from modules.files import atomic_write_text
+from modules.known_warnings import known_warnings_filtered
+from modules.metrics import DistinctN
+
+# pytorch_lightning, and the modules that import it (modules.tracking, the data and model code that
+# experiments.noise_scale and experiments.probes use), load inside run_one, in the worker that trains: the sweep's
+# parent process imports this module for run keys and stays light.
 
 DIVERGENCE_NATS = 1.0
 COLLAPSE_UNIQUE = 0.5
@@ -138,8 +148,6 @@ def load_init_from(model, key: str, run_dir: Path, data: dict) -> None:
     (and a latent input of the checkpoint, if any, is not carried over). Any other mismatch is an error naming
     the keys. Only weights are carried over: optimiser state, schedules and counters start fresh.
     """
-    from experiments.results import ResultsTable
-
     if key not in ResultsTable(run_dir).keys():
         raise ValueError(f"init_from: run {key} has no row in {run_dir / 'results.jsonl'}; it must finish in the "
                          "same run folder before a run that starts from it")
@@ -171,12 +179,6 @@ def load_init_from(model, key: str, run_dir: Path, data: dict) -> None:
                          + "; ".join(p for p in problems if p))
     model.generator.load_state_dict({**{k: v for k, v in target.items() if _is_latent(k, latent)}, **source},
                                     strict=True)
-
-
-def build_datamodule(data: dict, batch_size: int, seed: int):
-    module_name, _, class_name = data["class_path"].rpartition(".")
-    cls = getattr(importlib.import_module(module_name), class_name)
-    return cls(**{**data.get("init_args", {}), "batch_size": batch_size, "seed": seed})
 
 
 class BudgetCallback:
@@ -224,8 +226,6 @@ def _quiet_lightning():
     ``modules.known_warnings`` are filtered. One run-specific message is filtered too: a run counts its budget
     across epochs, and Lightning's logging interval does too (``_batches_that_stepped``), so "the number of
     training batches is smaller than the logging interval" does not apply. Every other warning still shows."""
-    from modules.known_warnings import known_warnings_filtered
-
     names = ("pytorch_lightning", "lightning", "lightning.pytorch", "lightning_fabric")
     levels = {name: logging.getLogger(name).level for name in names}
     with known_warnings_filtered(), warnings.catch_warnings():
@@ -252,8 +252,6 @@ def _metrics(result: dict) -> dict:
 
 
 def _reference_distinct2(dm, num: int) -> float:
-    from modules.metrics import DistinctN
-
     metric = DistinctN(n_values=(2,))
     metric.update(dm.reference_ids("test")[:num])
     return float(metric.compute()["distinct2"])
@@ -294,8 +292,6 @@ def final_losses(curve: list[dict], tail: float = 0.1) -> dict:
 
 
 def write_csv(path: Path, rows: list[dict]) -> None:
-    from modules.files import atomic_write_text
-
     columns: list[str] = []
     for r in rows:
         columns += [c for c in r if c not in columns]
@@ -309,8 +305,6 @@ def write_csv(path: Path, rows: list[dict]) -> None:
 def _finish_wandb(loggers, row: dict, files=()) -> None:
     """Log the row to the W&B run (summary and a small artifact with ``files``) and close the run, so the next
     run of the sweep is a new one."""
-    from experiments.wandb_sweep import log_row
-
     for logger in loggers:
         if type(logger).__name__ != "WandbLogger":
             continue
@@ -447,8 +441,6 @@ def run_one(spec: dict, run_dir: str | Path) -> dict:
 
         row["noise"] = measure_noise_scale(model, dm, seed=seed, **extras["noise"])
     if extras.get("temperatures") and healthy:
-        from experiments.temperature import temperature_curve, write_curve
-
         points = temperature_curve(model, dm, extras["temperatures"])  # NLL_test z draws: the run's own
         write_curve(folder / "temperature.csv", points)
         row["temperature"] = points

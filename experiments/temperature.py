@@ -33,9 +33,10 @@ from typing import Optional, Sequence
 
 import torch
 
-from modules.metrics import SequenceNLL
-
 from experiments.presets import DEFAULT_TEMPERATURES  # one grid for the presets and `gvt temperature`
+from modules.errors import ConfigError
+from modules.files import atomic_write_text
+from modules.metrics import SequenceNLL
 
 
 @torch.no_grad()
@@ -78,7 +79,7 @@ def _temperature_curve(model, datamodule, temperatures, num_samples, stage, seed
     try:
         for t in temperatures:
             if t <= 0:
-                raise ValueError(f"temperatures must be > 0, got {t}")
+                raise ConfigError(f"temperatures must be > 0, got {t}")
             metrics = model.sample_metrics(stage, temperature=float(t), num_samples=num_samples)
             point = {"temperature": float(t)}
             point.update({k.split("/", 1)[1]: float(v) for k, v in metrics.items()})
@@ -205,99 +206,3 @@ def matched_gap(better: list[tuple[float, float]], worse: list[tuple[float, floa
 
 def axis_range(curve: list[tuple[float, float]], axis: int) -> tuple[float, float]:
     return min(p[axis] for p in curve), max(p[axis] for p in curve)
-
-
-# ---- `gvt temperature` ----------------------------------------------------------------------------------------
-
-
-def attach(model, datamodule, root: Path):
-    """A minimal Trainer around ``model`` so that its shared evaluation code runs; returns the T = 1 test metrics."""
-    import pytorch_lightning as pl
-
-    trainer = pl.Trainer(accelerator="auto", devices=1, logger=False, enable_progress_bar=False,
-                         enable_model_summary=False, enable_checkpointing=False, default_root_dir=str(root))
-    return trainer.test(model, datamodule=datamodule, verbose=False)[0]
-
-
-def datamodule_for_checkpoint(checkpoint: Path, data_config: Optional[Path] = None):
-    """The data module a checkpoint was trained on: from ``data_config`` (a YAML with a ``data:`` section or a
-    bare ``class_path``/``init_args``), else from the experiment runner's ``run.json`` or LightningCLI's
-    ``config.yaml`` beside the checkpoint."""
-    import yaml
-
-    from experiments.runner import build_datamodule
-
-    candidates = [data_config] if data_config else []
-    for folder in (checkpoint.parent, checkpoint.parent.parent):
-        candidates += [folder / "run.json", folder / "config.yaml"]
-    for path in candidates:
-        if path is None or not Path(path).exists():
-            continue
-        path = Path(path)
-        if path.suffix == ".json":
-            spec = json.loads(path.read_text())
-            return build_datamodule(spec["data"], spec["batch_size"], spec["seed"])
-        config = yaml.safe_load(path.read_text())
-        data = config.get("data", config)
-        if "class_path" in data:
-            init = dict(data.get("init_args", {}))
-            return build_datamodule({"class_path": data["class_path"], "init_args": init},
-                                    init.pop("batch_size", 64), init.pop("seed", 0))
-    raise FileNotFoundError(
-        f"cannot tell which data {checkpoint} was trained on: pass --data-config (the run's config.yaml)"
-    )
-
-
-def run_temperature_command(*, checkpoint=None, run_dir=None, data_config=None, temperatures=None,
-                            num_samples=None, out=None, families=None, batch_sizes=None) -> int:
-    """``gvt temperature``: curves for one checkpoint, or for every checkpointed run of a run folder, with a
-    quality-diversity plot per family."""
-    import tempfile
-
-    from modules.sample_cli import load_model
-
-    from experiments.report import plot_quality_diversity
-
-    temperatures = list(temperatures or DEFAULT_TEMPERATURES)
-    jobs = []  # (checkpoint, family label, where the curve goes)
-    if checkpoint:
-        ckpt = Path(checkpoint)
-        folder = Path(out) if out else ckpt.parent
-        jobs.append((ckpt, None, folder / f"{ckpt.stem}_temperature.csv"))
-    else:
-        from experiments.results import ResultsTable
-
-        root = Path(run_dir)
-        rows = ResultsTable(root).rows()
-        if not rows:
-            raise FileNotFoundError(f"{root} holds no finished runs (no results.jsonl)")
-        folder = Path(out) if out else root / "temperature"
-        for row in rows:
-            if (families and row["family"] not in families) or (batch_sizes and row["batch_size"] not in batch_sizes):
-                continue
-            ckpt = root / row["paths"]["folder"] / "final.ckpt"
-            if ckpt.exists():  # the runs' own files stay as the sweep wrote them
-                jobs.append((ckpt, row["family"], folder / f"{row['key']}.csv"))
-        if not jobs:
-            raise FileNotFoundError(f"no run in {root} kept a final.ckpt (presets save them; see save_checkpoints)")
-    curves: dict[str, list[list[dict]]] = {}
-    for ckpt, family, target in jobs:
-        model = load_model(str(ckpt))
-        dm = datamodule_for_checkpoint(ckpt, Path(data_config) if data_config else None)
-        dm.prepare()
-        with tempfile.TemporaryDirectory() as tmp:
-            attach(model, dm, Path(tmp))
-            # NLL_test's z draws are the run's own (eval_seed), so the T = 1 point is the run's NLL_test
-            points = temperature_curve(model, dm, temperatures, num_samples=num_samples)
-        write_curve(target, points)
-        label = family or model.family
-        if checkpoint is None:
-            label = f"{family} (bs {json.loads((ckpt.parent / 'run.json').read_text())['batch_size']})"
-        curves.setdefault(label, []).append(points)
-        x, y, _ = quality_diversity_axes(points)
-        print(f"{ckpt}: " + "  ".join(f"T={p['temperature']:g}: {x}={p[x]:.3f} {y}={p[y]:.3f}" for p in points))
-    folder.mkdir(parents=True, exist_ok=True)
-    png = folder / "quality_diversity.png"
-    plot_quality_diversity(curves, png)
-    print(f"curves: {folder if run_dir else jobs[0][2]}; plot: {png}")
-    return 0

@@ -57,6 +57,7 @@ from typing import Callable, Optional
 from experiments.baselines import j_score, learning, missing_j_reason, usable
 from experiments.stats import Interval, finite, log_t_interval, t_interval, t_p_value
 from experiments.temperature import axis_range, costs, dominated_fraction, matched_gap
+from modules.errors import ConfigError
 
 SUPPORTED, NOT_SUPPORTED, INCONCLUSIVE = "supported", "not supported", "inconclusive"
 NOT_RUN = "not run"
@@ -97,7 +98,7 @@ class VerdictSettings:
         known = {f.name for f in fields(cls)}
         unknown = sorted(set(overrides) - known)
         if unknown:
-            raise ValueError(f"the plan's verdict settings {unknown} are unknown; known: {sorted(known)}")
+            raise ConfigError(f"the plan's verdict settings {unknown} are unknown; known: {sorted(known)}")
         if "sesoi" in overrides:
             overrides["sesoi"] = {**DEFAULT_SESOI, **overrides["sesoi"]}
         return replace(cls(), **overrides)

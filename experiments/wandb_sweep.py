@@ -7,10 +7,10 @@
 - ``create_sweep``: registers the config with the W&B server (a clear error when none is reachable).
 - ``log_row``: each run's row goes into its W&B run summary (``result/...``) and into a small artifact of type
   ``gvt-row`` (``row.json``, the curves, the experiment settings ``sweep.json``), so that
-- ``rows_from_wandb`` can rebuild the run folder, and with it the report, from W&B alone.
+- ``merge.rows_from_wandb`` can rebuild the run folder, and with it the report, from W&B alone.
 
 ``configs/sweeps/*.yaml`` are written by this generator (``COMMITTED``; regenerate them with ``python -m
-experiments.wandb_sweep``); a test checks they equal what it emits now, so they never drift from the presets.
+experiments.sweep_configs``); a test checks they equal what it emits now, so they never drift from the presets.
 """
 
 from __future__ import annotations
@@ -18,14 +18,12 @@ from __future__ import annotations
 import json
 import os
 import re
-import shlex
 import socket
-import tempfile
 from pathlib import Path
 from typing import Optional
 from urllib.parse import urlparse
 
-from experiments.results import _clean, _json_default, _restore, flat_scalars
+from experiments.results import _clean, _json_default, flat_scalars
 
 ROW_ARTIFACT = "gvt-row"
 DEFAULT_BASE_URL = "https://api.wandb.ai"
@@ -152,89 +150,3 @@ def log_row(run, row: dict, files=()) -> None:
         if path.is_file():
             artifact.add_file(str(path), name=path.name)
     run.log_artifact(artifact)
-
-
-def _unflatten(flat: dict) -> dict:
-    out: dict = {}
-    for name, value in flat.items():
-        *parents, leaf = name.split("/")
-        node = out
-        for p in parents:
-            node = node.setdefault(p, {})
-        node[leaf] = value
-    return out
-
-
-def _row_from_run(run, download_to: Path) -> tuple[dict, dict[str, Path]]:
-    """A W&B run's row and files: from its ``gvt-row`` artifact, else (scalars only) from its summary."""
-    artifacts = [a for a in run.logged_artifacts() if a.type == ROW_ARTIFACT]
-    if artifacts:
-        folder = Path(artifacts[-1].download(root=str(download_to)))
-        row = _restore(json.loads((folder / "row.json").read_text(encoding="utf-8")))
-        return row, {p.name: p for p in folder.iterdir() if p.is_file() and p.name != "row.json"}
-    summary = dict(run.summary.items()) if hasattr(run.summary, "items") else dict(run.summary)
-    row = _unflatten({k[len("result/"):]: v for k, v in summary.items() if k.startswith("result/")})
-    if "key" not in row:
-        raise ValueError(f"W&B run {run.id} has neither a {ROW_ARTIFACT} artifact nor a result/ summary")
-    return _restore(row), {}
-
-
-def rows_from_wandb(path: str, sweep_id: str, out: str | Path, api=None):
-    """``gvt report --wandb ENTITY/PROJECT --sweep ID``: the sweep's finished runs as the run folder ``out``.
-
-    Rows come from each run's ``gvt-row`` artifact (whole rows, curves, the experiments' settings); a run without
-    one gives its summary's scalars. Runs of the same key (a retried run) merge like folders do.
-    """
-    from experiments.merge import merge_rows, merge_settings, write_merged_folder
-
-    if api is None:
-        import wandb
-
-        api = wandb.Api()
-    if path.count("/") != 1:
-        raise ValueError(f"--wandb takes ENTITY/PROJECT, got {path!r}")
-    sweep = api.sweep(f"{path}/{sweep_id}")
-    sources, files, settings, skipped = [], {}, [], []
-    with tempfile.TemporaryDirectory() as tmp:
-        for run in sweep.runs:
-            if getattr(run, "state", "finished") != "finished":
-                skipped.append(run.id)
-                continue
-            row, run_files = _row_from_run(run, Path(tmp) / run.id)
-            where = f"W&B run {path}/{run.id}"
-            sources.append((where, [row]))
-            files[(where, row["key"])] = run_files
-            if "sweep.json" in run_files:
-                settings.append((where, json.loads(run_files["sweep.json"].read_text(encoding="utf-8"))))
-        if not sources:
-            raise FileNotFoundError(f"sweep {path}/{sweep_id} has no finished runs"
-                                    + (f" ({len(skipped)} not finished)" if skipped else ""))
-        merged = merge_rows(sources)
-        kept = {r["key"]: {n: p for n, p in files[(merged.origin[r["key"]], r["key"])].items() if n != "sweep.json"}
-                for r in merged.rows}
-        write_merged_folder(Path(out), merged, kept, merge_settings(settings), [])
-    merged.skipped = skipped  # runs not finished (crashed, running): not in the folder
-    return merged
-
-
-def write_committed(root: str | Path = ".") -> list[Path]:
-    """Regenerate ``configs/sweeps/*.yaml`` (``COMMITTED``) under the project root ``root``."""
-    import contextlib
-
-    from experiments.cli import main
-
-    written = []
-    root = Path(root).resolve()
-    with tempfile.TemporaryDirectory() as scratch, contextlib.chdir(scratch):  # no local run folder is consulted
-        for name, args in COMMITTED.items():
-            command, *rest = shlex.split(args)
-            path = root / name
-            if main(command, [*rest, "--emit-wandb-sweep", str(path)]) != 0:
-                raise RuntimeError(f"could not generate {name}")
-            written.append(path)
-    return written
-
-
-if __name__ == "__main__":
-    for p in write_committed():
-        print(p)

@@ -1,19 +1,28 @@
 """The ``gvt`` command.
 
 ``gvt fit|validate|test|predict`` are LightningCLI subcommands (YAML configs in configs/, ``--print_config``);
-``gvt sample`` writes text from a checkpoint of either family; the experiment commands live in experiments/.
+``gvt sample`` writes text from a checkpoint of either family. The ``gvt`` command itself is experiments/gvt.py,
+which adds the experiment commands; ``python -m modules.cli`` runs the library's commands alone.
+
+Lightning and the model code are imported inside the functions that run a command, so that ``gvt --help`` and the
+experiment commands (which import this module) do not pay for them.
 """
 
 from __future__ import annotations
 
 import os
 import sys
-from typing import Optional
+from pathlib import Path
+from typing import Callable, Optional
+
+import yaml
+
+from modules.errors import ConfigFileError, GvtError, MissingInputError
 
 LIGHTNING_COMMANDS = ("fit", "validate", "test", "predict")
-EXPERIMENT_COMMANDS = ("sweep", "ablate", "temperature", "report")
+LIBRARY_COMMANDS = (*LIGHTNING_COMMANDS, "sample")
 
-HELP = """usage: gvt COMMAND [options]
+HELP_HEAD = """usage: gvt COMMAND [options]
 
 Train and compare a text GAN (two losses) and a Transformer encoder-decoder (one loss) on the same data.
 
@@ -28,26 +37,16 @@ Lightning runs (LightningCLI; `gvt fit --help`, `--config FILE`, `--print_config
 Checkpoints:
   sample       text from a checkpoint: gvt sample --checkpoint PATH --num-samples N [--temperature T]
                [--top-k K] [--top-p P] [--condition TEXT|LABEL] [--out FILE]
-
-Experiments (experiments/; a run folder is resumable: rerun the command to finish it):
-  sweep        gvt sweep batch-size|all [--preset quick|smoke|paper|coco] [--families ...] [--batch-sizes ...]
-               [--seeds ...] [--budget samples|steps] [--budget-value N] [--lr-scaling none|linear|sqrt]
-               [--out RUN_DIR]        (`all`: the batch-size sweep, the conditioning ablation and the report)
-               [--workers N] [--workers-per-device K]  [--plan-only | --launcher wandb | --emit-wandb-sweep FILE]
-               gvt sweep run-one RUN_DIR --key KEY      exactly one planned run (what W&B agents run)
-  ablate       gvt ablate conditioning [--preset ...] [--conditions none,label,source] [--strengths ...]
-               [--z-dims ...] [--out RUN_DIR]
-  temperature  gvt temperature --checkpoint PATH | --run-dir RUN_DIR [--temperatures ...]
-               quality-diversity curves over sampling temperatures
-  report       gvt report RUN_DIR                       plots (PNG) and a Markdown verdict table
-               gvt report DIR1 DIR2 ... --out MERGED    run folders of several machines, merged by key
-               gvt report --wandb ENTITY/PROJECT --sweep ID     the rows rebuilt from a W&B sweep
-
+"""
+HELP_TAIL = """
 Run `gvt COMMAND --help` for the options of a command.
 """
+HELP = HELP_HEAD + HELP_TAIL
+
 
 
 def _lightning_cli(args: list[str]) -> None:
+    # pytorch_lightning and the model code load here, not at the top: `gvt --help` and `gvt sweep` stay light.
     from pytorch_lightning.callbacks import ModelCheckpoint
     from pytorch_lightning.cli import LightningCLI
 
@@ -55,7 +54,7 @@ def _lightning_cli(args: list[str]) -> None:
     from modules.data.base import SequenceDataModule
     from modules.known_warnings import known_warnings_filtered
     from modules.models.base import GeneratorModule, PredictionSettings
-    from modules.sample_cli import load_weights
+    from modules.checkpoints import load_weights, read_checkpoint
     from modules.tracking import Tracking
 
     class GVTCLI(LightningCLI):
@@ -76,8 +75,6 @@ def _lightning_cli(args: list[str]) -> None:
         def _parse_ckpt_path(self) -> None:
             # Lightning reads the checkpoint's hyperparameters here; a missing or truncated file gets a clear
             # error first, before any run starts.
-            from modules.sample_cli import read_checkpoint
-
             config = self.config.get(str(self.config.get("subcommand")), self.config)
             ckpt_path = config.get("ckpt_path") if hasattr(config, "get") else None
             if ckpt_path == "last":
@@ -87,6 +84,17 @@ def _lightning_cli(args: list[str]) -> None:
             if ckpt_path and ckpt_path not in ("best", "hpc", "registry"):
                 read_checkpoint(ckpt_path)
             super()._parse_ckpt_path()
+
+        def instantiate_classes(self) -> None:
+            try:
+                super().instantiate_classes()
+            except ValueError as err:
+                # jsonargparse wraps a constructor's error in a ValueError of its own; bad input is the cause it
+                # carries, anything else stays as it was raised
+                cause = project_error_in(err)
+                if cause is None:
+                    raise
+                raise cause from None
 
         def predict(self, model, datamodule=None, ckpt_path=None, **kwargs):
             model.prediction = self._get(self.config_init, "prediction")
@@ -140,19 +148,15 @@ def _has_omegaconf() -> bool:
 
 def find_last_checkpoint(root: str, name: Optional[str]) -> str:
     """The newest ``<root>/<name>/version_*/checkpoints/last.ckpt`` (any run name when ``name`` is None)."""
-    from pathlib import Path
-
     pattern = f"{name or '*'}/version_*/checkpoints/last.ckpt"
     found = sorted(Path(root).glob(pattern), key=lambda p: p.stat().st_mtime)
     if not found:
-        raise FileNotFoundError(f"--ckpt_path last: no {pattern} under {root}; nothing to resume")
+        raise MissingInputError(f"--ckpt_path last: no {pattern} under {root}; nothing to resume")
     return str(found[-1])
 
 
 def check_config_files(args: list[str]) -> None:
     """A YAML syntax error names its file (jsonargparse would only say "<unicode string>")."""
-    import yaml
-
     for flag, value in zip(args, args[1:]):
         if flag in ("--config", "-c", "--model", "--data", "--trainer", "--tracking") and value.endswith((".yaml", ".yml")):
             if os.path.isfile(value):
@@ -160,48 +164,63 @@ def check_config_files(args: list[str]) -> None:
                     with open(value, encoding="utf-8") as f:
                         yaml.safe_load(f)
                 except yaml.YAMLError as err:
-                    raise ValueError(f"config {value} is not valid YAML: {err}") from None
+                    raise ConfigFileError(f"config {value} is not valid YAML: {err}") from None
 
 
 def is_user_error(err: BaseException) -> bool:
-    from modules.data.errors import DataError, VocabularyMismatchError
-    from modules.sample_cli import CheckpointError
+    """Bad input (a data file, a setting, a checkpoint): the project's error type. Anything else is a bug."""
+    return isinstance(err, GvtError)
 
-    return isinstance(err, (DataError, VocabularyMismatchError, CheckpointError, ValueError, FileNotFoundError,
-                            KeyError))
+
+def project_error_in(err: BaseException) -> Optional[GvtError]:
+    """The project error in ``err``'s chain of causes, if any."""
+    seen = set()
+    while err is not None and id(err) not in seen:
+        if isinstance(err, GvtError):
+            return err
+        seen.add(id(err))
+        err = err.__cause__ or err.__context__
+    return None
+
+
+def run_command(command: str, call: Callable[[], int]) -> int:
+    """``call()``'s exit status; bad input is reported as one clear line (exit 2), any other error keeps its
+    traceback (GVT_DEBUG=1 shows the traceback of bad input too)."""
+    try:
+        return call()
+    except KeyboardInterrupt:
+        print("gvt: interrupted", file=sys.stderr)
+        return 130
+    except Exception as err:
+        if os.environ.get("GVT_DEBUG") or not is_user_error(err):
+            raise
+        print(f"gvt {command}: error: {err}", file=sys.stderr)
+        return 2
+
+
+def _lightning_command(argv: list[str]) -> int:
+    check_config_files(argv[1:])
+    _lightning_cli(argv)
+    return 0
+
+
+def _sample_command(argv: list[str]) -> int:
+    from modules.sample_cli import main as sample_main  # the model code (and Lightning) load only for `gvt sample`
+
+    return sample_main(argv)
 
 
 def main(argv: Optional[list[str]] = None) -> int:
+    """The library's commands: fit, validate, test, predict and sample (``gvt`` adds the experiment commands)."""
     argv = list(sys.argv[1:] if argv is None else argv)
     if not argv or argv[0] in ("-h", "--help", "help"):
         print(HELP)
         return 0
     command, rest = argv[0], argv[1:]
-    try:
-        if command in LIGHTNING_COMMANDS:
-            check_config_files(rest)
-            _lightning_cli(argv)
-            return 0
-        if command == "sample":
-            from modules.sample_cli import main as sample_main
-
-            return sample_main(rest)
-        if command in EXPERIMENT_COMMANDS:
-            from experiments.cli import main as experiments_main
-            from modules.known_warnings import known_warnings_filtered
-
-            with known_warnings_filtered():
-                return experiments_main(command, rest)
-    except KeyboardInterrupt:
-        print("gvt: interrupted", file=sys.stderr)
-        return 130
-    except Exception as err:
-        # Bad input (a data file, a setting, a checkpoint) is reported as one clear line, not a traceback;
-        # GVT_DEBUG=1 shows the traceback.
-        if os.environ.get("GVT_DEBUG") or not is_user_error(err):
-            raise
-        print(f"gvt {command}: error: {err}", file=sys.stderr)
-        return 2
+    if command in LIGHTNING_COMMANDS:
+        return run_command(command, lambda: _lightning_command(argv))
+    if command == "sample":
+        return run_command(command, lambda: _sample_command(rest))
     print(f"gvt: unknown command {command!r}\n\n{HELP}", file=sys.stderr)
     return 2
 

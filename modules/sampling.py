@@ -24,6 +24,7 @@ import torch
 from torch import Tensor
 
 from modules.data.vocab import BOS_ID, EOS_ID, NULL_ID, PAD_ID, UNK_ID
+from modules.errors import ConfigError
 from modules.nets.categorical import sample_from_probs  # noqa: F401  (public here too)
 
 DEFAULT_BANNED_IDS = (PAD_ID, BOS_ID, UNK_ID, NULL_ID)
@@ -83,11 +84,11 @@ def target_log_probs(logits: Tensor, targets: Tensor, banned: Tensor,
 
 def check_sampling_args(*, temperature: float = 1.0, top_k: int | None = None, top_p: float | None = None):
     if temperature <= 0:
-        raise ValueError(f"temperature must be > 0, got {temperature}; for argmax decoding use greedy=True")
+        raise ConfigError(f"temperature must be > 0, got {temperature}; for argmax decoding use greedy=True")
     if top_k is not None and top_k < 1:
-        raise ValueError(f"top_k must be >= 1 (or None to disable), got {top_k}")
+        raise ConfigError(f"top_k must be >= 1 (or None to disable), got {top_k}")
     if top_p is not None and not (0.0 < top_p <= 1.0):
-        raise ValueError(f"top_p must lie in (0, 1] (or None to disable), got {top_p}")
+        raise ConfigError(f"top_p must lie in (0, 1] (or None to disable), got {top_p}")
 
 
 def process_logits(logits: Tensor, *, temperature: float = 1.0, top_k: int | None = None,

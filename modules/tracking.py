@@ -14,6 +14,8 @@ from typing import Literal, Optional, Sequence
 
 from pytorch_lightning.loggers import CSVLogger, Logger
 
+from modules.errors import ConfigError
+
 log = logging.getLogger(__name__)
 WandbMode = Literal["auto", "online", "offline", "disabled"]
 
@@ -30,7 +32,7 @@ def wandb_credentials_present() -> bool:
 def resolve_wandb_mode(mode: str) -> str:
     """``auto``: online with credentials, offline without; the WANDB_MODE environment variable wins."""
     if mode not in ("auto", "online", "offline", "disabled"):
-        raise ValueError(f"tracking.wandb_mode must be auto, online, offline or disabled, got {mode!r}")
+        raise ConfigError(f"tracking.wandb_mode must be auto, online, offline or disabled, got {mode!r}")
     env = os.environ.get("WANDB_MODE")
     if env in ("online", "offline", "disabled", "dryrun"):
         return "offline" if env == "dryrun" else env

@@ -7,7 +7,7 @@ import pytest
 import pytorch_lightning as pl
 import torch
 
-from modules.cli import main
+from experiments.gvt import main
 from modules.data import OracleDataModule
 from modules.models import TransformerSeq2Seq
 

@@ -13,7 +13,7 @@ CONFIGS = sorted(p for p in (ROOT / "configs" / "experiment").glob("*.yaml"))
 
 def gvt(*args, env=None, timeout=300, cwd=ROOT):
     full_env = {**os.environ, "WANDB_MODE": "disabled", **(env or {})}
-    return subprocess.run([sys.executable, "-m", "modules.cli", *args], cwd=cwd, env=full_env,
+    return subprocess.run([sys.executable, "-m", "experiments.gvt", *args], cwd=cwd, env=full_env,
                           capture_output=True, text=True, timeout=timeout)
 
 

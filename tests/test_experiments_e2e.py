@@ -27,7 +27,7 @@ VERDICTS = {"supported", "not supported", "inconclusive"}
 
 def gvt(*args, env=None, timeout=600):
     full_env = {**os.environ, "WANDB_MODE": "disabled", **(env or {})}
-    return subprocess.run([sys.executable, "-m", "modules.cli", *args], cwd=ROOT, env=full_env,
+    return subprocess.run([sys.executable, "-m", "experiments.gvt", *args], cwd=ROOT, env=full_env,
                           capture_output=True, text=True, timeout=timeout)
 
 
@@ -39,7 +39,7 @@ def table_lines(run_dir: Path) -> list[str]:
 @pytest.mark.slow
 def test_sweep_killed_mid_run_resumes_without_losing_or_doubling_rows(tmp_path):
     out = tmp_path / "sweep"
-    cmd = [sys.executable, "-m", "modules.cli", "sweep", "batch-size", "--preset", "smoke", "--out", str(out),
+    cmd = [sys.executable, "-m", "experiments.gvt", "sweep", "batch-size", "--preset", "smoke", "--out", str(out),
            "--wandb-mode", "disabled", "--no-report"]
     proc = subprocess.Popen(cmd, cwd=ROOT, env={**os.environ, "WANDB_MODE": "disabled"},
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)

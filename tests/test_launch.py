@@ -26,12 +26,12 @@ from experiments.batch_size_sweep import sweep_specs
 from experiments.cli import main as gvt_main
 from experiments.launch import (PlanError, WorkerSlot, assign_workers, read_run_plan, run_planned, uses_accelerator,
                                 write_run_plan)
-from experiments.merge import RowConflict, comparable, merge_rows, merge_run_folders
+from experiments.merge import RowConflict, comparable, merge_rows, merge_run_folders, rows_from_wandb
 from experiments.presets import get_preset
 from experiments.results import ResultsTable, write_plan
 from experiments.runner import run_key
 from experiments.wandb_sweep import (COMMITTED, ROW_ARTIFACT, SweepServerError, agent_argv, create_sweep, log_row,
-                                     rows_from_wandb, sweep_config)
+                                     sweep_config)
 
 ROOT = Path(__file__).resolve().parents[1]
 SMOKE = ["--preset", "smoke", "--families", "transformer"]
@@ -56,7 +56,7 @@ def fake_training(monkeypatch):
         calls.append(spec)
         return fake_row(spec)
 
-    monkeypatch.setattr(runner, "run_one", run_one)
+    monkeypatch.setattr(launch, "run_one", run_one)  # the name run_planned calls
     return calls
 
 
@@ -190,7 +190,7 @@ def test_a_crashed_run_is_recorded_and_the_next_run_one_retries_it(tmp_path, mon
             raise RuntimeError("out of memory (simulated)")
         return fake_row(spec)
 
-    monkeypatch.setattr(runner, "run_one", crash_once)
+    monkeypatch.setattr(launch, "run_one", crash_once)
     first = run_planned(tmp_path, spec["key"])
     assert not first.ok and "out of memory" in first.message
     errors = [json.loads(line) for line in (tmp_path / "errors.jsonl").read_text().splitlines()]
@@ -364,7 +364,7 @@ def test_committed_sweep_configs_equal_what_the_generator_emits_now(name, tmp_pa
     monkeypatch.chdir(tmp_path)  # no local run folder is consulted, as in write_committed
     assert gvt_main(args[0], [*args[1:], "--emit-wandb-sweep", str(tmp_path / "out.yaml")]) == 0
     assert (ROOT / name).read_text() == (tmp_path / "out.yaml").read_text(), \
-        f"{name} drifted from the presets: regenerate it with `python -m experiments.wandb_sweep`"
+        f"{name} drifted from the presets: regenerate it with `python -m experiments.sweep_configs`"
 
 
 def test_emit_wandb_sweep_leaves_the_run_folder_untouched(tmp_path):
@@ -472,7 +472,7 @@ def test_conflicting_wandb_runs_of_one_key_are_refused(tmp_path):
 
 def gvt(*args, cwd=ROOT, timeout=900):
     env = {**os.environ, "WANDB_MODE": "disabled", "PYTHONPATH": str(ROOT)}
-    return subprocess.run([sys.executable, "-m", "modules.cli", *args], cwd=cwd, env=env, capture_output=True,
+    return subprocess.run([sys.executable, "-m", "experiments.gvt", *args], cwd=cwd, env=env, capture_output=True,
                           text=True, timeout=timeout)
 
 
@@ -536,7 +536,7 @@ def test_a_killed_run_one_leaves_no_row_and_the_next_run_one_finishes_it(tmp_pat
     assert gvt_main("sweep", ["batch-size", *SMOKE, "--out", str(run_dir), "--plan-only"]) == 0
     key = capsys.readouterr().out.split()[0]
     env = {**os.environ, "WANDB_MODE": "disabled", "PYTHONPATH": str(ROOT)}
-    proc = subprocess.Popen([sys.executable, "-m", "modules.cli", "sweep", "run-one", str(run_dir), "--key", key],
+    proc = subprocess.Popen([sys.executable, "-m", "experiments.gvt", "sweep", "run-one", str(run_dir), "--key", key],
                             cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     started = run_dir / "runs" / key / "run.json"  # written when the run starts, long before its row
     deadline = time.time() + 600

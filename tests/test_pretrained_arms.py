@@ -8,7 +8,6 @@ import pytest
 import torch
 
 import experiments.execute as execute_module
-import experiments.launch as launch_module
 from experiments.batch_size_sweep import sweep_specs
 from experiments.execute import execute
 from experiments.presets import get_preset
@@ -185,7 +184,7 @@ def fake_runs(monkeypatch):
     monkeypatch.setattr(execute_module, "estimated_cost", lambda spec: 1.0)
     monkeypatch.setattr(execute_module, "run_and_record", fake)
     # the fake specs are keys only: planning them (which checks each spec against its key) is not under test here
-    monkeypatch.setattr(launch_module, "write_run_plan", lambda run_dir, specs, command=None: ({}, ""))
+    monkeypatch.setattr(execute_module, "write_run_plan", lambda run_dir, specs, command=None: ({}, ""))
     return calls, fail
 
 

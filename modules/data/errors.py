@@ -1,9 +1,5 @@
-"""Errors for bad input. Each names the file, line or setting at fault."""
+"""Errors for bad data (defined with the project's other error types in modules/errors.py)."""
 
+from modules.errors import DataError, VocabularyMismatchError
 
-class DataError(ValueError):
-    """A data file or data setting cannot be used as given."""
-
-
-class VocabularyMismatchError(ValueError):
-    """A checkpoint was trained with a different vocabulary than the data it is used with."""
+__all__ = ["DataError", "VocabularyMismatchError"]

@@ -19,6 +19,7 @@ from modules.data.base import SequenceDataModule
 from modules.data.batch import Example, pad_sequences
 from modules.data.errors import DataError
 from modules.data.vocab import PAD_ID, Vocab
+from modules.errors import ConfigError
 
 TASKS = ("copy", "reverse", "sort")
 
@@ -31,7 +32,7 @@ def task_target(task: str, source: Sequence[int]) -> list[int]:
         return list(reversed(source))
     if task == "sort":
         return sorted(source)
-    raise ValueError(f"unknown task {task!r}; choose one of {', '.join(TASKS)}")
+    raise ConfigError(f"unknown task {task!r}; choose one of {', '.join(TASKS)}")
 
 
 class TaskDataModule(SequenceDataModule):
@@ -140,7 +141,7 @@ class TaskDataModule(SequenceDataModule):
             return list(range(src_len))
         if self.task == "reverse":
             return list(range(src_len - 1, -1, -1))
-        raise ValueError(f"the {self.task!r} task has no unique true alignment (equal words may be swapped); "
+        raise ConfigError(f"the {self.task!r} task has no unique true alignment (equal words may be swapped); "
                          "alignments are defined for copy and reverse")
 
 

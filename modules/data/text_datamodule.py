@@ -42,6 +42,7 @@ from modules.data.batch import Example
 from modules.data.corpora import expand_path, read_labeled, read_lines, read_parallel
 from modules.data.errors import DataError
 from modules.data.vocab import NULL_ID, SPECIAL_TOKENS, Vocab, make_tokenizer
+from modules.errors import GvtError
 
 log = logging.getLogger(__name__)
 
@@ -136,7 +137,7 @@ class TextDataModule(SequenceDataModule):
         self._check_settings()
         try:
             self.tokenizer = make_tokenizer(tokenizer, lowercase=lowercase, bpe_vocab_size=bpe_vocab_size)
-        except ValueError as exc:
+        except GvtError as exc:  # the setting at fault; a bug keeps its traceback
             raise DataError(f"data.tokenizer: {exc}") from None
         self._dropped = {split: 0 for split in SPLITS}
         self._truncated = {split: 0 for split in SPLITS}
@@ -323,7 +324,7 @@ class TextDataModule(SequenceDataModule):
 
         try:
             return Vocab.build(sentences(), labels=labels, min_freq=self.min_freq, max_size=self.max_vocab_size)
-        except ValueError as exc:
+        except GvtError as exc:  # bad words or settings; a bug keeps its traceback
             raise DataError(f"cannot build the vocabulary from data.train: {exc}") from None
 
     def _encode(self, items: list[tuple], vocab: Vocab) -> list[Example]:

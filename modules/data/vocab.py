@@ -15,6 +15,8 @@ from __future__ import annotations
 from collections import Counter
 from typing import Iterable, Sequence
 
+from modules.errors import CheckpointError, ConfigError, DataError
+
 PAD, BOS, EOS, UNK, NULL = "<pad>", "<bos>", "<eos>", "<unk>", "<null>"
 SPECIAL_TOKENS = (PAD, BOS, EOS, UNK, NULL)
 PAD_ID, BOS_ID, EOS_ID, UNK_ID, NULL_ID = range(5)
@@ -34,7 +36,7 @@ class Vocab:
         reserved = set(self.itos)
         for word in words:
             if word in reserved:
-                raise ValueError(f"word {word!r} collides with a reserved token of the vocabulary")
+                raise DataError(f"word {word!r} collides with a reserved token of the vocabulary")
             self.itos.append(word)
         self.stoi = {tok: i for i, tok in enumerate(self.itos)}
         if len(self.stoi) != len(self.itos):
@@ -55,10 +57,10 @@ class Vocab:
         embedding table the models get.
         """
         if min_freq < 1:
-            raise ValueError(f"min_freq must be >= 1, got {min_freq}")
+            raise ConfigError(f"min_freq must be >= 1, got {min_freq}")
         num_reserved = len(SPECIAL_TOKENS) + len(labels)
         if max_size is not None and max_size <= num_reserved:
-            raise ValueError(
+            raise ConfigError(
                 f"max_vocab_size={max_size} leaves no room for words: the {len(SPECIAL_TOKENS)} special tokens "
                 f"and {len(labels)} label tokens already take {num_reserved} entries"
             )
@@ -212,7 +214,7 @@ def make_tokenizer(kind: str = "word", *, lowercase: bool = False, bpe_vocab_siz
         return WordTokenizer(lowercase=lowercase)
     if kind == "bpe":
         return BPETokenizer(lowercase=lowercase, vocab_size=bpe_vocab_size)
-    raise ValueError(f"unknown tokenizer {kind!r}: choose 'word' or 'bpe'")
+    raise ConfigError(f"unknown tokenizer {kind!r}: choose 'word' or 'bpe'")
 
 
 def tokenizer_from_state_dict(state: dict):
@@ -221,4 +223,4 @@ def tokenizer_from_state_dict(state: dict):
         return WordTokenizer(lowercase=state["lowercase"])
     if kind == "bpe":
         return BPETokenizer(state["lowercase"], state["vocab_size"], tokenizer_json=state["tokenizer_json"])
-    raise ValueError(f"checkpoint holds an unknown tokenizer kind {kind!r}")
+    raise CheckpointError(f"checkpoint holds an unknown tokenizer kind {kind!r}")

@@ -48,6 +48,7 @@ import torch
 from modules.data.base import check_same_vocab
 from modules.data.batch import Batch
 from modules.data.vocab import BOS_ID, PAD_ID, Vocab, tokenizer_from_state_dict
+from modules.errors import CheckpointError, ConfigError
 from modules.files import atomic_write_text
 from modules.metrics import BLEU, DistinctN, SelfBLEU, SequenceNLL
 from modules.sampling import (
@@ -133,13 +134,13 @@ class PredictionSettings:
         file: str = "predictions.csv",
     ):
         if samples_per_condition < 1:
-            raise ValueError(f"prediction.samples_per_condition must be >= 1, got {samples_per_condition}")
+            raise ConfigError(f"prediction.samples_per_condition must be >= 1, got {samples_per_condition}")
         try:
             check_sampling_args(temperature=temperature, top_k=top_k, top_p=top_p)
-        except ValueError as err:
-            raise ValueError(f"prediction.{err}") from None
+        except ConfigError as err:
+            raise ConfigError(f"prediction.{err}") from None
         if not file or Path(file).name != file:
-            raise ValueError(f"prediction.file must be a plain file name (it goes under <run>/predictions/), got {file!r}")
+            raise ConfigError(f"prediction.file must be a plain file name (it goes under <run>/predictions/), got {file!r}")
         self.samples_per_condition, self.seed, self.file = samples_per_condition, seed, file
         self.temperature, self.top_k, self.top_p = temperature, top_k, top_p
 
@@ -171,11 +172,11 @@ class GeneratorModule(pl.LightningModule):
     ):
         super().__init__()
         if vocab_size < 6:
-            raise ValueError(f"model.vocab_size={vocab_size} leaves no room for words besides the 5 special tokens")
+            raise ConfigError(f"model.vocab_size={vocab_size} leaves no room for words besides the 5 special tokens")
         if num_eval_samples < 0:
-            raise ValueError(f"model.num_eval_samples must be >= 0, got {num_eval_samples}")
+            raise ConfigError(f"model.num_eval_samples must be >= 0, got {num_eval_samples}")
         if eval_temperature <= 0:
-            raise ValueError(f"model.eval_temperature must be > 0, got {eval_temperature}")
+            raise ConfigError(f"model.eval_temperature must be > 0, got {eval_temperature}")
         self.vocab: Optional[Vocab] = None
         self.tokenizer = None
         self._data_info: dict[str, Any] = {}
@@ -197,7 +198,7 @@ class GeneratorModule(pl.LightningModule):
         if self.vocab is not None:
             check_same_vocab(self.vocab, dm.vocab, where="checkpoint")
         if len(dm.vocab) != self.hparams.vocab_size:
-            raise ValueError(
+            raise ConfigError(
                 f"model.vocab_size={self.hparams.vocab_size} but the data's vocabulary has {len(dm.vocab)} tokens"
             )
         self.vocab, self.tokenizer = dm.vocab, dm.tokenizer
@@ -238,7 +239,7 @@ class GeneratorModule(pl.LightningModule):
         if info is None:
             return
         if info["family"] != self.family:
-            raise ValueError(f"this checkpoint is of the {info['family']!r} family, not {self.family!r}")
+            raise CheckpointError(f"this checkpoint is of the {info['family']!r} family, not {self.family!r}")
         saved = Vocab.from_state_dict(info["vocab"])
         if self.vocab is not None:  # resuming a fit: the data module's vocabulary is already attached
             check_same_vocab(saved, self.vocab, where="checkpoint")

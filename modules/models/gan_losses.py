@@ -20,13 +20,15 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from modules.errors import ConfigError
+
 LossKind = Literal["standard", "rsgan", "hinge", "wgan-gp"]
 LOSS_KINDS = ("standard", "rsgan", "hinge", "wgan-gp")
 
 
 def _check(kind: str) -> None:
     if kind not in LOSS_KINDS:
-        raise ValueError(f"loss must be one of {LOSS_KINDS}, got {kind!r}")
+        raise ConfigError(f"loss must be one of {LOSS_KINDS}, got {kind!r}")
 
 
 def discriminator_loss(kind: str, d_real: Tensor, d_fake: Tensor) -> Tensor:

@@ -13,6 +13,7 @@ from typing import Literal
 from modules.models.base import GeneratorModule
 from modules.models.transformer_seq2seq import TransformerSeq2Seq, check_mle_settings
 from modules.nets.rnn_seq2seq import ATTENTION_KINDS, LSTMSeq2Seq, RNNSeq2SeqConfig
+from modules.errors import ConfigError
 
 
 class RNNSeq2Seq(GeneratorModule):
@@ -55,12 +56,12 @@ class RNNSeq2Seq(GeneratorModule):
         super().__init__(vocab_size, num_eval_samples, eval_temperature, eval_batch_size, eval_seed, bleu_max_n,
                          num_logged_samples)
         if attention not in ATTENTION_KINDS:
-            raise ValueError(f"model.attention must be one of {', '.join(ATTENTION_KINDS)}, got {attention!r}")
+            raise ConfigError(f"model.attention must be one of {', '.join(ATTENTION_KINDS)}, got {attention!r}")
         for name, value in (("emb_dim", emb_dim), ("hidden_dim", hidden_dim), ("num_layers", num_layers)):
             if value < 1:
-                raise ValueError(f"model.{name} must be >= 1, got {value}")
+                raise ConfigError(f"model.{name} must be >= 1, got {value}")
         if not 0.0 <= dropout < 1.0:
-            raise ValueError(f"model.dropout must lie in [0, 1), got {dropout}")
+            raise ConfigError(f"model.dropout must lie in [0, 1), got {dropout}")
         check_mle_settings(lr, label_smoothing, warmup_steps, optimizer, weight_decay, gradient_clip)
         self.save_hyperparameters()
         self.generator = LSTMSeq2Seq(

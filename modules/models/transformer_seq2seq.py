@@ -8,6 +8,7 @@ from typing import Literal, Optional
 import torch
 
 from modules.data.batch import Batch
+from modules.errors import ConfigError
 from modules.models.base import GeneratorModule
 from modules.nets.transformer import EncoderDecoderTransformer, TransformerConfig
 
@@ -34,7 +35,7 @@ def generator_optimizer(kind: str, named_parameters, lr: float, betas, weight_de
     decay); weight decay applies to matrices only (>= 2 dims), never to biases, norms' gains or other vectors.
     Without weight decay all parameters form one group (the layout of checkpoints written before this rule)."""
     if kind not in OPTIMIZERS:
-        raise ValueError(f"optimizer must be one of {', '.join(OPTIMIZERS)}, got {kind!r}")
+        raise ConfigError(f"optimizer must be one of {', '.join(OPTIMIZERS)}, got {kind!r}")
     named = list(named_parameters)
     if weight_decay > 0:
         groups = [{"params": [p for _, p in named if p.dim() >= 2], "weight_decay": weight_decay},
@@ -48,15 +49,15 @@ def check_mle_settings(lr: float, label_smoothing: float, warmup_steps: int, opt
                        gradient_clip: float) -> None:
     """The MLE families' training settings (TransformerSeq2Seq, RNNSeq2Seq), each refused by name."""
     if lr <= 0:
-        raise ValueError(f"model.lr must be > 0, got {lr}")
+        raise ConfigError(f"model.lr must be > 0, got {lr}")
     if not 0.0 <= label_smoothing < 1.0:
-        raise ValueError(f"model.label_smoothing must lie in [0, 1), got {label_smoothing}")
+        raise ConfigError(f"model.label_smoothing must lie in [0, 1), got {label_smoothing}")
     if warmup_steps < 0:
-        raise ValueError(f"model.warmup_steps must be >= 0, got {warmup_steps}")
+        raise ConfigError(f"model.warmup_steps must be >= 0, got {warmup_steps}")
     if optimizer not in OPTIMIZERS:
-        raise ValueError(f"model.optimizer must be one of {', '.join(OPTIMIZERS)}, got {optimizer!r}")
+        raise ConfigError(f"model.optimizer must be one of {', '.join(OPTIMIZERS)}, got {optimizer!r}")
     if weight_decay < 0 or gradient_clip < 0:
-        raise ValueError(f"model.weight_decay and model.gradient_clip must be >= 0, got {weight_decay}, "
+        raise ConfigError(f"model.weight_decay and model.gradient_clip must be >= 0, got {weight_decay}, "
                          f"{gradient_clip}")
 
 
@@ -112,9 +113,9 @@ class TransformerSeq2Seq(GeneratorModule):
                          num_logged_samples)
         check_mle_settings(lr, label_smoothing, warmup_steps, optimizer, weight_decay, gradient_clip)
         if z_dim < 0:
-            raise ValueError(f"model.z_dim must be >= 0 (0: no latent input), got {z_dim}")
+            raise ConfigError(f"model.z_dim must be >= 0 (0: no latent input), got {z_dim}")
         if nll_z_samples < 1:
-            raise ValueError(f"model.nll_z_samples must be >= 1 (z draws per NLL), got {nll_z_samples}")
+            raise ConfigError(f"model.nll_z_samples must be >= 1 (z draws per NLL), got {nll_z_samples}")
         self.save_hyperparameters()
         self.generator = EncoderDecoderTransformer(
             TransformerConfig(

@@ -42,6 +42,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch import Tensor
 
+from modules.errors import ConfigError
+
 
 def minibatch_std(features: Tensor, mask: Tensor | None = None) -> Tensor:
     """The mean over features of the across-batch standard deviation. -> a scalar.
@@ -134,7 +136,7 @@ class CNNDiscriminator(Discriminator):
                  num_filters: int = 64, dropout: float = 0.25, minibatch_std: bool = False, pad_id: int = 0):
         super().__init__(vocab_size, emb_dim, minibatch_std, pad_id)
         if not filter_sizes or min(filter_sizes) < 1:
-            raise ValueError(f"filter_sizes must be a non-empty list of widths >= 1, got {filter_sizes}")
+            raise ConfigError(f"filter_sizes must be a non-empty list of widths >= 1, got {filter_sizes}")
         self.filter_sizes = tuple(filter_sizes)
         self.convs = nn.ModuleList([nn.Conv1d(emb_dim, num_filters, k) for k in self.filter_sizes])
         feat = num_filters * len(self.filter_sizes)
@@ -187,7 +189,7 @@ class TransformerDiscriminator(Discriminator):
                  dropout: float = 0.1, max_len: int = 256, minibatch_std: bool = False, pad_id: int = 0):
         super().__init__(vocab_size, emb_dim, minibatch_std, pad_id)
         if emb_dim % n_heads != 0:
-            raise ValueError(f"emb_dim ({emb_dim}) must be divisible by n_heads ({n_heads})")
+            raise ConfigError(f"emb_dim ({emb_dim}) must be divisible by n_heads ({n_heads})")
         self.max_len = max_len
         self.pos_emb = nn.Embedding(max_len, emb_dim)
         self.blocks = nn.ModuleList([EncoderBlock(emb_dim, n_heads, d_ff, dropout) for _ in range(n_layers)])
@@ -256,4 +258,4 @@ def build_discriminator(kind: str, vocab_size: int, *, emb_dim: int = 64, hidden
                                         minibatch_std)
     if kind == "lstm":
         return LSTMDiscriminator(vocab_size, emb_dim, hidden_dim, n_layers, dropout, minibatch_std)
-    raise ValueError(f"discriminator must be 'cnn', 'transformer' or 'lstm', got {kind!r}")
+    raise ConfigError(f"discriminator must be 'cnn', 'transformer' or 'lstm', got {kind!r}")

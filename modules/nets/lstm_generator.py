@@ -12,6 +12,7 @@ This file must not import Lightning.
 import torch
 from torch import Tensor, nn
 
+from modules.errors import ConfigError
 from modules.nets.transformer import check_latent, sequence_log_prob
 
 
@@ -23,7 +24,7 @@ class LSTMGenerator(nn.Module):
                  pad_id: int = 0, z_dim: int = 0):
         super().__init__()
         if z_dim < 0:
-            raise ValueError(f"z_dim must be >= 0, got {z_dim}")
+            raise ConfigError(f"z_dim must be >= 0, got {z_dim}")
         self.vocab_size = vocab_size
         self.emb_dim = emb_dim
         self.hidden_dim = hidden_dim

@@ -21,6 +21,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from modules.errors import ConfigError
 from modules.nets.categorical import sample_from_probs
 
 
@@ -38,13 +39,13 @@ class OracleConfig:
     def __post_init__(self):
         for name in ("vocab_size", "seq_len", "emb_dim", "hidden_dim"):
             if getattr(self, name) < 1:
-                raise ValueError(f"oracle {name} must be >= 1, got {getattr(self, name)}")
+                raise ConfigError(f"oracle {name} must be >= 1, got {getattr(self, name)}")
         if self.num_classes < 0:
-            raise ValueError(f"oracle num_classes must be >= 0, got {self.num_classes}")
+            raise ConfigError(f"oracle num_classes must be >= 0, got {self.num_classes}")
         if self.num_classes and self.source_conditional:
-            raise ValueError("an oracle is conditioned on a label or on a source sequence, not both")
+            raise ConfigError("an oracle is conditioned on a label or on a source sequence, not both")
         if self.condition_strength < 0:
-            raise ValueError(f"condition_strength must be >= 0, got {self.condition_strength}")
+            raise ConfigError(f"condition_strength must be >= 0, got {self.condition_strength}")
 
 
 class LSTMOracle(nn.Module):

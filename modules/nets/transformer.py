@@ -25,6 +25,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from modules.errors import ConfigError
+
 
 @dataclass
 class TransformerConfig:
@@ -43,11 +45,11 @@ class TransformerConfig:
 
     def __post_init__(self):
         if self.d_model % self.n_heads != 0:
-            raise ValueError(f"d_model ({self.d_model}) must be divisible by n_heads ({self.n_heads})")
+            raise ConfigError(f"d_model ({self.d_model}) must be divisible by n_heads ({self.n_heads})")
         if self.positional not in ("sinusoidal", "learned"):
-            raise ValueError(f"positional must be 'sinusoidal' or 'learned', got {self.positional!r}")
+            raise ConfigError(f"positional must be 'sinusoidal' or 'learned', got {self.positional!r}")
         if self.z_dim < 0:
-            raise ValueError(f"z_dim must be >= 0, got {self.z_dim}")
+            raise ConfigError(f"z_dim must be >= 0, got {self.z_dim}")
 
 
 # ----------------------------------------------------------------------------------------------------
