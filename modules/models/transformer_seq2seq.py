@@ -9,6 +9,7 @@ import torch
 
 from modules.data.batch import Batch
 from modules.models.base import GeneratorModule
+from modules.models.configs import EvaluationConfig, config_dict
 from modules.nets.transformer import EncoderDecoderTransformer, TransformerConfig
 
 
@@ -77,15 +78,9 @@ class TransformerSeq2Seq(GeneratorModule):
         label_smoothing: float = 0.0,
         gradient_clip: float = 1.0,
         optimizer: Literal["adam", "adamw"] = "adamw",
-        num_eval_samples: int = 200,
-        eval_temperature: float = 1.0,
-        eval_batch_size: int = 256,
-        eval_seed: int = 1234,
-        bleu_max_n: int = 5,
-        num_logged_samples: int = 20,
+        evaluation: EvaluationConfig = EvaluationConfig(),
     ):
-        super().__init__(vocab_size, num_eval_samples, eval_temperature, eval_batch_size, eval_seed, bleu_max_n,
-                         num_logged_samples)
+        super().__init__(vocab_size, evaluation)
         if lr <= 0:
             raise ValueError(f"model.lr must be > 0, got {lr}")
         if not 0.0 <= label_smoothing < 1.0:
@@ -97,7 +92,8 @@ class TransformerSeq2Seq(GeneratorModule):
         if weight_decay < 0 or gradient_clip < 0:
             raise ValueError(f"model.weight_decay and model.gradient_clip must be >= 0, got {weight_decay}, "
                              f"{gradient_clip}")
-        self.save_hyperparameters()
+        self.save_hyperparameters(ignore=["evaluation"])
+        self.save_hyperparameters({"evaluation": config_dict(self.evaluation)})  # a plain dict, as TextGAN's
         self.generator = EncoderDecoderTransformer(
             TransformerConfig(
                 vocab_size=vocab_size, d_model=d_model, n_heads=n_heads, n_encoder_layers=n_encoder_layers,
