@@ -9,7 +9,7 @@ import pytorch_lightning as pl
 import torch
 
 import modules.models.gan_estimators as estimators
-import modules.models.text_gan as text_gan
+import modules.models.gan_losses as gan_losses
 import modules.sampling as sampling
 from modules.data import OracleDataModule
 from experiments.families import merge_args
@@ -253,7 +253,7 @@ def test_gradient_penalty_is_taken_on_one_hots_and_reaches_the_embedding(monkeyp
     model, batch, real, real_pad, L = attached(tiny_gan(dm, loss="wgan-gp", estimator=estimator,
                                                         discriminator=discriminator), dm)
     seen = {}
-    original = text_gan.gradient_penalty
+    original = gan_losses.gradient_penalty
 
     def recording_penalty(score_fn, real_x, fake_x, generator=None):
         def score(x):
@@ -263,7 +263,7 @@ def test_gradient_penalty_is_taken_on_one_hots_and_reaches_the_embedding(monkeyp
         seen["penalty"] = original(score, real_x, fake_x, generator)
         return seen["penalty"]
 
-    monkeypatch.setattr(text_gan, "gradient_penalty", recording_penalty)
+    monkeypatch.setattr(gan_losses, "gradient_penalty", recording_penalty)
     with torch.no_grad():
         fake, fake_pad = model.estimator.fakes(model, batch, L)
     model.discriminator_loss(batch, real, real_pad, fake, fake_pad)

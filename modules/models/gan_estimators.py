@@ -37,6 +37,7 @@ from modules.sampling import (
 
 if TYPE_CHECKING:  # the estimators read the module's nets and settings; no import of Lightning at run time
     from modules.data.batch import Batch
+    from modules.models.configs import GameConfig
     from modules.models.text_gan import TextGAN
 
 
@@ -459,6 +460,20 @@ class ReinforceEstimator(nn.Module):
         """True once some returns have entered the baseline."""
         return bool(self.baseline_weight.gt(0).any())
 
+    @staticmethod
+    def upgrade_old_state(state: dict, prefix: str, keep: bool) -> None:
+        """A state_dict from before the estimator objects (the baseline on the LightningModule as
+        `reinforce_baseline` with `baseline_weight`, or older still with a `baseline_initialized` flag) -> this
+        estimator's keys under `prefix`, in place; with `keep` False (not a REINFORCE model) the old keys go."""
+        if "reinforce_baseline" not in state:
+            return
+        baseline = state.pop("reinforce_baseline")
+        weight = state.pop("baseline_weight", torch.zeros_like(baseline))
+        if "baseline_initialized" in state:
+            weight = torch.full_like(baseline, float(bool(state.pop("baseline_initialized"))))
+        if keep:
+            state[prefix + "baseline"], state[prefix + "baseline_weight"] = baseline, weight
+
     def fakes(self, gan: "TextGAN", batch: "Batch", L: int, z: Tensor | None = None) -> tuple[Tensor, Tensor]:
         """Samples at temperature 1 with the shared sampler. -> ids (B, L), pad_mask (B, L)"""
         z = gan.latent(len(batch)) if z is None else z
@@ -514,3 +529,12 @@ class ReinforceEstimator(nn.Module):
         valid = (~pad).float()
         mean_return = (returns * valid).sum() / valid.sum().clamp(min=1.0)
         return reinforce_loss(policy.log_probs, advantages, pad), {"train/mean_return": mean_return}
+
+
+def build_estimator(game: "GameConfig", max_len: int) -> nn.Module:
+    """The estimator `game.estimator` names, with its settings from the game section."""
+    if game.estimator == "gumbel":
+        return GumbelEstimator(game.loss, game.straight_through)
+    if game.estimator == "reinforce":
+        return ReinforceEstimator(game.loss, max_len, game.discount, game.baseline_horizon_samples, game.rollouts)
+    raise ValueError(f"model.game.estimator must be 'gumbel' or 'reinforce', got {game.estimator!r}")

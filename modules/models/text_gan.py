@@ -9,32 +9,24 @@ import torch
 
 from modules.data.batch import Batch
 from modules.models.base import GeneratorModule
-from modules.models.configs import (
-    DiscriminatorConfig,
-    EvaluationConfig,
-    GameConfig,
-    GeneratorConfig,
-    as_config,
-    config_dict,
-)
-from modules.models.gan_estimators import GumbelEstimator, ReinforceEstimator, gumbel_temperature, \
+from modules.models.configs import DiscriminatorConfig, EvaluationConfig, GameConfig, GeneratorConfig, as_config, \
+    config_dict
+from modules.models.gan_estimators import ReinforceEstimator, build_estimator, gumbel_temperature, \
     real_for_discriminator
-from modules.models.gan_losses import discriminator_accuracy, discriminator_loss, gradient_penalty, penalty_onehots
+from modules.models.gan_losses import discriminator_accuracy, penalised_discriminator_loss
 from modules.models.transformer_seq2seq import generator_optimizer, warmup_schedule
 from modules.nets.discriminators import build_discriminator
 from modules.nets.lstm_generator import LSTMGenerator
 from modules.nets.transformer import EncoderDecoderTransformer, TransformerConfig
-from modules.sampling import DEFAULT_BANNED_IDS
 
 
 class TextGAN(GeneratorModule):
     """Text GAN: generator G (the encoder-decoder Transformer with a latent z, or an LSTM) against a
     discriminator D (CNN, Transformer encoder, or per-token LSTM), trained with Lightning's manual optimization.
 
-    Settings come in four sections (``modules.models.configs``, nested YAML ``model.init_args.<section>``):
-    ``generator`` (net and optimiser), ``discriminator`` (net and optimiser, ``frozen``), ``game`` (loss,
-    estimator, schedules, budgets) and ``evaluation`` (shared with every family). The module docstring of
-    ``modules.models.configs`` maps every former flat argument (``g_lr``, ``d_steps``, ...) to its place.
+    Settings come in four sections (``modules.models.configs``, YAML ``model.init_args.<section>``): ``generator``
+    and ``discriminator`` (net and optimiser each), ``game`` (loss, estimator, schedules, budgets), ``evaluation``
+    (every family's). ``configs.FLAT_TO_NESTED`` maps each former flat argument (``g_lr``, ...) to its place.
 
     One training batch, top down (``training_step``): ``game.d_steps`` D updates, each against fresh fakes made
     by the estimator and the batch's real sequences; then one G update on the estimator's generator loss
@@ -46,15 +38,11 @@ class TextGAN(GeneratorModule):
     g_updates x batch size), ``mle_updates`` pretraining updates; both are checkpointed buffers, and
     ``game.max_g_updates`` stops training. (Lightning's ``global_step`` counts D steps too.)
 
-    Gumbel beta (RelGAN's inverse temperature, ``temperature``) goes from 1 at the first adversarial update to
-    ``game.max_temperature`` at the last update of the first ``anneal_fraction`` of the run's planned
-    adversarial updates (``_adversarial_updates_planned``), so every batch size and budget ends at the same beta;
-    ``anneal_steps`` overrides that horizon. beta is a function of ``g_updates`` and the settings only, so a
-    resumed run continues the schedule.
+    Gumbel beta (RelGAN's inverse temperature, ``temperature``) goes from 1 to ``game.max_temperature`` over the
+    first ``anneal_fraction`` of the run's planned adversarial updates (``anneal_horizon``), the same at every batch
+    size and budget; a function of ``g_updates`` and the settings only, so a resumed run continues the schedule.
 
-    Real and fake sequences reach D in one layout: (B, L), L the generation length: words, the end token when
-    there is one within L, then padding (masked inside D).
-
+    Real and fake sequences reach D in one layout (``gan_estimators.real_for_discriminator``).
     Optimizers: G's and a second one of the same kind for pretraining (``game.pretrain_lr``) follow the MLE
     family's rule (``generator_optimizer``); D has its own Adam. Both have LambdaLR schedulers (``lr_schedule``,
     ``warmup_steps`` counted in their own updates) stepped by hand; clipping by norm via ``self.clip_gradients``.
@@ -64,10 +52,10 @@ class TextGAN(GeneratorModule):
     Logged each step: ``train/g_loss``, ``train/d_loss``, ``train/d_acc_real``, ``train/d_acc_fake``
     (``gan_losses.discriminator_accuracy``), ``train/g_grad_norm``, ``train/d_grad_norm`` (before clipping),
     ``train/g_updates`` and the estimator's extras (``train/gumbel_temperature`` or ``train/mean_return``);
-    during pretraining ``train/mle_loss``, ``train/g_grad_norm``, ``train/mle_updates``. With z_dim > 0 every
-    NLL is -log mean_k p(x | z_k) over ``evaluation.nll_z_samples`` draws (see ``GeneratorModule``).
+    pretraining: ``train/mle_loss``, ``train/g_grad_norm``, ``train/mle_updates``. With z_dim > 0 every NLL is a
+    marginal over ``evaluation.nll_z_samples`` draws of z (``GeneratorModule``).
 
-    DDP: each step backpropagates through only one of G and D, so use ``strategy="ddp_find_unused_parameters_true"``.
+    DDP: each step backpropagates through only one of G and D: ``strategy="ddp_find_unused_parameters_true"``.
     """
 
     family = "gan"
@@ -104,11 +92,7 @@ class TextGAN(GeneratorModule):
             num_filters=d.num_filters, n_heads=d.n_heads, n_layers=d.n_layers, dropout=d.dropout,
             max_len=g.max_len, minibatch_std=d.minibatch_std,
         )
-        if game.estimator == "gumbel":
-            self.estimator = GumbelEstimator(game.loss, game.straight_through)
-        else:
-            self.estimator = ReinforceEstimator(game.loss, g.max_len, game.discount, game.baseline_horizon_samples,
-                                                game.rollouts)
+        self.estimator = build_estimator(game, g.max_len)  # chosen once: its G loss is all training_step calls
         # the counters are buffers, so every checkpoint carries them
         self.register_buffer("g_update_count", torch.zeros((), dtype=torch.long))
         self.register_buffer("mle_update_count", torch.zeros((), dtype=torch.long))
@@ -160,20 +144,8 @@ class TextGAN(GeneratorModule):
 
     def discriminator_loss(self, batch, real, real_pad, fake, fake_pad):
         """D's loss on real (B, L) ids and fakes (ids or (B, L, V) one-hots) -> (loss, d_real, d_fake detached)."""
-        D = self.discriminator
-        # real and fake are scored in separate calls so that the minibatch-std feature sees one population
-        d_real = D(real, batch.src, batch.src_pad_mask, real_pad)  # (B,)
-        d_fake = D(fake, batch.src, batch.src_pad_mask, fake_pad)  # (B,)
-        loss = discriminator_loss(self.game.loss, d_real, d_fake)
-        if self.game.loss == "wgan-gp":
-            # the penalty is taken with respect to what D reads, the (soft) one-hots (B, L, V), through D's
-            # embedding, so the embedding matrix is held to the Lipschitz constraint too
-            either = real_pad & fake_pad  # interpolants are real wherever either end is
-            penalty = gradient_penalty(lambda x: D(x, batch.src, batch.src_pad_mask, either),
-                                       penalty_onehots(real, real_pad, D.vocab_size),
-                                       penalty_onehots(fake, fake_pad, D.vocab_size))
-            loss = loss + self.game.gp_weight * penalty
-        return loss, d_real.detach(), d_fake.detach()
+        return penalised_discriminator_loss(self.game.loss, self.discriminator, batch.src, batch.src_pad_mask,
+                                            real, real_pad, fake, fake_pad, self.game.gp_weight)
 
     def _pretrain_step(self, batch: Batch) -> None:
         _, _, mle_opt = self.optimizers()
@@ -210,13 +182,13 @@ class TextGAN(GeneratorModule):
         return int(self.g_update_count)
 
     @property
-    def mle_updates(self) -> int:
+    def mle_updates(self) -> int:  # MLE pretraining updates so far
         return int(self.mle_update_count)
 
     @property
     def anneal_horizon(self) -> int:
-        """The first generator update (counting from 0) at which beta reaches max_temperature: `anneal_steps`
-        when set, else the last update of the first `anneal_fraction` of the planned adversarial updates."""
+        """The first generator update (from 0) at which beta reaches max_temperature: `anneal_steps` when set,
+        else the last update of the first `anneal_fraction` of the planned adversarial updates."""
         if self.game.anneal_steps is not None:
             return int(self.game.anneal_steps)
         return max(1, round(self.game.anneal_fraction * self._adversarial_updates_planned())) - 1
@@ -247,10 +219,6 @@ class TextGAN(GeneratorModule):
     def has_latent(self) -> bool:
         return self.g_config.z_dim > 0
 
-    @property
-    def banned_ids(self) -> list[int]:
-        return self.vocab.non_output_ids if self.vocab is not None else list(DEFAULT_BANNED_IDS)
-
     def latent(self, batch_size: int, generator: Optional[torch.Generator] = None) -> Optional[torch.Tensor]:
         """z ~ N(0, I) of shape (batch_size, z_dim), drawn from `generator` when given; None when z_dim = 0."""
         if self.g_config.z_dim == 0:
@@ -276,11 +244,10 @@ class TextGAN(GeneratorModule):
                                  betas=tuple(self.d_config.betas))
         mle_opt = generator_optimizer(g["class"], self.generator.named_parameters(), game.pretrain_lr, g["betas"],
                                       g["weight_decay"])
-        total = self._adversarial_updates_planned()
-        g_sched = torch.optim.lr_scheduler.LambdaLR(g_opt, warmup_schedule(game.warmup_steps, total,
-                                                                           game.lr_schedule))
-        d_sched = torch.optim.lr_scheduler.LambdaLR(
-            d_opt, warmup_schedule(game.warmup_steps, total * game.d_steps, game.lr_schedule))
+        total = self._adversarial_updates_planned()  # G updates; D makes d_steps per G update
+        schedule = lambda opt, updates: torch.optim.lr_scheduler.LambdaLR(  # noqa: E731
+            opt, warmup_schedule(game.warmup_steps, updates, game.lr_schedule))
+        g_sched, d_sched = schedule(g_opt, total), schedule(d_opt, total * game.d_steps)
         # no "interval": under manual optimization Lightning only stores these; training_step steps them
         return [g_opt, d_opt, mle_opt], [g_sched, d_sched]
 
@@ -310,17 +277,8 @@ class TextGAN(GeneratorModule):
     # ---- checkpoints --------------------------------------------------------------------------------------
     def on_load_checkpoint(self, checkpoint: dict) -> None:
         super().on_load_checkpoint(checkpoint)
-        state = checkpoint.get("state_dict", {})
-        # checkpoints from before the estimator objects kept the REINFORCE baseline on the module itself
-        # (`reinforce_baseline`, `baseline_weight`; older still `baseline_initialized` instead of the weight)
-        if "reinforce_baseline" in state:
-            baseline = state.pop("reinforce_baseline")
-            weight = state.pop("baseline_weight", None)
-            if "baseline_initialized" in state:
-                weight = torch.full_like(baseline, float(bool(state.pop("baseline_initialized"))))
-            if isinstance(self.estimator, ReinforceEstimator):
-                state["estimator.baseline"] = baseline
-                state["estimator.baseline_weight"] = weight if weight is not None else torch.zeros_like(baseline)
+        ReinforceEstimator.upgrade_old_state(checkpoint.get("state_dict", {}), "estimator.",
+                                             keep=isinstance(self.estimator, ReinforceEstimator))
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         super().on_save_checkpoint(checkpoint)
