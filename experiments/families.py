@@ -28,6 +28,7 @@ from typing import Any, Optional
 # see ``modules.models.configs``). A family without one (the MLE Transformer) has no such setting.
 Z_DIM, MAX_G_UPDATES, ESTIMATOR, LOSS = "generator.z_dim", "game.max_g_updates", "game.estimator", "game.loss"
 GAN_LR_ARGS = ("generator.lr", "discriminator.lr")
+GAN = "modules.models.TextGAN"
 
 
 def get_arg(args: dict, path: str, default: Any = None) -> Any:
@@ -134,30 +135,28 @@ def register_family(name: str, class_path: str, defaults: dict | None = None, *,
 
 
 register_family("transformer", "modules.models.TransformerSeq2Seq")
-register_family("gan-gumbel", "modules.models.TextGAN", {"game": {"estimator": "gumbel"}}, adversarial=True,
-                lr_args=GAN_LR_ARGS)
-register_family("gan-reinforce", "modules.models.TextGAN", {"game": {"estimator": "reinforce"}}, adversarial=True,
-                lr_args=GAN_LR_ARGS)
+# GAN families' defaults are nested like TextGAN's settings (modules.models.configs): {section: {setting: value}}
+register_family("gan-gumbel", GAN, {"game": {"estimator": "gumbel"}}, adversarial=True, lr_args=GAN_LR_ARGS)
+register_family("gan-reinforce", GAN, {"game": {"estimator": "reinforce"}}, adversarial=True, lr_args=GAN_LR_ARGS)
 # The null GAN: gan-gumbel with the discriminator frozen at its initialisation (never updated; its loss still
 # logged), so that "the GAN learned from the game" can be told from "the generator moved anyway". In the
 # presets' model dicts, not yet in their default family lists.
-register_family("gan-frozen-d", "modules.models.TextGAN",
-                {"game": {"estimator": "gumbel"}, "discriminator": {"frozen": True}}, adversarial=True, lr_args=GAN_LR_ARGS)
+register_family("gan-frozen-d", GAN, {"game": {"estimator": "gumbel"}, "discriminator": {"frozen": True}},
+                adversarial=True, lr_args=GAN_LR_ARGS)
 # The classic text-GAN generator (an LSTM) under both estimators: not in the default sweeps, available by name.
-register_family("gan-gumbel-lstm", "modules.models.TextGAN",
-                {"game": {"estimator": "gumbel"}, "generator": {"arch": "lstm"}}, adversarial=True, lr_args=GAN_LR_ARGS)
-register_family("gan-reinforce-lstm", "modules.models.TextGAN", {"game": {"estimator": "reinforce"},
-                                                                  "generator": {"arch": "lstm"}},
+register_family("gan-gumbel-lstm", GAN, {"game": {"estimator": "gumbel"}, "generator": {"arch": "lstm"}},
+                adversarial=True, lr_args=GAN_LR_ARGS)
+register_family("gan-reinforce-lstm", GAN, {"game": {"estimator": "reinforce"}, "generator": {"arch": "lstm"}},
                 adversarial=True, lr_args=GAN_LR_ARGS)
 # Started from the seed's shared MLE checkpoint (the pretrain run): the two GANs trained adversarially from there
 # (no MLE pretraining of their own), and the same checkpoint trained on by MLE for the same samples (the control
 # that says whether the adversarial phase helped or hurt). Not in the conditioning ablation: pretraining without
 # z teaches the generator to ignore z.
-register_family("gan-gumbel-pt", "modules.models.TextGAN", {"game": {"estimator": "gumbel", "pretrain_epochs": 0},
-                                                          "generator": {"arch": "transformer"}},
+register_family("gan-gumbel-pt", GAN, {"game": {"estimator": "gumbel", "pretrain_epochs": 0},
+                                       "generator": {"arch": "transformer"}},
                 adversarial=True, lr_args=GAN_LR_ARGS, init_from="pretrain")
-register_family("gan-reinforce-pt", "modules.models.TextGAN",
-                {"game": {"estimator": "reinforce", "pretrain_epochs": 0}, "generator": {"arch": "transformer"}},
+register_family("gan-reinforce-pt", GAN, {"game": {"estimator": "reinforce", "pretrain_epochs": 0},
+                                          "generator": {"arch": "transformer"}},
                 adversarial=True, lr_args=GAN_LR_ARGS, init_from="pretrain")
 register_family("mle-continued", "modules.models.TransformerSeq2Seq", init_from="pretrain")
 

@@ -66,7 +66,8 @@ class EvaluationConfig:
     nll_z_samples: int = 64
 
     def __post_init__(self):
-        _check(self.num_eval_samples >= 0, f"model.evaluation.num_eval_samples must be >= 0, got {self.num_eval_samples}")
+        _check(self.num_eval_samples >= 0,
+               f"model.evaluation.num_eval_samples must be >= 0, got {self.num_eval_samples}")
         _check(self.eval_temperature > 0, f"model.evaluation.eval_temperature must be > 0, got {self.eval_temperature}")
         _check(self.nll_z_samples >= 1,
                f"model.evaluation.nll_z_samples must be >= 1 (z draws per NLL), got {self.nll_z_samples}")

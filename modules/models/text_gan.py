@@ -245,8 +245,9 @@ class TextGAN(GeneratorModule):
         mle_opt = generator_optimizer(g["class"], self.generator.named_parameters(), game.pretrain_lr, g["betas"],
                                       g["weight_decay"])
         total = self._adversarial_updates_planned()  # G updates; D makes d_steps per G update
-        schedule = lambda opt, updates: torch.optim.lr_scheduler.LambdaLR(  # noqa: E731
-            opt, warmup_schedule(game.warmup_steps, updates, game.lr_schedule))
+
+        def schedule(opt, updates: int):
+            return torch.optim.lr_scheduler.LambdaLR(opt, warmup_schedule(game.warmup_steps, updates, game.lr_schedule))
         g_sched, d_sched = schedule(g_opt, total), schedule(d_opt, total * game.d_steps)
         # no "interval": under manual optimization Lightning only stores these; training_step steps them
         return [g_opt, d_opt, mle_opt], [g_sched, d_sched]
