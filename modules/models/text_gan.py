@@ -9,10 +9,10 @@ import torch
 
 from modules.data.batch import Batch
 from modules.models.base import GeneratorModule
-from modules.models.configs import DiscriminatorConfig, EvaluationConfig, GameConfig, GeneratorConfig, as_config, \
-    config_dict
-from modules.models.gan_estimators import ReinforceEstimator, build_estimator, gumbel_temperature, \
-    real_for_discriminator
+from modules.models.configs import (DiscriminatorConfig, EvaluationConfig, GameConfig, GeneratorConfig, as_config,
+                                    config_dict)
+from modules.models.gan_estimators import (ReinforceEstimator, build_estimator, gumbel_temperature,
+                                           real_for_discriminator)
 from modules.models.gan_losses import discriminator_accuracy, penalised_discriminator_loss
 from modules.models.transformer_seq2seq import generator_optimizer, warmup_schedule
 from modules.nets.discriminators import build_discriminator
