@@ -28,13 +28,15 @@ import pytorch_lightning as pl
 import torch
 
 from modules.data import OracleDataModule
+from experiments.families import merge_args
 from modules.models import TextGAN
 
-GENERATOR = dict(generator="lstm", g_emb_dim=32, g_hidden_dim=32)
-GUMBEL = dict(discriminator="cnn", d_emb_dim=64, d_filter_sizes=(2, 3, 4, 5), d_num_filters=64, d_dropout=0.25,
-              loss="rsgan", estimator="gumbel", temperature_schedule="exp")
-REINFORCE = dict(discriminator="lstm", d_emb_dim=64, d_hidden_dim=64, d_dropout=0.1, loss="standard",
-                 estimator="reinforce", discount=0.95, baseline_horizon_samples=640.0)
+# TextGAN's sections (modules.models.configs), merged per variant
+GENERATOR = dict(arch="lstm", emb_dim=32, hidden_dim=32)
+GUMBEL = dict(discriminator=dict(arch="cnn", emb_dim=64, filter_sizes=(2, 3, 4, 5), num_filters=64, dropout=0.25),
+              game=dict(loss="rsgan", estimator="gumbel", temperature_schedule="exp"))
+REINFORCE = dict(discriminator=dict(arch="lstm", emb_dim=64, hidden_dim=64, dropout=0.1),
+                 game=dict(loss="standard", estimator="reinforce", discount=0.95, baseline_horizon_samples=640.0))
 
 
 def trainer(root, **kw):
@@ -72,13 +74,15 @@ def main():
     dm.prepare()
     test_tgt = torch.tensor([ex.tgt for ex in dm.examples("test")])
     floor = -dm.oracle_log_prob(test_tgt).mean().item() / dm.seq_len
-    common = dict(**GENERATOR, num_eval_samples=args.eval_samples, eval_batch_size=500, g_lr=args.g_lr,
-                  d_lr=args.d_lr, d_steps=args.d_steps, pretrain_lr=args.pretrain_lr)
+    common = dict(generator=dict(**GENERATOR, lr=args.g_lr), discriminator=dict(lr=args.d_lr),
+                  game=dict(d_steps=args.d_steps, pretrain_lr=args.pretrain_lr),
+                  evaluation=dict(num_eval_samples=args.eval_samples, eval_batch_size=500))
     results, times = {}, {}
     with tempfile.TemporaryDirectory() as root:
         pl.seed_everything(args.seed, verbose=False)
         start = time.perf_counter()
-        mle = TextGAN(dm.vocab_size, **common, **GUMBEL, pretrain_epochs=args.pretrain_epochs)
+        mle = TextGAN(dm.vocab_size, **merge_args(common, {**GUMBEL, "game": {**GUMBEL["game"],
+                                                                       "pretrain_epochs": args.pretrain_epochs}}))
         if args.load_pretrained:
             mle.generator.load_state_dict(torch.load(args.load_pretrained, weights_only=True))
             trainer(root, max_epochs=0).fit(mle, dm)  # attaches the vocabulary, trains nothing
@@ -91,14 +95,16 @@ def main():
         print(f"pretraining: {times['MLE (pretrained)']:.0f} s, {mle.mle_updates} updates", flush=True)
 
         variants = {
-            "Gumbel GAN": dict(**GUMBEL, max_temperature=args.gumbel_max_temperature, anneal_steps=args.adv_updates),
-            "REINFORCE GAN": dict(**REINFORCE, g_lr=args.reinforce_g_lr or args.g_lr),
+            "Gumbel GAN": merge_args(GUMBEL, {"game": dict(max_temperature=args.gumbel_max_temperature,
+                                                           anneal_steps=args.adv_updates)}),
+            "REINFORCE GAN": merge_args(REINFORCE, {"generator": {"lr": args.reinforce_g_lr or args.g_lr}}),
         }
         for name, kw in variants.items():
             if name.split()[0].lower() in args.skip:
                 continue
             pl.seed_everything(args.seed, verbose=False)
-            gan = TextGAN(dm.vocab_size, **{**common, **kw}, pretrain_epochs=0, max_g_updates=args.adv_updates)
+            kw = merge_args(merge_args(common, kw), {"game": dict(pretrain_epochs=0, max_g_updates=args.adv_updates)})
+            gan = TextGAN(dm.vocab_size, **kw)
             gan.generator.load_state_dict(mle.generator.state_dict())  # the same MLE starting point for both
             start = time.perf_counter()
             trainer(root, max_epochs=10_000).fit(gan, dm)

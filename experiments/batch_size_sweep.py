@@ -33,7 +33,7 @@ import copy
 import inspect
 import math
 
-from experiments.families import get_family, lr_factor
+from experiments.families import MAX_G_UPDATES, get_arg, get_family, lr_factor, set_arg
 from experiments.presets import SweepSettings
 from experiments.runner import make_spec
 from modules.errors import ConfigError
@@ -55,27 +55,30 @@ def model_args(family_name: str, models: dict, batch_size: int, reference: int, 
     family = get_family(family_name)
     args = copy.deepcopy(models.get(family_name, {}))
     factor = lr_factor(batch_size, reference, scaling)
-    for name in family.lr_args:
-        if name in args:
-            args[name] = args[name] * factor
-    accepted = family.accepted_args()
-    if "max_g_updates" in accepted and family.adversarial:
-        args["max_g_updates"] = updates  # also what its cosine schedule (if any) spreads over
+    for path in family.lr_args:  # dotted paths into the nested arguments
+        if get_arg(args, path) is not None:
+            set_arg(args, path, get_arg(args, path) * factor)
+    if family.adversarial:
+        set_arg(args, MAX_G_UPDATES, updates)  # also what its cosine schedule (if any) spreads over
     family.init_kwargs(args)  # fail now, not in the middle of a sweep, on a setting the class does not take
     return args, factor
 
 
 PRETRAIN_FAMILY = "transformer"  # the MLE family whose pretrain run every pretrained arm starts from
-# The arguments that shape a generator net; a pretrained arm must match its checkpoint in each of them.
+# The arguments that shape a generator net; a pretrained arm must match its checkpoint in each of them (the MLE
+# family's flat arguments, a GAN's in its generator section).
 GENERATOR_SHAPE = ("d_model", "n_heads", "n_encoder_layers", "n_decoder_layers", "d_ff", "max_len", "positional",
                    "tie_embeddings")
 
 
 def _generator_shape(family_name: str, model: dict) -> dict:
     family = get_family(family_name)
+    args = family.init_kwargs(model)
+    section = family.sections().get("generator")
+    if section is not None:  # the generator's settings sit in their section, defaults from its dataclass
+        return {name: getattr(section(**args.get("generator", {})), name) for name in GENERATOR_SHAPE}
     defaults = {name: p.default for name, p in inspect.signature(family.load_class().__init__).parameters.items()}
-    args = {**defaults, **family.init_kwargs(model)}
-    return {name: args.get(name) for name in GENERATOR_SHAPE}
+    return {name: args.get(name, defaults.get(name)) for name in GENERATOR_SHAPE}
 
 
 def pretrain_spec(settings: SweepSettings, seed: int, tracking: dict) -> dict:
@@ -99,9 +102,10 @@ def pretrain_spec(settings: SweepSettings, seed: int, tracking: dict) -> dict:
 def _check_pretrained_arm(family: str, model: dict, pretrain: dict) -> None:
     ours, theirs = _generator_shape(family, model), _generator_shape(PRETRAIN_FAMILY, pretrain["model"])
     differ = {k: (ours[k], theirs[k]) for k in GENERATOR_SHAPE if ours[k] != theirs[k]}
+    where = "model.generator." if "generator" in get_family(family).sections() else "model."
     if differ:
         raise ConfigError(f"family {family!r} starts from the {PRETRAIN_FAMILY} pretrain run but its generator "
-                         f"differs: " + ", ".join(f"model.{k} {a} vs {b}" for k, (a, b) in differ.items()))
+                         f"differs: " + ", ".join(f"{where}{k} {a} vs {b}" for k, (a, b) in differ.items()))
 
 
 def pretrained_batch_sizes(settings: SweepSettings, family: str) -> list[int]:

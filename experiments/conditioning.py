@@ -17,7 +17,7 @@ from __future__ import annotations
 import copy
 
 from experiments.batch_size_sweep import model_args, updates_for
-from experiments.families import get_family
+from experiments.families import get_family, set_arg, z_dim_path
 from experiments.presets import AblationSettings
 from experiments.runner import make_spec
 from modules.errors import ConfigError
@@ -54,7 +54,7 @@ def ablation_specs(settings: AblationSettings, tracking: dict) -> list[dict]:
                             init["source_len"] = settings.source_len
                         models = copy.deepcopy(settings.models)
                         if z_dim is not None:
-                            models.setdefault(family_name, {})["z_dim"] = z_dim
+                            set_arg(models.setdefault(family_name, {}), z_dim_path(family_name), z_dim)
                         model, _ = model_args(family_name, models, settings.batch_size, settings.batch_size,
                                               "none", updates)
                         specs.append(make_spec(

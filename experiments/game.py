@@ -110,7 +110,7 @@ class HeldOutBatch:
             return None
         gen = torch.Generator(device=model.device).manual_seed(self.seed)
         _, L = model.generation_lengths()
-        return model._fake_for_discriminator(self.batch.to(model.device), L, gen)
+        return model.estimator.fakes(model, self.batch.to(model.device), L, generator=gen)
 
     def loss(self, model, fakes: Optional[tuple[torch.Tensor, torch.Tensor]] = None) -> float:
         """The held-out loss of ``model`` as it is now (module docstring); a GAN's ``fakes`` are scored by its
@@ -127,14 +127,14 @@ class HeldOutBatch:
         fake, fake_pad = fakes
         d_real = D(real, batch.src, batch.src_pad_mask, real_pad)  # (B,)
         d_fake = D(fake, batch.src, batch.src_pad_mask, fake_pad)  # (B,)
-        return float(generator_loss(model.hparams.loss, d_real, d_fake))
+        return float(generator_loss(model.game.loss, d_real, d_fake))
 
 
 def divergence_terms(model, dm, *, num_samples: int, num_test: int, oracle_entropy: Optional[float],
                      seed: int = HELD_OUT_SEED) -> dict:
     """nll_test, nll_oracle, model_entropy and J of ``model`` as it is now (module docstring). Call inside
     ``measuring``."""
-    chunk = int(model.hparams.get("eval_batch_size", 256))
+    chunk = int(model.evaluation.eval_batch_size)
     test = dm.examples("test")[:num_test]
     log_prob, tokens = 0.0, 0
     for i in range(0, len(test), chunk):

@@ -73,20 +73,18 @@ def _gan_loss_terms(model):
     def d_loss(batch):
         real_ids, real_pad, L = real(batch)
         with torch.no_grad():
-            fake, fake_pad = model._fake_for_discriminator(batch, L)
-        return model._discriminator_loss(batch, real_ids, real_pad, fake, fake_pad)[0]
+            fake, fake_pad = model.estimator.fakes(model, batch, L)
+        return model.discriminator_loss(batch, real_ids, real_pad, fake, fake_pad)[0]
 
     def g_loss(batch):
         real_ids, real_pad, L = real(batch)
-        if model.hparams.estimator == "gumbel":
-            return model._gumbel_generator_loss(batch, real_ids, real_pad, L)[0]
-        saved = {n: b.clone() for n, b in model.named_buffers() if "baseline" in n}
+        # the estimator's state (the REINFORCE baseline) is a running statistic its loss updates: restored after
+        saved = {n: b.clone() for n, b in model.estimator.named_buffers()}
         try:
-            return model._reinforce_generator_loss(batch, real_ids, real_pad, L)[0]
+            return model.estimator.generator_loss(model, batch, real_ids, real_pad, L)[0]
         finally:
-            for n, b in model.named_buffers():
-                if n in saved:
-                    b.copy_(saved[n])
+            for n, b in model.estimator.named_buffers():
+                b.copy_(saved[n])
 
     return {
         "generator": (g_loss, _trainable(model.generator)),

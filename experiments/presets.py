@@ -22,6 +22,7 @@ import copy
 from dataclasses import asdict, dataclass, field, replace
 from typing import Optional
 
+from experiments.families import merge_args
 from modules.errors import ConfigError
 
 ORACLE = "modules.data.OracleDataModule"
@@ -49,10 +50,11 @@ GENERATOR_OPTIMIZER = dict(optimizer="adamw", betas=(0.9, 0.98), weight_decay=0.
 
 
 def _generator_optimizer_args(adversarial: bool, settings: dict = GENERATOR_OPTIMIZER) -> dict:
-    """``GENERATOR_OPTIMIZER`` in a family's argument names (TextGAN's own ``betas`` / ``gradient_clip`` are D's)."""
+    """``GENERATOR_OPTIMIZER`` in a family's arguments: the MLE family's own, a GAN's generator section (TextGAN's
+    discriminator keeps its own betas and clipping)."""
     if not adversarial:
         return dict(settings)
-    return {f"g_{name}": value for name, value in settings.items()}
+    return {"generator": dict(settings)}
 
 
 def _tiny_transformer(d_model=32, heads=2, enc=1, dec=1, ff=64) -> dict:
@@ -60,37 +62,41 @@ def _tiny_transformer(d_model=32, heads=2, enc=1, dec=1, ff=64) -> dict:
 
 
 def _families(arch: dict, *, lr: float, g_lr: float, d_lr: float, z_dim: int, dropout: float, eval_samples: int,
-              gan: Optional[dict] = None) -> dict[str, dict]:
-    common_eval = dict(num_eval_samples=eval_samples, num_logged_samples=10)
-    gan_common = {**dict(generator="transformer", z_dim=z_dim, g_dropout=dropout, g_lr=g_lr, d_lr=d_lr,
-                         d_emb_dim=32, d_filter_sizes=(2, 3, 4), d_num_filters=32, loss="rsgan", d_steps=1,
-                         max_temperature=100.0, temperature_schedule="exp", pretrain_epochs=0),
-                  **_generator_optimizer_args(adversarial=True), **arch, **common_eval, **(gan or {})}
+              discriminator: Optional[dict] = None) -> dict[str, dict]:
+    """Model arguments per family: the MLE family's flat ones, the GANs' in sections (``modules.models.configs``);
+    both with the same ``evaluation`` section."""
+    evaluation = dict(num_eval_samples=eval_samples, num_logged_samples=10)
+    gan_common = merge_args(_generator_optimizer_args(adversarial=True), {
+        "generator": dict(arch="transformer", z_dim=z_dim, dropout=dropout, lr=g_lr, **arch),
+        "discriminator": {**dict(emb_dim=32, filter_sizes=(2, 3, 4), num_filters=32, lr=d_lr), **(discriminator or {})},
+        "game": dict(loss="rsgan", d_steps=1, max_temperature=100.0, temperature_schedule="exp", pretrain_epochs=0),
+        "evaluation": dict(evaluation),
+    })
     return {
         "transformer": dict(lr=lr, dropout=dropout, warmup_steps=0, schedule="constant",
-                            **_generator_optimizer_args(adversarial=False), **arch, **common_eval),
+                            **_generator_optimizer_args(adversarial=False), **arch, evaluation=dict(evaluation)),
         # the MLE-with-z negative control: the MLE family reading the GAN generator's z
         "transformer-z": dict(lr=lr, dropout=dropout, warmup_steps=0, schedule="constant", z_dim=z_dim,
-                              **_generator_optimizer_args(adversarial=False), **arch, **common_eval),
-        "gan-gumbel": dict(gan_common),
+                              **_generator_optimizer_args(adversarial=False), **arch, evaluation=dict(evaluation)),
+        "gan-gumbel": copy.deepcopy(gan_common),
         # REINFORCE with the standard loss and its sigmoid reward, as SeqGAN and ScratchGAN train it; under RSGAN
         # the reward could only be relativistic. So the two estimators differ in their loss as well, and the
         # report says that a Gumbel-vs-REINFORCE difference confounds the estimator with the loss.
-        "gan-reinforce": {**gan_common, "loss": "standard"},
+        "gan-reinforce": merge_args(gan_common, {"game": {"loss": "standard"}}),
         # the null GAN: gan-gumbel with D frozen at its initialisation (family defaults set the difference)
-        "gan-frozen-d": dict(gan_common),
+        "gan-frozen-d": copy.deepcopy(gan_common),
     }
 
 
 def _pretrained_arms(models: dict[str, dict]) -> dict[str, dict]:
     """Model arguments of the arms that start from the shared MLE checkpoint: each is its from-scratch family's
     (same architecture, same optimiser settings), the GANs without MLE pretraining of their own."""
-    return {"gan-gumbel-pt": {**models["gan-gumbel"], "pretrain_epochs": 0},
-            "gan-reinforce-pt": {**models["gan-reinforce"], "pretrain_epochs": 0},
-            "mle-continued": dict(models["transformer"]),
+    return {"gan-gumbel-pt": merge_args(models["gan-gumbel"], {"game": {"pretrain_epochs": 0}}),
+            "gan-reinforce-pt": merge_args(models["gan-reinforce"], {"game": {"pretrain_epochs": 0}}),
+            "mle-continued": copy.deepcopy(models["transformer"]),
             # the Q2 controls (their difference, D frozen or D reading the minibatch std, is the family's default)
-            "gan-frozen-d-pt": {**models["gan-gumbel"], "pretrain_epochs": 0},
-            "gan-mbstd-pt": {**models["gan-gumbel"], "pretrain_epochs": 0}}
+            "gan-frozen-d-pt": merge_args(models["gan-gumbel"], {"game": {"pretrain_epochs": 0}}),
+            "gan-mbstd-pt": merge_args(models["gan-gumbel"], {"game": {"pretrain_epochs": 0}})}
 
 
 @dataclass
@@ -172,12 +178,11 @@ class Preset:
 
 
 def _z_draws(models: dict[str, dict], k: int) -> dict[str, dict]:
-    """Every family's NLLs marginal over ``k`` z draws (``nll_z_samples``; families without z ignore it). The CPU
+    """Every family's NLLs marginal over ``k`` z draws (``evaluation.nll_z_samples``; no effect without z). The CPU
     presets take 8 instead of the default 64: each draw is a forward pass of the test split at every evaluation and
     temperature point, and the report shows the bound at 1 and 8 draws side by side (how far K still matters)."""
     for args in models.values():
-        if args.get("z_dim"):  # the ablation's z_dims grid sets z_dim per run; these are the families that take z
-            args["nll_z_samples"] = k
+        args.setdefault("evaluation", {})["nll_z_samples"] = k
     return models
 
 
@@ -262,9 +267,9 @@ def _standard() -> Preset:
 def _smoke() -> Preset:
     arch = _tiny_transformer(d_model=16, heads=2, ff=32)
     models = _families(arch, lr=3e-3, g_lr=1e-3, d_lr=1e-3, z_dim=4, dropout=0.0, eval_samples=32,
-                       gan=dict(d_filter_sizes=(2, 3), d_num_filters=8, d_emb_dim=8))
+                       discriminator=dict(filter_sizes=(2, 3), num_filters=8, emb_dim=8))
     for m in models.values():
-        m["bleu_max_n"] = 3
+        m["evaluation"]["bleu_max_n"] = 3
     models.update(_pretrained_arms(models))
     data = {"class_path": ORACLE, "init_args": {"preset": "small", "num_train": 200, "num_val": 40, "num_test": 64}}
     return Preset(
@@ -288,7 +293,7 @@ def _paper() -> Preset:
     # 20 epochs' worth of samples at every batch size.
     arch = _tiny_transformer(d_model=128, heads=4, enc=1, dec=2, ff=512)
     models = _families(arch, lr=1e-3, g_lr=1e-4, d_lr=1e-4, z_dim=32, dropout=0.1, eval_samples=2000,
-                       gan=dict(d_emb_dim=64, d_num_filters=64, d_filter_sizes=(2, 3, 4, 5)))
+                       discriminator=dict(emb_dim=64, num_filters=64, filter_sizes=(2, 3, 4, 5)))
     models["transformer"]["warmup_steps"] = 0
     models.update(_pretrained_arms(models))
     data = {"class_path": ORACLE, "init_args": {"preset": "standard"}}

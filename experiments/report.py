@@ -346,11 +346,13 @@ def verdict_table_text(vs: list[V.Verdict], prereg_hash: str = "", alpha: float 
 def loss_confound_note(models: dict, families: list[str]) -> Optional[str]:
     """The loss each adversarial family of a grid trains with; when the Gumbel and the REINFORCE families train
     with different losses, a line saying that comparing them confounds the estimator with the loss."""
+    from experiments.families import ESTIMATOR, FAMILIES, LOSS, get_arg, merge_args
+
     losses = {}  # family -> (estimator, loss)
     for name in families:
-        args = {**(FAMILIES[name].defaults if name in FAMILIES else {}), **models.get(name, {})}
-        if args.get("estimator") and args.get("loss"):
-            losses[name] = (args["estimator"], args["loss"])
+        args = merge_args(FAMILIES[name].defaults if name in FAMILIES else {}, models.get(name, {}))
+        if get_arg(args, ESTIMATOR) and get_arg(args, LOSS):
+            losses[name] = (get_arg(args, ESTIMATOR), get_arg(args, LOSS))
     gumbel, reinforce = ({loss for e, loss in losses.values() if e == est} for est in ("gumbel", "reinforce"))
     if not gumbel or not reinforce or gumbel == reinforce:
         return None

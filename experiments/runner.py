@@ -56,7 +56,7 @@ from typing import Any, Optional
 import torch
 
 from experiments.datamodules import build_datamodule
-from experiments.families import generator_updates, get_family
+from experiments.families import generator_updates, get_arg, get_family, z_dim_path
 from experiments.results import ResultsTable
 from experiments.temperature import temperature_curve, write_curve
 from experiments.verdicts import MIN_VERDICT_UPDATES
@@ -90,7 +90,8 @@ def run_key(spec: dict) -> str:
         parts.append(f"steps{spec['budget']['updates']}")
     if spec.get("kind") == "ablation":
         data = spec["data"]["init_args"]
-        parts.append(f"{data.get('condition', 'none')}-s{data.get('condition_strength', 0)}-z{spec['model'].get('z_dim', 0)}")
+        z_dim = get_arg(spec["model"], z_dim_path(spec["family"]), 0)
+        parts.append(f"{data.get('condition', 'none')}-s{data.get('condition_strength', 0)}-z{z_dim}")
     parts += [f"seed{spec['seed']}", config_hash(spec)]
     return "__".join(parts)
 
@@ -243,7 +244,7 @@ def _quiet_lightning():
 def optimizer_steps_per_update(model) -> int:
     """Lightning's ``global_step`` per generator update: a GAN also steps its discriminator ``d_steps`` times."""
     if getattr(model, "family", None) == "gan":
-        return 1 + int(model.hparams.get("d_steps", 1))
+        return 1 + int(model.game.d_steps)
     return 1
 
 
@@ -395,7 +396,7 @@ def run_one(spec: dict, run_dir: str | Path) -> dict:
         if budget.nonfinite is None:
             raise
         final = {"nll_oracle_per_token": math.nan, "nll_test_per_token": math.nan}
-    num_eval = int(model.hparams.get("num_eval_samples", 200))
+    num_eval = int(model.evaluation.num_eval_samples)
     ref_d2 = _reference_distinct2(dm, num_eval)
     write_csv(folder / "curves.csv", budget.curve)
 
@@ -411,10 +412,10 @@ def run_one(spec: dict, run_dir: str | Path) -> dict:
         "plan_hash": spec.get("plan_hash"),
         "condition": condition,
         "condition_strength": spec["data"].get("init_args", {}).get("condition_strength"),
-        "z_dim": spec["model"].get("z_dim", 0),
+        "z_dim": get_arg(spec["model"], z_dim_path(spec["family"]), 0),
         "init_from": source,
         "equal_updates_of": spec.get("equal_updates_of"),
-        "lr": {k: spec["model"][k] for k in family.lr_args if k in spec["model"]},
+        "lr": {k: get_arg(spec["model"], k) for k in family.lr_args if get_arg(spec["model"], k) is not None},
         "lr_factor": spec.get("lr_factor", 1.0),
         "budget_kind": spec["budget"]["kind"],
         "budget_value": spec["budget"]["value"],

@@ -74,8 +74,8 @@ def temperature_curve(model, datamodule, temperatures: Sequence[float] = DEFAULT
 
 def _temperature_curve(model, datamodule, temperatures, num_samples, stage, seed) -> list[dict]:
     points = []
-    logged = model.hparams.get("num_logged_samples", 0)
-    model.hparams.num_logged_samples = 0  # the run's own sample table stays the T = 1 one
+    logged = model.evaluation.num_logged_samples
+    model.evaluation.num_logged_samples = 0  # the run's own sample table stays the T = 1 one
     try:
         for t in temperatures:
             if t <= 0:
@@ -88,7 +88,7 @@ def _temperature_curve(model, datamodule, temperatures, num_samples, stage, seed
             point["nll_test_per_sentence"] = nll["per_sentence"]
             points.append(point)
     finally:
-        model.hparams.num_logged_samples = logged
+        model.evaluation.num_logged_samples = logged
     return points
 
 

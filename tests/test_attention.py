@@ -153,7 +153,7 @@ def test_briefly_trained_attention_aligns_far_above_chance(task):
     pl.seed_everything(0)
     dm = make_dm(task)
     model = RNNSeq2Seq(dm.vocab_size, emb_dim=32, hidden_dim=32, dropout=0.0, attention="additive", lr=1e-2,
-                       num_eval_samples=0)
+                       evaluation=dict(num_eval_samples=0))
     before = alignment_accuracy(model, dm)
     tr = pl.Trainer(max_steps=150, max_epochs=-1, limit_val_batches=0, logger=False, enable_checkpointing=False,
                     enable_progress_bar=False, enable_model_summary=False, accelerator="cpu")
@@ -223,7 +223,8 @@ def test_heatmaps_go_to_w_and_b_images_when_a_wandb_logger_is_there(tmp_path):
 def test_callback_writes_heatmaps_during_fit_and_the_command_from_a_checkpoint(tmp_path):
     pl.seed_everything(0)
     dm = make_dm(num_train=64)
-    model = RNNSeq2Seq(dm.vocab_size, emb_dim=8, hidden_dim=8, attention="additive", num_eval_samples=0)
+    model = RNNSeq2Seq(dm.vocab_size, emb_dim=8, hidden_dim=8, attention="additive",
+                       evaluation=dict(num_eval_samples=0))
     logger = pl.loggers.CSVLogger(tmp_path)
     tr = pl.Trainer(max_steps=2, limit_val_batches=1, logger=logger, enable_checkpointing=False,
                     enable_progress_bar=False, enable_model_summary=False, accelerator="cpu",

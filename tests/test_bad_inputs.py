@@ -31,7 +31,7 @@ def files(tmp_path_factory):
     pl.seed_everything(0)
     dm = OracleDataModule(preset="small", batch_size=32)
     model = TransformerSeq2Seq(vocab_size=dm.vocab_size, d_model=32, n_heads=2, d_ff=64, n_encoder_layers=1,
-                               n_decoder_layers=1, num_eval_samples=0)
+                               n_decoder_layers=1, evaluation=dict(num_eval_samples=0))
     trainer = pl.Trainer(max_steps=1, logger=False, enable_checkpointing=False, enable_progress_bar=False,
                          enable_model_summary=False, limit_val_batches=0)
     trainer.fit(model, dm)
@@ -74,7 +74,7 @@ CASES = [
     ("label condition with one class", FIT + ["--config", SMALL, "--data.init_args.condition", "label",
                                               "--data.init_args.num_classes", "1"], "num_classes"),
     ("learning rate 0", FIT + ["--config", SMALL, "--model.init_args.lr", "0"], "lr must be > 0"),
-    ("eval temperature 0", FIT + ["--config", SMALL, "--model.init_args.eval_temperature", "0"], "eval_temperature"),
+    ("eval temperature 0", FIT + ["--config", SMALL, "--model.init_args.evaluation.eval_temperature", "0"], "eval_temperature"),
     # YAML configs
     ("YAML syntax error", FIT + ["--config", "{d}/bad.yaml"], "bad.yaml"),
     ("missing config file", FIT + ["--config", "{d}/none.yaml"], "none.yaml"),
@@ -98,9 +98,9 @@ CASES = [
     ("checkpoint not written by this package", ["sample", "--checkpoint", "{d}/foreign.ckpt"], "not written by"),
     ("truncated checkpoint (validate)", ["validate", "--config", SMALL, "--ckpt_path", "{d}/truncated.ckpt"], "unreadable"),
     ("unknown GAN loss name", FIT + ["--config", "configs/experiment/gan_gumbel_oracle_small.yaml",
-                                     "--model.init_args.loss", "wasserstein"], "wasserstein"),
+                                     "--model.init_args.game.loss", "wasserstein"], "wasserstein"),
     ("unknown GAN estimator", FIT + ["--config", "configs/experiment/gan_gumbel_oracle_small.yaml",
-                                     "--model.init_args.estimator", "straight"], "straight"),
+                                     "--model.init_args.game.estimator", "straight"], "straight"),
     # experiment commands
     ("sweep: unknown family", ["sweep", "batch-size", "--preset", "smoke", "--families", "nope", "--out", "{d}/sw"],
      "unknown family 'nope'"),

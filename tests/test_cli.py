@@ -57,7 +57,7 @@ def test_a_first_fit_of_a_small_config_prints_no_warning(tmp_path):
     out = subprocess.run(
         [sys.executable, "-m", "modules.cli", "fit", "--config", "configs/experiment/transformer_oracle_small.yaml",
          "--trainer.max_epochs", "1", "--trainer.limit_train_batches", "3", "--trainer.log_every_n_steps", "1",
-         "--trainer.default_root_dir", str(tmp_path / "runs"), "--model.init_args.num_eval_samples", "8",
+         "--trainer.default_root_dir", str(tmp_path / "runs"), "--model.init_args.evaluation.num_eval_samples", "8",
          "--tracking.wandb_mode", "offline"],
         cwd=ROOT, env=env, capture_output=True, text=True, timeout=300,
     )
@@ -76,7 +76,7 @@ def fitted_run(tmp_path_factory):
         "fit", "--config", "configs/experiment/transformer_oracle_small.yaml",
         "--trainer.max_epochs", "1", "--trainer.limit_train_batches", "4", "--trainer.limit_val_batches", "1",
         "--trainer.default_root_dir", str(root), "--trainer.enable_progress_bar", "false",
-        "--model.init_args.num_eval_samples", "16",
+        "--model.init_args.evaluation.num_eval_samples", "16",
         "--tracking.wandb_mode", "offline",
         # an unroutable proxy: any network attempt would hang or fail loudly
         env={"WANDB_MODE": "", "HTTPS_PROXY": "http://127.0.0.1:9", "HTTP_PROXY": "http://127.0.0.1:9",

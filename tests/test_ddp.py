@@ -31,11 +31,11 @@ def last_metrics(folder: Path) -> dict[str, float]:
     # the GAN steps two networks separately: each backward leaves the other's parameters unused;
     # no pretraining, so the 2-process training plays the adversarial game
     ("configs/experiment/gan_gumbel_oracle_small.yaml", "ddp_find_unused_parameters_true",
-     ["--model.init_args.pretrain_epochs", "0"]),
+     ["--model.init_args.game.pretrain_epochs", "0"]),
 ], ids=["transformer", "gan"])
 def test_two_process_validation_equals_one_process(tmp_path, config, strategy, extra):
     common = ["--config", config, "--trainer.enable_progress_bar", "false", "--tracking.name", "run",
-              "--model.init_args.num_eval_samples", "300", "--model.init_args.eval_batch_size", "64"]
+              "--model.init_args.evaluation.num_eval_samples", "300", "--model.init_args.evaluation.eval_batch_size", "64"]
     gvt("fit", *common, *extra, "--trainer.max_epochs", "1", "--trainer.limit_train_batches", "4",
         "--trainer.devices", "2", "--trainer.strategy", strategy,
         "--trainer.limit_val_batches", "0", "--trainer.default_root_dir", str(tmp_path / "fit"))

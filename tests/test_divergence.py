@@ -22,7 +22,7 @@ def test_nan_loss_stops_the_run_and_records_it(tmp_path):
     pl.seed_everything(0)
     dm = OracleDataModule(preset="small", batch_size=32)
     model = ExplodesAtStep3(vocab_size=dm.vocab_size, d_model=32, n_heads=2, d_ff=64, n_encoder_layers=1,
-                            n_decoder_layers=1, num_eval_samples=8)
+                            n_decoder_layers=1, evaluation=dict(num_eval_samples=8))
     monitor = DivergenceMonitor()
     trainer = pl.Trainer(max_epochs=3, logger=pl.loggers.CSVLogger(tmp_path), callbacks=[monitor],
                          enable_progress_bar=False, enable_model_summary=False, limit_val_batches=1,

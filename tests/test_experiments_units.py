@@ -81,7 +81,11 @@ def test_sweep_specs_scale_rates_and_key_runs_by_config():
     t1, t8 = by[("transformer", 1, 0)], by[("transformer", 8, 0)]
     assert t1["model"]["lr"] == pytest.approx(t8["model"]["lr"] / math.sqrt(8))
     g1 = by[("gan-gumbel", 1, 0)]
-    assert g1["model"]["max_g_updates"] == g1["budget"]["updates"] == 32
+    assert g1["model"]["game"]["max_g_updates"] == g1["budget"]["updates"] == 32
+    assert g1["model"]["generator"]["lr"] == pytest.approx(by[("gan-gumbel", 8, 0)]["model"]["generator"]["lr"]
+                                                           / math.sqrt(8))  # lr_args are paths into the sections
+    assert g1["model"]["discriminator"]["lr"] == pytest.approx(by[("gan-gumbel", 8, 0)]["model"]["discriminator"]["lr"]
+                                                               / math.sqrt(8))
     assert "temperatures" in t8["measure"] and "noise" in t8["measure"] and not t1["measure"]
     # the key changes with anything that changes the numbers, not with tracking
     other = sweep_specs(preset.sweep, {"wandb_mode": "offline", "group": "x"})
@@ -92,7 +96,12 @@ def test_sweep_specs_scale_rates_and_key_runs_by_config():
 
 def test_family_registry_resolves_gan_families_and_rejects_unknown_arguments():
     assert get_family("gan-reinforce").class_path == "modules.models.TextGAN"
-    assert get_family("gan-reinforce").defaults == {"estimator": "reinforce"}
+    assert get_family("gan-reinforce").defaults == {"game": {"estimator": "reinforce"}}
+    # a section merges into the family's defaults; a misspelled key inside a section is named with its section
+    gan = get_family("gan-reinforce").init_kwargs({"game": {"d_steps": 2}})
+    assert gan["game"] == {"estimator": "reinforce", "d_steps": 2}
+    with pytest.raises(ValueError, match=r"game\.d_stepz"):
+        get_family("gan-reinforce").init_kwargs({"game": {"d_stepz": 2}})
     with pytest.raises(ValueError, match="unknown family"):
         get_family("vae")
     fam = register_family("test-transformer-ls", "modules.models.TransformerSeq2Seq", {"label_smoothing": 0.1})

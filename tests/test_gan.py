@@ -10,7 +10,9 @@ import torch
 import torch.nn.functional as F
 
 from modules.data import OracleDataModule
+from experiments.families import merge_args
 from modules.models import TextGAN
+from modules.models.configs import nest_flat_args
 from modules.models.gan_estimators import (
     after_end_mask,
     discounted_returns,
@@ -200,13 +202,16 @@ def tiny_data(**kw):
     return OracleDataModule(**args)
 
 
+TINY_GAN = dict(
+    generator=dict(emb_dim=16, hidden_dim=16, d_model=16, n_heads=2, n_encoder_layers=1, n_decoder_layers=1,
+                   d_ff=32, dropout=0.0, max_len=32, lr=1e-2),
+    discriminator=dict(emb_dim=16, hidden_dim=16, filter_sizes=(2, 3), num_filters=8, dropout=0.0, lr=1e-2),
+    game=dict(anneal_steps=10), evaluation=dict(num_eval_samples=0))
+
+
 def tiny_gan(dm, **kw):
-    args = dict(g_emb_dim=16, g_hidden_dim=16, d_emb_dim=16, d_hidden_dim=16, d_filter_sizes=(2, 3),
-                d_num_filters=8, d_dropout=0.0, d_model=16, n_heads=2, n_encoder_layers=1, n_decoder_layers=1,
-                d_ff=32, g_dropout=0.0, max_len=32, g_lr=1e-2, d_lr=1e-2, anneal_steps=10,
-                num_eval_samples=0)
-    args.update(kw)
-    return TextGAN(dm.vocab_size, **args)
+    """TINY_GAN with overrides named by their former flat names (``modules.models.configs.FLAT_TO_NESTED``)."""
+    return TextGAN(dm.vocab_size, **merge_args(TINY_GAN, nest_flat_args(kw)))
 
 
 class Recorder(pl.Callback):
@@ -282,7 +287,8 @@ def test_adversarial_steps_change_only_their_own_network(estimator):
     assert ("train/gumbel_temperature" in rows[-1]) == (estimator == "gumbel")
     assert model.g_updates == 2 and rows[-1]["train/g_updates"] == 2
     if estimator == "reinforce":
-        assert bool(model.baseline_initialized) and model.reinforce_baseline[:6].abs().sum() > 0
+        assert bool(model.estimator.baseline_initialized) and model.estimator.baseline[:6].abs().sum() > 0
+        assert "estimator.baseline" in model.state_dict()  # checkpointed
 
 
 def test_pretraining_then_adversarial_phase():
@@ -378,7 +384,7 @@ def test_checkpoint_holds_both_optimizers_and_resume_continues_the_schedule(tmp_
     assert all(s["state"] for s in ckpt["optimizer_states"][:2])  # Adam moments of G and D
     assert len(ckpt["lr_schedulers"]) == 2 and ckpt["lr_schedulers"][0]["last_epoch"] == 3
     assert ckpt["lr_schedulers"][1]["last_epoch"] == 3  # one D step per batch here
-    assert int(ckpt["state_dict"]["g_update_count"]) == 3 and "reinforce_baseline" in ckpt["state_dict"]
+    assert int(ckpt["state_dict"]["g_update_count"]) == 3
     assert ckpt["text_gan"]["g_updates"] == 3
 
     resumed_temps = Temps()
@@ -451,7 +457,7 @@ def test_small_config_runs_end_to_end(name, tmp_path):
     from modules.sample_cli import main as sample_main
 
     main(["fit", "--config", str(ROOT / "configs" / "experiment" / f"{name}.yaml"), "--trainer.max_epochs", "3",
-          "--model.init_args.pretrain_epochs", "1", "--trainer.limit_train_batches", "4",
+          "--model.init_args.game.pretrain_epochs", "1", "--trainer.limit_train_batches", "4",
           "--trainer.default_root_dir", str(tmp_path), "--tracking.wandb_mode", "disabled",
           "--trainer.enable_progress_bar", "false"])
     ckpts = sorted(tmp_path.rglob("*.ckpt"))

@@ -9,10 +9,12 @@ import pytorch_lightning as pl
 import torch
 
 import modules.models.gan_estimators as estimators
-import modules.models.text_gan as text_gan
+import modules.models.gan_losses as gan_losses
 import modules.sampling as sampling
 from modules.data import OracleDataModule
+from experiments.families import merge_args
 from modules.models import TextGAN
+from modules.models.configs import nest_flat_args
 from modules.models.gan_estimators import (
     policy_log_probs,
     real_for_discriminator,
@@ -30,13 +32,16 @@ def tiny_data(batch_size=8, **kw):
     return dm
 
 
+TINY_GAN = dict(
+    generator=dict(arch="lstm", emb_dim=16, hidden_dim=16, d_model=16, n_heads=2, n_encoder_layers=1,
+                   n_decoder_layers=1, d_ff=32, dropout=0.0, max_len=32, lr=1e-2),
+    discriminator=dict(emb_dim=16, hidden_dim=16, filter_sizes=(2, 3), num_filters=8, dropout=0.0, lr=1e-2),
+    game=dict(anneal_steps=10, estimator="reinforce"), evaluation=dict(num_eval_samples=0))
+
+
 def tiny_gan(dm, **kw):
-    args = dict(g_emb_dim=16, g_hidden_dim=16, d_emb_dim=16, d_hidden_dim=16, d_filter_sizes=(2, 3),
-                d_num_filters=8, d_dropout=0.0, d_model=16, n_heads=2, n_encoder_layers=1, n_decoder_layers=1,
-                d_ff=32, g_dropout=0.0, max_len=32, g_lr=1e-2, d_lr=1e-2, anneal_steps=10, num_eval_samples=0,
-                generator="lstm", estimator="reinforce")
-    args.update(kw)
-    return TextGAN(dm.vocab_size, **args)
+    """TINY_GAN with overrides named by their former flat names (``modules.models.configs.FLAT_TO_NESTED``)."""
+    return TextGAN(dm.vocab_size, **merge_args(TINY_GAN, nest_flat_args(kw)))
 
 
 def attached(model, dm):
@@ -98,14 +103,14 @@ def test_text_gan_baseline_forgets_per_sample_not_per_update():
         model = tiny_gan(dm, baseline_horizon_samples=20.0)
         fit(model, dm, limit_train_batches=updates)
         assert model.g_updates == updates
-        weights[batch_size] = model.baseline_weight[:SEQ_LEN].clone()
+        weights[batch_size] = model.estimator.baseline_weight[:SEQ_LEN].clone()
     assert (weights[8] > 0).all()
     torch.testing.assert_close(weights[2], weights[8])
 
 
 @pytest.mark.parametrize("horizon", [0.0, -5.0])
 def test_baseline_horizon_must_be_positive(horizon):
-    with pytest.raises(ValueError, match="model.baseline_horizon_samples"):
+    with pytest.raises(ValueError, match="model.game.baseline_horizon_samples"):
         tiny_gan(tiny_data(), baseline_horizon_samples=horizon)
 
 
@@ -116,11 +121,11 @@ def test_baseline_horizon_must_be_positive(horizon):
 def reinforce_gradients(model, batch, real, real_pad, L, seed=0):
     """G's parameter gradients of the REINFORCE loss at its second update (the first fills the baseline), from a
     fresh baseline and the same random draws every call."""
-    model.reinforce_baseline.zero_()
-    model.baseline_weight.zero_()
+    model.estimator.baseline.zero_()
+    model.estimator.baseline_weight.zero_()
     torch.manual_seed(seed)
-    model._reinforce_generator_loss(batch, real, real_pad, L)
-    loss, _ = model._reinforce_generator_loss(batch, real, real_pad, L)
+    model.estimator.generator_loss(model, batch, real, real_pad, L)
+    loss, _ = model.estimator.generator_loss(model, batch, real, real_pad, L)
     params = list(model.generator.parameters())
     grads = torch.autograd.grad(loss, params, allow_unused=True)
     return [torch.zeros_like(p) if g is None else g for p, g in zip(params, grads)]
@@ -186,13 +191,15 @@ def test_log_probs_in_the_gradient_are_those_the_tokens_were_drawn_from(monkeypa
     for module in (sampling, estimators):  # wherever the GAN may draw its tokens from
         monkeypatch.setattr(module, "sample_from_probs", recording_sampler)
 
+    original_loss = estimators.reinforce_loss
+
     def recording_loss(token_log_probs, advantages, pad_mask):
         used["log_probs"], used["pad"] = token_log_probs, pad_mask
-        return estimators.reinforce_loss(token_log_probs, advantages, pad_mask)
+        return original_loss(token_log_probs, advantages, pad_mask)
 
-    monkeypatch.setattr(text_gan, "reinforce_loss", recording_loss)
+    monkeypatch.setattr(estimators, "reinforce_loss", recording_loss)
     torch.manual_seed(1)
-    model._reinforce_generator_loss(batch, real, real_pad, L)
+    model.estimator.generator_loss(model, batch, real, real_pad, L)
 
     assert len(draws) == L  # one draw per position, no rollouts
     drawn = torch.stack([probs.gather(-1, tok.unsqueeze(-1)).squeeze(-1) for probs, tok in draws], dim=1)  # (B, L)
@@ -246,7 +253,7 @@ def test_gradient_penalty_is_taken_on_one_hots_and_reaches_the_embedding(monkeyp
     model, batch, real, real_pad, L = attached(tiny_gan(dm, loss="wgan-gp", estimator=estimator,
                                                         discriminator=discriminator), dm)
     seen = {}
-    original = text_gan.gradient_penalty
+    original = gan_losses.gradient_penalty
 
     def recording_penalty(score_fn, real_x, fake_x, generator=None):
         def score(x):
@@ -256,10 +263,10 @@ def test_gradient_penalty_is_taken_on_one_hots_and_reaches_the_embedding(monkeyp
         seen["penalty"] = original(score, real_x, fake_x, generator)
         return seen["penalty"]
 
-    monkeypatch.setattr(text_gan, "gradient_penalty", recording_penalty)
+    monkeypatch.setattr(gan_losses, "gradient_penalty", recording_penalty)
     with torch.no_grad():
-        fake, fake_pad = model._fake_for_discriminator(batch, L)
-    model._discriminator_loss(batch, real, real_pad, fake, fake_pad)
+        fake, fake_pad = model.estimator.fakes(model, batch, L)
+    model.discriminator_loss(batch, real, real_pad, fake, fake_pad)
 
     assert tuple(seen["input"].shape) == (len(batch), L, dm.vocab_size)
     emb = model.discriminator.emb.weight
@@ -271,16 +278,25 @@ def test_gradient_penalty_is_taken_on_one_hots_and_reaches_the_embedding(monkeyp
     assert math.isfinite(seen["penalty"].item())
 
 
-def test_a_checkpoint_from_before_the_baseline_weight_still_loads():
+@pytest.mark.parametrize("era", ["flag", "weight"])
+def test_a_checkpoint_from_before_the_estimator_objects_still_loads(era):
+    """Old checkpoints kept the baseline on the module (`reinforce_baseline`), with its weight (`baseline_weight`)
+    or, older still, a flag (`baseline_initialized`); they load into the estimator's buffers."""
     model = tiny_gan(tiny_data())
     state = model.state_dict()
-    state["reinforce_baseline"][:3] = torch.tensor([0.5, 0.2, 0.1])
-    del state["baseline_weight"]
-    state["baseline_initialized"] = torch.tensor(True)  # the old flag buffer
+    baseline = state.pop("estimator.baseline")
+    baseline[:3] = torch.tensor([0.5, 0.2, 0.1])
+    weight = state.pop("estimator.baseline_weight")
+    state["reinforce_baseline"] = baseline
+    if era == "flag":
+        state["baseline_initialized"] = torch.tensor(True)  # the old flag buffer
+    else:
+        state["baseline_weight"] = weight.fill_(0.25)
     checkpoint = {"state_dict": state}
     model.on_load_checkpoint(checkpoint)
     model.load_state_dict(checkpoint["state_dict"])  # strict: the keys match again
-    assert model.baseline_initialized and model.reinforce_baseline[0] == 0.5
+    assert model.estimator.baseline_initialized and model.estimator.baseline[0] == 0.5
+    assert model.estimator.baseline_weight[0] == (1.0 if era == "flag" else 0.25)
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -293,8 +309,8 @@ def test_reinforce_arms_use_the_standard_loss_and_the_report_says_it_is_confound
     from experiments.report import loss_confound_note
 
     settings = get_preset(preset).sweep
-    assert settings.models["gan-reinforce"]["loss"] == "standard"
-    assert settings.models["gan-gumbel"]["loss"] == "rsgan"
+    assert settings.models["gan-reinforce"]["game"]["loss"] == "standard"
+    assert settings.models["gan-gumbel"]["game"]["loss"] == "rsgan"
     note = loss_confound_note(settings.models, ["transformer", "gan-gumbel", "gan-reinforce"])
     assert "gan-reinforce `standard`" in note and "gan-gumbel `rsgan`" in note and "confounded" in note
 
@@ -302,6 +318,6 @@ def test_reinforce_arms_use_the_standard_loss_and_the_report_says_it_is_confound
 def test_report_names_no_confound_when_the_estimators_share_a_loss():
     from experiments.report import loss_confound_note
 
-    models = {"gan-gumbel": {"loss": "standard"}, "gan-reinforce": {"loss": "standard"}}
+    models = {"gan-gumbel": {"game": {"loss": "standard"}}, "gan-reinforce": {"game": {"loss": "standard"}}}
     assert loss_confound_note(models, ["gan-gumbel", "gan-reinforce"]) is None
-    assert loss_confound_note({"gan-gumbel": {"loss": "rsgan"}}, ["transformer", "gan-gumbel"]) is None
+    assert loss_confound_note({"gan-gumbel": {"game": {"loss": "rsgan"}}}, ["transformer", "gan-gumbel"]) is None

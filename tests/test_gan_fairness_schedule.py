@@ -17,7 +17,9 @@ from experiments.presets import PRESETS, get_preset
 from experiments.results import ResultsTable
 from experiments.runner import _finish_wandb, run_one
 from modules.data import OracleDataModule
+from experiments.families import merge_args
 from modules.models import TextGAN, TransformerSeq2Seq
+from modules.models.configs import nest_flat_args
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -34,12 +36,16 @@ def tiny_data(**kw):
     return OracleDataModule(**args)
 
 
+TINY_GAN = dict(
+    generator=dict(arch="transformer", z_dim=2, d_model=16, n_heads=2, n_encoder_layers=1, n_decoder_layers=1,
+                   d_ff=32, dropout=0.0, max_len=32, lr=1e-2),
+    discriminator=dict(emb_dim=16, filter_sizes=(2, 3), num_filters=8, dropout=0.0, lr=1e-2),
+    evaluation=dict(num_eval_samples=0))
+
+
 def tiny_gan(vocab_size=25, **kw):
-    args = dict(generator="transformer", z_dim=2, d_model=16, n_heads=2, n_encoder_layers=1, n_decoder_layers=1,
-                d_ff=32, g_dropout=0.0, d_emb_dim=16, d_filter_sizes=(2, 3), d_num_filters=8, d_dropout=0.0,
-                max_len=32, g_lr=1e-2, d_lr=1e-2, num_eval_samples=0)
-    args.update(kw)
-    return TextGAN(vocab_size, **args)
+    """TINY_GAN with overrides named by their former flat names (``modules.models.configs.FLAT_TO_NESTED``)."""
+    return TextGAN(vocab_size, **merge_args(TINY_GAN, nest_flat_args(kw)))
 
 
 class Recorder(pl.Callback):
@@ -98,7 +104,7 @@ def test_every_batch_size_of_every_preset_ends_at_max_beta(preset):
         family = get_family(spec["family"])
         model = family.load_class()(vocab_size=40, **family.init_kwargs(spec["model"]))
         last = spec["budget"]["updates"] - 1
-        assert model.gumbel_beta(last) == pytest.approx(spec["model"]["max_temperature"]), \
+        assert model.gumbel_beta(last) == pytest.approx(spec["model"]["game"]["max_temperature"]), \
             (preset, spec["family"], spec["batch_size"])
 
 
@@ -228,13 +234,13 @@ def test_each_network_is_clipped_at_its_own_norm():
 
 
 def test_bad_optimizer_and_anneal_settings_are_refused():
-    with pytest.raises(ValueError, match="model.g_optimizer"):
+    with pytest.raises(ValueError, match="model.generator.optimizer"):
         tiny_gan(g_optimizer="sgd")
-    with pytest.raises(ValueError, match="model.anneal_fraction"):
+    with pytest.raises(ValueError, match="model.game.anneal_fraction"):
         tiny_gan(anneal_fraction=0.0)
-    with pytest.raises(ValueError, match="model.anneal_steps"):
+    with pytest.raises(ValueError, match="model.game.anneal_steps"):
         tiny_gan(anneal_steps=-1)
-    with pytest.raises(ValueError, match="model.g_gradient_clip"):
+    with pytest.raises(ValueError, match="model.generator.gradient_clip"):
         tiny_gan(g_gradient_clip=-1.0)
     with pytest.raises(ValueError, match="model.optimizer"):
         TransformerSeq2Seq(25, optimizer="sgd")
@@ -277,13 +283,14 @@ def test_frozen_d_draws_the_same_fakes_and_random_numbers_as_gan_gumbel():
 
 def test_null_gan_is_a_registered_family_available_in_the_presets():
     family = get_family("gan-frozen-d")
-    assert family.adversarial and family.defaults == {"estimator": "gumbel", "freeze_discriminator": True}
+    assert family.adversarial and family.defaults == {"game": {"estimator": "gumbel"},
+                                                      "discriminator": {"frozen": True}}
     for name in ("quick", "smoke"):
         preset = get_preset(name)
         assert "gan-frozen-d" in preset.sweep.models
         gumbel, frozen = preset.sweep.models["gan-gumbel"], preset.sweep.models["gan-frozen-d"]
-        assert family.init_kwargs(frozen) == {**get_family("gan-gumbel").init_kwargs(gumbel),
-                                              "freeze_discriminator": True}
+        assert family.init_kwargs(frozen) == merge_args(get_family("gan-gumbel").init_kwargs(gumbel),
+                                                        {"discriminator": {"frozen": True}})
     assert "gan-frozen-d" not in get_preset("quick").sweep.families  # a later issue decides the arms
 
 
@@ -367,7 +374,7 @@ def test_smoke_sweep_rows_share_final_beta_and_generator_optimizer(tmp_path):
     rows = [run_one(spec, tmp_path) for spec in specs]
     gumbel = [r for r in rows if r["family"] == "gan-gumbel"]
     assert sorted(r["batch_size"] for r in gumbel) == [1, 8]
-    max_beta = settings.models["gan-gumbel"]["max_temperature"]
+    max_beta = settings.models["gan-gumbel"]["game"]["max_temperature"]
     assert [r["final_beta"] for r in gumbel] == [pytest.approx(max_beta)] * 2
     mle = next(r for r in rows if r["family"] == "transformer")
     assert mle["final_beta"] is None

@@ -17,7 +17,9 @@ from modules.data import OracleDataModule
 from modules.data.batch import Example, collate
 from modules.data.text_datamodule import TextDataModule
 from modules.data.vocab import BOS_ID, EOS_ID, NULL_ID, PAD_ID, UNK_ID, Vocab
+from experiments.families import merge_args
 from modules.models import TextGAN, TransformerSeq2Seq
+from modules.models.configs import EvaluationConfig, nest_flat_args
 from modules.models.base import GeneratorModule, mle_loss
 from modules.nets.lstm_generator import LSTMGenerator
 from modules.sampling import generate, position_banned_mask, sampling_log_probs
@@ -62,15 +64,19 @@ def attach(model: GeneratorModule, vocab: Vocab, fixed_length=None, max_length=8
 
 def mle_model(vocab_size: int, **kw) -> TransformerSeq2Seq:
     torch.manual_seed(0)
+    evaluation = {k: kw.pop(k) for k in list(kw) if k in EvaluationConfig.__dataclass_fields__}
     return TransformerSeq2Seq(vocab_size, d_model=16, n_heads=2, n_encoder_layers=1, n_decoder_layers=1, d_ff=32,
-                              dropout=0.0, max_len=32, warmup_steps=0, schedule="constant", **kw)
+                              dropout=0.0, max_len=32, warmup_steps=0, schedule="constant", evaluation=evaluation,
+                              **kw)
 
 
 def gan_model(vocab_size: int, **kw) -> TextGAN:
     torch.manual_seed(0)
-    args = dict(generator="lstm", g_emb_dim=8, g_hidden_dim=8, d_emb_dim=8, d_hidden_dim=8, d_filter_sizes=(2,),
-                d_num_filters=4, max_len=32, num_eval_samples=0)
-    return TextGAN(vocab_size, **{**args, **kw})
+    args = dict(generator=dict(arch="lstm", emb_dim=8, hidden_dim=8, max_len=32),
+                discriminator=dict(emb_dim=8, hidden_dim=8, filter_sizes=(2,), num_filters=4),
+                evaluation=dict(num_eval_samples=0))
+    # overrides by their former flat names (modules.models.configs.FLAT_TO_NESTED)
+    return TextGAN(vocab_size, **merge_args(args, nest_flat_args(kw)))
 
 
 def with_net(model: GeneratorModule, net: nn.Module) -> GeneratorModule:
@@ -331,9 +337,9 @@ def test_one_z_draw_overstates_the_nll_and_many_draws_approach_the_marginal():
 
 
 def test_k_is_a_recorded_model_argument():
-    assert sign_of_z_gan(16).hparams.nll_z_samples == 16
-    assert gan_model(10).hparams.nll_z_samples == 64
-    with pytest.raises(ValueError, match="model.nll_z_samples"):
+    assert sign_of_z_gan(16).evaluation.nll_z_samples == 16
+    assert gan_model(10).evaluation.nll_z_samples == 64
+    with pytest.raises(ValueError, match="model.evaluation.nll_z_samples"):
         gan_model(10, nll_z_samples=0)
 
 

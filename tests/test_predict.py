@@ -10,7 +10,9 @@ import pytorch_lightning as pl
 import torch
 
 from modules.data import OracleDataModule
+from experiments.families import merge_args
 from modules.models import TextGAN, TransformerSeq2Seq
+from modules.models.configs import nest_flat_args
 from modules.models.base import PredictionSettings
 from modules.sample_cli import CheckpointError, load_weights
 
@@ -25,15 +27,17 @@ def tiny_data(**kw):
 
 
 def tiny_gan(dm, **kw):
-    args = dict(g_emb_dim=16, g_hidden_dim=16, d_emb_dim=16, d_hidden_dim=16, d_filter_sizes=(2, 3),
-                d_num_filters=8, d_dropout=0.0, g_lr=1e-2, d_lr=1e-2, anneal_steps=10, num_eval_samples=0)
-    args.update(kw)
-    return TextGAN(dm.vocab_size, **args)
+    args = dict(generator=dict(emb_dim=16, hidden_dim=16, lr=1e-2),
+                discriminator=dict(emb_dim=16, hidden_dim=16, filter_sizes=(2, 3), num_filters=8, dropout=0.0,
+                                   lr=1e-2),
+                game=dict(anneal_steps=10), evaluation=dict(num_eval_samples=0))
+    # overrides by their former flat names (modules.models.configs.FLAT_TO_NESTED)
+    return TextGAN(dm.vocab_size, **merge_args(args, nest_flat_args(kw)))
 
 
 def tiny_transformer(dm):
     return TransformerSeq2Seq(dm.vocab_size, d_model=16, n_heads=2, n_encoder_layers=1, n_decoder_layers=1, d_ff=32,
-                              dropout=0.0, num_eval_samples=0)
+                              dropout=0.0, evaluation=dict(num_eval_samples=0))
 
 
 def make_trainer(root: Path, **kw) -> pl.Trainer:

@@ -41,7 +41,7 @@ def _producer(run_dir, key="pretrain__producer", data=None, **arch):
 
 def _gan(z_dim, seed=7, **arch):
     torch.manual_seed(seed)
-    return TextGAN(VOCAB, generator="transformer", z_dim=z_dim, **{**ARCH, **arch})
+    return TextGAN(VOCAB, generator=dict(arch="transformer", z_dim=z_dim, **{**ARCH, **arch}))
 
 
 @pytest.mark.parametrize("z_dim", [0, 4])
@@ -82,7 +82,7 @@ def test_mle_continued_starts_from_exactly_the_producers_weights(tmp_path):
 def test_a_generator_that_does_not_match_the_checkpoint_is_refused_with_the_keys_named(tmp_path, case, match):
     key, _ = _producer(tmp_path, **({"n_encoder_layers": 2} if case == "shallower" else {}))
     if case == "lstm":
-        model = TextGAN(VOCAB, generator="lstm", z_dim=4)
+        model = TextGAN(VOCAB, generator=dict(arch="lstm", z_dim=4))
     else:
         model = _gan(4, **{"wider": {"d_model": 32}, "deeper": {"n_decoder_layers": 2}, "shallower": {}}[case])
     with pytest.raises(ValueError, match=match) as err:
@@ -123,7 +123,7 @@ def test_each_seed_has_one_pretrain_run_at_the_reference_batch_size_that_its_arm
         assert s["init_from"] == {"key": pre[s["seed"]]["key"]}
         assert s["batch_size"] == settings.reference_batch_size and s["budget"]["value"] == settings.budget_value
     by_family = {s["family"]: s for s in arms if s["seed"] == 0}
-    assert by_family["gan-gumbel-pt"]["model"]["pretrain_epochs"] == 0
+    assert by_family["gan-gumbel-pt"]["model"]["game"]["pretrain_epochs"] == 0
     assert by_family["mle-continued"]["model"] == next(  # the MLE family's optimiser settings
         s["model"] for s in specs if s["kind"] == "sweep" and s["family"] == "transformer"
         and s["batch_size"] == settings.reference_batch_size and s["seed"] == 0)
@@ -148,8 +148,8 @@ def test_pretrained_arms_stay_out_of_the_conditioning_ablation():
 
 def test_an_arm_whose_architecture_differs_from_the_pretrain_run_is_refused_when_specs_are_built():
     settings = _smoke()
-    settings.models["gan-gumbel-pt"]["d_ff"] = 64
-    with pytest.raises(ValueError, match=r"gan-gumbel-pt.*model\.d_ff 64 vs 32"):
+    settings.models["gan-gumbel-pt"]["generator"]["d_ff"] = 64
+    with pytest.raises(ValueError, match=r"gan-gumbel-pt.*model\.generator\.d_ff 64 vs 32"):
         sweep_specs(settings, {})
 
 

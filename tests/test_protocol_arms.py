@@ -13,7 +13,7 @@ from torch import nn
 import modules.models.gan_estimators as estimators
 from experiments.batch_size_sweep import pretrained_batch_sizes, sweep_specs
 from experiments.conditioning import ablation_specs
-from experiments.families import get_family
+from experiments.families import get_arg, get_family, z_dim_path
 from experiments.game import RunMeasurements, evenly_spaced_updates, roughness
 from experiments.noise_scale import loss_terms
 from experiments.presets import get_preset
@@ -23,11 +23,17 @@ from experiments.runner import build_datamodule, load_init_from, run_one
 from modules.data import OracleDataModule
 from modules.data.batch import collate
 from modules.models import TextGAN, TransformerSeq2Seq
+from modules.models.configs import nest_flat_args
 
 SEQ_LEN = 6
 ARCH = dict(d_model=16, n_heads=2, n_encoder_layers=1, n_decoder_layers=1, d_ff=32, max_len=32)
 GAN = dict(generator="transformer", d_emb_dim=16, d_filter_sizes=(2, 3), d_num_filters=8, d_dropout=0.0,
            g_dropout=0.0, num_eval_samples=0, max_g_updates=10)
+
+
+def flat_gan(vocab_size: int, **flat) -> TextGAN:
+    """A TextGAN from the former flat argument names (nested into its sections)."""
+    return TextGAN(vocab_size, **nest_flat_args(flat))
 
 
 def tiny_data(**kw):
@@ -96,7 +102,7 @@ def _accumulated_and_batch_gradients(model, dm, term: str, noise: RowNoise | Non
 
 def _gan(dm, monkeypatch, loss: str, minibatch_std: bool):
     torch.manual_seed(0)
-    model = attached(TextGAN(dm.vocab_size, **ARCH, **GAN, z_dim=3, loss=loss, minibatch_std=minibatch_std), dm)
+    model = attached(flat_gan(dm.vocab_size, **ARCH, **GAN, z_dim=3, loss=loss, minibatch_std=minibatch_std), dm)
     noise = RowNoise(dm.vocab_size, z_dim=3)
     monkeypatch.setattr(estimators, "sample_gumbel", noise.gumbel)
     monkeypatch.setattr(model, "latent", noise.latent)
@@ -219,8 +225,8 @@ def test_the_new_arms_start_from_exactly_the_producers_generator_weights(pretrai
         for name, value in theirs.items():
             assert torch.equal(ours[name], value), name
         if family != "mle-continued":
-            assert model.hparams.freeze_discriminator == (family == "gan-frozen-d-pt")
-            assert model.hparams.minibatch_std == (family == "gan-mbstd-pt")
+            assert model.d_config.frozen == (family == "gan-frozen-d-pt")
+            assert model.d_config.minibatch_std == (family == "gan-mbstd-pt")
 
 
 # ---- 3. the held-out curve and the game checkpoints -------------------------------------------------------------
@@ -298,7 +304,7 @@ class PlantedD(nn.Module):
 def _measured_gan_along_three_checkpoints(final_d=None):
     dm = tiny_data()
     torch.manual_seed(0)
-    model = attached(TextGAN(dm.vocab_size, **ARCH, **GAN, z_dim=2), dm)
+    model = attached(flat_gan(dm.vocab_size, **ARCH, **GAN, z_dim=2), dm)
     along = RunMeasurements(dm, planned_updates=2, batch_size=8,
                             checkpoints=dict(count=3, rows=8, num_samples=8, num_test=8))
     for update in range(3):
@@ -349,7 +355,7 @@ def test_the_ablation_grid_gives_transformer_z_its_z_dims_but_not_z_dim_0():
     settings = get_preset("smoke").ablation
     settings.families, settings.z_dims = ["transformer", "transformer-z", "gan-gumbel"], [0, 4]
     specs = ablation_specs(settings, {})
-    grid = sorted((s["family"], s["model"].get("z_dim")) for s in specs if s["seed"] == 0)
+    grid = sorted((s["family"], get_arg(s["model"], z_dim_path(s["family"]))) for s in specs if s["seed"] == 0)
     assert grid == [("gan-gumbel", 0), ("gan-gumbel", 4), ("transformer", None), ("transformer-z", 4)]
 
 

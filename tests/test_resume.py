@@ -24,8 +24,8 @@ def gvt_args(root: Path, estimator: str) -> list[str]:
     return [
         sys.executable, "-m", "modules.cli", "fit", "--config", "configs/experiment/gan_gumbel_oracle_small.yaml",
         "--config", "tests/configs/resume_checkpoints.yaml",
-        "--model.init_args.estimator", estimator, "--model.init_args.pretrain_epochs", "1",
-        "--model.init_args.num_eval_samples", "32", "--trainer.max_epochs", "4",
+        "--model.init_args.game.estimator", estimator, "--model.init_args.game.pretrain_epochs", "1",
+        "--model.init_args.evaluation.num_eval_samples", "32", "--trainer.max_epochs", "4",
         "--trainer.limit_train_batches", "9", "--trainer.limit_val_batches", "2", "--trainer.log_every_n_steps", "1",
         "--trainer.enable_progress_bar", "false", "--trainer.default_root_dir", str(root),
         "--tracking.name", "run", "--tracking.wandb_mode", "disabled",

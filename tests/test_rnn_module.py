@@ -20,7 +20,7 @@ def tiny_dm(task="reverse", **kwargs) -> TaskDataModule:
 
 
 def tiny_model(dm, **kwargs) -> RNNSeq2Seq:
-    args = dict(emb_dim=32, hidden_dim=32, dropout=0.0, lr=1e-2, num_eval_samples=16)
+    args = dict(emb_dim=32, hidden_dim=32, dropout=0.0, lr=1e-2, evaluation=dict(num_eval_samples=16))
     return RNNSeq2Seq(dm.vocab_size, **{**args, **kwargs})
 
 
@@ -43,7 +43,7 @@ def fitted(request, tmp_path_factory):
         "--trainer.max_epochs", "1", "--trainer.limit_train_batches", "4", "--trainer.limit_val_batches", "1",
         "--trainer.log_every_n_steps", "1",
         "--trainer.default_root_dir", str(root), "--trainer.enable_progress_bar", "false",
-        "--trainer.enable_model_summary", "false", "--model.init_args.num_eval_samples", "8",
+        "--trainer.enable_model_summary", "false", "--model.init_args.evaluation.num_eval_samples", "8",
         "--model.init_args.hidden_dim", "16", "--model.init_args.emb_dim", "16",
         "--data.init_args.num_train", "256", "--data.init_args.num_val", "16", "--data.init_args.num_test", "16",
         "--tracking.wandb_mode", "disabled",

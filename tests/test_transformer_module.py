@@ -12,7 +12,7 @@ from modules.models.base import CHECKPOINT_KEY
 
 def tiny_model(dm, **kwargs) -> TransformerSeq2Seq:
     args = dict(d_model=32, n_heads=2, n_encoder_layers=1, n_decoder_layers=1, d_ff=64, dropout=0.0,
-                num_eval_samples=32, warmup_steps=0, schedule="constant")
+                evaluation=dict(num_eval_samples=32), warmup_steps=0, schedule="constant")
     return TransformerSeq2Seq(vocab_size=dm.vocab_size, **{**args, **kwargs})
 
 
@@ -102,7 +102,7 @@ def test_checkpoint_with_another_vocabulary_is_refused(tmp_path):
 @pytest.mark.parametrize("kwargs, match", [
     (dict(lr=0.0), "lr"),
     (dict(label_smoothing=1.0), "label_smoothing"),
-    (dict(eval_temperature=0.0), "eval_temperature"),
+    (dict(evaluation=dict(eval_temperature=0.0)), "evaluation.eval_temperature"),
     (dict(warmup_steps=-1), "warmup_steps"),
 ])
 def test_bad_hyperparameters_name_the_setting(kwargs, match):

@@ -50,6 +50,7 @@ from modules.data.batch import Batch
 from modules.data.vocab import BOS_ID, PAD_ID, Vocab, tokenizer_from_state_dict
 from modules.errors import CheckpointError, ConfigError
 from modules.files import atomic_write_text
+from modules.models.configs import EvaluationConfig, as_config
 from modules.metrics import BLEU, DistinctN, SelfBLEU, SequenceNLL
 from modules.sampling import (
     DEFAULT_BANNED_IDS,
@@ -148,35 +149,17 @@ class PredictionSettings:
 class GeneratorModule(pl.LightningModule):
     """Base of ``TransformerSeq2Seq`` and ``TextGAN``.
 
-    Evaluation args (shared by every family):
-        num_eval_samples: samples generated at each validation/test epoch end for the sample metrics.
-        eval_temperature: sampling temperature for those samples (1.0: the model's own distribution).
-        eval_batch_size: generation batch size.
-        eval_seed: seeds the evaluation sampler, so every epoch and every family draw with the same noise, and
-            the z draws of the NLLs (batch i: eval_seed + i), so evaluation never touches the training RNG.
-        bleu_max_n: BLEU/Self-BLEU orders 2..bleu_max_n.
-        num_logged_samples: sample texts written to the samples table per evaluation.
+    Evaluation settings, the same for every family: ``evaluation`` (``modules.models.configs.EvaluationConfig``,
+    nested YAML ``model.init_args.evaluation.<setting>``), kept as ``self.evaluation``.
     """
 
     family = "base"
 
-    def __init__(
-        self,
-        vocab_size: int,
-        num_eval_samples: int = 200,
-        eval_temperature: float = 1.0,
-        eval_batch_size: int = 256,
-        eval_seed: int = 1234,
-        bleu_max_n: int = 5,
-        num_logged_samples: int = 20,
-    ):
+    def __init__(self, vocab_size: int, evaluation: Optional[EvaluationConfig] = None):
         super().__init__()
         if vocab_size < 6:
             raise ConfigError(f"model.vocab_size={vocab_size} leaves no room for words besides the 5 special tokens")
-        if num_eval_samples < 0:
-            raise ConfigError(f"model.num_eval_samples must be >= 0, got {num_eval_samples}")
-        if eval_temperature <= 0:
-            raise ConfigError(f"model.eval_temperature must be > 0, got {eval_temperature}")
+        self.evaluation = as_config(EvaluationConfig, evaluation, "evaluation")
         self.vocab: Optional[Vocab] = None
         self.tokenizer = None
         self._data_info: dict[str, Any] = {}
@@ -262,7 +245,7 @@ class GeneratorModule(pl.LightningModule):
     @property
     def has_latent(self) -> bool:
         """Whether the generator reads a latent z (then every NLL is a Monte-Carlo marginal over z)."""
-        return bool(self.hparams.get("z_dim", 0))
+        return False
 
     @property
     def test_z_levels(self) -> tuple[int, ...]:
@@ -272,7 +255,7 @@ class GeneratorModule(pl.LightningModule):
     @property
     def nll_z_samples(self) -> int:
         """K, the z draws each NLL marginalises over (1 for a model without z)."""
-        return int(self.hparams.get("nll_z_samples", 1)) if self.has_latent else 1
+        return int(self.evaluation.nll_z_samples) if self.has_latent else 1
 
     @property
     def banned_ids(self) -> list[int]:
@@ -445,7 +428,7 @@ class GeneratorModule(pl.LightningModule):
         z draws, and (B,) scored tokens; (1, B) for a model without z."""
         # z is drawn from its own generator, seeded (seed or eval_seed) + batch_idx: evaluation is repeatable
         # and never advances the training RNG, so a resumed run trains exactly like an uninterrupted one.
-        base = self.hparams.eval_seed if seed is None else seed
+        base = self.evaluation.eval_seed if seed is None else seed
         gen = torch.Generator(device=self.device).manual_seed(base + batch_idx)
         return self.z_draw_log_probs(batch.src, batch.src_pad_mask, batch.tgt_out,
                                      num_draws or self.nll_z_samples, gen, temperature)
@@ -494,29 +477,29 @@ class GeneratorModule(pl.LightningModule):
         if not torch.isfinite(nll["per_token"]):
             log.warning("%s/nll_test is not finite: the model diverged; its samples are not evaluated", stage)
             return
-        if self.hparams.num_eval_samples > 0 and self.datamodule is not None:
+        if self.evaluation.num_eval_samples > 0 and self.datamodule is not None:
             self.log_dict(self.sample_metrics(stage), sync_dist=False)
 
     def sample_metrics(self, stage: str, temperature: Optional[float] = None, num_samples: Optional[int] = None) -> dict:
         """Generate samples from the split's conditions and compute every sample metric on them, the model's own
         NLL of them (``model_entropy_per_token``: at the temperature they were drawn at) included."""
         dm = self.datamodule
-        n = num_samples or self.hparams.num_eval_samples
-        temperature = temperature or self.hparams.eval_temperature
+        n = num_samples or self.evaluation.num_eval_samples
+        temperature = temperature or self.evaluation.eval_temperature
         src_all, mask_all, _ = dm.conditions(stage, n)
         refs = self._references(stage)
-        self_bleu, distinct = SelfBLEU(max_n=self.hparams.bleu_max_n), DistinctN()
+        self_bleu, distinct = SelfBLEU(max_n=self.evaluation.bleu_max_n), DistinctN()
         for metric in (refs, self_bleu, distinct):
             metric.update([])  # typed, empty: a rank that draws no chunk below still takes part in the gather
         rows = []
         # Chunk i is always drawn with the noise of seed (eval_seed + i), whichever rank draws it, so the
         # samples, and every metric of them, are the same under DDP as in one process. Metric states are
         # gathered across ranks, never averaged per rank.
-        chunk = self.hparams.eval_batch_size
+        chunk = self.evaluation.eval_batch_size
         world, rank = self.trainer.world_size, self.trainer.global_rank
         for index in range(rank, math.ceil(n / chunk), world):
             src, mask = src_all[index * chunk : (index + 1) * chunk], mask_all[index * chunk : (index + 1) * chunk]
-            gen = torch.Generator(device=self.device).manual_seed(self.hparams.eval_seed + index)
+            gen = torch.Generator(device=self.device).manual_seed(self.evaluation.eval_seed + index)
             out = self.sample(src, mask, temperature=temperature, generator=gen)
             seqs = self.decode_samples(out.tokens, out.lengths)
             refs.update(seqs)
@@ -527,7 +510,7 @@ class GeneratorModule(pl.LightningModule):
             # the z draws for the marginal continue this chunk's generator stream: independent of the z the
             # samples were drawn with, and the same whichever rank scores the chunk
             self.model_entropy[stage].update(*self.own_sample_log_probs(src, mask, out.tokens, temperature, gen))
-            if len(rows) < self.hparams.num_logged_samples:
+            if len(rows) < self.evaluation.num_logged_samples:
                 for s, ids in zip(src.tolist(), seqs):
                     rows.append([self.to_text([t for t in s if t != PAD_ID]), self.to_text(ids)])
         results = {}
@@ -542,7 +525,7 @@ class GeneratorModule(pl.LightningModule):
             results[f"{stage}/nll_oracle_per_token"] = nll["per_token"].float()
             results[f"{stage}/nll_oracle_per_sentence"] = nll["per_sentence"].float()
             self.nll_oracle[stage].reset()
-        self._log_samples(stage, rows[: self.hparams.num_logged_samples])
+        self._log_samples(stage, rows[: self.evaluation.num_logged_samples])
         return results
 
     @torch.no_grad()
@@ -561,7 +544,7 @@ class GeneratorModule(pl.LightningModule):
     def _references(self, stage: str) -> BLEU:
         # References are indexed once per split (the index is the expensive part of BLEU).
         if stage not in self._ref_metrics:
-            self._ref_metrics[stage] = BLEU(self.datamodule.reference_ids(stage), max_n=self.hparams.bleu_max_n)
+            self._ref_metrics[stage] = BLEU(self.datamodule.reference_ids(stage), max_n=self.evaluation.bleu_max_n)
         metric = self._ref_metrics[stage]
         metric.reset()
         return metric

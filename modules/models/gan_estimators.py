@@ -18,7 +18,13 @@ from typing import Callable, Sequence
 
 import torch
 import torch.nn.functional as F
-from torch import Tensor
+from torch import Tensor, nn
+
+from modules.models.gan_losses import generator_loss
+
+from modules.data.batch import Batch
+from modules.errors import ConfigError
+from modules.models.configs import GameConfig
 
 # position_banned_mask, the rule of which ids are allowed at each position, lives with the sampler and is
 # importable from here too
@@ -26,11 +32,14 @@ from modules.sampling import (
     BOS_ID,
     EOS_ID,
     PAD_ID,
+    generate,
     position_banned_mask,
     process_logits,
     sample_from_probs,
     sampling_log_probs,
 )
+
+# Annotations name "TextGAN" as a string only: the LightningModule imports this module, never the reverse.
 
 
 def after_end_mask(tokens: Tensor, eos_id: int = EOS_ID) -> Tensor:
@@ -380,3 +389,158 @@ def rollout_values(net, src: Tensor, src_pad_mask: Tensor, tokens: Tensor, *,
     values[:, L - 1] = score_fn(tokens, pad_mask, src, src_pad_mask)
     return values.masked_fill(pad_mask, 0.0)
 
+
+
+# ---------------------------------------------------------------------------------------------------------
+# The estimators as objects: what TextGAN's training step calls. Each one makes the fakes its discriminator
+# steps train on (`fakes`, in the form its generator update will show them) and the generator's loss of one batch
+# (`generator_loss`, with its own logged extras). State an estimator keeps lives in its buffers (checkpointed:
+# TextGAN holds the estimator as the child module `estimator`).
+
+
+class GumbelEstimator(nn.Module):
+    """RelGAN's Gumbel-softmax: G is unrolled with gradients for exactly the generation length; each step's
+    Gumbel-perturbed logits o + g give the hard token argmax(o + g) (fed back to G) and the relaxed one-hot
+    softmax(beta (o + g)) that D reads through its embedding (one-hots @ embedding matrix). beta is
+    `TextGAN.temperature` (its anneal schedule counts generator updates). D trains on the same relaxed one-hots
+    (detached) against the hard one-hots of real data. Logs `train/gumbel_temperature` (the beta used)."""
+
+    name = "gumbel"
+
+    def __init__(self, loss: str, straight_through: bool = False):
+        super().__init__()
+        self.loss, self.straight_through = loss, straight_through
+
+    def _unroll(self, gan: "TextGAN", batch: "Batch", L: int, beta: float,
+                generator: torch.Generator | None = None) -> GumbelOutput:
+        min_len, _ = gan.generation_lengths()
+        return gumbel_unroll(gan.generator, batch.src, batch.src_pad_mask, length=L, min_length=min_len,
+                             temperature=beta, banned_ids=gan.banned_ids, z=gan.latent(len(batch), generator),
+                             straight_through=self.straight_through, generator=generator)
+
+    def fakes(self, gan: "TextGAN", batch: "Batch", L: int,
+              generator: torch.Generator | None = None) -> tuple[Tensor, Tensor]:
+        """-> relaxed one-hots (B, L, V), pad_mask (B, L). ``generator``: z and the Gumbel noise from it (the
+        fixed-noise measurements of experiments/game.py) instead of the training RNG."""
+        out = self._unroll(gan, batch, L, gan.temperature, generator)
+        return out.onehots, out.pad_mask
+
+    def generator_loss(self, gan: "TextGAN", batch: "Batch", real: Tensor, real_pad: Tensor,
+                       L: int) -> tuple[Tensor, dict]:
+        beta = gan.temperature
+        out = self._unroll(gan, batch, L, beta)
+        D = gan.discriminator  # its parameters are frozen by the optimizer toggle: no gradient reaches them
+        d_fake = D(out.onehots, batch.src, batch.src_pad_mask, out.pad_mask)  # (B,)
+        d_real = D(real, batch.src, batch.src_pad_mask, real_pad) if self.loss == "rsgan" else None
+        return generator_loss(self.loss, d_real, d_fake), {"train/gumbel_temperature": beta}
+
+
+class ReinforceEstimator(nn.Module):
+    """REINFORCE (SeqGAN, ScratchGAN). Tokens are sampled at temperature 1 (the shared sampler's rules) and the
+    policy gradient goes through the log-probabilities of the very distributions they were drawn from, kept in
+    the sampling pass (`sample_with_log_probs`: a teacher-forced re-score would draw fresh dropout masks, i.e.
+    score another policy). D scores the samples; the reward depends only on what the D loss determines
+    (`rewards_for_loss`): 2 sigmoid(D) - 1 under `standard`, the logit under `hinge`, relativistic D(fake) - mean
+    D(real rows of the batch) under `rsgan` and `wgan-gp`. Rewards come per token with a per-token D (dense,
+    ScratchGAN; the relativistic mean is then per position), else one terminal reward per sequence; returns are
+    discounted (`discount`); with `rollouts` > 0 each token's return is SeqGAN's Monte-Carlo value (mean reward
+    of `rollouts` completions of its prefix).
+
+    Advantage = return - baseline, the baseline (buffers `baseline`, `baseline_weight`, (max_len,)) a
+    per-position, bias-corrected moving average of past returns over about `horizon_samples` samples
+    (`update_sample_baseline`), 0 before any history, updated only after the batch's advantages are taken.
+    Logs `train/mean_return`. Under DDP each device feeds it its local batch's returns."""
+
+    name = "reinforce"
+
+    def __init__(self, loss: str, max_len: int, discount: float, horizon_samples: float, rollouts: int = 0):
+        super().__init__()
+        self.loss, self.discount, self.horizon_samples, self.rollouts = loss, discount, horizon_samples, rollouts
+        self.register_buffer("baseline", torch.zeros(max_len))  # per position
+        self.register_buffer("baseline_weight", torch.zeros(max_len))  # its history's total weight, 0 = none
+
+    @property
+    def baseline_initialized(self) -> bool:
+        """True once some returns have entered the baseline."""
+        return bool(self.baseline_weight.gt(0).any())
+
+    @staticmethod
+    def upgrade_old_state(state: dict, prefix: str, keep: bool) -> None:
+        """A state_dict from before the estimator objects (the baseline on the LightningModule as
+        `reinforce_baseline` with `baseline_weight`, or older still with a `baseline_initialized` flag) -> this
+        estimator's keys under `prefix`, in place; with `keep` False (not a REINFORCE model) the old keys go."""
+        if "reinforce_baseline" not in state:
+            return
+        baseline = state.pop("reinforce_baseline")
+        weight = state.pop("baseline_weight", torch.zeros_like(baseline))
+        if "baseline_initialized" in state:
+            weight = torch.full_like(baseline, float(bool(state.pop("baseline_initialized"))))
+        if keep:
+            state[prefix + "baseline"], state[prefix + "baseline_weight"] = baseline, weight
+
+    def fakes(self, gan: "TextGAN", batch: "Batch", L: int, generator: torch.Generator | None = None,
+              z: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        """Samples at temperature 1 with the shared sampler. -> ids (B, L), pad_mask (B, L). ``generator``: z
+        and the sampling noise from it (fixed-noise measurements) instead of the training RNG."""
+        z = gan.latent(len(batch), generator) if z is None else z
+        min_len, _ = gan.generation_lengths()
+        out = generate(gan.generator, batch.src, batch.src_pad_mask, max_new_tokens=L, min_new_tokens=min_len,
+                       z=z, banned_ids=gan.banned_ids, generator=generator)
+        tokens = fit_length(out.tokens, L)  # the sampler stops early when every row has ended
+        return tokens, after_end_mask(tokens) | tokens.eq(PAD_ID)
+
+    @torch.no_grad()
+    def returns(self, gan: "TextGAN", batch: "Batch", tokens: Tensor, pad: Tensor, z: Tensor | None,
+                real: Tensor, real_pad: Tensor) -> Tensor:
+        """(B, L) the return of every sampled token; real, real_pad (B, L): the batch's real rows, which
+        relativistic rewards are measured against."""
+        D, loss = gan.discriminator, self.loss
+        src, src_mask = batch.src, batch.src_pad_mask
+        per_token = D.per_token and self.rollouts == 0
+        reference = None
+        if loss in RELATIVISTIC_REWARD_LOSSES:
+            score_real = D.token_logits if per_token else D
+            real_logits = score_real(real, src, src_mask, real_pad)  # (B, L) per token, else (B,)
+            reference = real_logit_reference(real_logits, real_pad)  # (L,) per token, else a scalar
+        if self.rollouts > 0:
+            min_len, _ = gan.generation_lengths()
+            return rollout_values(
+                gan.generator, src, src_mask, tokens, num_rollouts=self.rollouts, min_length=min_len,
+                banned_ids=gan.banned_ids, z=z,
+                score_fn=lambda ids, p, s, sm: rewards_for_loss(loss, D(ids, s, sm, p), reference),
+            )
+        if per_token:
+            rewards = rewards_for_loss(loss, D.token_logits(tokens, src, src_mask, pad), reference)
+            rewards = rewards.masked_fill(pad, 0.0)
+        else:
+            rewards = terminal_rewards(rewards_for_loss(loss, D(tokens, src, src_mask, pad), reference), pad)
+        return discounted_returns(rewards, pad, self.discount)
+
+    def generator_loss(self, gan: "TextGAN", batch: "Batch", real: Tensor, real_pad: Tensor,
+                       L: int) -> tuple[Tensor, dict]:
+        z = gan.latent(len(batch))
+        min_len, _ = gan.generation_lengths()
+        # drawn with gradients: the log-probs in the loss are those of the distributions the tokens came from
+        policy = sample_with_log_probs(gan.generator, batch.src, batch.src_pad_mask, length=L, min_length=min_len,
+                                       banned_ids=gan.banned_ids, z=z)
+        tokens, pad = policy.tokens, policy.pad_mask  # (B, L)
+        with torch.no_grad():
+            returns = self.returns(gan, batch, tokens, pad, z, real, real_pad)  # (B, L)
+            # the baseline before this batch enters it: it never depends on the samples it is subtracted from
+            advantages = (returns - self.baseline[:L]).masked_fill(pad, 0.0)  # (B, L)
+            baseline, weight = update_sample_baseline(self.baseline, self.baseline_weight, returns, pad,
+                                                      self.horizon_samples)
+            self.baseline.copy_(baseline)
+            self.baseline_weight.copy_(weight)
+        valid = (~pad).float()
+        mean_return = (returns * valid).sum() / valid.sum().clamp(min=1.0)
+        return reinforce_loss(policy.log_probs, advantages, pad), {"train/mean_return": mean_return}
+
+
+def build_estimator(game: "GameConfig", max_len: int) -> nn.Module:
+    """The estimator `game.estimator` names, with its settings from the game section."""
+    if game.estimator == "gumbel":
+        return GumbelEstimator(game.loss, game.straight_through)
+    if game.estimator == "reinforce":
+        return ReinforceEstimator(game.loss, max_len, game.discount, game.baseline_horizon_samples, game.rollouts)
+    raise ConfigError(f"model.game.estimator must be 'gumbel' or 'reinforce', got {game.estimator!r}")

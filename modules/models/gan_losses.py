@@ -7,7 +7,7 @@ each function returns a scalar to minimise.
     standard    -log s(d_r) - log(1 - s(d_f))                   -log s(d_f)            (non-saturating)
     rsgan       -log s(d_r - d_f)                                -log s(d_f - d_r)      (pairs row i with row i)
     hinge       relu(1 - d_r) + relu(1 + d_f)                    -d_f
-    wgan-gp     d_f - d_r  (+ gp_weight * penalty, added by the caller)    -d_f
+    wgan-gp     d_f - d_r  (+ gp_weight * penalty: penalised_discriminator_loss)    -d_f
 
 (s = sigmoid; -log s(x) = softplus(-x), computed that way for stability.)
 """
@@ -96,3 +96,22 @@ def discriminator_accuracy(kind: str, d_real: Tensor, d_fake: Tensor) -> tuple[T
     if kind in ("standard", "hinge"):
         return (d_real > 0).float().mean(), (d_fake < 0).float().mean()
     return (d_real > d_fake.mean()).float().mean(), (d_fake < d_real.mean()).float().mean()
+
+
+def penalised_discriminator_loss(kind: str, D, src: Tensor, src_pad_mask: Tensor, real: Tensor, real_pad: Tensor,
+                                 fake: Tensor, fake_pad: Tensor, gp_weight: float) -> tuple[Tensor, Tensor, Tensor]:
+    """D's whole loss on one batch: real (B, L) ids and fakes ((B, L) ids or (B, L, V) one-hots) scored by the
+    discriminator net D, plus under wgan-gp gp_weight times the gradient penalty. -> (loss, d_real, d_fake), the
+    logits detached."""
+    # real and fake are scored in separate calls so that the minibatch-std feature sees one population
+    d_real = D(real, src, src_pad_mask, real_pad)  # (B,)
+    d_fake = D(fake, src, src_pad_mask, fake_pad)  # (B,)
+    loss = discriminator_loss(kind, d_real, d_fake)
+    if kind == "wgan-gp":
+        # the penalty is taken with respect to what D reads, the (soft) one-hots (B, L, V), through D's
+        # embedding, so the embedding matrix is held to the Lipschitz constraint too
+        either = real_pad & fake_pad  # interpolants are real wherever either end is
+        penalty = gradient_penalty(lambda x: D(x, src, src_pad_mask, either), penalty_onehots(real, real_pad,
+                                   D.vocab_size), penalty_onehots(fake, fake_pad, D.vocab_size))
+        loss = loss + gp_weight * penalty
+    return loss, d_real.detach(), d_fake.detach()

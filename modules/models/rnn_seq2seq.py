@@ -10,10 +10,11 @@ from __future__ import annotations
 
 from typing import Literal
 
+from modules.errors import ConfigError
 from modules.models.base import GeneratorModule
+from modules.models.configs import EvaluationConfig, config_dict
 from modules.models.transformer_seq2seq import TransformerSeq2Seq, check_mle_settings
 from modules.nets.rnn_seq2seq import ATTENTION_KINDS, LSTMSeq2Seq, RNNSeq2SeqConfig
-from modules.errors import ConfigError
 
 
 class RNNSeq2Seq(GeneratorModule):
@@ -25,7 +26,8 @@ class RNNSeq2Seq(GeneratorModule):
     Training, logging and optimiser are the MLE family's own, shared with ``TransformerSeq2Seq`` method for method:
     ``train/loss`` (= ``train/mle_loss``, mean NLL per target token), ``train/grad_norm``, ``optimizer`` (adamw or
     adam) with ``lr``, ``betas``, ``weight_decay`` on matrices only, linear warmup then constant or cosine
-    schedule, gradients clipped by norm at ``gradient_clip``; plus the shared evaluation of ``GeneratorModule``.
+    schedule, gradients clipped by norm at ``gradient_clip``; plus the shared evaluation of ``GeneratorModule``
+    (its ``evaluation`` section).
     """
 
     family = "rnn"  # the checkpoint's family, whatever the attention (the experiments' names: rnn, rnn-attention)
@@ -46,15 +48,9 @@ class RNNSeq2Seq(GeneratorModule):
         label_smoothing: float = 0.0,
         gradient_clip: float = 1.0,
         optimizer: Literal["adam", "adamw"] = "adamw",
-        num_eval_samples: int = 200,
-        eval_temperature: float = 1.0,
-        eval_batch_size: int = 256,
-        eval_seed: int = 1234,
-        bleu_max_n: int = 5,
-        num_logged_samples: int = 20,
+        evaluation: EvaluationConfig = EvaluationConfig(),
     ):
-        super().__init__(vocab_size, num_eval_samples, eval_temperature, eval_batch_size, eval_seed, bleu_max_n,
-                         num_logged_samples)
+        super().__init__(vocab_size, evaluation)
         if attention not in ATTENTION_KINDS:
             raise ConfigError(f"model.attention must be one of {', '.join(ATTENTION_KINDS)}, got {attention!r}")
         for name, value in (("emb_dim", emb_dim), ("hidden_dim", hidden_dim), ("num_layers", num_layers)):
@@ -63,7 +59,8 @@ class RNNSeq2Seq(GeneratorModule):
         if not 0.0 <= dropout < 1.0:
             raise ConfigError(f"model.dropout must lie in [0, 1), got {dropout}")
         check_mle_settings(lr, label_smoothing, warmup_steps, optimizer, weight_decay, gradient_clip)
-        self.save_hyperparameters()
+        self.save_hyperparameters(ignore=["evaluation"])
+        self.save_hyperparameters({"evaluation": config_dict(self.evaluation)})  # a plain dict, as every family's
         self.generator = LSTMSeq2Seq(
             RNNSeq2SeqConfig(vocab_size=vocab_size, emb_dim=emb_dim, hidden_dim=hidden_dim, num_layers=num_layers,
                              dropout=dropout, attention=attention)

@@ -10,6 +10,7 @@ import torch
 from modules.data.batch import Batch
 from modules.errors import ConfigError
 from modules.models.base import GeneratorModule
+from modules.models.configs import EvaluationConfig, config_dict
 from modules.nets.transformer import EncoderDecoderTransformer, TransformerConfig
 
 
@@ -75,7 +76,7 @@ class TransformerSeq2Seq(GeneratorModule):
     does (one extra memory slot), drawn afresh for every training row, for evaluation and for sampling. MLE gives
     z nothing to explain (the data do not depend on it), so this is the negative control for the z probes of Q3:
     whatever dependence on z it shows is what an objective that never rewards using z leaves. Its NLLs are then
-    marginal over ``nll_z_samples`` z draws, exactly as a GAN's with z (``GeneratorModule.z_draw_log_probs``).
+    marginal over ``evaluation.nll_z_samples`` z draws, exactly as a GAN's with z (``GeneratorModule.z_draw_log_probs``).
     """
 
     family = "transformer"
@@ -101,22 +102,14 @@ class TransformerSeq2Seq(GeneratorModule):
         gradient_clip: float = 1.0,
         optimizer: Literal["adam", "adamw"] = "adamw",
         z_dim: int = 0,
-        nll_z_samples: int = 64,
-        num_eval_samples: int = 200,
-        eval_temperature: float = 1.0,
-        eval_batch_size: int = 256,
-        eval_seed: int = 1234,
-        bleu_max_n: int = 5,
-        num_logged_samples: int = 20,
+        evaluation: EvaluationConfig = EvaluationConfig(),
     ):
-        super().__init__(vocab_size, num_eval_samples, eval_temperature, eval_batch_size, eval_seed, bleu_max_n,
-                         num_logged_samples)
+        super().__init__(vocab_size, evaluation)
         check_mle_settings(lr, label_smoothing, warmup_steps, optimizer, weight_decay, gradient_clip)
         if z_dim < 0:
             raise ConfigError(f"model.z_dim must be >= 0 (0: no latent input), got {z_dim}")
-        if nll_z_samples < 1:
-            raise ConfigError(f"model.nll_z_samples must be >= 1 (z draws per NLL), got {nll_z_samples}")
-        self.save_hyperparameters()
+        self.save_hyperparameters(ignore=["evaluation"])
+        self.save_hyperparameters({"evaluation": config_dict(self.evaluation)})  # a plain dict, as TextGAN's
         self.generator = EncoderDecoderTransformer(
             TransformerConfig(
                 vocab_size=vocab_size, d_model=d_model, n_heads=n_heads, n_encoder_layers=n_encoder_layers,
@@ -124,6 +117,10 @@ class TransformerSeq2Seq(GeneratorModule):
                 positional=positional, tie_embeddings=tie_embeddings, z_dim=z_dim,
             )
         )
+
+    @property
+    def has_latent(self) -> bool:
+        return self.hparams.z_dim > 0
 
     def latent(self, batch_size: int, generator: Optional[torch.Generator] = None) -> Optional[torch.Tensor]:
         """z ~ N(0, I) of shape (batch_size, z_dim), drawn from ``generator`` when given (as ``TextGAN.latent``);
