@@ -49,19 +49,33 @@ def updates_for(budget: str, value: int, batch_size: int) -> int:
 
 
 def model_args(family_name: str, models: dict, batch_size: int, reference: int, scaling: str,
-               updates: int) -> tuple[dict, float]:
-    """The family's model arguments at this batch size: learning rates scaled, the GAN told its budget."""
+               updates: int, multiplier: float = 1.0) -> tuple[dict, float]:
+    """The family's model arguments at this batch size: learning rates scaled (by the ``scaling`` rule, times the
+    pilot's ``multiplier``), the GAN told its budget. Returns the arguments and the scaling rule's factor."""
     family = get_family(family_name)
     args = copy.deepcopy(models.get(family_name, {}))
     factor = lr_factor(batch_size, reference, scaling)
     for name in family.lr_args:
         if name in args:
-            args[name] = args[name] * factor
+            args[name] = args[name] * factor * multiplier
     accepted = family.accepted_args()
     if "max_g_updates" in accepted and family.adversarial:
         args["max_g_updates"] = updates  # also what its cosine schedule (if any) spreads over
     family.init_kwargs(args)  # fail now, not in the middle of a sweep, on a setting the class does not take
     return args, factor
+
+
+def pilot_multiplier(settings: SweepSettings, family: str, batch_size: int):
+    """The learning-rate multiplier the committed pilot chose for (family, batch size), or None where the pilot
+    (``settings.lr_pilot``) has none: those runs keep the scaling rule's rates and their keys."""
+    chosen = ((settings.lr_pilot or {}).get("multipliers") or {}).get(family) or {}
+    value = chosen.get(str(batch_size))
+    return None if value is None else float(value)
+
+
+def _multiplier_field(multiplier) -> dict:
+    # only where the pilot chose one, so that the keys of runs without a pilot stay what they were
+    return {} if multiplier is None else {"lr_multiplier": multiplier}
 
 
 PRETRAIN_FAMILY = "transformer"  # the MLE family whose pretrain run every pretrained arm starts from
@@ -157,8 +171,9 @@ def sweep_specs(settings: SweepSettings, tracking: dict) -> list[dict]:
                 continue
             for batch_size in sorted(settings.batch_sizes):
                 updates = updates_for(settings.budget, settings.budget_value, batch_size)
+                multiplier = pilot_multiplier(settings, family, batch_size)
                 model, factor = model_args(family, settings.models, batch_size, settings.reference_batch_size,
-                                           settings.lr_scaling, updates)
+                                           settings.lr_scaling, updates, multiplier or 1.0)
                 measure = {}
                 if batch_size in temp_bs and settings.temperatures:
                     measure["temperatures"] = list(settings.temperatures)
@@ -170,7 +185,7 @@ def sweep_specs(settings: SweepSettings, tracking: dict) -> list[dict]:
                     "sweep", settings, family=family, batch_size=batch_size, seed=seed,
                     data=copy.deepcopy(settings.data), model=model, updates=updates, lr_factor=factor,
                     measure=measure, tracking=tracking, lr_scaling=settings.lr_scaling,
-                    reference_batch_size=settings.reference_batch_size,
+                    reference_batch_size=settings.reference_batch_size, **_multiplier_field(multiplier),
                 ))
     return specs
 
@@ -192,7 +207,9 @@ def _pretrained_arm_specs(settings: SweepSettings, family: str, seed: int, pretr
         else:
             updates = ref_updates
             budget, extra = {"kind": "steps", "value": ref_updates, "updates": ref_updates}, {"equal_updates_of": ref}
-        model, factor = model_args(family, settings.models, batch_size, ref, settings.lr_scaling, updates)
+        multiplier = pilot_multiplier(settings, family, batch_size)  # equal-update runs: their batch size's
+        model, factor = model_args(family, settings.models, batch_size, ref, settings.lr_scaling, updates,
+                                   multiplier or 1.0)
         _check_pretrained_arm(family, model, pretrain)
         measure = {}
         if batch_size in temp_bs and settings.temperatures and kind == "pretrained-arm":
@@ -203,5 +220,6 @@ def _pretrained_arm_specs(settings: SweepSettings, family: str, seed: int, pretr
             kind, settings, family=family, batch_size=batch_size, seed=seed, data=copy.deepcopy(settings.data),
             model=model, updates=updates, lr_factor=factor, measure=measure, tracking=tracking, budget=budget,
             lr_scaling=settings.lr_scaling, reference_batch_size=ref, init_from={"key": pretrain["key"]}, **extra,
+            **_multiplier_field(multiplier),
         ))
     return specs
