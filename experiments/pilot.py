@@ -234,14 +234,16 @@ def pilot_rows(run_dir: str | Path, specs: list[dict]) -> list[dict]:
 
 
 def write_pilot(path: str | Path, preset_name: str, seeds: Sequence[int], multipliers: Sequence[float],
-                choices: list[dict], run_dir: str | Path, wall_s: float) -> Path:
+                choices: list[dict], run_dir: str | Path, wall_s: float, run_s: float = 0.0) -> Path:
+    """The pilot file: the choices with their evidence, the seeds, the run folder; ``wall_s`` is the last
+    invocation's wall time (a resumed pilot's is only its own part), ``run_s`` the runs' summed wall times."""
     from modules.files import atomic_write_text
 
     data = {"format": FORMAT_VERSION, "preset": preset_name, "seeds": list(seeds),
             "multipliers": [float(m) for m in multipliers],
             "rule": "per (family, batch size): the multiplier of the sqrt-scaled learning rates with the lowest mean "
                     "validation J = (NLL_val - H(oracle)) + (NLL_oracle - H(model)) per token over the pilot seeds",
-            "run_dir": str(run_dir), "wall_s": round(wall_s, 1),
+            "run_dir": str(run_dir), "wall_s": round(wall_s, 1), "run_s": round(run_s, 1),
             "created": time.strftime("%Y-%m-%d %H:%M:%S"), "choices": choices}
     path = Path(path)
     atomic_write_text(path, json.dumps(data, indent=1, sort_keys=True) + "\n")
@@ -274,8 +276,10 @@ def run_pilot(preset_name: str, seeds: Optional[Sequence[int]] = None, out: Opti
     if outcome.failed:
         raise RuntimeError(f"pilot: {len(outcome.failed)} run(s) failed (see {out / 'errors.jsonl'}); rerun the same "
                            "command to retry them; no choice was written")
-    choices = choose(pilot_rows(out, specs))
-    path = write_pilot(target or pilot_path(preset.name), preset.name, seeds, multipliers, choices, out, wall)
+    rows = pilot_rows(out, specs)
+    choices = choose(rows)
+    path = write_pilot(target or pilot_path(preset.name), preset.name, seeds, multipliers, choices, out, wall,
+                       run_s=sum(r.get("wall_time_s", 0.0) for r in rows))
     echo(f"pilot: {wall:.0f} s; choices written to {path}")
     for line in choice_table(choices):
         echo(line)
