@@ -159,7 +159,11 @@ def pilot_specs(preset, seeds: Sequence[int], multipliers: Sequence[float] = MUL
                 continue
             spec = _as_pilot_spec(spec, renamed)
             out.setdefault(spec["key"], spec)  # the pretrain run is the same at every multiplier
-    return list(out.values())
+    # cell by cell (all multipliers of a cell together), seed by seed, the cheap large batches first: a pilot
+    # stopped midway leaves whole cells, which a rerun of the same command completes
+    order = {f: i for i, f in enumerate(settings.families)}
+    return sorted(out.values(), key=lambda s: (s["kind"] != "pretrain", s["seed"], -s["batch_size"],
+                                               order[s["family"]], s.get("lr_multiplier", 0.0)))
 
 
 # ---- the choice ------------------------------------------------------------------------------------------------
