@@ -6,7 +6,9 @@ Budget:
   updates on the same batch; for the MLE family: optimizer steps).
 - ``steps``: every run makes the same number of generator updates (and so sees B times more samples at B).
 
-Learning rates are the preset's rates at the reference batch size, scaled by ``lr_scaling`` (none, linear, sqrt).
+Learning rates are the preset's rates at the reference batch size, scaled by ``lr_scaling`` (none, linear, sqrt),
+times the committed learning-rate pilot's multiplier of the (family, batch size) where it chose one
+(``settings.lr_pilot``, ``experiments.pilot``; the spec's ``lr_multiplier``).
 Runs at the reference batch size also get the gradient noise scale and a temperature curve (configurable).
 
 Pretrained arms: a family registered with ``init_from="pretrain"`` (``gan-gumbel-pt``, ``gan-reinforce-pt``,
