@@ -315,7 +315,7 @@ def report_section(plan: Optional[dict]) -> list[str]:
     return ["## Learning rates: the pilot's multipliers", "",
             f"Each (family, batch size) below runs at its multiplier times the sqrt-scaled rate, chosen once from "
             f"0.5, 1, 2 by the lowest mean validation J on pilot seeds {seeds} (apart from the verdict seeds) and "
-            f"committed as `configs/pilot/{pilot.get('file')}` (sha256 `{str(pilot.get('sha256'))[:16]}`, part of "
+            f"committed as the pilot file `{pilot.get('file')}` (sha256 `{str(pilot.get('sha256'))[:16]}`, part of "
             "the pre-registration hash). Cells not listed keep the sqrt rule's rate.", "",
             *choice_table(pilot.get("choices") or []), ""]
 
