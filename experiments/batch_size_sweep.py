@@ -6,7 +6,9 @@ Budget:
   updates on the same batch; for the MLE family: optimizer steps).
 - ``steps``: every run makes the same number of generator updates (and so sees B times more samples at B).
 
-Learning rates are the preset's rates at the reference batch size, scaled by ``lr_scaling`` (none, linear, sqrt).
+Learning rates are the preset's rates at the reference batch size, scaled by ``lr_scaling`` (none, linear, sqrt),
+times the committed learning-rate pilot's multiplier of the (family, batch size) where it chose one
+(``settings.lr_pilot``, ``experiments.pilot``; the spec's ``lr_multiplier``).
 Runs at the reference batch size also get the gradient noise scale and a temperature curve (configurable).
 
 Pretrained arms: a family registered with ``init_from="pretrain"`` (``gan-gumbel-pt``, ``gan-reinforce-pt``,
@@ -50,18 +52,32 @@ def updates_for(budget: str, value: int, batch_size: int) -> int:
 
 
 def model_args(family_name: str, models: dict, batch_size: int, reference: int, scaling: str,
-               updates: int) -> tuple[dict, float]:
-    """The family's model arguments at this batch size: learning rates scaled, the GAN told its budget."""
+               updates: int, multiplier: float = 1.0) -> tuple[dict, float]:
+    """The family's model arguments at this batch size: learning rates scaled (by the ``scaling`` rule, times the
+    pilot's ``multiplier``), the GAN told its budget. Returns the arguments and the scaling rule's factor."""
     family = get_family(family_name)
     args = copy.deepcopy(models.get(family_name, {}))
     factor = lr_factor(batch_size, reference, scaling)
     for path in family.lr_args:  # dotted paths into the nested arguments
         if get_arg(args, path) is not None:
-            set_arg(args, path, get_arg(args, path) * factor)
+            set_arg(args, path, get_arg(args, path) * factor * multiplier)
     if family.adversarial:
         set_arg(args, MAX_G_UPDATES, updates)  # also what its cosine schedule (if any) spreads over
     family.init_kwargs(args)  # fail now, not in the middle of a sweep, on a setting the class does not take
     return args, factor
+
+
+def pilot_multiplier(settings: SweepSettings, family: str, batch_size: int):
+    """The learning-rate multiplier the committed pilot chose for (family, batch size), or None where the pilot
+    (``settings.lr_pilot``) has none: those runs keep the scaling rule's rates and their keys."""
+    chosen = ((settings.lr_pilot or {}).get("multipliers") or {}).get(family) or {}
+    value = chosen.get(str(batch_size))
+    return None if value is None else float(value)
+
+
+def _multiplier_field(multiplier) -> dict:
+    # only where the pilot chose one, so that the keys of runs without a pilot stay what they were
+    return {} if multiplier is None else {"lr_multiplier": multiplier}
 
 
 PRETRAIN_FAMILY = "transformer"  # the MLE family whose pretrain run every pretrained arm starts from
@@ -162,8 +178,9 @@ def sweep_specs(settings: SweepSettings, tracking: dict) -> list[dict]:
                 continue
             for batch_size in sorted(settings.batch_sizes):
                 updates = updates_for(settings.budget, settings.budget_value, batch_size)
+                multiplier = pilot_multiplier(settings, family, batch_size)
                 model, factor = model_args(family, settings.models, batch_size, settings.reference_batch_size,
-                                           settings.lr_scaling, updates)
+                                           settings.lr_scaling, updates, multiplier or 1.0)
                 measure = {}
                 if batch_size in temp_bs and settings.temperatures:
                     measure["temperatures"] = list(settings.temperatures)
@@ -175,7 +192,7 @@ def sweep_specs(settings: SweepSettings, tracking: dict) -> list[dict]:
                     "sweep", settings, family=family, batch_size=batch_size, seed=seed,
                     data=copy.deepcopy(settings.data), model=model, updates=updates, lr_factor=factor,
                     measure=measure, tracking=tracking, lr_scaling=settings.lr_scaling,
-                    reference_batch_size=settings.reference_batch_size,
+                    reference_batch_size=settings.reference_batch_size, **_multiplier_field(multiplier),
                 ))
     return specs
 
@@ -197,7 +214,9 @@ def _pretrained_arm_specs(settings: SweepSettings, family: str, seed: int, pretr
         else:
             updates = ref_updates
             budget, extra = {"kind": "steps", "value": ref_updates, "updates": ref_updates}, {"equal_updates_of": ref}
-        model, factor = model_args(family, settings.models, batch_size, ref, settings.lr_scaling, updates)
+        multiplier = pilot_multiplier(settings, family, batch_size)  # equal-update runs: their batch size's
+        model, factor = model_args(family, settings.models, batch_size, ref, settings.lr_scaling, updates,
+                                   multiplier or 1.0)
         _check_pretrained_arm(family, model, pretrain)
         measure = {}
         if batch_size in temp_bs and settings.temperatures and kind == "pretrained-arm":
@@ -208,5 +227,6 @@ def _pretrained_arm_specs(settings: SweepSettings, family: str, seed: int, pretr
             kind, settings, family=family, batch_size=batch_size, seed=seed, data=copy.deepcopy(settings.data),
             model=model, updates=updates, lr_factor=factor, measure=measure, tracking=tracking, budget=budget,
             lr_scaling=settings.lr_scaling, reference_batch_size=ref, init_from={"key": pretrain["key"]}, **extra,
+            **_multiplier_field(multiplier),
         ))
     return specs

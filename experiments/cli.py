@@ -9,6 +9,8 @@ the ``gvt`` command).
     gvt sweep all         the batch-size sweep and the conditioning ablation into one folder, then the report
     gvt sweep run-one RUN_DIR --key KEY [--plan-hash H] [--make-plan ARGS] [--wandb-mode MODE]
                           exactly one planned run (what a W&B agent runs)
+    gvt sweep pilot       [--preset P] [--seeds ...] [--out RUN_DIR] [--pilot-file PATH]
+                          the learning-rate pilot: writes configs/pilot/PRESET.json (experiments.pilot)
     gvt ablate conditioning [--preset ...] [--families ...] [--conditions none,label,source] [--strengths ...]
                           [--z-dims ...] [--seeds ...] [--out RUN_DIR] [--workers N] [--wandb-mode MODE] [--no-report]
                           [--plan-only | --launcher local|wandb | --emit-wandb-sweep FILE]
@@ -403,6 +405,11 @@ def main(command: str, argv: list[str]) -> int:
         except GvtError as err:  # bad input: one line (anything else is a bug and keeps its traceback)
             print(f"gvt sweep run-one: error: {err}", file=sys.stderr)
             return 2
+    if command == "sweep" and argv[:1] == ["pilot"]:  # the learning-rate pilot (experiments.pilot)
+        os.environ.setdefault("WANDB_SILENT", "true")
+        from experiments.pilot import main as pilot_main
+
+        return pilot_main(argv[1:])
     if command == "sweep":
         parser = argparse.ArgumentParser(prog=prog, description="Batch-size sweep: families x batch sizes x seeds at "
                                          "an equal budget (`all`: also the conditioning ablation), then the report.")

@@ -23,6 +23,7 @@ from dataclasses import asdict, dataclass, field, replace
 from typing import Optional
 
 from experiments.families import merge_args
+from experiments.pilot_file import apply_pilot
 from modules.errors import ConfigError
 
 ORACLE = "modules.data.OracleDataModule"
@@ -140,6 +141,10 @@ class SweepSettings:
     # checkpoint_batch_sizes (None: the reference batch size only); None: not measured.
     checkpoints: Optional[dict] = None
     checkpoint_batch_sizes: Optional[list[int]] = None
+    # The committed learning-rate pilot (``experiments.pilot``; read from configs/pilot/<preset>.json by
+    # ``get_preset``): {"file", "sha256", "multipliers": {family: {batch size: m}}, "choices": [...]}. A run whose
+    # (family, batch size) has a multiplier gets its learning rates times m on top of ``lr_scaling``; None: none.
+    lr_pilot: Optional[dict] = None
 
 
 @dataclass
@@ -343,10 +348,15 @@ def _coco() -> Preset:
 PRESETS = {"quick": _quick, "standard": _standard, "smoke": _smoke, "paper": _paper, "coco": _coco}
 
 
-def get_preset(name: str) -> Preset:
+def get_preset(name: str, *, pilot: bool = True) -> Preset:
+    """The preset ``name``; with ``pilot`` (default) its committed learning-rate pilot applied, when there is one
+    (``experiments.pilot_file.apply_pilot``: configs/pilot/<name>.json)."""
     if name not in PRESETS:
         raise ConfigError(f"unknown preset {name!r}; choose one of {', '.join(PRESETS)}")
-    return copy.deepcopy(PRESETS[name]())
+    preset = copy.deepcopy(PRESETS[name]())
+    if pilot:
+        apply_pilot(preset)
+    return preset
 
 
 __all__ = ["AblationSettings", "GENERATOR_OPTIMIZER", "PRESETS", "Preset", "SweepSettings", "get_preset", "replace"]

@@ -410,6 +410,9 @@ def write_markdown(path: Path, run_dir: Path, rows, plan, vs: list[V.Verdict], f
               "budgets, learning rates and their scaling, temperatures, data - and grids - families, batch sizes, "
               "seeds - and of the verdict settings: SESOIs, alpha, primary cells; `verdicts.json` lists them). "
               "A verdict run is judged by the settings this hash was committed with.", ""]
+    from experiments.pilot import report_section
+
+    L += report_section(plan)
     sesois = ", ".join(f"{q} {m:g} ({V.SESOI_UNITS.get(q, '')})" for q, m in settings.sesoi.items())
     L += ["## Verdicts", "",
           "One rule for every question, on its one primary cell (a statistic per seed, oriented so that the claim "

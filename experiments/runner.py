@@ -17,6 +17,9 @@ What a run does, in order:
    held-out loss curve and the game checkpoints are taken along the way (``experiments.game``, fixed batch and
    noise, the training RNG untouched).
 4. ``trainer.test`` again: the ``final`` metrics (NLL_oracle, NLL_test, BLEU, Self-BLEU, distinct-n, ...).
+   A spec with ``eval_split: "val"`` (the learning-rate pilot's runs, ``experiments.pilot``) is evaluated on the
+   validation split instead, in steps 2 and 4 (``trainer.validate``, Lightning names ``val/...``); its row says
+   ``eval_split``, and its ``init``/``final`` NLL_test is then the NLL of the validation split.
 5. Optionally: the gradient noise scale, a temperature curve, the conditioning probes.
 6. Flags: ``diverged`` and ``collapsed`` by the documented rules below.
 
@@ -248,13 +251,37 @@ def optimizer_steps_per_update(model) -> int:
     return 1
 
 
-def _metrics(result: dict) -> dict:
-    return {k.split("/", 1)[1]: float(v) for k, v in result.items() if k.startswith("test/")}
+def _metrics(result: dict, split: str = "test") -> dict:
+    return {k.split("/", 1)[1]: float(v) for k, v in result.items() if k.startswith(f"{split}/")}
 
 
-def _reference_distinct2(dm, num: int) -> float:
+EVAL_SPLITS = ("test", "val")
+
+
+def eval_split(spec: dict) -> str:
+    """The split a run's ``init`` and ``final`` evaluations read: the spec's ``eval_split``, default ``test``.
+    The learning-rate pilot's runs say ``val``, so no choice is ever made on the test split."""
+    split = spec.get("eval_split", "test")
+    if split not in EVAL_SPLITS:
+        raise ConfigError(f"eval_split must be one of {EVAL_SPLITS}, got {split!r}")
+    return split
+
+
+def evaluate(trainer, model, dm, split: str) -> dict:
+    """The model's metrics on ``split`` (Lightning's ``test/...`` or ``val/...`` names, prefix dropped)."""
+    if split == "test":
+        return _metrics(trainer.test(model, datamodule=dm, verbose=False)[0], "test")
+    # the fit itself runs without validation (limit_val_batches=0): open the val split for this evaluation only
+    trainer.limit_val_batches = 1.0
+    try:
+        return _metrics(trainer.validate(model, datamodule=dm, verbose=False)[0], "val")
+    finally:
+        trainer.limit_val_batches = 0
+
+
+def _reference_distinct2(dm, num: int, split: str = "test") -> float:
     metric = DistinctN(n_values=(2,))
-    metric.update(dm.reference_ids("test")[:num])
+    metric.update(dm.reference_ids(split)[:num])
     return float(metric.compute()["distinct2"])
 
 
@@ -337,6 +364,7 @@ def run_one(spec: dict, run_dir: str | Path) -> dict:
         torch.set_num_threads(int(spec["threads"]))
 
     seed, batch_size = int(spec["seed"]), int(spec["batch_size"])
+    split = eval_split(spec)
     pl.seed_everything(seed, workers=True, verbose=False)
     dm = build_datamodule(spec["data"], batch_size, seed)
     dm.prepare()
@@ -381,7 +409,7 @@ def run_one(spec: dict, run_dir: str | Path) -> dict:
         default_root_dir=str(folder),
         **trainer_kwargs,
     )
-    init = _metrics(trainer.test(model, datamodule=dm, verbose=False)[0])
+    init = evaluate(trainer, model, dm, split)
     fit_start = time.perf_counter()
     try:
         trainer.fit(model, datamodule=dm)
@@ -391,13 +419,13 @@ def run_one(spec: dict, run_dir: str | Path) -> dict:
     fit_time = time.perf_counter() - fit_start
     done_updates = generator_updates(model, trainer)
     try:
-        final = _metrics(trainer.test(model, datamodule=dm, verbose=False)[0])
+        final = evaluate(trainer, model, dm, split)
     except Exception:
         if budget.nonfinite is None:
             raise
         final = {"nll_oracle_per_token": math.nan, "nll_test_per_token": math.nan}
     num_eval = int(model.evaluation.num_eval_samples)
-    ref_d2 = _reference_distinct2(dm, num_eval)
+    ref_d2 = _reference_distinct2(dm, num_eval, split)
     write_csv(folder / "curves.csv", budget.curve)
 
     row: dict[str, Any] = {
@@ -417,6 +445,8 @@ def run_one(spec: dict, run_dir: str | Path) -> dict:
         "equal_updates_of": spec.get("equal_updates_of"),
         "lr": {k: get_arg(spec["model"], k) for k in family.lr_args if get_arg(spec["model"], k) is not None},
         "lr_factor": spec.get("lr_factor", 1.0),
+        "lr_multiplier": spec.get("lr_multiplier"),
+        "eval_split": split,
         "budget_kind": spec["budget"]["kind"],
         "budget_value": spec["budget"]["value"],
         "updates": done_updates,

@@ -840,13 +840,18 @@ def all_verdicts(rows: list[dict], curves: dict[str, list[dict]], temperature_of
 
 
 def preregistration(plan: Optional[dict], settings: VerdictSettings) -> dict:
-    """The settings that define a verdict run - each experiment's preset, settings (budgets, learning rates and
-    their scaling, temperatures, data) and grid (families, batch sizes, seeds), and the verdict settings
-    (SESOIs, alpha, primary cells) - and their hash. The hash is printed in the report and verdicts.json;
+    """The settings that define a verdict run - each experiment's preset, settings (budgets, learning rates, their
+    scaling and the learning-rate pilot's file hash, temperatures, data) and grid (families, batch sizes, seeds),
+    and the verdict settings (SESOIs, alpha, primary cells) - and their hash. The hash is printed in the report and verdicts.json;
     committing it before the verdict run pins what the run may be judged by."""
     experiments = {name: {k: exp.get(k) for k in ("preset", "settings", "grid")}
                    for name, exp in ((plan or {}).get("experiments") or {}).items()}
+    # the committed learning-rate pilot's file hash (experiments.pilot), also inside the settings: named here
+    pilots = {name: ((exp.get("settings") or {}).get("lr_pilot") or {}).get("sha256")
+              for name, exp in experiments.items()}
     defined = {"experiments": experiments, "verdicts": settings.to_dict()}
+    if any(pilots.values()):  # (absent without a pilot, so that the hashes of runs without one stay as they were)
+        defined["lr_pilot"] = {k: v for k, v in pilots.items() if v}
     digest = hashlib.sha256(json.dumps(defined, sort_keys=True, default=str).encode()).hexdigest()[:16]
     return {"hash": digest, "settings": defined}
 
