@@ -44,6 +44,7 @@ from pathlib import Path
 from typing import Optional, Sequence
 
 from experiments.datamodules import build_datamodule
+from experiments.families import get_arg
 from experiments.results import atomic_write_text
 from experiments.stats import Interval, finite, t_interval
 from modules.errors import ConfigError
@@ -59,15 +60,6 @@ FORMAT_VERSION = 1
 # ---- J from a results row ------------------------------------------------------------------------------------
 
 
-def _get(row: dict, path: str):
-    value = row
-    for part in path.split("."):
-        if not isinstance(value, dict) or part not in value:
-            return None
-        value = value[part]
-    return value
-
-
 def j_parts(row: dict, stage: str = "final") -> Optional[dict]:
     """{kl_pq, kl_qp, j} of a row at ``stage`` (``init`` or ``final``), or None where a part is missing.
 
@@ -75,9 +67,9 @@ def j_parts(row: dict, stage: str = "final") -> Optional[dict]:
     ``<stage>.model_entropy_per_token``, and ``reference.oracle_entropy_per_token`` (attached from the cached
     baselines by ``attach_references``).
     """
-    h_oracle = _get(row, "reference.oracle_entropy_per_token")
-    nll_test, nll_oracle = _get(row, f"{stage}.nll_test_per_token"), _get(row, f"{stage}.nll_oracle_per_token")
-    h_model = _get(row, f"{stage}.model_entropy_per_token")
+    h_oracle = get_arg(row, "reference.oracle_entropy_per_token")
+    nll_test, nll_oracle = get_arg(row, f"{stage}.nll_test_per_token"), get_arg(row, f"{stage}.nll_oracle_per_token")
+    h_model = get_arg(row, f"{stage}.model_entropy_per_token")
     if not all(finite(v) for v in (h_oracle, nll_test, nll_oracle, h_model)):
         return None
     kl_pq, kl_qp = nll_test - h_oracle, nll_oracle - h_model
@@ -100,9 +92,9 @@ def missing_j_reason(rows: Sequence[dict]) -> str:
     if not rows:
         return "no runs"
     r = rows[0]
-    if _get(r, "reference.oracle_entropy_per_token") is None:
+    if get_arg(r, "reference.oracle_entropy_per_token") is None:
         return "J needs the oracle (oracle data) and its entropy"
-    if _get(r, "final.model_entropy_per_token") is None:
+    if get_arg(r, "final.model_entropy_per_token") is None:
         return "the rows lack model_entropy_per_token (the evaluation does not record it yet)"
     return "J is not finite (diverged runs)"
 
@@ -116,7 +108,7 @@ def usable(rows: Sequence[dict]) -> tuple[Optional[bool], str, Interval]:
     say more). Unknown: J is not available.
     """
     iv = t_interval(j_score(r) for r in rows)
-    uni = _get(rows[0], "reference.unigram.j") if rows else None
+    uni = get_arg(rows[0], "reference.unigram.j") if rows else None
     if iv.n == 0 or not finite(uni):
         return None, missing_j_reason(rows) if iv.n == 0 else "no unigram baseline for these data", iv
     if iv.defined and iv.high < uni:

@@ -40,11 +40,7 @@ from typing import Iterator, Optional, Sequence
 from experiments.results import ResultsTable, atomic_write_text
 from experiments.runner import run_key, run_one
 from modules.errors import ConfigError, GvtError
-
-try:
-    import fcntl
-except ImportError:  # not POSIX: one process per folder only
-    fcntl = None
+from modules.files import file_lock
 
 PLAN = "plan.json"
 LOCKS = ".locks"
@@ -73,16 +69,8 @@ def accepted_hashes(plan: dict) -> set[str]:
 @contextlib.contextmanager
 def folder_lock(run_dir: str | Path, name: str) -> Iterator[None]:
     """An exclusive ``flock`` on ``RUN_DIR/.locks/<name>.lock``; the OS releases it when its holder dies."""
-    folder = Path(run_dir) / LOCKS
-    folder.mkdir(parents=True, exist_ok=True)
-    with open(folder / f"{re.sub(r'[^A-Za-z0-9_.=-]', '_', name)}.lock", "a+") as lock:
-        if fcntl is not None:
-            fcntl.flock(lock.fileno(), fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            if fcntl is not None:
-                fcntl.flock(lock.fileno(), fcntl.LOCK_UN)
+    with file_lock(Path(run_dir) / LOCKS / f"{re.sub(r'[^A-Za-z0-9_.=-]', '_', name)}.lock"):
+        yield
 
 
 def _check_spec(key: str, spec: dict, where: str) -> None:

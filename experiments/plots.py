@@ -12,6 +12,7 @@ from typing import Optional
 
 from experiments import verdicts as V
 from experiments.baselines import references_of
+from experiments.families import get_arg
 from experiments.stats import finite, t_interval
 from experiments.temperature import quality_diversity_axes
 
@@ -48,7 +49,7 @@ def plot_metrics_vs_batch(rows: list[dict], path: Path) -> Optional[Path]:
     if not sweep:
         return None
     plt = _plt()
-    oracle = any(finite(V._get(r, "final.nll_oracle_per_token")) for r in sweep)
+    oracle = any(finite(get_arg(r, "final.nll_oracle_per_token")) for r in sweep)
     n = 3 if any("bleu3" in r.get("final", {}) for r in sweep) else 2
     panels = []
     if oracle:
@@ -72,12 +73,12 @@ def plot_metrics_vs_batch(rows: list[dict], path: Path) -> Optional[Path]:
                     rate = V.failure_rate(rs)
                     ivs.append(t_interval([rate]))
                 else:
-                    ivs.append(t_interval([V._get(r, key) for r in rs]))
+                    ivs.append(t_interval([get_arg(r, key) for r in rs]))
                 xs.append(b)
             if xs:
                 _band(ax, xs, ivs, _color(fam, i), fam)
         if init_key:
-            init = t_interval([V._get(r, init_key) for r in sweep])
+            init = t_interval([get_arg(r, init_key) for r in sweep])
             if finite(init.mean):
                 ax.axhline(init.mean, color="0.5", ls=":", lw=1, label="untrained")
             base = key.split(".", 1)[1]

@@ -204,7 +204,7 @@ def _quick() -> Preset:
                     "samples each, 3 seeds, game checkpoints at batch size 16; from one shared MLE checkpoint per "
                     "seed (16384 samples) the Q2 arms (MLE continued, Gumbel GAN, frozen-D GAN) at batch sizes 1 "
                     "and 16, the minibatch-std GAN and REINFORCE at 16, equal-update runs at 1; label-conditioning "
-                    "ablation at batch size 16, 4096 samples; about 4.5 min on 2 CPU cores",
+                    "ablation at batch size 16, 4096 samples; about 6 min on 2 idle CPU cores",
         # The shared MLE checkpoint: 16384 samples (1024 updates at batch size 16) take the tiny MLE model well
         # past a counted unigram on the small oracle (NLL_test / NLL_oracle per token about 4.44 / 5.81 against
         # the unigram's 4.82 / 6.79 and the bigram's 4.37 / 5.45), in about 10 s per seed on one core.
@@ -234,7 +234,8 @@ def _standard() -> Preset:
     # the from-scratch sweep at 1-64 with the game checkpoints (Q1) at the reference batch size, the Q2 arms from
     # one shared MLE checkpoint per seed at batch sizes 1 and 16 (minibatch std and REINFORCE at 16) with the
     # equal-update runs at 1, the conditioning ablation with the MLE-with-z control, and temperatures 0.3-2.5.
-    # Estimated from single-threaded per-run costs (docs/experiments.md): about 23 min on 2 CPU cores.
+    # Estimated from single-threaded per-run costs (docs/experiments.md) and the quick preset's measured 376 s:
+    # about 35 min on 2 CPU cores (not yet run end to end).
     arch = _tiny_transformer()
     models = _families(arch, lr=2e-3, g_lr=3e-3, d_lr=3e-3, z_dim=8, dropout=0.0, eval_samples=200)
     models.update(_pretrained_arms(models))
@@ -247,7 +248,7 @@ def _standard() -> Preset:
                     "1024 samples, 8 paired seeds, game checkpoints at batch size 16; the Q2 arms from one shared "
                     "MLE checkpoint per seed (16384 samples) at batch sizes 1 and 16 (minibatch-std GAN and "
                     "REINFORCE at 16), equal-update runs at 1; label-conditioning ablation with the MLE-with-z "
-                    "control; temperatures 0.3-2.5; about 23 min on 2 CPU cores",
+                    "control; temperatures 0.3-2.5; about 35 min on 2 CPU cores (estimated)",
         sweep=SweepSettings(data=data, models=models, families=["transformer", "gan-gumbel", "gan-reinforce",
                                                                 "gan-gumbel-pt", "gan-reinforce-pt", "mle-continued",
                                                                 "gan-frozen-d-pt", "gan-mbstd-pt"],

@@ -17,7 +17,7 @@ from typing import Optional
 
 from experiments import verdicts as V
 from experiments.baselines import attach_references, j_score, learning, references_of
-from experiments.families import FAMILIES
+from experiments.families import ESTIMATOR, FAMILIES, LOSS, get_arg, merge_args
 from experiments.plots import (plot_handover_curves, plot_losses, plot_metrics_vs_batch, plot_mi, plot_noise,
                                plot_quality_diversity, variant_label)
 from experiments.presets import DEFAULT_TEMPERATURES
@@ -97,8 +97,8 @@ def adversarial_phase_effects(rows: list[dict]) -> list[PhaseEffect]:
                 cols = {"handover": {}, "gan_start": {}, "gan_change": {}, "mle_change": {}, "effect": {}}
                 for g in V._by(arms, family=fam, batch_size=b):
                     h, m = by_key[g["init_from"]], mle.get((g["init_from"], b))
-                    hv, gv, g0 = (V._get(h, f"final.{key}"), V._get(g, f"final.{key}"), V._get(g, f"init.{key}"))
-                    mv = V._get(m, f"final.{key}") if m else None
+                    hv, gv, g0 = (get_arg(h, f"final.{key}"), get_arg(g, f"final.{key}"), get_arg(g, f"init.{key}"))
+                    mv = get_arg(m, f"final.{key}") if m else None
                     if not (finite(hv) and finite(gv)):
                         continue
                     seed = g["seed"]
@@ -155,7 +155,7 @@ def pretrained_section(rows: list[dict], temperature_of, figure: Optional[Path])
          "verdicts above and of the z and conditioning questions: pretraining without z teaches the generator "
          "to ignore z.", ""]
     if pre:
-        hv = {k: t_interval(V._get(r, f"final.{k}") for r in pre) for _, k in PHASE_METRICS}
+        hv = {k: t_interval(get_arg(r, f"final.{k}") for r in pre) for _, k in PHASE_METRICS}
         L += ["Hand-over model: " + "; ".join(f"{label} {hv[k].fmt(3)}" for label, k in PHASE_METRICS
                                               if hv[k].n), ""]
     if effects:
@@ -206,7 +206,7 @@ def metrics_table(rows: list[dict]) -> list[str]:
     sweep = [r for r in rows if r["kind"] == "sweep"]
     if not sweep:
         return []
-    oracle = any(finite(V._get(r, "final.nll_oracle_per_token")) for r in sweep)
+    oracle = any(finite(get_arg(r, "final.nll_oracle_per_token")) for r in sweep)
     cols = ([("NLL_oracle", "final.nll_oracle_per_token", "nll_oracle_per_token")] if oracle else []) + [
         ("NLL_test", "final.nll_test_per_token", "nll_test_per_token"),
         ("H(model)", "final.model_entropy_per_token", "entropy_per_token")]
@@ -218,7 +218,7 @@ def metrics_table(rows: list[dict]) -> list[str]:
     for fam in V.families_of(sweep):
         for b in sorted({r["batch_size"] for r in V._by(sweep, family=fam)}):
             rs = V._by(sweep, family=fam, batch_size=b)
-            cells = [_fmt(t_interval([k(r) if callable(k) else V._get(r, k) for r in rs]), 3) for _, k, _ in cols]
+            cells = [_fmt(t_interval([k(r) if callable(k) else get_arg(r, k) for r in rs]), 3) for _, k, _ in cols]
             fails = sum(bool(r.get("diverged") or r.get("collapsed")) for r in rs)
             wall = sum(r.get("wall_time_s", 0) for r in rs) / len(rs)
             updates = f"{rs[0].get('updates')}" + (" (underpowered)" if any(V.is_underpowered(r) for r in rs) else "")
@@ -346,8 +346,6 @@ def verdict_table_text(vs: list[V.Verdict], prereg_hash: str = "", alpha: float 
 def loss_confound_note(models: dict, families: list[str]) -> Optional[str]:
     """The loss each adversarial family of a grid trains with; when the Gumbel and the REINFORCE families train
     with different losses, a line saying that comparing them confounds the estimator with the loss."""
-    from experiments.families import ESTIMATOR, FAMILIES, LOSS, get_arg, merge_args
-
     losses = {}  # family -> (estimator, loss)
     for name in families:
         args = merge_args(FAMILIES[name].defaults if name in FAMILIES else {}, models.get(name, {}))

@@ -27,12 +27,7 @@ import math
 from pathlib import Path
 from typing import Iterator, Optional
 
-from modules.files import atomic_write_text  # the one atomic writer (report.py imports it from here)
-
-try:
-    import fcntl
-except ImportError:  # not POSIX: single-writer use only
-    fcntl = None
+from modules.files import atomic_write_text, file_lock  # the one atomic writer (report.py imports it from here)
 
 TABLE = "results.jsonl"
 CSV_TABLE = "results.csv"
@@ -78,15 +73,8 @@ class ResultsTable:
 
     @contextlib.contextmanager
     def _locked(self) -> Iterator[None]:
-        self.run_dir.mkdir(parents=True, exist_ok=True)
-        with open(self.run_dir / LOCK, "a+") as lock:
-            if fcntl is not None:
-                fcntl.flock(lock.fileno(), fcntl.LOCK_EX)
-            try:
-                yield
-            finally:
-                if fcntl is not None:
-                    fcntl.flock(lock.fileno(), fcntl.LOCK_UN)
+        with file_lock(self.run_dir / LOCK):
+            yield
 
     def rows(self) -> list[dict]:
         if not self.path.exists():

@@ -55,6 +55,7 @@ from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Callable, Optional
 
 from experiments.baselines import j_score, learning, missing_j_reason, usable
+from experiments.families import get_arg
 from experiments.stats import Interval, finite, log_t_interval, t_interval, t_p_value
 from experiments.temperature import axis_range, costs, dominated_fraction, matched_gap
 from modules.errors import ConfigError
@@ -275,15 +276,6 @@ def _by(rows, **match) -> list[dict]:
     return [r for r in rows if all(r.get(k) == v for k, v in match.items())]
 
 
-def _get(row: dict, path: str):
-    value = row
-    for part in path.split("."):
-        if not isinstance(value, dict) or part not in value:
-            return None
-        value = value[part]
-    return value
-
-
 def per_seed(rows: list[dict], fn: Callable[[dict], Optional[float]]) -> dict[int, float]:
     out = {}
     for r in rows:
@@ -449,8 +441,8 @@ def q1(rows: list[dict], curves: dict[str, list[dict]], ref_bs: int,
     for fam in gan_families(at_ref):
         fam_rows = _by(at_ref, family=fam)
         r = t_interval(loss_coupling(curves.get(x["key"], [])) for x in fam_rows)
-        acc_r = t_interval(_get(x, "losses.train/d_acc_real") for x in fam_rows)
-        acc_f = t_interval(_get(x, "losses.train/d_acc_fake") for x in fam_rows)
+        acc_r = t_interval(get_arg(x, "losses.train/d_acc_real") for x in fam_rows)
+        acc_f = t_interval(get_arg(x, "losses.train/d_acc_fake") for x in fam_rows)
         details.append(f"- {fam} (descriptive, not evidence: mechanically negative even for frozen nets): r(dG, dD) "
                        f"{r.fmt()}; D accuracy over the last 10% of training: real {acc_r.fmt(2)}, fake "
                        f"{acc_f.fmt(2)}")
@@ -749,14 +741,14 @@ def q4(rows: list[dict], temperature_of: Callable[[dict], list[dict]], ref_bs: i
     sweep = _by(rows, kind="sweep", batch_size=ref_bs)
     mle_rows, gan_rows = _by(sweep, family=mle), _by(sweep, family=gan)
     missing = [f for f, x in ((mle, mle_rows), (gan, gan_rows)) if not x]
-    oracle = any(finite(_get(r, "final.nll_oracle_per_token")) for r in sweep)
+    oracle = any(finite(get_arg(r, "final.nll_oracle_per_token")) for r in sweep)
     gate = (f"not run: {', '.join(missing)} at batch size {ref_bs}" if missing
             else None if oracle else "needs oracle data (NLL_oracle and J)")
     met = None
     if gate is None:
         met, gate = _gate_usable((gan_rows, f"{gan} at batch size {ref_bs}"),
                                  (mle_rows, f"{mle} at batch size {ref_bs}"))
-    nll_o = lambda r: _get(r, "final.nll_oracle_per_token")  # noqa: E731
+    nll_o = lambda r: get_arg(r, "final.nll_oracle_per_token")  # noqa: E731
     if missing:
         cells_a = {"gan_advantage_t1": _not_run("MLE - GAN NLL_oracle at T = 1", gate, ma)}
     else:
@@ -787,7 +779,7 @@ def q4(rows: list[dict], temperature_of: Callable[[dict], list[dict]], ref_bs: i
             quality[r["seed"]] = q
         if d is not None:
             diversity[r["seed"]] = d
-        uni = _get(r, "reference.unigram_tempered") or []
+        uni = get_arg(r, "reference.unigram_tempered") or []
         if len(uni) >= 2:
             gap = matched_gap(costs(g), [(p["nll_test_per_token"], p["nll_oracle_per_token"]) for p in uni],
                               "diversity")
@@ -866,7 +858,7 @@ def noise_table(rows: list[dict], ref_bs: int) -> list[tuple[str, str, Interval]
     for fam in families_of(noisy):
         losses = sorted({k for r in _by(noisy, family=fam) for k in r["noise"]})
         for loss in losses:
-            iv = log_t_interval(per_seed(_by(noisy, family=fam), lambda r: _get(r, f"noise.{loss}.b_simple")).values())
+            iv = log_t_interval(per_seed(_by(noisy, family=fam), lambda r: get_arg(r, f"noise.{loss}.b_simple")).values())
             out.append((fam, loss, iv))
     return out
 

@@ -17,6 +17,11 @@ import secrets
 from pathlib import Path
 from typing import IO, Iterator, Union
 
+try:  # POSIX; elsewhere the locks below are no-ops (one process per folder there)
+    import fcntl
+except ImportError:  # pragma: no cover
+    fcntl = None
+
 PathLike = Union[str, os.PathLike]
 
 
@@ -77,3 +82,19 @@ def _fsync_dir(folder: Path) -> None:
 
 
 __all__ = ["atomic_open", "atomic_write_bytes", "atomic_write_text"]
+
+
+@contextlib.contextmanager
+def file_lock(path: PathLike) -> Iterator[None]:
+    """An exclusive ``flock`` on ``path`` (created if missing) for the ``with`` block; the OS releases it when its
+    holder dies, so a killed process never leaves a folder locked."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a+") as lock:
+        if fcntl is not None:
+            fcntl.flock(lock.fileno(), fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            if fcntl is not None:
+                fcntl.flock(lock.fileno(), fcntl.LOCK_UN)
