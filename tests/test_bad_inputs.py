@@ -23,6 +23,7 @@ def files(tmp_path_factory):
     (d / "blank.txt").write_text("\n  \n\t\n")
     (d / "latin1.txt").write_bytes("a good line\nun caf\xe9 cr\xe8me\n".encode("latin-1"))
     (d / "three.en").write_text("a\nb\nc\n")
+    (d / "captions.txt").write_text("a man rides a horse\ntwo dogs play in the snow\n" * 20)  # a corpus of our own
     (d / "two.de").write_text("x\ny\n")
     (d / "bad.yaml").write_text("model:\n  class_path: [unclosed\n")
     with gzip.open(d / "fake.gz", "wb") as f:
@@ -68,7 +69,9 @@ CASES = [
     ("batch larger than data with drop_last", FIT + ["--config", SMALL, "--data.init_args.num_train", "10",
                                                      "--data.init_args.drop_last", "true"],
      "larger than the training split"),
-    ("vocabulary smaller than specials", FIT + ["--config", COCO, "--data.init_args.max_vocab_size", "3"],
+    ("vocabulary smaller than specials", FIT + ["--config", COCO, "--data.init_args.train", "{d}/captions.txt",
+                                                "--data.init_args.test", "{d}/captions.txt",
+                                                "--data.init_args.max_vocab_size", "3"],
      "max_vocab_size"),
     ("unknown data preset", FIT + ["--config", SMALL, "--data.init_args.preset", "huge"], "preset"),
     ("label condition with one class", FIT + ["--config", SMALL, "--data.init_args.condition", "label",
