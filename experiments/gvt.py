@@ -7,6 +7,7 @@ same command without an installed entry point.
 
 from __future__ import annotations
 
+import functools
 import os
 import sys
 from typing import Optional
@@ -45,17 +46,8 @@ def _experiment_command(command: str, argv: list[str]) -> int:
 
 
 def main(argv: Optional[list[str]] = None) -> int:
-    argv = list(sys.argv[1:] if argv is None else argv)
-    if not argv or argv[0] in ("-h", "--help", "help"):
-        print(HELP)
-        return 0
-    command, rest = argv[0], argv[1:]
-    if command in EXPERIMENT_COMMANDS:
-        return library_cli.run_command(command, lambda: _experiment_command(command, rest))
-    if command in library_cli.LIBRARY_COMMANDS:
-        return library_cli.main(argv)
-    print(f"gvt: unknown command {command!r}\n\n{HELP}", file=sys.stderr)
-    return 2
+    experiment_commands = {name: functools.partial(_experiment_command, name) for name in EXPERIMENT_COMMANDS}
+    return library_cli.main(argv, extra_commands=experiment_commands, help_text=HELP)
 
 
 if __name__ == "__main__":

@@ -210,18 +210,22 @@ def _sample_command(argv: list[str]) -> int:
     return sample_main(argv)
 
 
-def main(argv: Optional[list[str]] = None) -> int:
-    """The library's commands: fit, validate, test, predict and sample (``gvt`` adds the experiment commands)."""
+def main(argv: Optional[list[str]] = None, extra_commands: Optional[dict[str, Callable[[list[str]], int]]] = None,
+         help_text: str = HELP) -> int:
+    """The library's commands: fit, validate, test, predict and sample. ``gvt`` (experiments/gvt.py) passes the
+    experiment commands as ``extra_commands`` (name -> handler of the remaining arguments) and its own help."""
     argv = list(sys.argv[1:] if argv is None else argv)
     if not argv or argv[0] in ("-h", "--help", "help"):
-        print(HELP)
+        print(help_text)
         return 0
     command, rest = argv[0], argv[1:]
     if command in LIGHTNING_COMMANDS:
         return run_command(command, lambda: _lightning_command(argv))
     if command == "sample":
         return run_command(command, lambda: _sample_command(rest))
-    print(f"gvt: unknown command {command!r}\n\n{HELP}", file=sys.stderr)
+    if extra_commands and command in extra_commands:
+        return run_command(command, lambda: extra_commands[command](rest))
+    print(f"gvt: unknown command {command!r}\n\n{help_text}", file=sys.stderr)
     return 2
 
 
