@@ -333,6 +333,24 @@ def cells_table(v: V.Verdict) -> list[str]:
     return lines
 
 
+def power_table(vs: list[V.Verdict]) -> list[str]:
+    """The seeds check: each primary cell's interval half-width against half its SESOI (the size at which an effect
+    of the SESOI excludes 0 and a null excludes the SESOI), and the seeds its observed spread would need."""
+    checks = [(v, v.power()) for v in vs]
+    checks = [(v, p) for v, p in checks if p is not None]
+    if not checks:
+        return []
+    lines = ["Seeds against the target (the primary cell's interval half-width at the verdict's level should be at "
+             "most half the SESOI; the seeds needed are computed from this run's spread, so they size the next "
+             "run, not this one):", "",
+             "| # | seeds | SD | half-width | target (SESOI / 2) | met | seeds needed |", "|---|---:|---:|---:|---:|---|---:|"]
+    for v, p in checks:
+        needed = str(p["seeds_needed"]) if p["seeds_needed"] is not None else "> 1000"
+        lines.append(f"| {v.question} | {p['seeds']} | {p['std']:.3g} | {p['half_width']:.3g} | "
+                     f"{p['target_half_width']:.3g} | {'yes' if p['met'] else 'no'} | {needed} |")
+    return lines + [""]
+
+
 def verdict_table_text(vs: list[V.Verdict], prereg_hash: str = "", alpha: float = 0.05) -> str:
     width = max(len(v.verdict) for v in vs)
     lines = [f"Verdicts (each question's primary cell against its SESOI; t-intervals over seeds at Holm-adjusted "
@@ -429,6 +447,7 @@ def write_markdown(path: Path, run_dir: Path, rows, plan, vs: list[V.Verdict], f
         margin = f"{v.margin:g}" if v.margin is not None else "-"
         L.append(f"| {v.question} | {v.claim} | **{v.verdict}** | {margin} | {v.evidence} |")
     L.append("")
+    L += power_table(vs)
     L += ["Counted baselines on the training split (every table below prints them; a family is usable only where "
           "its J is below the unigram's):", ""]
     L += baselines_summary(rows) + [""]

@@ -56,7 +56,7 @@ from typing import Callable, Optional
 
 from experiments.baselines import j_score, learning, missing_j_reason, usable
 from experiments.families import get_arg
-from experiments.stats import Interval, finite, log_t_interval, t_interval, t_p_value
+from experiments.stats import Interval, finite, log_t_interval, seeds_needed, t_interval, t_p_value
 from experiments.temperature import axis_range, costs, dominated_fraction, matched_gap
 from modules.errors import ConfigError
 
@@ -219,11 +219,29 @@ class Verdict:
         margin = f"; SESOI {self.margin:g}" if self.margin is not None else ""
         return f"{head}{margin} -> {self.reason}" if head else self.reason
 
+    def power(self) -> Optional[dict]:
+        """Did the run have the seeds issue 10 sizes for? The primary cell's interval half-width (at the level the
+        verdict was decided at) against the target, half the SESOI, and the seeds its observed spread would need
+        (``experiments.stats.seeds_needed``); None when there is no primary cell with a spread or no SESOI."""
+        cell = self.primary_cell
+        if cell is None or cell.status == NOT_RUN or self.margin is None or not self.margin > 0:
+            return None
+        iv = t_interval(cell.values, self.level)
+        if not iv.defined:
+            return None
+        try:
+            needed: Optional[int] = seeds_needed(iv.std, self.margin, level=self.level)
+        except ValueError:
+            needed = None  # more than any run could afford
+        half = (iv.high - iv.low) / 2.0
+        return {"seeds": iv.n, "std": iv.std, "half_width": half, "target_half_width": self.margin / 2.0,
+                "met": half <= self.margin / 2.0, "seeds_needed": needed, "level": self.level}
+
     def to_json(self) -> dict:
         out = {"question": self.question, "claim": self.claim, "verdict": self.verdict, "reason": self.reason,
                "rule": self.rule, "margin": self.margin, "primary": self.primary, "level": self.level,
                "holm": self.holm, "cells": {name: cell.to_json() for name, cell in self.cells.items()},
-               "evidence": self.evidence, "details": self.details}
+               "evidence": self.evidence, "details": self.details, "power": self.power()}
         out.update(self.extra)
         return out
 

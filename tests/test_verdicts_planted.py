@@ -354,3 +354,26 @@ def test_all_verdicts_decide_together_and_serialise():
         out = json.loads(json.dumps(v.to_json(), default=str))
         assert {"verdict", "rule", "margin", "cells"} <= set(out)
     assert "null" in vs[0].to_json() and {"budgets", "controls"} <= set(vs[1].to_json())
+
+
+def _verdict_on(values, margin=1.0):
+    cell = V.Cell("planted", values=list(values), margin=margin)
+    return V.Verdict("Qx", "claim", V.INCONCLUSIVE, "", "rule", margin=margin, primary="p",
+                     cells={"p": cell}).at_level(0.95)
+
+
+def test_power_check_meets_the_target_only_with_a_narrow_interval():
+    narrow = _verdict_on([1.0 + 0.01 * i for i in range(8)]).power()
+    wide = _verdict_on([1.0, -1.0, 2.0, 0.5, 3.0]).power()
+    assert narrow["met"] and narrow["half_width"] <= 0.5 and narrow["seeds_needed"] <= 8
+    assert not wide["met"] and wide["half_width"] > 0.5 and wide["seeds_needed"] > 5
+    iv = t_interval([1.0, -1.0, 2.0, 0.5, 3.0])
+    assert wide["half_width"] == pytest.approx((iv.high - iv.low) / 2)
+
+
+def test_power_check_is_absent_without_a_spread_or_a_margin():
+    assert _verdict_on([1.0, 1.0, 1.0]).power() is None
+    no_margin = _verdict_on([1.0, 2.0, 3.0])
+    no_margin.margin = None
+    assert no_margin.power() is None
+    assert "power" in _verdict_on([1.0, 2.0, 3.0]).to_json()
