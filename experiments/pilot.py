@@ -259,12 +259,27 @@ def report_section(plan: Optional[dict]) -> list[str]:
     if not pilot:
         return []
     seeds = ", ".join(map(str, pilot.get("seeds") or []))
+    choices = pilot.get("choices") or []
+    edge = edge_choices(choices)
+    note = ([f"{len(edge)} of {len(choices)} cells chose an end of the grid ({', '.join(edge)}): their best rate may lie "
+             "beyond it, so a comparison involving them may still be one of learning rates; the grid stays as "
+             "pre-registered.", ""] if edge else [])
     return ["## Learning rates: the pilot's multipliers", "",
             f"Each (family, batch size) below runs at its multiplier times the sqrt-scaled rate, chosen once from "
             f"0.5, 1, 2 by the lowest mean validation J on pilot seeds {seeds} (apart from the verdict seeds) and "
             f"committed as the pilot file `{pilot.get('file')}` (sha256 `{str(pilot.get('sha256'))[:16]}`, part of "
             "the pre-registration hash). Cells not listed keep the sqrt rule's rate.", "",
-            *choice_table(pilot.get("choices") or []), ""]
+            *choice_table(choices), "", *note]
+
+
+def edge_choices(choices: list[dict]) -> list[str]:
+    """The cells whose chosen multiplier is the smallest or largest one tried ("family at B")."""
+    out = []
+    for c in choices:
+        tried = [float(m) for m in c.get("mean_j", {})]
+        if len(tried) > 1 and float(c["multiplier"]) in (min(tried), max(tried)):
+            out.append(f"{c['family']} at {c['batch_size']}")
+    return out
 
 
 # ---- gvt sweep pilot -------------------------------------------------------------------------------------------

@@ -167,6 +167,12 @@ def test_the_report_prints_the_multipliers(tmp_path):
     assert P.report_section({"experiments": {"batch-size": {"settings": {"lr_pilot": None}}}}) == []
 
 
+def test_choices_at_an_end_of_the_grid_are_named():
+    rows = _rows({("transformer", 8, 0.5): {3: 2.5}, ("transformer", 8, 1.0): {3: 2.0}, ("transformer", 8, 2.0): {3: 2.2},
+                  ("gan-gumbel", 8, 0.5): {3: 1.0}, ("gan-gumbel", 8, 1.0): {3: 2.0}, ("gan-gumbel", 8, 2.0): {3: 3.0}})
+    assert P.edge_choices(P.choose(rows)) == ["gan-gumbel at 8"]
+
+
 # ---- the pre-registration hash ---------------------------------------------------------------------------------
 
 
