@@ -445,7 +445,8 @@ def write_markdown(path: Path, run_dir: Path, rows, plan, vs: list[V.Verdict], f
           "| # | claim | verdict | SESOI | evidence |", "|---|---|---|---|---|"]
     for v in vs:
         margin = f"{v.margin:g}" if v.margin is not None else "-"
-        L.append(f"| {v.question} | {v.claim} | **{v.verdict}** | {margin} | {v.evidence} |")
+        confounds = "".join(f" *Confound:* {c}." for c in v.extra.get("confounds") or [])
+        L.append(f"| {v.question} | {v.claim} | **{v.verdict}** | {margin} | {v.evidence}{confounds} |")
     L.append("")
     L += power_table(vs)
     L += ["Counted baselines on the training split (every table below prints them; a family is usable only where "

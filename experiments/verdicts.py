@@ -575,9 +575,29 @@ def q2(rows: list[dict], ref_bs: int, settings: Optional[VerdictSettings] = None
     controls = {"frozen_d": _arm_summary(sweep, null, sizes),
                 "minibatch_std": _mbstd_control(pool, settings, ref_bs),
                 "accumulation": NOT_RUN}
+    confounds = _q2_confounds(sweep, E, gan, null, [b for b in (b_min, ref_bs) if b is not None])
+    details += [f"- confound: {c}" for c in confounds]
     v = Verdict("Q2", claim, INCONCLUSIVE, "", rule_text, details, margin=margin, primary=primary, cells=cells,
-                gate=gate, extra={"budgets": budgets, "controls": controls, "retained": r}, decide=_q2_decide)
+                gate=gate, extra={"budgets": budgets, "controls": controls, "retained": r, "confounds": confounds},
+                decide=_q2_decide)
     return v.at_level(1.0 - settings.alpha, settings.min_seeds)
+
+
+def _q2_confounds(sweep: list[dict], E: dict, gan: str, null: str, sizes: list[int]) -> list[str]:
+    """What G_B = E_GAN - E_null means in this run, when it is not "what the game taught": the null arm failed
+    (diverged or collapsed), or the GAN itself lost ground (E < 0), so that G_B is harm avoided, not learning."""
+    out = []
+    for b in sorted(set(sizes)):
+        null_rows = _by(sweep, family=null, batch_size=b)
+        fails = sum(bool(x.get("diverged") or x.get("collapsed")) for x in null_rows)
+        if fails:
+            out.append(f"the null arm {null} failed (diverged or collapsed) in {fails}/{len(null_rows)} seeds at "
+                       f"batch size {b}, so G_{b} compares the GAN with a broken generator")
+        gan_e = t_interval(E.get((gan, b), {}).values())
+        if gan_e.defined and gan_e.high < 0:
+            out.append(f"{gan} itself made J worse at batch size {b} (learning {gan_e.fmt(3)}): its game effect there "
+                       f"is harm avoided relative to a random discriminator, not learning")
+    return out
 
 
 def _q2_decide(v: Verdict, level: float, min_seeds: int) -> tuple[str, str]:

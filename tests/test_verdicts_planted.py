@@ -209,6 +209,24 @@ def test_q2_needs_a_game_effect_at_the_reference_to_lose():
     assert v.verdict == V.INCONCLUSIVE and "no game effect" in v.reason, v.reason
 
 
+def test_q2_names_no_confound_when_the_arms_are_sound():
+    assert V.q2(q2_rows(gan_min=0.2), REF_BS).extra["confounds"] == []
+
+
+def test_q2_names_a_failed_null_arm_and_a_gan_that_lost_ground_as_confounds():
+    arms = V.VerdictSettings()
+    rows = q2_rows(gan_min=-0.8)
+    for r in rows:
+        if r["family"] == arms.q2_null and r["batch_size"] == 16 and r["seed"] < 3:
+            r["diverged"] = True
+    v = V.q2(rows, REF_BS)
+    confounds = v.extra["confounds"]
+    assert len(confounds) == 2, confounds
+    assert any("failed (diverged or collapsed) in 3/8 seeds at batch size 16" in c for c in confounds), confounds
+    assert any(f"{arms.q2_gan} itself made J worse at batch size 1" in c for c in confounds), confounds
+    assert any(line.startswith("- confound:") for line in v.details)
+
+
 def test_q2_arms_are_settings_by_name():
     arms = V.VerdictSettings()
     names = {arms.q2_mle: "transformer", arms.q2_gan: "gan-gumbel", arms.q2_null: "gan-frozen-d"}
