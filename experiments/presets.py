@@ -249,7 +249,7 @@ def _standard() -> Preset:
                     "1024 samples, 8 paired seeds, game checkpoints at batch size 16; the Q2 arms from one shared "
                     "MLE checkpoint per seed (16384 samples) at batch sizes 1 and 16 (minibatch-std GAN and "
                     "REINFORCE at 16), equal-update runs at 1; label-conditioning ablation with the MLE-with-z "
-                    "control; temperatures 0.3-2.5; under 45 min on 2 CPU cores",
+                    "control; temperatures 0.3-2.5; about 22 min on 2 CPU cores",
         sweep=SweepSettings(data=data, models=models, families=["transformer", "gan-gumbel", "gan-reinforce",
                                                                 "gan-gumbel-pt", "gan-reinforce-pt", "mle-continued",
                                                                 "gan-frozen-d-pt", "gan-mbstd-pt"],
