@@ -20,6 +20,7 @@ from modules.data import OracleDataModule
 from experiments.families import merge_args
 from modules.models import TextGAN, TransformerSeq2Seq
 from modules.models.configs import nest_flat_args
+from checkpointing import SaveAtEpochEnd
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -132,9 +133,8 @@ def test_resume_continues_the_planned_anneal(tmp_path):
         def on_train_epoch_end(self, trainer, pl_module):
             trainer.should_stop = True
 
-    ckpt = pl.callbacks.ModelCheckpoint(dirpath=tmp_path, save_last=True)
-    first, _ = fit(tiny_gan(dm.vocab_size), dm, max_epochs=2, limit_train_batches=3, enable_checkpointing=True,
-                   callbacks=[ckpt, StopAfterFirstEpoch()])
+    first, _ = fit(tiny_gan(dm.vocab_size), dm, max_epochs=2, limit_train_batches=3,
+                   callbacks=[StopAfterFirstEpoch(), SaveAtEpochEnd(tmp_path / "last.ckpt")])
     assert sorted(first.beta) == [0, 1, 2]
 
     resumed_model = tiny_gan(dm.vocab_size)
