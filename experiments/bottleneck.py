@@ -316,7 +316,7 @@ def measure_translation(model, dm, measure: dict) -> dict:
                          "bleu4": bleu}
     all_bleu = corpus_bleu([words(h) for h in hypotheses], [words(ex.tgt) for ex in examples])
     return {"nll_test_per_token": float(nll.sum() / tokens.sum()), "bleu4": all_bleu, "num_test": len(examples),
-            "buckets": buckets}
+            "buckets": buckets, "bucket_names": list(buckets)}  # (the table stores dicts with sorted keys)
 
 
 def run_spec(spec: dict, out: str | Path, wandb_mode: str = "disabled") -> dict:
@@ -578,7 +578,7 @@ def verdict(rows: list[dict], *, alpha: float = 0.05, min_seeds: int = 3) -> Ver
 def _bucket_order(rows: list[dict]) -> list[str]:
     for r in rows:
         if r.get("buckets"):
-            return list(r["buckets"])
+            return list(r.get("bucket_names") or r["buckets"])
     return []
 
 
@@ -676,7 +676,7 @@ def report_section(rows: list[dict], out: Path) -> tuple[list[str], dict[str, Pa
             continue
         lines += [f"### {dataset}", "", notes[dataset], ""]
         if dataset == "multi30k":
-            counts = {b: v.get("num_test") for b, v in (drows[0].get("buckets") or {}).items()}
+            counts = {b: drows[0]["buckets"][b].get("num_test") for b in _bucket_order(drows)}
             lines += ["Test pairs per bucket: " + ", ".join(f"{b}: {n}" for b, n in counts.items()) + ".", ""]
         for name, label, _ in METRICS[dataset]:
             lines += _table(rows, dataset, name, label)
