@@ -188,6 +188,18 @@ def multi30k_data(settings: BottleneckSettings, root: Optional[str] = None) -> d
         "max_len": settings.multi30k_max_len}}
 
 
+def _multi30k_folder(root: Optional[str]) -> Path:
+    from modules.data.corpora import expand_path
+
+    return Path(expand_path(root or "$GVT_DATA_DIR/multi30k"))
+
+
+def multi30k_available(root: Optional[str] = None) -> bool:
+    files = multi30k_data(BottleneckSettings(), root)["init_args"]
+    folder = _multi30k_folder(root)
+    return all((folder / files[split][side]).is_file() for split in ("train", "val", "test") for side in ("src", "tgt"))
+
+
 def _data(settings: BottleneckSettings, dataset: str, length: Optional[int], seed: int,
           multi30k_root: Optional[str]) -> dict:
     if dataset == "reverse":
@@ -426,6 +438,10 @@ def run(settings: BottleneckSettings, out: Path, *, workers: int = 2, wandb_mode
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
+    if "multi30k" in settings.datasets and not multi30k_available(multi30k_root):
+        # the corpora are inputs, not part of the package: without them the other data sets still run
+        echo(f"bottleneck: multi30k not run: no corpus at {_multi30k_folder(multi30k_root)} (set GVT_DATA_DIR)")
+        settings = dataclasses.replace(settings, datasets=tuple(d for d in settings.datasets if d != "multi30k"))
     specs = plan(settings, multi30k_root)
     atomic_write_text(out / SETTINGS_FILE, json.dumps({"settings": settings.to_dict(),
                                                       "keys": [s["key"] for s in specs]}, indent=1) + "\n")

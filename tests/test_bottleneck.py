@@ -217,3 +217,13 @@ def test_report_section_has_tables_with_intervals_and_figures(tmp_path):
 def test_report_section_without_runs_says_so(tmp_path):
     lines, figures = B.report_section([], tmp_path)
     assert any(line.startswith("not run") for line in lines) and figures == {}
+
+
+def test_without_the_corpus_multi30k_is_skipped_saying_so(tmp_path):
+    settings = B.smoke()
+    settings.datasets, settings.families, settings.task_lengths = ("reverse", "multi30k"), ("rnn",), (3,)
+    said = []
+    rows = B.run(settings, tmp_path / "out", workers=1, wandb_mode="disabled", echo=said.append,
+                 multi30k_root=str(tmp_path / "nowhere"))
+    assert [r["dataset"] for r in rows] == ["reverse"]
+    assert any(line.startswith("bottleneck: multi30k not run: no corpus at") for line in said)
