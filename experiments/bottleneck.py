@@ -340,7 +340,7 @@ def run_spec(spec: dict, out: str | Path, wandb_mode: str = "disabled") -> dict:
     from experiments.families import get_family
     from experiments.runner import BudgetCallback, _finish_wandb, _quiet_lightning
 
-    start = time.perf_counter()
+    start, cpu_start = time.perf_counter(), time.process_time()
     out = Path(out)
     folder = out / "runs" / spec["key"]
     folder.mkdir(parents=True, exist_ok=True)
@@ -383,6 +383,8 @@ def run_spec(spec: dict, out: str | Path, wandb_mode: str = "disabled") -> dict:
         "optimizer": model.generator_optimizer_settings(), "final_train_loss": _last_loss(budget.curve),
         "diverged": budget.nonfinite is not None, "fit_time_s": fit_time, **metrics,
         "wall_time_s": time.perf_counter() - start,
+        # CPU seconds of this run's process: what the run costs on an idle core, however loaded the machine was
+        "cpu_time_s": time.process_time() - cpu_start,
     }
     if loggers:
         _finish_wandb(loggers, row)
@@ -699,7 +701,9 @@ def report_section(rows: list[dict], out: Path) -> tuple[list[str], dict[str, Pa
         figures[f"bottleneck_{dataset}"] = plot_dataset(rows, dataset, out / f"bottleneck_{dataset}.png")
         lines += [f"![{dataset}](bottleneck_{dataset}.png)", ""]
     wall = sum(r.get("wall_time_s", 0.0) for r in rows)
-    lines += [f"{len(rows)} runs, {wall / 60:.1f} min of run time in all (summed over workers).", ""]
+    cpu = sum(r.get("cpu_time_s", 0.0) for r in rows)
+    lines += [f"{len(rows)} runs, {wall / 60:.1f} min of run time in all (summed over workers)"
+              + (f", {cpu / 60:.1f} min of CPU time." if cpu else "."), ""]
     return lines, figures
 
 

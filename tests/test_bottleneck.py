@@ -119,6 +119,7 @@ def test_a_run_is_reproduced_by_its_seed(tmp_path):
         assert a[name] == b[name], name
     assert a["updates"] == spec["updates"] and a["samples_seen"] == spec["updates"] * spec["batch_size"]
     assert 0.0 <= a["token_accuracy"] <= 1.0 and a["chance_token_accuracy"] == pytest.approx(1 / 6)
+    assert 0.0 < a["cpu_time_s"] and 0.0 < a["fit_time_s"] < a["wall_time_s"]
 
 
 def test_an_oracle_run_reports_the_excess_over_the_oracle_entropy(tmp_path):
