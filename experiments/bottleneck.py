@@ -101,7 +101,9 @@ class BottleneckSettings:
     oracle_entropy_samples: int = 2000
     # Multi30k de -> en
     multi30k_updates: int = 300
-    multi30k_buckets: tuple[int, ...] = (10, 15, 20)  # upper bounds of the source-length buckets (tokens)
+    # upper bounds of the source-length buckets, in BPE tokens (with 1,000 pieces the test sources' median is about
+    # 21 tokens; these give buckets of roughly 200-300 pairs each, the shortest about 190)
+    multi30k_buckets: tuple[int, ...] = (15, 20, 26)
     multi30k_max_len: Optional[int] = None  # None: every pair is kept (a cap would empty the longest bucket)
     multi30k_bpe_vocab_size: int = 1000
     multi30k_max_test: Optional[int] = None  # score only the first N test pairs (None: all 1,000)
