@@ -14,6 +14,9 @@ the ``gvt`` command).
     gvt ablate conditioning [--preset ...] [--families ...] [--conditions none,label,source] [--strengths ...]
                           [--z-dims ...] [--seeds ...] [--out RUN_DIR] [--workers N] [--wandb-mode MODE] [--no-report]
                           [--plan-only | --launcher local|wandb | --emit-wandb-sweep FILE]
+    gvt ablate bottleneck [--preset lecture|smoke] [--datasets reverse,oracle,multi30k] [--seeds ...] [--out RUN_DIR]
+                          [--workers N] [--wandb-mode MODE]
+                          C2: rnn / rnn-attention / transformer against source length (experiments.bottleneck)
     gvt temperature       --checkpoint PATH [--data-config YAML] | --run-dir RUN_DIR [--families ...]
                           [--batch-sizes ...]   [--temperatures ...] [--num-samples N] [--out DIR]
     gvt report RUN_DIR    [--out DIR] [--wandb-mode MODE]
@@ -410,6 +413,11 @@ def main(command: str, argv: list[str]) -> int:
         from experiments.pilot import main as pilot_main
 
         return pilot_main(argv[1:])
+    if command == "ablate" and argv[:1] == ["bottleneck"]:  # C2, the context-vector bottleneck (experiments.bottleneck)
+        os.environ.setdefault("WANDB_SILENT", "true")
+        from experiments.bottleneck import main as bottleneck_main
+
+        return bottleneck_main(argv[1:])
     if command == "sweep":
         parser = argparse.ArgumentParser(prog=prog, description="Batch-size sweep: families x batch sizes x seeds at "
                                          "an equal budget (`all`: also the conditioning ablation), then the report.")

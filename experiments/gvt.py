@@ -26,6 +26,8 @@ Experiments (experiments/; a run folder is resumable: rerun the command to finis
                gvt sweep run-one RUN_DIR --key KEY      exactly one planned run (what W&B agents run)
   ablate       gvt ablate conditioning [--preset ...] [--conditions none,label,source] [--strengths ...]
                [--z-dims ...] [--out RUN_DIR]
+               gvt ablate bottleneck [--preset lecture|smoke] [--datasets ...] [--seeds ...] [--out RUN_DIR]
+               C2: rnn, rnn-attention, transformer against source length, with the verdict
   temperature  gvt temperature --checkpoint PATH | --run-dir RUN_DIR [--temperatures ...]
                quality-diversity curves over sampling temperatures
   report       gvt report RUN_DIR                       plots (PNG) and a Markdown verdict table

@@ -394,3 +394,41 @@ class SelfBLEU(TokenSequenceMetric):
         scores = self_bleu_scores(samples, self.max_n, self.include_self, self.max_hypotheses, self.seed)
         return {f"{self.prefix}{n}": torch.tensor(scores[:, n - 1].mean(), dtype=torch.float64)
                 for n in range(self.min_n, self.max_n + 1)}
+
+
+# -----------------------------------------------------------------------------
+# Translation BLEU: each hypothesis against its own reference
+
+
+def corpus_bleu(hypotheses: Sequence[Sequence], references: Sequence[Sequence], max_n: int = 4) -> float:
+    """Corpus-level BLEU-max_n of Papineni et al. (2002), as machine translation reports it (in [0, 1]).
+
+    Hypothesis i is scored against reference i only (unlike the Texygen BLEU above, which scores every sample
+    against all references): the clipped n-gram matches and the hypothesis n-grams are summed over the corpus
+    before the precisions are taken, uniform weights over n = 1..max_n, and the brevity penalty compares the
+    corpus's total hypothesis length with its total reference length. No smoothing: a corpus without a single
+    matching n-gram of some order scores 0, as NLTK's ``corpus_bleu`` does. Tokens are any hashable items
+    (words or ids)."""
+    from collections import Counter
+
+    _check_orders(max_n)
+    if len(hypotheses) != len(references):
+        raise ValueError(f"corpus BLEU pairs hypotheses with references: got {len(hypotheses)} hypotheses and "
+                         f"{len(references)} references")
+    if not hypotheses:
+        raise ValueError("BLEU needs at least one hypothesis, got none")
+    matches, totals = [0] * max_n, [0] * max_n
+    hyp_len = ref_len = 0
+    for hyp, ref in zip(hypotheses, references):
+        hyp, ref = list(hyp), list(ref)
+        hyp_len, ref_len = hyp_len + len(hyp), ref_len + len(ref)
+        for n in range(1, max_n + 1):
+            hyp_grams = Counter(tuple(hyp[i:i + n]) for i in range(len(hyp) - n + 1))
+            ref_grams = Counter(tuple(ref[i:i + n]) for i in range(len(ref) - n + 1))
+            matches[n - 1] += sum(min(count, ref_grams[gram]) for gram, count in hyp_grams.items())
+            totals[n - 1] += max(0, len(hyp) - n + 1)
+    if min(matches) == 0:
+        return 0.0
+    log_precision = sum(np.log(m / t) for m, t in zip(matches, totals)) / max_n
+    brevity = 1.0 if hyp_len > ref_len else float(np.exp(1.0 - ref_len / hyp_len))
+    return float(brevity * np.exp(log_precision))
