@@ -106,9 +106,9 @@ class TransferSettings:
     label_sizes: list[Size] = field(default_factory=lambda: [50, 100, 500, 2000, ALL])
     primary_size: int = 100
     seeds: list[int] = field(default_factory=lambda: [0, 1, 2])
-    pretrain: dict = field(default_factory=lambda: dict(updates=600, batch_size=64, lr=2e-3))
-    adapt: dict = field(default_factory=lambda: dict(updates=200, batch_size=64, lr=1e-3))
-    finetune: dict = field(default_factory=lambda: dict(batch_size=32, epochs=10, min_updates=60, max_updates=250,
+    pretrain: dict = field(default_factory=lambda: dict(updates=500, batch_size=64, lr=2e-3))
+    adapt: dict = field(default_factory=lambda: dict(updates=150, batch_size=64, lr=1e-3))
+    finetune: dict = field(default_factory=lambda: dict(batch_size=32, epochs=10, min_updates=50, max_updates=200,
                                                         lr=1e-3, head_dropout=0.1))
     optimizer: dict = field(default_factory=lambda: dict(GENERATOR_OPTIMIZER))
     eval_batch_size: int = 256

@@ -207,7 +207,7 @@ def test_balanced_subset_larger_than_a_class_is_refused():
         T.balanced_subset(train, 12, seed=0)
 
 
-@pytest.mark.parametrize("n, expected", [(10, 60), (500, 157), (2000, 250), (7464, 250)])
+@pytest.mark.parametrize("n, expected", [(10, 50), (500, 157), (2000, 200), (7464, 200)])
 def test_finetune_budget_is_epochs_clamped(n, expected):
     assert T.finetune_updates(T.lecture().finetune, n) == expected
 
