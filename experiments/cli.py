@@ -17,6 +17,9 @@ the ``gvt`` command).
     gvt ablate bottleneck [--preset lecture|smoke] [--datasets reverse,oracle,multi30k] [--seeds ...] [--out RUN_DIR]
                           [--workers N] [--wandb-mode MODE]
                           C2: rnn / rnn-attention / transformer against source length (experiments.bottleneck)
+    gvt ablate transfer   [--preset lecture|smoke] [--seeds ...] [--bodies lstm,transformer] [--out RUN_DIR]
+                          [--workers N] [--wandb-mode MODE]
+                          C4: ULMFiT against training from scratch (experiments.transfer)
     gvt temperature       --checkpoint PATH [--data-config YAML] | --run-dir RUN_DIR [--families ...]
                           [--batch-sizes ...]   [--temperatures ...] [--num-samples N] [--out DIR]
     gvt report RUN_DIR    [--out DIR] [--wandb-mode MODE]
@@ -418,6 +421,11 @@ def main(command: str, argv: list[str]) -> int:
         from experiments.bottleneck import main as bottleneck_main
 
         return bottleneck_main(argv[1:])
+    if command == "ablate" and argv[:1] == ["transfer"]:  # C4, the transfer ablation (experiments.transfer)
+        os.environ.setdefault("WANDB_SILENT", "true")
+        from experiments.transfer import main as transfer_main
+
+        return transfer_main(argv[1:])
     if command == "sweep":
         parser = argparse.ArgumentParser(prog=prog, description="Batch-size sweep: families x batch sizes x seeds at "
                                          "an equal budget (`all`: also the conditioning ablation), then the report.")

@@ -28,6 +28,8 @@ Experiments (experiments/; a run folder is resumable: rerun the command to finis
                [--z-dims ...] [--out RUN_DIR]
                gvt ablate bottleneck [--preset lecture|smoke] [--datasets ...] [--seeds ...] [--out RUN_DIR]
                C2: rnn, rnn-attention, transformer against source length, with the verdict
+               gvt ablate transfer [--preset lecture|smoke] [--bodies lstm,transformer] [--out RUN_DIR]
+               C4: ULMFiT (pretrain, adapt, classify MR) against training from scratch, with the verdict
   temperature  gvt temperature --checkpoint PATH | --run-dir RUN_DIR [--temperatures ...]
                quality-diversity curves over sampling temperatures
   report       gvt report RUN_DIR                       plots (PNG) and a Markdown verdict table

@@ -1,0 +1,839 @@
+"""C4, ``gvt ablate transfer``: the ULMFiT recipe against training from scratch, at small labelled-set sizes.
+
+The lecture's claim: transfer learning reached NLP with ULMFiT (Howard & Ruder 2018): pretrain a language model on
+a general corpus, adapt it to the target domain, then fine-tune a classifier; it needs far fewer labelled examples
+than training from scratch. Tested here on the corpora in ``$GVT_DATA_DIR`` (``../shared/data``):
+
+1. **Data** (``prepare_data``, once per run folder): the general corpus is COCO captions (``coco/train.txt``) plus
+   Multi30k English (``multi30k/train.en.gz``); MR (``mr/rt-polarity.{neg,pos}``, Latin-1) is split once into
+   train / val / test with ``split_seed`` (stratified by class, ``TextDataModule``'s carving; fixed across seeds).
+   One tokenizer (the package's byte-level BPE, lowercased) and one vocabulary (``Vocab``) are fitted on the
+   general corpus plus the MR training sentences, so the language model and the classifiers share ids. Sentences
+   are truncated to ``max_len`` tokens. The result is cached in ``OUT/data/`` (never in the corpora folder).
+2. **Language model** (one run per body and seed, kind ``lm``): a ``LanguageModel`` (``modules.models.classifier``)
+   pretrained on the general corpus for ``pretrain.updates`` updates, then adapted (continued LM training, fresh
+   optimiser) on the MR training sentences (their text only, no labels) for ``adapt.updates``. Its NLL per token
+   of the MR test sentences is recorded before training, after pretraining and after adaptation. Pretraining is
+   repeated per seed, so the seed intervals cover pretraining, adaptation and fine-tuning alike.
+3. **Classifiers** (kind ``classifier``): for each labelled-set size n in ``label_sizes`` (``all`` = the whole MR
+   training split) and each seed, a balanced subset of the MR training split (n/2 per class, seeded by the seed,
+   nested: the 50 are among the 100, ...), shared by both arms. Arm ``pretrained``: a ``SentenceClassifier`` whose
+   body is the adapted language model's, with a new head; arm ``scratch``: the same classifier with the body at
+   its random initialisation. Same seed (so the same head initialisation and batch order), same budget
+   (``finetune_updates(n)``: ``epochs`` passes over the subset, clamped to [``min_updates``, ``max_updates``]),
+   same optimiser (``experiments.presets.GENERATOR_OPTIMIZER``, constant learning rate). Accuracy on the fixed MR
+   test split is the row's ``accuracy``; ``majority_accuracy`` is what always answering the training split's most
+   frequent class scores there.
+
+Bodies: ``lstm`` (the RNN family's LSTM) and ``transformer`` (the Transformer's encoder blocks, causal); see
+``modules/nets/classifier.py``. ``primary_body`` is the one verdict C4 is decided on; the other is reported beside
+it.
+
+**Verdict C4** (``verdict``): the primary cell is, per seed, accuracy(pretrained) - accuracy(scratch) at
+``primary_size`` (100) labelled examples on the primary body, paired by seed; SESOI ``SESOI`` (0.05 accuracy).
+The precondition: at the largest labelled size both arms beat the majority-class baseline (the t interval of their
+accuracy over seeds lies above it); otherwise the comparison is between classifiers that did not learn the task,
+and C4 is inconclusive, saying so. Secondary cells: the difference at every other size; descriptively, the labels
+scratch needs to match the pretrained classifier at ``primary_size``.
+
+Runs are resumable: a row in ``OUT/results.jsonl`` (``experiments.results.ResultsTable``, atomic, locked) is not
+redone; the language model's body weights are written (atomically) before its row.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import math
+import random
+import sys
+import time
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import Callable, Optional, Sequence, Union
+
+from experiments.presets import GENERATOR_OPTIMIZER
+from experiments.results import ResultsTable
+from experiments.runner import config_hash
+from experiments.stats import t_interval
+from experiments.verdicts import Cell, Verdict, VerdictSettings, _not_run, _standard
+from modules.data.base import SequenceDataModule
+from modules.errors import ConfigError, GvtError
+from modules.files import atomic_open, atomic_write_text
+
+QUESTION = "C4"
+CLAIM = ("Transfer learning (ULMFiT: pretrain a language model on a general corpus, adapt it to the target domain, "
+         "fine-tune a classifier) needs far fewer labelled examples than training the same classifier from scratch.")
+# SESOI: 0.05 accuracy on balanced binary MR is a tenth of the way from chance (0.5) to perfect. Smaller gains would
+# not amount to "far fewer labelled examples" (at these sizes doubling the labels moves a classifier by more than
+# that), and it is about four standard errors of one run's test accuracy on ~2,100 test sentences (0.011), so a
+# difference of that size is not evaluation noise.
+SESOI = 0.05
+BODIES = ("lstm", "transformer")
+ARMS = ("pretrained", "scratch")
+ALL = "all"
+DATA_FILE = "prepared.pt"
+
+Size = Union[int, str]
+
+
+def _default_data() -> dict:
+    return dict(
+        general=["$GVT_DATA_DIR/coco/train.txt", "$GVT_DATA_DIR/multi30k/train.en.gz"],
+        general_encoding="utf-8",
+        mr={"neg": "$GVT_DATA_DIR/mr/rt-polarity.neg", "pos": "$GVT_DATA_DIR/mr/rt-polarity.pos"},
+        mr_encoding="latin-1",
+        val_fraction=0.1, test_fraction=0.2, split_seed=0,
+        tokenizer="bpe", lowercase=True, bpe_vocab_size=3000, min_freq=1,
+        max_len=32,  # tokens per sentence, longer ones truncated
+        max_general=None,  # the first N general sentences only (None: all)
+        max_mr_train=None, max_mr_test=None,  # the first N of the MR train / test split only (None: all)
+    )
+
+
+@dataclass
+class TransferSettings:
+    """Every knob of the transfer ablation (module docstring)."""
+
+    data: dict = field(default_factory=_default_data)
+    bodies: list[str] = field(default_factory=lambda: list(BODIES))
+    primary_body: str = "lstm"
+    body_args: dict = field(default_factory=lambda: {
+        "lstm": dict(emb_dim=64, hidden_dim=128, num_layers=1, dropout=0.1),
+        "transformer": dict(d_model=64, n_heads=2, n_encoder_layers=2, d_ff=128, dropout=0.1, max_len=64),
+    })
+    label_sizes: list[Size] = field(default_factory=lambda: [50, 100, 500, 2000, ALL])
+    primary_size: int = 100
+    seeds: list[int] = field(default_factory=lambda: [0, 1, 2])
+    pretrain: dict = field(default_factory=lambda: dict(updates=500, batch_size=64, lr=2e-3))
+    adapt: dict = field(default_factory=lambda: dict(updates=150, batch_size=64, lr=1e-3))
+    finetune: dict = field(default_factory=lambda: dict(batch_size=32, epochs=10, min_updates=50, max_updates=200,
+                                                        lr=1e-3, head_dropout=0.1))
+    optimizer: dict = field(default_factory=lambda: dict(GENERATOR_OPTIMIZER))
+    eval_batch_size: int = 256
+    sesoi: float = SESOI
+    threads: int = 1  # torch threads per run: the numbers are the same whether runs go in 1 or N workers
+
+    def __post_init__(self):
+        for body in self.bodies:
+            if body not in BODIES:
+                raise ConfigError(f"transfer.bodies: unknown body {body!r}; choose from {', '.join(BODIES)}")
+            if body not in self.body_args:
+                raise ConfigError(f"transfer.body_args has no settings for body {body!r}")
+        if self.primary_body not in self.bodies:
+            raise ConfigError(f"transfer.primary_body={self.primary_body!r} is not among the bodies {self.bodies}")
+        for size in self.label_sizes:
+            if size != ALL and (isinstance(size, bool) or not isinstance(size, int) or size < 2 or size % 2):
+                raise ConfigError(f"transfer.label_sizes: {size!r} is not an even number >= 2 or 'all' "
+                                  "(subsets are balanced: n/2 per class)")
+        if self.primary_size not in self.label_sizes:
+            raise ConfigError(f"transfer.primary_size={self.primary_size} is not among label_sizes {self.label_sizes}")
+        if not self.seeds:
+            raise ConfigError("transfer.seeds is empty")
+        for stage in ("pretrain", "adapt"):
+            if getattr(self, stage)["updates"] < 0:
+                raise ConfigError(f"transfer.{stage}.updates must be >= 0, got {getattr(self, stage)['updates']}")
+        ft = self.finetune
+        if not 1 <= ft["min_updates"] <= ft["max_updates"]:
+            raise ConfigError(f"transfer.finetune needs 1 <= min_updates <= max_updates, got {ft['min_updates']}, "
+                              f"{ft['max_updates']}")
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def lecture() -> TransferSettings:
+    """Its share of the lecture preset (about 12 min on 2 CPU cores, 2 workers): both bodies, 3 seeds."""
+    return TransferSettings()
+
+
+def smoke() -> TransferSettings:
+    """Seconds, for tests: a slice of the corpora, tiny bodies, a few updates, two sizes."""
+    data = {**_default_data(), "bpe_vocab_size": 300, "max_len": 16, "max_general": 400, "max_mr_train": 200,
+            "max_mr_test": 100}
+    return TransferSettings(
+        data=data,
+        body_args={"lstm": dict(emb_dim=16, hidden_dim=16, num_layers=1, dropout=0.0),
+                   "transformer": dict(d_model=16, n_heads=2, n_encoder_layers=1, d_ff=32, dropout=0.0, max_len=32)},
+        label_sizes=[20, ALL], primary_size=20, seeds=[0, 1],
+        pretrain=dict(updates=8, batch_size=32, lr=3e-3), adapt=dict(updates=4, batch_size=32, lr=1e-3),
+        finetune=dict(batch_size=16, epochs=1, min_updates=4, max_updates=6, lr=1e-3, head_dropout=0.0),
+        eval_batch_size=128,
+    )
+
+
+PRESETS: dict[str, Callable[[], TransferSettings]] = {"lecture": lecture, "smoke": smoke}
+
+
+def finetune_updates(ft: dict, n: int) -> int:
+    """Classifier updates for n labelled examples (``ft``: ``TransferSettings.finetune``), the same for both arms:
+    ``epochs`` passes over the subset, clamped to [min_updates, max_updates] (tiny sets get enough updates to fit,
+    large ones a bounded budget)."""
+    return int(min(ft["max_updates"], max(ft["min_updates"], math.ceil(ft["epochs"] * n / ft["batch_size"]))))
+
+
+# ---- data ----------------------------------------------------------------------------------------------------
+
+
+def _data_hash(settings: TransferSettings) -> str:
+    return config_hash({"data": settings.data})
+
+
+def prepare_data(settings: TransferSettings, out: Path, echo=print) -> Path:
+    """Tokenizer, vocabulary and token ids of every corpus, once per data setting, cached as
+    ``OUT/data/<hash>/prepared.pt``; returns that path."""
+    import torch
+
+    from modules.data.corpora import read_lines
+    from modules.data.text_datamodule import TextDataModule
+    from modules.data.vocab import Vocab, make_tokenizer
+
+    path = Path(out) / "data" / _data_hash(settings) / DATA_FILE
+    if path.exists():
+        return path
+    d = settings.data
+    start = time.perf_counter()
+    try:
+        general = [line for p in d["general"] for line in read_lines(p, d["general_encoding"])]
+    except GvtError as err:
+        raise ConfigError(f"transfer.data.general: {err}") from None
+    general = general[: d["max_general"]]
+    # MR's fixed split: TextDataModule's stratified carving (split_seed), the package's one held-out rule
+    mr_module = TextDataModule(train=dict(d["mr"]), format="labeled", encoding=d["mr_encoding"],
+                               val_fraction=d["val_fraction"], test_fraction=d["test_fraction"],
+                               split_seed=d["split_seed"])
+    try:
+        mr = mr_module._read_splits()  # {split: [(label, sentence)]}, before any tokenizer sees them
+    except GvtError as err:
+        raise ConfigError(f"transfer.data.mr: {err}") from None
+    mr["train"] = _interleaved_prefix(mr["train"], d["max_mr_train"])
+    mr["test"] = _interleaved_prefix(mr["test"], d["max_mr_test"])
+    labels = sorted({label for label, _ in mr["train"]})
+    if len(labels) < 2:
+        raise ConfigError(f"transfer.data.mr: the training split has only the labels {labels}; two are needed")
+
+    tokenizer = make_tokenizer(d["tokenizer"], lowercase=d["lowercase"], bpe_vocab_size=d["bpe_vocab_size"])
+    # one tokenizer and vocabulary for the language model and the classifiers, from training text only
+    tokenizer.fit(general + [text for _, text in mr["train"]])
+    n = d["max_len"]
+    tok = lambda text: tokenizer.tokenize(text)[:n]  # noqa: E731
+    general_tokens = [tok(text) for text in general]
+    mr_tokens = {split: [(label, tok(text)) for label, text in recs] for split, recs in mr.items()}
+    vocab = Vocab.build(general_tokens + [t for _, t in mr_tokens["train"]], labels=labels, min_freq=d["min_freq"])
+    index = {label: k for k, label in enumerate(vocab.labels)}
+    prepared = {
+        "vocab": vocab.state_dict(),
+        "tokenizer": tokenizer.state_dict(),
+        "general": [vocab.encode(t) for t in general_tokens if t],
+        "mr": {split: [(index[label], vocab.encode(t)) for label, t in items if t] for split, items in mr_tokens.items()},
+    }
+    with atomic_open(path, "wb") as f:
+        torch.save(prepared, f)
+    sizes = ", ".join(f"{split} {len(v)}" for split, v in prepared["mr"].items())
+    echo(f"transfer: data prepared in {time.perf_counter() - start:.1f}s: {len(prepared['general'])} general "
+         f"sentences, MR {sizes}, vocabulary {len(vocab)} ({d['tokenizer']}) -> {path}")
+    return path
+
+
+def _interleaved_prefix(records: list, n: Optional[int]) -> list:
+    """The first n records taken in turn from each label (records come grouped by label), in their file order;
+    all of them for None. Caps a split without leaving a class out."""
+    if n is None or n >= len(records):
+        return list(records)
+    by_label: dict = {}
+    for i, (label, _) in enumerate(records):
+        by_label.setdefault(label, []).append(i)
+    turns = sorted((rank, label, i) for label, idx in by_label.items() for rank, i in enumerate(idx))
+    return [records[i] for i in sorted(i for _, _, i in turns[:n])]
+
+
+_PREPARED: dict[str, dict] = {}
+
+
+def load_prepared(path: Path) -> dict:
+    import torch
+
+    key = str(path)
+    if key not in _PREPARED:  # once per worker process
+        _PREPARED[key] = torch.load(path, weights_only=True)
+    return _PREPARED[key]
+
+
+def balanced_subset(train: list[tuple[int, list[int]]], n: Optional[int], seed: int) -> list[tuple[int, list[int]]]:
+    """n examples of the training split, n/2 per class, seeded by ``seed`` and nested (the subset of n is the
+    start of the subset of any larger n for the same seed); None: the whole split."""
+    if n is None:
+        return list(train)
+    by_class: dict[int, list[int]] = {}
+    for i, (label, _) in enumerate(train):
+        by_class.setdefault(label, []).append(i)
+    per_class = n // len(by_class)
+    picked = []
+    for label in sorted(by_class):
+        idx = by_class[label]
+        if per_class > len(idx):
+            raise ConfigError(f"transfer.label_sizes: {n} labelled examples need {per_class} of class {label}, but "
+                              f"the MR training split has {len(idx)}")
+        order = list(idx)
+        random.Random(seed * 1009 + label).shuffle(order)
+        picked += order[:per_class]
+    return [train[i] for i in sorted(picked)]
+
+
+class PreparedData(SequenceDataModule):
+    """Splits already encoded with the ablation's one vocabulary; batching and seeding are the package's."""
+
+    def __init__(self, splits: dict, vocab, batch_size: int, seed: int, eval_batch_size: int):
+        super().__init__(batch_size=batch_size, eval_batch_size=eval_batch_size, seed=seed)
+        self._given = (splits, vocab)
+
+    def build(self):
+        return self._given
+
+
+def _lm_examples(sentences: Sequence[list[int]]):
+    from modules.data.batch import Example
+    from modules.data.vocab import NULL_ID
+
+    return [Example([NULL_ID], ids) for ids in sentences]
+
+
+def _labelled_examples(items: Sequence[tuple[int, list[int]]]):
+    from modules.data.batch import Example
+    from modules.data.vocab import NULL_ID
+
+    # src stays <null>: the classifier reads only tgt, and no label token may sit anywhere in its batch
+    return [Example([NULL_ID], ids, label) for label, ids in items]
+
+
+# ---- runs ----------------------------------------------------------------------------------------------------
+
+
+def _size_label(size: Size) -> str:
+    return ALL if size == ALL else str(size)
+
+
+def lm_spec(settings: TransferSettings, body: str, seed: int, data_path: Path) -> dict:
+    spec = {"kind": "lm", "body": body, "seed": seed, "data": settings.data, "body_args": settings.body_args[body],
+            "pretrain": settings.pretrain, "adapt": settings.adapt, "optimizer": settings.optimizer}
+    spec["key"] = f"lm__{body}__seed{seed}__{config_hash(spec)}"
+    spec["data_path"] = str(data_path)
+    return spec
+
+
+def classifier_spec(settings: TransferSettings, body: str, arm: str, seed: int, size: Size, lm: dict) -> dict:
+    spec = {"kind": "classifier", "body": body, "arm": arm, "seed": seed, "size": _size_label(size),
+            "data": settings.data, "body_args": settings.body_args[body], "finetune": settings.finetune,
+            "optimizer": settings.optimizer, "lm": lm["key"] if arm == "pretrained" else None}
+    spec["key"] = f"clf__{body}__{arm}__n{_size_label(size)}__seed{seed}__{config_hash(spec)}"
+    spec.update(data_path=lm["data_path"], primary_body=settings.primary_body, primary_size=settings.primary_size,
+                eval_batch_size=settings.eval_batch_size, threads=settings.threads)
+    return spec
+
+
+def _run_folder(out: Path, key: str) -> Path:
+    return Path(out) / "runs" / key
+
+
+def _trainer(updates: int, loggers, folder: Path):
+    import pytorch_lightning as pl
+
+    return pl.Trainer(accelerator="cpu", devices=1, logger=loggers, max_steps=updates, max_epochs=-1,
+                      limit_val_batches=0, num_sanity_val_steps=0, enable_checkpointing=False,
+                      enable_progress_bar=False, enable_model_summary=False,
+                      log_every_n_steps=max(1, min(50, updates // 10)), default_root_dir=str(folder))
+
+
+def _loggers(name: str, out: Path, job_type: str, tags: list[str], wandb_mode: str, config: dict):
+    from modules.tracking import Tracking
+
+    return Tracking(name=name, group=f"transfer-{Path(out).resolve().name}", job_type=job_type, tags=tags,
+                    wandb_mode=wandb_mode).loggers(save_dir=str(Path(out) / "runs"), family=job_type, config=config)
+
+
+def _finish(loggers, row: dict) -> None:
+    """The row's scalars into the W&B run's summary (``result/...``), then close it so the next fit is a new run."""
+    from experiments.results import flat_scalars
+
+    for logger in loggers:
+        if type(logger).__name__ != "WandbLogger":
+            continue
+        try:
+            run = logger.experiment
+            run.summary.update({f"result/{k}": v for k, v in flat_scalars(row).items()
+                                if isinstance(v, (int, float, bool, str))})
+            run.finish()
+        except Exception as err:  # tracking must never take a finished run down
+            print(f"transfer: could not finish the W&B run: {err}", file=sys.stderr)
+
+
+def _test(trainer, model, dm) -> dict:
+    return {k.split("/", 1)[1]: float(v) for k, v in trainer.test(model, datamodule=dm, verbose=False)[0].items()}
+
+
+def run_lm(spec: dict, out: str, wandb_mode: str) -> list[dict]:
+    """Pretrain and adapt one language model; write its body weights, then its row. -> [row] (or [] if done)."""
+    import pytorch_lightning as pl
+    import torch
+
+    from experiments.runner import _quiet_lightning
+    from modules.data.vocab import Vocab
+    from modules.models.classifier import LanguageModel
+
+    out = Path(out)
+    table = ResultsTable(out)
+    if spec["key"] in table.keys():
+        return []
+    start, cpu_start = time.perf_counter(), time.process_time()
+    torch.set_num_threads(int(spec.get("threads") or 1))
+    data = load_prepared(Path(spec["data_path"]))
+    vocab = Vocab.from_state_dict(data["vocab"])
+    folder = _run_folder(out, spec["key"])
+    folder.mkdir(parents=True, exist_ok=True)
+    held_out = _lm_examples([ids for _, ids in data["mr"]["test"]])  # the target domain's test sentences
+    stages = [("pretrain", _lm_examples(data["general"])), ("adapt", _lm_examples([ids for _, ids in data["mr"]["train"]]))]
+    body, seed = spec["body"], int(spec["seed"])
+    nll, updates, fit_time = {}, {}, 0.0
+    with _quiet_lightning():
+        pl.seed_everything(seed, workers=True, verbose=False)
+        model = None
+        for stage, train in stages:
+            cfg = spec[stage]
+            previous = model
+            model = LanguageModel(len(vocab), body=body, body_args=spec["body_args"], lr=cfg["lr"], **spec["optimizer"])
+            if previous is not None:  # adaptation continues the pretrained weights with a fresh optimiser
+                model.net.load_state_dict(previous.net.state_dict())
+            dm = PreparedData({"train": train, "val": held_out, "test": held_out}, vocab, cfg["batch_size"], seed,
+                             spec.get("eval_batch_size", 256))
+            loggers = _loggers(f"{spec['key']}__{stage}", out, f"lm-{stage}", [body, f"seed{seed}"], wandb_mode,
+                               {**spec, "stage": stage})
+            trainer = _trainer(int(cfg["updates"]), loggers, folder)
+            if previous is None:
+                nll["init"] = _test(trainer, model, dm)["nll_per_token"]
+            if cfg["updates"] > 0:
+                t0 = time.perf_counter()
+                trainer.fit(model, datamodule=dm)
+                fit_time += time.perf_counter() - t0
+            updates[stage] = int(trainer.global_step)
+            after = {"pretrain": "pretrained", "adapt": "adapted"}[stage]
+            nll[after] = _test(trainer, model, dm)["nll_per_token"]
+            _finish(loggers, {"key": spec["key"], "stage": stage, "nll_mr_test": nll[after]})
+    with atomic_open(folder / "body.pt", "wb") as f:
+        torch.save(model.body.state_dict(), f)
+    row = {"key": spec["key"], "kind": "lm", "body": body, "seed": seed, "config_hash": spec["key"].rsplit("__", 1)[1],
+           "nll_mr_test": nll, "updates": updates, "optimizer": model.optimizer_settings(),
+           "num_parameters": sum(p.numel() for p in model.body.parameters()),
+           "fit_time_s": fit_time, "wall_time_s": time.perf_counter() - start,
+           "cpu_time_s": time.process_time() - cpu_start}
+    table.add(row)
+    return [row]
+
+
+def run_classifiers(specs: list[dict], out: str, wandb_mode: str) -> list[dict]:
+    """The classifier runs of one (body, arm, seed), one per labelled-set size; each row is added when done."""
+    import pytorch_lightning as pl
+    import torch
+
+    from experiments.runner import _quiet_lightning
+    from modules.data.vocab import Vocab
+    from modules.models.classifier import SentenceClassifier
+
+    out = Path(out)
+    table = ResultsTable(out)
+    done = table.keys()
+    rows = []
+    for spec in specs:
+        if spec["key"] in done:
+            continue
+        start, cpu_start = time.perf_counter(), time.process_time()
+        torch.set_num_threads(int(spec.get("threads") or 1))
+        data = load_prepared(Path(spec["data_path"]))
+        vocab = Vocab.from_state_dict(data["vocab"])
+        seed, ft = int(spec["seed"]), spec["finetune"]
+        train = balanced_subset(data["mr"]["train"], None if spec["size"] == ALL else int(spec["size"]), seed)
+        test = _labelled_examples(data["mr"]["test"])
+        counts = [sum(1 for label, _ in data["mr"]["train"] if label == k) for k in range(len(vocab.labels))]
+        majority = max(range(len(counts)), key=lambda k: counts[k])
+        majority_accuracy = sum(1 for label, _ in data["mr"]["test"] if label == majority) / len(data["mr"]["test"])
+        updates = finetune_updates(ft, len(train))
+        with _quiet_lightning():
+            pl.seed_everything(seed, workers=True, verbose=False)
+            model = SentenceClassifier(len(vocab), num_classes=len(vocab.labels), body=spec["body"],
+                                       body_args=spec["body_args"], head_dropout=ft["head_dropout"], lr=ft["lr"],
+                                       **spec["optimizer"])
+            if spec["arm"] == "pretrained":
+                model.load_body(torch.load(_run_folder(out, spec["lm"]) / "body.pt", weights_only=True))
+            dm = PreparedData({"train": _labelled_examples(train), "val": test, "test": test}, vocab,
+                             ft["batch_size"], seed, spec["eval_batch_size"])
+            loggers = _loggers(spec["key"], out, f"classifier-{spec['arm']}",
+                               [spec["body"], spec["arm"], f"n{spec['size']}", f"seed{seed}"], wandb_mode, spec)
+            trainer = _trainer(updates, loggers, _run_folder(out, spec["key"]))
+            t0 = time.perf_counter()
+            trainer.fit(model, datamodule=dm)
+            fit_time = time.perf_counter() - t0
+            scores = _test(trainer, model, dm)
+        row = {"key": spec["key"], "kind": "classifier", "body": spec["body"], "arm": spec["arm"], "seed": seed,
+               "size": spec["size"], "n_labels": len(train), "config_hash": spec["key"].rsplit("__", 1)[1],
+               "lm": spec["lm"], "updates": int(trainer.global_step), "planned_updates": updates,
+               "accuracy": scores["accuracy"], "test_loss": scores["loss"], "num_test": len(test),
+               "majority_accuracy": majority_accuracy, "primary_body": spec["primary_body"],
+               "primary_size": spec["primary_size"], "optimizer": model.optimizer_settings(),
+               "fit_time_s": fit_time, "wall_time_s": time.perf_counter() - start,
+               "cpu_time_s": time.process_time() - cpu_start}
+        _finish(loggers, row)
+        table.add(row)
+        rows.append(row)
+    return rows
+
+
+def plan(settings: TransferSettings, data_path: Path) -> tuple[list[dict], list[list[dict]]]:
+    """-> the language-model specs, and the classifier jobs (lists of specs of one body, arm and seed)."""
+    lms, jobs = [], []
+    for seed in settings.seeds:
+        for body in settings.bodies:
+            lm = lm_spec(settings, body, seed, data_path)
+            lm["threads"], lm["eval_batch_size"] = settings.threads, settings.eval_batch_size
+            lms.append(lm)
+            for arm in ARMS:
+                jobs.append([classifier_spec(settings, body, arm, seed, size, lm) for size in settings.label_sizes])
+    return lms, jobs
+
+
+def run(settings: TransferSettings, out: Path, *, workers: int = 2, wandb_mode: str = "offline",
+        echo=print) -> list[dict]:
+    """Run the ablation into ``out`` (resumably: runs with a row in ``out/results.jsonl`` are not redone) and
+    return its rows. Language models first; a pretrained arm's job starts once its language model's row is in;
+    scratch jobs fill the gaps."""
+    from tqdm.auto import tqdm
+
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(out / "transfer.json", json.dumps(settings.to_dict(), indent=2, sort_keys=True, default=str)
+                      + "\n")
+    data_path = prepare_data(settings, out, echo=echo)
+    lms, jobs = plan(settings, data_path)
+    done = ResultsTable(out).keys()
+    todo_lms = [s for s in lms if s["key"] not in done]
+    todo_jobs = [[s for s in job if s["key"] not in done] for job in jobs]
+    todo_jobs = [job for job in todo_jobs if job]
+    total = len(todo_lms) + sum(len(job) for job in todo_jobs)
+    skipped = len(lms) + sum(len(job) for job in jobs) - total
+    if skipped:
+        echo(f"transfer: {skipped} runs already in {out / 'results.jsonl'}; running the other {total}")
+    if total:
+        bar = tqdm(total=total, desc="transfer", unit="run", dynamic_ncols=True, file=sys.stderr)
+        try:
+            _schedule(todo_lms, todo_jobs, out, workers, wandb_mode, bar, done)
+        finally:
+            bar.close()
+    keys = {s["key"] for s in lms} | {s["key"] for job in jobs for s in job}
+    return [r for r in ResultsTable(out).rows() if r["key"] in keys]
+
+
+def _schedule(lms, jobs, out: Path, workers: int, wandb_mode: str, bar, done: set) -> None:
+    waiting: dict[str, list[list[dict]]] = {}  # a language model's key -> the pretrained jobs that need it
+    ready = []
+    for job in jobs:
+        needs = job[0]["lm"]
+        if needs is not None and needs not in done:
+            waiting.setdefault(needs, []).append(job)
+        else:
+            ready.append(job)
+    tasks = [("lm", spec) for spec in lms] + [("clf", job) for job in ready]  # language models first
+
+    def call(task):
+        kind, payload = task
+        return run_lm(payload, str(out), wandb_mode) if kind == "lm" else run_classifiers(payload, str(out), wandb_mode)
+
+    def settle(task, rows_or_error) -> list:
+        kind, payload = task
+        if isinstance(rows_or_error, Exception):
+            key = payload["key"] if kind == "lm" else payload[0]["key"]
+            ResultsTable(out).add_error(key, f"{type(rows_or_error).__name__}: {rows_or_error}")
+            bar.write(f"  FAILED {key}: {rows_or_error}", file=sys.stderr)
+            if kind == "lm":
+                for job in waiting.pop(payload["key"], []):
+                    bar.write(f"  not run: {len(job)} {job[0]['body']} pretrained classifiers of seed "
+                              f"{job[0]['seed']} (their language model failed)", file=sys.stderr)
+            return []
+        for row in rows_or_error:
+            bar.update(1)
+            bar.write("  " + _summary(row), file=sys.stderr)
+        return [("clf", job) for job in waiting.pop(payload["key"], [])] if kind == "lm" else []
+
+    if workers <= 1:
+        while tasks:
+            task = tasks.pop(0)
+            try:
+                result = call(task)
+            except Exception as err:  # recorded, retried on the next invocation; the others go on
+                result = err
+            tasks += settle(task, result)
+        return
+    import multiprocessing
+    from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+
+    from experiments.execute import _init_worker
+
+    ctx = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(max_workers=workers, mp_context=ctx, initializer=_init_worker) as pool:
+        running = {}
+        while tasks or running:
+            while tasks:
+                task = tasks.pop(0)
+                kind, payload = task
+                fn = run_lm if kind == "lm" else run_classifiers
+                running[pool.submit(fn, payload, str(out), wandb_mode)] = task
+            finished, _ = wait(running, return_when=FIRST_COMPLETED)
+            for fut in finished:
+                task = running.pop(fut)
+                try:
+                    result = fut.result()
+                except Exception as err:
+                    result = err
+                tasks += settle(task, result)
+
+
+def _summary(row: dict) -> str:
+    if row["kind"] == "lm":
+        n = row["nll_mr_test"]
+        return (f"{row['key'].rsplit('__', 1)[0]}  MR test NLL/token {n['init']:.2f} -> pretrained "
+                f"{n['pretrained']:.2f} -> adapted {n.get('adapted', float('nan')):.2f}  {row['wall_time_s']:.1f}s")
+    return (f"{row['key'].rsplit('__', 1)[0]}  accuracy {row['accuracy']:.3f} (majority "
+            f"{row['majority_accuracy']:.3f})  {row['updates']} updates  {row['wall_time_s']:.1f}s")
+
+
+# ---- verdict -------------------------------------------------------------------------------------------------
+
+
+def _classifier_rows(rows: list[dict]) -> list[dict]:
+    return [r for r in rows if r.get("kind") == "classifier"]
+
+
+def _sizes(rows: list[dict]) -> list[str]:
+    """Size labels in increasing order of labelled examples (``all`` last)."""
+    order = {}
+    for r in rows:
+        order[r["size"]] = max(order.get(r["size"], 0), r["n_labels"])
+    return sorted(order, key=lambda s: (s == ALL, order[s]))
+
+
+def accuracy_by_seed(rows: list[dict], body: str, arm: str, size: str) -> dict[int, float]:
+    return {r["seed"]: float(r["accuracy"]) for r in _classifier_rows(rows)
+            if r["body"] == body and r["arm"] == arm and r["size"] == size and math.isfinite(r["accuracy"])}
+
+
+def _difference(rows, body, size) -> list[float]:
+    pre, scr = accuracy_by_seed(rows, body, "pretrained", size), accuracy_by_seed(rows, body, "scratch", size)
+    return [pre[s] - scr[s] for s in sorted(pre) if s in scr]
+
+
+def labels_to_match(rows: list[dict], body: str, primary: str) -> dict[int, Optional[str]]:
+    """Per seed: the smallest labelled size at which scratch reaches the pretrained classifier's accuracy at
+    ``primary`` (None: not at any size run). Descriptive."""
+    target = accuracy_by_seed(rows, body, "pretrained", primary)
+    out = {}
+    for seed, goal in sorted(target.items()):
+        out[seed] = None
+        for size in _sizes(_classifier_rows(rows)):
+            acc = accuracy_by_seed(rows, body, "scratch", size).get(seed)
+            if acc is not None and acc >= goal:
+                out[seed] = size
+                break
+    return out
+
+
+def verdict(rows: list[dict], *, alpha: float = 0.05, min_seeds: int = 3) -> Verdict:
+    """Verdict C4 (module docstring) from the ablation's rows, by ``experiments.verdicts``' one rule."""
+    settings = VerdictSettings(alpha=alpha, min_seeds=min_seeds)
+    clf = _classifier_rows(rows)
+    body = clf[0].get("primary_body", "lstm") if clf else "lstm"
+    size = str(clf[0].get("primary_size", 100)) if clf else "100"
+    margin = SESOI
+    rule_text = (f"Per seed, on the {body} body: accuracy on the fixed MR test split of the pretrained-and-adapted "
+                 f"classifier minus the same classifier trained from scratch (same seed, labelled subset, budget and "
+                 f"optimiser), at {size} labelled examples; paired by seed, SESOI {margin} accuracy. Precondition: at "
+                 f"the largest labelled size both arms beat the majority-class baseline (their interval over seeds "
+                 f"lies above it). Secondary: the same difference at every other size, and (descriptive) the labels "
+                 f"scratch needs to reach the pretrained accuracy at {size}.")
+    primary = f"difference_n{size}"
+    body_rows = [r for r in clf if r["body"] == body]
+    sizes = _sizes(body_rows)
+    cells: dict[str, Cell] = {}
+    gate = None
+    if not body_rows or size not in sizes or not _difference(rows, body, size):
+        gate = f"not run: no paired {body} classifier rows at {size} labelled examples"
+        cells[primary] = _not_run(f"acc(pretrained) - acc(scratch) at {size} labels", gate, margin)
+    else:
+        cells[primary] = Cell(f"acc(pretrained) - acc(scratch) at {size} labels, {body}", _difference(rows, body, size),
+                              margin)
+        largest = sizes[-1]
+        majority = max(float(r["majority_accuracy"]) for r in body_rows)
+        reasons = []
+        for arm in ARMS:
+            iv = t_interval(accuracy_by_seed(rows, body, arm, largest).values(), 1.0 - alpha)
+            if not (iv.defined and iv.low > majority):
+                reasons.append(f"{arm} accuracy at {largest} labels {iv.fmt(3)} does not lie above the majority-class "
+                               f"baseline {majority:.3f}")
+        met = not reasons
+        cells[primary].precondition_met = met
+        cells[primary].precondition = (f"both arms beat the majority-class baseline ({majority:.3f}) at {largest} "
+                                       "labels" if met else "; ".join(reasons))
+        if not met:
+            gate = "precondition failed: " + "; ".join(reasons) + " (a classifier that did not learn the task)"
+    for other_body in sorted({r["body"] for r in clf}):
+        for s in _sizes([r for r in clf if r["body"] == other_body]):
+            name = f"difference_n{s}" + ("" if other_body == body else f"_{other_body}")
+            if name != primary:
+                cells[name] = Cell(f"acc(pretrained) - acc(scratch) at {s} labels, {other_body}",
+                                   _difference(rows, other_body, s))
+    details = []
+    match = labels_to_match(rows, body, size)
+    if match:
+        said = ", ".join(f"seed {s}: {'more than any size run' if v is None else v}" for s, v in match.items())
+        details.append(f"- labels scratch needs to reach the pretrained accuracy at {size} ({body}, descriptive): {said}")
+    return _standard(QUESTION, CLAIM, rule_text, margin, primary, cells, gate, details, settings,
+                     labels_to_match={str(k): v for k, v in match.items()})
+
+
+# ---- report --------------------------------------------------------------------------------------------------
+
+
+def report_section(rows: list[dict], out: Path) -> tuple[list[str], dict[str, Path]]:
+    """The C4 section's Markdown lines (accuracy against labelled-set size per body and arm with seed intervals,
+    the language models' NLL) and its figure ``transfer_accuracy.png`` in ``out``; never the verdict table."""
+    out = Path(out)
+    clf = _classifier_rows(rows)
+    lms = [r for r in rows if r.get("kind") == "lm"]
+    lines = ["## C4: transfer learning (ULMFiT) against training from scratch", ""]
+    if not clf:
+        return lines + ["not run: no classifier rows in this run folder", ""], {}
+    seeds = sorted({r["seed"] for r in clf})
+    lines += [f"Accuracy on the fixed MR test split ({clf[0]['num_test']} sentences; majority-class baseline "
+              f"{clf[0]['majority_accuracy']:.3f}) against the number of labelled training sentences (balanced "
+              f"subsets, seeded, nested), mean and 95% t interval over {len(seeds)} seeds ({', '.join(map(str, seeds))}). "
+              "pretrained: body from the language model pretrained on COCO captions + Multi30k English and adapted "
+              "on the MR training sentences, new head; scratch: the same classifier from its random initialisation, "
+              "same subset, budget and optimiser. Each seed pretrains its own language model, so the intervals cover "
+              "pretraining, adaptation and fine-tuning.", ""]
+    figures = {}
+    for body in sorted({r["body"] for r in clf}):
+        body_rows = [r for r in clf if r["body"] == body]
+        lines += [f"### {body}", "", "| labelled | updates | pretrained | scratch | pretrained - scratch |",
+                  "|---|---|---|---|---|"]
+        for size in _sizes(body_rows):
+            n = max(r["n_labels"] for r in body_rows if r["size"] == size)
+            upd = max(r["updates"] for r in body_rows if r["size"] == size)
+            pre = t_interval(accuracy_by_seed(rows, body, "pretrained", size).values())
+            scr = t_interval(accuracy_by_seed(rows, body, "scratch", size).values())
+            diff = t_interval(_difference(rows, body, size))
+            lines.append(f"| {n} | {upd} | {pre.fmt(3)} | {scr.fmt(3)} | {diff.fmt(3)} |")
+        lines.append("")
+    if lms:
+        lines += ["Language models: NLL per token (nats, EOS counted, UNK not scored) of the MR test sentences, "
+                  "mean and interval over seeds: untrained -> after pretraining -> after adaptation to MR.", ""]
+        for body in sorted({r["body"] for r in lms}):
+            b = [r for r in lms if r["body"] == body]
+            parts = [t_interval(r["nll_mr_test"].get(k) for r in b).fmt(3) for k in ("init", "pretrained", "adapted")]
+            upd = b[0]["updates"]
+            lines.append(f"- {body} ({b[0]['num_parameters']:,} body parameters; {upd.get('pretrain', 0)} pretraining "
+                         f"and {upd.get('adapt', 0)} adaptation updates): {' -> '.join(parts)}")
+        lines += ["", "The NLL after pretraining measures how far the general corpus (image captions) is from movie "
+                  "reviews; adaptation is the recipe's step for closing that gap.", ""]
+    cpu = sum(float(r.get("cpu_time_s", math.nan)) for r in rows)
+    if math.isfinite(cpu):
+        lines += [f"Compute: {cpu / 60:.1f} CPU-minutes over all runs (one torch thread each).", ""]
+    path = plot_accuracy(rows, out / "transfer_accuracy.png")
+    figures["transfer_accuracy"] = path
+    lines += [f"![accuracy against labelled-set size]({path.name})", ""]
+    return lines, figures
+
+
+def plot_accuracy(rows: list[dict], path: Path) -> Path:
+    """Accuracy against labelled examples (log axis), one panel per body, both arms with seed intervals."""
+    from matplotlib.figure import Figure
+
+    clf = _classifier_rows(rows)
+    bodies = sorted({r["body"] for r in clf})
+    fig = Figure(figsize=(5 * len(bodies), 3.8))
+    axes = fig.subplots(1, len(bodies), squeeze=False)[0]
+    for ax, body in zip(axes, bodies):
+        body_rows = [r for r in clf if r["body"] == body]
+        for arm, colour in zip(ARMS, ("tab:blue", "tab:orange")):
+            xs, means, lows, highs = [], [], [], []
+            for size in _sizes(body_rows):
+                iv = t_interval(accuracy_by_seed(rows, body, arm, size).values())
+                if iv.n == 0:
+                    continue
+                xs.append(max(r["n_labels"] for r in body_rows if r["size"] == size))
+                means.append(iv.mean)
+                lows.append(iv.low if iv.defined else iv.mean)
+                highs.append(iv.high if iv.defined else iv.mean)
+            ax.plot(xs, means, "o-", color=colour, label=arm)
+            ax.fill_between(xs, lows, highs, color=colour, alpha=0.2)
+        ax.axhline(body_rows[0]["majority_accuracy"], color="grey", ls="--", lw=1, label="majority class")
+        ax.set_xscale("log")
+        ax.set_xlabel("labelled training sentences")
+        ax.set_ylabel("MR test accuracy")
+        ax.set_title(body)
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=100)
+    return path
+
+
+# ---- command line --------------------------------------------------------------------------------------------
+
+
+def _verdict_lines(v: Verdict) -> list[str]:
+    lines = [f"## Verdict {v.question}: {v.verdict}", "", f"Claim: {v.claim}", "", f"Rule: {v.rule}", "",
+             f"Evidence: {v.evidence}", "", "| cell | estimate and interval | SESOI |", "|---|---|---|"]
+    for name, cell in v.cells.items():
+        lines.append(f"| {cell.description} | {cell.fmt(3)} | {'' if cell.margin is None else cell.margin} |")
+    return lines + [""] + v.details + [""]
+
+
+def main(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(
+        prog="gvt ablate transfer",
+        description="C4: ULMFiT (pretrain a language model on COCO + Multi30k English, adapt it on MR, fine-tune a "
+                    "sentiment classifier) against the same classifier from scratch, at labelled-set sizes 50 to all; "
+                    "writes OUT/results.jsonl, OUT/report/report.md and OUT/report/verdicts.json.")
+    parser.add_argument("--preset", default="lecture", choices=list(PRESETS))
+    parser.add_argument("--out", metavar="RUN_DIR", help="run folder (default runs/transfer/PRESET); rerun to resume")
+    parser.add_argument("--seeds", nargs="+", metavar="S", help="seeds (default: the preset's)")
+    parser.add_argument("--bodies", nargs="+", metavar="BODY", help=f"bodies among {', '.join(BODIES)} (default: "
+                                                                    "the preset's)")
+    parser.add_argument("--workers", type=int, default=2, metavar="N", help="runs at once (default 2)")
+    parser.add_argument("--wandb-mode", default="offline", choices=["auto", "online", "offline", "disabled"])
+    args = parser.parse_args(argv)
+    words = lambda values: [x for v in values for x in str(v).replace(",", " ").split()]  # noqa: E731
+    try:
+        settings = PRESETS[args.preset]()
+        if args.seeds:
+            settings = replace(settings, seeds=[int(s) for s in words(args.seeds)])
+        if args.bodies:
+            bodies = words(args.bodies)
+            settings = replace(settings, bodies=bodies,
+                               primary_body=settings.primary_body if settings.primary_body in bodies else bodies[0])
+        out = Path(args.out or f"runs/transfer/{args.preset}")
+        start = time.perf_counter()
+        rows = run(settings, out, workers=args.workers, wandb_mode=args.wandb_mode,
+                   echo=lambda m: print(m, file=sys.stderr))
+        report = out / "report"
+        lines, _ = report_section(rows, report)
+        v = verdict(rows)
+        atomic_write_text(report / "report.md", "\n".join(["# C4: transfer learning", ""] + lines + _verdict_lines(v)))
+        atomic_write_text(report / "verdicts.json", json.dumps({QUESTION: v.to_json()}, indent=2, default=str) + "\n")
+        print(f"C4: {v.verdict}: {v.evidence}")
+        print(f"report: {report / 'report.md'} ({time.perf_counter() - start:.0f}s)")
+    except GvtError as err:  # bad input: one line (anything else is a bug and keeps its traceback)
+        print(f"gvt ablate transfer: error: {err}", file=sys.stderr)
+        return 2
+    return 0
+
+
+__all__ = ["PRESETS", "SESOI", "TransferSettings", "balanced_subset", "finetune_updates", "main", "prepare_data",
+           "report_section", "run", "verdict"]

@@ -1,0 +1,283 @@
+"""The transfer ablation (C4): the language-model bodies and heads, the two LightningModules, the data preparation
+on a corpus the test writes (and on the real corpora when they are there), the labelled subsets, the settings'
+checks, and a resumable end-to-end run."""
+
+import gzip
+import json
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+import torch
+
+from experiments import transfer as T
+from modules.data.batch import Example, collate
+from modules.data.vocab import NULL_ID, UNK_ID
+from modules.errors import ConfigError
+from modules.models.classifier import LanguageModel, SentenceClassifier
+from modules.nets.classifier import ClassifierNet, LanguageModelNet, concat_pool, make_body
+
+V = 40
+TINY = {"lstm": dict(emb_dim=8, hidden_dim=12, num_layers=1, dropout=0.0),
+        "transformer": dict(d_model=8, n_heads=2, n_encoder_layers=1, d_ff=16, dropout=0.0, max_len=32)}
+BODIES = list(TINY)
+
+
+def ids_and_mask(rows):
+    batch = collate([Example([NULL_ID], r) for r in rows])
+    return batch.tgt, batch.tgt_pad_mask
+
+
+# ---- nets -----------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("body", BODIES)
+def test_body_never_reads_a_later_token(body):
+    torch.manual_seed(0)
+    net = make_body(body, V, **TINY[body]).eval()
+    a, mask = ids_and_mask([[10, 11, 12, 13, 14]])
+    b = a.clone()
+    b[0, 4:] = torch.tensor([20, 21, 22])  # change the tokens from position 4 on
+    with torch.no_grad():
+        ha, hb = net(a, mask), net(b, mask)
+    assert torch.allclose(ha[:, :4], hb[:, :4], atol=1e-6)
+    assert not torch.allclose(ha[:, 4:], hb[:, 4:])
+
+
+@pytest.mark.parametrize("body", BODIES)
+def test_padding_changes_no_state_of_a_real_position(body):
+    torch.manual_seed(0)
+    net = make_body(body, V, **TINY[body]).eval()
+    alone, alone_mask = ids_and_mask([[10, 11, 12]])
+    padded, padded_mask = ids_and_mask([[10, 11, 12], [13, 14, 15, 16, 17, 18]])
+    with torch.no_grad():
+        h1 = net(alone, alone_mask)
+        h2 = net(padded, padded_mask)
+    assert torch.allclose(h1[0], h2[0, : h1.size(1)], atol=1e-5)
+
+
+@pytest.mark.parametrize("body", BODIES)
+def test_left_padding_is_refused(body):
+    net = make_body(body, V, **TINY[body])
+    ids = torch.tensor([[0, 10, 11]])
+    with pytest.raises(ValueError, match="right-padded"):
+        net(ids, ids.eq(0))
+
+
+def test_concat_pool_reads_real_positions_only():
+    states = torch.tensor([[[1.0, -1.0], [3.0, 5.0], [100.0, 100.0]]])  # (1, 3, 2), the last position is padding
+    mask = torch.tensor([[False, False, True]])
+    pooled = concat_pool(states, mask)
+    assert pooled.tolist() == [[3.0, 5.0, 3.0, 5.0, 2.0, 2.0]]  # last real, max, mean
+
+
+@pytest.mark.parametrize("body, tied", [("transformer", True), ("lstm", False)])
+def test_lm_head_is_tied_to_the_embedding_where_the_sizes_allow(body, tied):
+    net = LanguageModelNet(make_body(body, V, **TINY[body]), V)
+    assert (net.head.weight is net.body.embedding.weight) == tied
+
+
+def test_unknown_body_is_refused_by_name():
+    with pytest.raises(ConfigError, match="model.body must be one of lstm, transformer"):
+        LanguageModel(V, body="gru")
+
+
+def test_bad_body_setting_is_refused_by_name():
+    with pytest.raises(ConfigError, match="model.body_args for body 'lstm'"):
+        LanguageModel(V, body="lstm", body_args={"hidden_size": 3})
+
+
+# ---- the two modules ------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("body", BODIES)
+def test_classifier_takes_the_language_models_body_and_a_new_head(body):
+    torch.manual_seed(0)
+    lm = LanguageModel(V, body=body, body_args=TINY[body])
+    torch.manual_seed(1)
+    clf = SentenceClassifier(V, body=body, body_args=TINY[body])
+    head_before = clf.net.head.weight.clone()
+    clf.load_body(lm.body.state_dict())
+    for name, tensor in lm.body.state_dict().items():
+        assert torch.equal(clf.body.state_dict()[name], tensor), name
+    assert torch.equal(clf.net.head.weight, head_before)
+
+
+def test_a_body_of_another_architecture_is_refused():
+    lm = LanguageModel(V, body="lstm", body_args=TINY["lstm"])
+    clf = SentenceClassifier(V, body="lstm", body_args={**TINY["lstm"], "hidden_dim": 6})
+    with pytest.raises(ConfigError, match="does not fit this classifier's body"):
+        clf.load_body(lm.body.state_dict())
+
+
+def test_classifier_never_reads_the_condition():
+    torch.manual_seed(0)
+    clf = SentenceClassifier(V, body="lstm", body_args=TINY["lstm"]).eval()
+    plain = collate([Example([NULL_ID], [10, 11, 12], 0), Example([NULL_ID], [13, 14], 1)])
+    with_labels = collate([Example([5], [10, 11, 12], 0), Example([6], [13, 14], 1)])  # label tokens as src
+    with torch.no_grad():
+        assert torch.equal(clf(plain), clf(with_labels))
+
+
+def test_language_model_loss_scores_neither_unk_nor_padding():
+    torch.manual_seed(0)
+    lm = LanguageModel(V, body="lstm", body_args=TINY["lstm"])
+    batch = collate([Example([NULL_ID], [10, UNK_ID, 12]), Example([NULL_ID], [13])])
+    _, targets, scored = lm._token_scores(batch)
+    expected = (targets != 0) & (targets != UNK_ID)
+    assert torch.equal(scored, expected)
+    assert int(scored.sum()) == 5  # 10, 12, EOS and 13, EOS
+
+
+# ---- data and subsets -----------------------------------------------------------------------------------------
+
+
+def write_corpora(root: Path, n_general: int = 60, n_mr: int = 40) -> Path:
+    """A tiny corpora folder in the layout of ../shared/data: COCO-like lines, Multi30k-like gzip, MR Latin-1."""
+    (root / "coco").mkdir(parents=True)
+    (root / "multi30k").mkdir()
+    (root / "mr").mkdir()
+    words = ["a", "man", "dog", "runs", "on", "the", "grass", "with", "red", "ball", "film", "movie"]
+    lines = [" ".join(words[(i + k) % len(words)] for k in range(4 + i % 5)) for i in range(n_general)]
+    (root / "coco" / "train.txt").write_text("\n".join(lines[: n_general // 2]), encoding="utf-8")
+    with gzip.open(root / "multi30k" / "train.en.gz", "wt", encoding="utf-8") as f:
+        f.write("\n".join(s.capitalize() + "." for s in lines[n_general // 2:]) + "\n")
+    good = ["a great and moving film", "wonderful acting , a joy", "the best movie of the year"]
+    bad = ["a dull and tedious film", "awful acting , a mess", "the worst movie of the year \x85"]
+    (root / "mr" / "rt-polarity.pos").write_bytes("\n".join(good[i % 3] + f" {i}" for i in range(n_mr)).encode("latin-1"))
+    (root / "mr" / "rt-polarity.neg").write_bytes("\n".join(bad[i % 3] + f" {i}" for i in range(n_mr)).encode("latin-1"))
+    return root
+
+
+def tiny_settings(**overrides) -> T.TransferSettings:
+    smoke = T.smoke()
+    data = {**smoke.data, "bpe_vocab_size": 300, "max_general": None, "max_mr_train": None, "max_mr_test": None}
+    settings = replace(smoke, data=data, body_args=TINY, label_sizes=[4, T.ALL], primary_size=4, seeds=[0],
+                       pretrain=dict(updates=2, batch_size=8, lr=1e-3), adapt=dict(updates=2, batch_size=8, lr=1e-3),
+                       finetune=dict(batch_size=8, epochs=1, min_updates=2, max_updates=3, lr=1e-3, head_dropout=0.0),
+                       eval_batch_size=64)
+    return replace(settings, **overrides)
+
+
+@pytest.fixture
+def corpora(tmp_path, monkeypatch):
+    root = write_corpora(tmp_path / "data")
+    monkeypatch.setenv("GVT_DATA_DIR", str(root))
+    return root
+
+
+def test_prepared_data_share_one_vocabulary_and_a_stratified_fixed_split(corpora, tmp_path):
+    settings = tiny_settings()
+    path = T.prepare_data(settings, tmp_path / "out", echo=lambda m: None)
+    assert path.is_relative_to(tmp_path / "out")
+    data = T.load_prepared(path)
+    assert data["vocab"]["labels"] == ["neg", "pos"]
+    mr = data["mr"]
+    assert {k: len(v) for k, v in mr.items()} == {"train": 56, "val": 8, "test": 16}  # 80 sentences, 10% / 20%
+    assert sorted(label for label, _ in mr["test"]) == [0] * 8 + [1] * 8
+    assert len(data["general"]) == 60
+    # one vocabulary fitted on both corpora: no training sentence of either has an unknown token
+    assert all(UNK_ID not in ids for ids in data["general"])
+    assert all(UNK_ID not in ids for _, ids in mr["train"])
+    again = T.prepare_data(replace(settings, seeds=[5]), tmp_path / "out", echo=lambda m: None)
+    assert again == path  # cached per data setting, whatever the runs
+
+
+def test_missing_corpus_is_named(tmp_path, monkeypatch):
+    monkeypatch.setenv("GVT_DATA_DIR", str(tmp_path / "nowhere"))
+    with pytest.raises(ConfigError, match="transfer.data.general"):
+        T.prepare_data(tiny_settings(), tmp_path / "out", echo=lambda m: None)
+
+
+@pytest.mark.parametrize("n", [2, 4, 10])
+def test_balanced_subset_is_balanced_seeded_and_nested(n):
+    train = [(i % 2, [10 + i]) for i in range(40)]
+    subset = T.balanced_subset(train, n, seed=3)
+    assert len(subset) == n
+    assert sum(label for label, _ in subset) == n // 2
+    assert subset == T.balanced_subset(train, n, seed=3)
+    assert set(map(str, subset)) <= set(map(str, T.balanced_subset(train, 20, seed=3)))
+    others = [T.balanced_subset(train, n, seed=s) for s in range(4, 9)]
+    assert any(o != subset for o in others)
+
+
+def test_balanced_subset_larger_than_a_class_is_refused():
+    train = [(i % 2, [10 + i]) for i in range(10)]
+    with pytest.raises(ConfigError, match="transfer.label_sizes: 12 labelled examples need 6 of class"):
+        T.balanced_subset(train, 12, seed=0)
+
+
+@pytest.mark.parametrize("n, expected", [(10, 50), (500, 157), (2000, 200), (7464, 200)])
+def test_finetune_budget_is_epochs_clamped(n, expected):
+    assert T.finetune_updates(T.lecture().finetune, n) == expected
+
+
+@pytest.mark.parametrize("overrides, message", [
+    (dict(label_sizes=[50, 101]), "transfer.label_sizes: 101"),
+    (dict(bodies=["gru"]), "transfer.bodies: unknown body 'gru'"),
+    (dict(primary_size=200), "transfer.primary_size=200"),
+    (dict(bodies=["transformer"]), "transfer.primary_body='lstm'"),
+    (dict(seeds=[]), "transfer.seeds is empty"),
+    (dict(finetune=dict(batch_size=8, epochs=1, min_updates=5, max_updates=2, lr=1e-3, head_dropout=0.0)),
+     "transfer.finetune needs"),
+])
+def test_bad_settings_are_refused_by_name(overrides, message):
+    with pytest.raises(ConfigError, match=message.replace("[", r"\[").replace("(", r"\(")):
+        replace(T.lecture(), **overrides)
+
+
+def test_command_line_refuses_an_unknown_body(capsys):
+    from experiments.cli import main
+
+    assert main("ablate", ["transfer", "--bodies", "gru", "--out", "unused"]) == 2
+    assert "gvt ablate transfer: error: transfer.bodies: unknown body 'gru'" in capsys.readouterr().err
+
+
+# ---- end to end -----------------------------------------------------------------------------------------------
+
+
+def test_run_is_resumable_and_reports(corpora, tmp_path, monkeypatch):
+    out = tmp_path / "out"
+    settings = tiny_settings(bodies=["lstm"])
+    rows = T.run(settings, out, workers=1, wandb_mode="disabled", echo=lambda m: None)
+    kinds = sorted((r["kind"], r.get("arm"), r.get("size")) for r in rows)
+    assert kinds == [("classifier", "pretrained", "4"), ("classifier", "pretrained", "all"),
+                     ("classifier", "scratch", "4"), ("classifier", "scratch", "all"), ("lm", None, None)]
+    lm = next(r for r in rows if r["kind"] == "lm")
+    assert set(lm["nll_mr_test"]) == {"init", "pretrained", "adapted"}
+    assert (out / "runs" / lm["key"] / "body.pt").is_file()
+    clf = [r for r in rows if r["kind"] == "classifier"]
+    assert all(0.0 <= r["accuracy"] <= 1.0 and r["majority_accuracy"] == 0.5 for r in clf)
+    assert {r["n_labels"] for r in clf} == {4, 56}
+    assert all(r["lm"] == lm["key"] for r in clf if r["arm"] == "pretrained")
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("a finished run was run again")
+
+    monkeypatch.setattr(T, "run_lm", refuse)
+    monkeypatch.setattr(T, "run_classifiers", refuse)
+    again = T.run(settings, out, workers=1, wandb_mode="disabled", echo=lambda m: None)
+    assert sorted(r["key"] for r in again) == sorted(r["key"] for r in rows)
+    lines = (out / "results.jsonl").read_text().splitlines()
+    assert len(lines) == 5
+
+    section, figures = T.report_section(rows, out / "report")
+    assert section[0].startswith("## C4")
+    assert figures["transfer_accuracy"].is_file()
+    v = T.verdict(rows)
+    assert v.question == "C4" and v.verdict == "inconclusive"  # one seed
+    json.dumps(v.to_json(), default=str)
+
+
+def test_real_corpora_prepare_without_writing_there(shared_data, tmp_path):
+    before = sorted((p.relative_to(shared_data), p.stat().st_mtime) for p in shared_data.rglob("*"))
+    settings = T.smoke()
+    path = T.prepare_data(settings, tmp_path / "out", echo=lambda m: None)
+    data = T.load_prepared(path)
+    mr = data["mr"]
+    # MR's 10,662 sentences split 70 / 10 / 20 by class; the smoke preset keeps a balanced slice of train and test
+    assert len(mr["val"]) == 1066
+    assert len(mr["train"]) == 200 and sum(label for label, _ in mr["train"]) == 100
+    assert len(mr["test"]) == 100 and sum(label for label, _ in mr["test"]) == 50
+    assert len(data["general"]) == 400
+    assert sorted((p.relative_to(shared_data), p.stat().st_mtime) for p in shared_data.rglob("*")) == before

@@ -1,0 +1,152 @@
+"""Planted effects for verdict C4 (experiments.transfer.verdict): synthetic classifier rows with a known
+difference between the pretrained and the scratch arm reach every outcome of the rule, and the gate."""
+
+import math
+
+import pytest
+
+from experiments.transfer import SESOI, labels_to_match, verdict
+from experiments.verdicts import INCONCLUSIVE, NOT_SUPPORTED, SUPPORTED
+
+SIZES = {"50": 50, "100": 100, "500": 500, "all": 7464}
+# small, fixed per-seed wobbles (no randomness in a test): the intervals are never of zero width
+WOBBLE = [0.004, -0.006, 0.002, -0.003, 0.005, -0.001, 0.003, -0.004]
+
+
+def rows_for(seeds, pretrained, scratch, majority=0.5, body="lstm", primary_size=100):
+    """Classifier rows: ``pretrained(size, k)`` / ``scratch(size, k)`` give the accuracy of seed index k."""
+    rows = []
+    for k, seed in enumerate(seeds):
+        for size, n in SIZES.items():
+            for arm, fn in (("pretrained", pretrained), ("scratch", scratch)):
+                rows.append({"key": f"clf__{body}__{arm}__n{size}__seed{seed}", "kind": "classifier", "body": body,
+                             "arm": arm, "seed": seed, "size": size, "n_labels": n, "accuracy": fn(size, k),
+                             "majority_accuracy": majority, "primary_body": body, "primary_size": primary_size,
+                             "updates": 60, "num_test": 2132})
+    return rows
+
+
+def learned(base):  # a classifier that learns: accuracy grows with the labelled-set size
+    return lambda size, k: {"50": base, "100": base + 0.02, "500": base + 0.06, "all": base + 0.12}[size] + WOBBLE[k]
+
+
+def shifted(fn, delta_at_100, wobble_scale=0.0):
+    def acc(size, k):
+        extra = delta_at_100 if size == "100" else 0.0
+        return fn(size, k) + extra + wobble_scale * WOBBLE[(k + 3) % len(WOBBLE)]
+    return acc
+
+
+SEEDS5 = [0, 1, 2, 3, 4]
+
+
+@pytest.mark.parametrize("delta, noise, expected, why", [
+    (0.12, 1.0, SUPPORTED, "above 0 and at least the SESOI"),  # transfer helps a lot at 100 labels
+    (-0.08, 1.0, NOT_SUPPORTED, "excludes every effect"),  # scratch is better: the opposite effect
+    (0.0, 1.0, NOT_SUPPORTED, "excludes every effect"),  # no difference: the interval excludes the SESOI
+    (0.04, 4.0, INCONCLUSIVE, "above 0 but the estimate is below the SESOI"),
+])
+def test_planted_difference_reaches_each_outcome(delta, noise, expected, why):
+    scratch = learned(0.60)
+    pretrained = shifted(learned(0.60), delta, wobble_scale=noise)
+    v = verdict(rows_for(SEEDS5, pretrained, scratch))
+    assert v.question == "C4"
+    assert v.verdict == expected, v.reason
+    assert why in v.reason
+
+
+def test_wide_interval_reaching_both_sides_is_inconclusive():
+    noisy = lambda size, k: learned(0.60)(size, k) + (0.1 * (-1) ** k if size == "100" else 0.0)  # noqa: E731
+    v = verdict(rows_for([0, 1, 2], shifted(noisy, 0.02), learned(0.60)))
+    assert v.verdict == INCONCLUSIVE
+    assert "both below 0 and the SESOI" in v.reason
+
+
+def test_primary_cell_holds_the_paired_per_seed_differences():
+    pretrained = shifted(learned(0.60), 0.10, wobble_scale=1.0)
+    scratch = learned(0.60)
+    v = verdict(rows_for(SEEDS5, pretrained, scratch))
+    cell = v.primary_cell
+    planted = [pretrained("100", k) - scratch("100", k) for k in range(5)]
+    assert cell.values == pytest.approx(planted)
+    assert v.margin == SESOI == cell.margin
+
+
+def test_too_few_seeds_is_inconclusive():
+    v = verdict(rows_for([0, 1], shifted(learned(0.60), 0.2, 1.0), learned(0.60)))
+    assert v.verdict == INCONCLUSIVE
+    assert "too few seeds" in v.reason
+
+
+@pytest.mark.parametrize("failing_arm", ["pretrained", "scratch"])
+def test_a_classifier_at_the_majority_baseline_fails_the_precondition(failing_arm):
+    good = shifted(learned(0.60), 0.15, wobble_scale=1.0)
+    at_chance = lambda size, k: 0.5 + WOBBLE[k] / 4  # noqa: E731  never above the majority class
+    arms = {"pretrained": good, "scratch": learned(0.60)}
+    arms[failing_arm] = at_chance
+    v = verdict(rows_for(SEEDS5, arms["pretrained"], arms["scratch"]))
+    assert v.verdict == INCONCLUSIVE
+    assert "precondition failed" in v.reason and failing_arm in v.reason
+    assert v.primary_cell.precondition_met is False
+
+
+def test_missing_primary_size_is_not_run():
+    rows = [r for r in rows_for(SEEDS5, learned(0.7), learned(0.6)) if r["size"] != "100"]
+    v = verdict(rows)
+    assert v.verdict == INCONCLUSIVE
+    assert v.reason.startswith("not run")
+
+
+def test_no_rows_is_inconclusive():
+    v = verdict([])
+    assert v.verdict == INCONCLUSIVE
+
+
+def test_equal_differences_give_no_interval():
+    same = lambda size, k: 0.7  # noqa: E731
+    v = verdict(rows_for([0, 1, 2], lambda size, k: 0.8, same))
+    assert v.verdict == INCONCLUSIVE
+    assert "no spread" in v.reason
+
+
+def test_min_seeds_and_alpha_are_the_callers():
+    rows = rows_for([0, 1, 2], shifted(learned(0.60), 0.12, 1.0), learned(0.60))
+    assert verdict(rows, min_seeds=3).verdict == SUPPORTED
+    assert verdict(rows, min_seeds=4).verdict == INCONCLUSIVE
+
+
+def test_secondary_cells_cover_every_other_size_without_a_margin():
+    pretrained, scratch = shifted(learned(0.60), 0.12, 1.0), learned(0.60)
+    v = verdict(rows_for(SEEDS5, pretrained, scratch))
+    assert set(v.cells) == {"difference_n50", "difference_n100", "difference_n500", "difference_nall"}
+    assert v.primary == "difference_n100"
+    assert all(c.margin is None for name, c in v.cells.items() if name != v.primary)
+    planted = [pretrained("500", k) - scratch("500", k) for k in range(5)]
+    assert v.cells["difference_n500"].values == pytest.approx(planted)
+
+
+@pytest.mark.parametrize("scratch_at, expected", [
+    ({"50": 0.60, "100": 0.62, "500": 0.67, "all": 0.72}, "all"),  # the pretrained classifier has 0.70 at 100
+    ({"50": 0.60, "100": 0.64, "500": 0.71, "all": 0.76}, "500"),
+    ({"50": 0.70, "100": 0.72, "500": 0.75, "all": 0.80}, "50"),
+])
+def test_labels_to_match_is_the_first_size_where_scratch_catches_up(scratch_at, expected):
+    pretrained = lambda size, k: 0.70 if size == "100" else 0.9  # noqa: E731
+    rows = rows_for([0], pretrained, lambda size, k: scratch_at[size])
+    assert labels_to_match(rows, "lstm", "100") == {0: expected}
+
+
+def test_labels_to_match_says_none_when_scratch_never_catches_up():
+    rows = rows_for([0], lambda size, k: 0.95, lambda size, k: 0.6)
+    assert labels_to_match(rows, "lstm", "100") == {0: None}
+
+
+def test_other_body_is_reported_beside_the_primary():
+    rows = rows_for(SEEDS5, shifted(learned(0.6), 0.12, 1.0), learned(0.6))
+    rows += rows_for(SEEDS5, learned(0.6), learned(0.6), body="transformer", primary_size=100)
+    for r in rows:
+        r["primary_body"] = "lstm"
+    v = verdict(rows)
+    assert v.verdict == SUPPORTED
+    assert "difference_n100_transformer" in v.cells
+    assert not any(math.isnan(x) for x in v.cells["difference_n100_transformer"].values)
