@@ -877,6 +877,7 @@ def log_to_wandb(settings: LectureSettings, out: Path, figures: dict[str, Path],
     try:
         import wandb
 
+        (out / "report").mkdir(parents=True, exist_ok=True)
         run = wandb.init(project="gan-vs-transformer", group=f"lecture-{out.name}", job_type="lecture-report",
                          name=f"lecture-report-{out.name}", dir=str(out / "report"), mode=mode, reinit=True,
                          config={"preset": settings.name},
