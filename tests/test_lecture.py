@@ -3,6 +3,7 @@ through their modules' contract. C2 and C4 are FAKE modules here (monkeypatched 
 test claims that the real bottleneck or transfer ablation ran."""
 
 import json
+import os
 import subprocess
 import sys
 import types
@@ -195,3 +196,45 @@ def test_figures_are_logged_as_wandb_images_offline(tmp_path, monkeypatch):
     assert lecture.log_to_wandb(lecture.PRESETS["lecture-smoke"](), tmp_path, {"c3_heat": png}, [], "offline",
                                 echo=print)
     assert list((tmp_path / "report").glob("wandb/offline-run-*/files/media/images/lecture/c3_heat*.png"))
+
+
+# ---- C1's measurement (experiments/parallel.py) and the benchmark over it ----------------------------------------
+
+TINY = dict(lengths=[2, 4], batch_size=2, vocab_size=20, d_model=8, n_heads=2, layers=1, warmup=0, repeats=2)
+
+
+def test_measure_keeps_every_timed_step_at_matched_sizes():
+    import torch
+
+    from experiments.parallel import ParallelSettings, measure, slopes_per_repeat
+
+    before = torch.get_num_threads()
+    record = measure(ParallelSettings(**TINY, threads=[1]), echo=lambda m: None)
+    assert torch.get_num_threads() == before
+    assert len(record["timings"]) == 2 * 2 * 2  # families x lengths x rounds
+    assert all(t["seconds"] > 0 for t in record["timings"])
+    p = record["parameters"]
+    assert abs(p["lstm"] / p["transformer"] - 1) <= lecture.PARAMETER_TOLERANCE
+    assert {f: len(v) for f, v in slopes_per_repeat(record, 1).items()} == {"lstm": 2, "transformer": 2}
+
+
+@pytest.mark.parametrize("bad, message", [(dict(lengths=[8]), "c1.lengths needs at least two"),
+                                          (dict(threads=[0]), "c1.threads"),
+                                          (dict(d_model=10, n_heads=4), "divisible by c1.n_heads")])
+def test_parallel_settings_refuse_bad_input(bad, message):
+    from experiments.parallel import ParallelSettings
+
+    with pytest.raises(lecture.ConfigError, match=message):
+        ParallelSettings(**bad)
+
+
+def test_bench_parallel_script_prints_its_table_and_plot(tmp_path):
+    out = tmp_path / "bench.png"
+    done = subprocess.run([sys.executable, "benchmarks/bench_parallel.py", "--lengths", "2,4", "--batch-size", "2",
+                           "--vocab-size", "20", "--d-model", "8", "--n-heads", "2", "--layers", "1", "--warmup", "0",
+                           "--repeats", "2", "--threads", "1", "--devices", "cpu", "--out", str(out)],
+                          cwd=ROOT, capture_output=True, text=True, timeout=600,
+                          env={**os.environ, "PYTHONPATH": str(ROOT)})
+    assert done.returncode == 0, done.stderr
+    assert "growth of step time with length" in done.stdout and "lstm/transformer" in done.stdout
+    assert out.read_bytes()[:8] == PNG_MAGIC
