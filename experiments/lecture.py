@@ -156,8 +156,9 @@ class LectureSettings:
 
 def _task_models(d_model: int, heads: int, layers: int, hidden: int, eval_samples: int, dropout: float,
                  max_len: int) -> dict[str, dict]:
-    """Model arguments per family: the Transformer and the LSTM seq2seq (with and without attention) of about the
-    same size; few evaluation samples (the runner's sample metrics are not what C3 reads)."""
+    """Model arguments per family: a small Transformer and LSTM seq2seq (with and without attention; C3 compares
+    each with chance, not the two with each other, so their sizes need not match); few evaluation samples (the
+    runner's sample metrics are not what C3 reads)."""
     evaluation = dict(num_eval_samples=eval_samples, num_logged_samples=0)
     return {
         "transformer": dict(d_model=d_model, n_heads=heads, n_encoder_layers=layers, n_decoder_layers=layers,
