@@ -61,7 +61,8 @@ def smoke(tmp_path_factory):
         mp.setitem(sys.modules, lecture.C4_MODULE, fake_module("C4", calls))
         argv = ["--preset", "lecture-smoke", "--out", str(out), "--wandb-mode", "disabled"]
         assert lecture.main(argv) == 0
-        first = {"results": (out / "c3" / "results.jsonl").read_text(), "state": json.loads((out / "lecture.json").read_text())}
+        first = {"results": (out / "c3" / "results.jsonl").read_text(),
+                 "state": json.loads((out / "lecture.json").read_text())}
         assert lecture.main(argv) == 0
     return {"out": out, "calls": calls, "first": first}
 
