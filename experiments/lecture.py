@@ -268,6 +268,9 @@ def c1_verdict(record: Optional[dict], *, threads: Optional[int] = None, margin:
         cells[primary] = V._not_run("LSTM - Transformer log-log slope", gate or "no timings", margin)
     lengths = lengths_of(record)
     details = [C1_CONFOUND]
+    busy = load_warning(record)
+    if busy:
+        details.append(busy)
     for t in measured:
         if bad:
             break
@@ -277,6 +280,20 @@ def c1_verdict(record: Optional[dict], *, threads: Optional[int] = None, margin:
                        f"LSTM {lstm[-1] * 1000:.1f} ms vs Transformer {tr[-1] * 1000:.1f} ms "
                        f"(LSTM/Transformer {lstm[-1] / tr[-1]:.2f})")
     return V._standard("C1", CLAIMS["C1"], C1_RULE, margin, primary, cells, gate, details, settings)
+
+
+def load_warning(record: dict) -> Optional[str]:
+    """A warning (descriptive: it changes no verdict) where other processes kept the cores busy during the timing:
+    a 1-minute load average above the core count before or after it. Steps on more than one thread suffer most
+    (each waits for its slowest thread), so such timings say more about the machine's load than about the nets."""
+    cores = (record.get("machine") or {}).get("cpu_count")
+    loads = [((record.get(k) or {}).get("load_average_1_5_15") or [math.nan])[0] for k in ("machine", "machine_after")]
+    if not cores or not any(finite(x) and x > cores for x in loads):
+        return None
+    return (f"**Warning: the machine was busy** (1-minute load average {loads[0]:.1f} before and {loads[1]:.1f} after, "
+            f"on {cores} cores): other processes shared the cores during the timing, which inflates every step and "
+            "most of all the multi-threaded ones; these timings measure the load as much as the nets. Rerun C1 "
+            "(`gvt lecture --only c1` into a fresh folder) on an idle machine before reading the verdict.")
 
 
 def run_c1(settings: LectureSettings, folder: Path, echo) -> tuple[dict, bool]:

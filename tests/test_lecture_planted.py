@@ -158,3 +158,12 @@ def test_holm_across_the_lecture_claims_keeps_strong_effects_and_stops_at_the_fi
     assert [v.verdict for v in strong] == [V.SUPPORTED, V.SUPPORTED, V.INCONCLUSIVE, V.INCONCLUSIVE]
     assert {v.holm["of"] for v in strong[:2]} == {2}  # only the testable claims form the family
     assert sorted(v.level for v in strong[:2]) == pytest.approx([0.95, 0.975])  # Holm's step-down levels
+
+
+@pytest.mark.parametrize("load, warned", [(6.2, True), (0.5, False)])
+def test_c1_warns_of_a_busy_machine_without_changing_the_verdict(load, warned):
+    record = timings(1.0, 0.3)
+    record["machine"] = record["machine_after"] = {"cpu_count": 2, "load_average_1_5_15": [load, load, load]}
+    v = c1_verdict(record)
+    assert v.verdict == V.SUPPORTED
+    assert any("the machine was busy" in d for d in v.details) == warned
