@@ -710,6 +710,11 @@ def write_figures(settings: LectureSettings, out: Path, results: dict, folder: P
 
 # ---- the report -------------------------------------------------------------------------------------------------
 
+def _busy(machine: dict) -> bool:
+    load, cores = (machine.get("load_average_1_5_15") or [math.nan])[0], machine.get("cpu_count")
+    return bool(cores) and finite(load) and load > cores
+
+
 def _rel(path: Path, folder: Path) -> str:
     return os.path.relpath(path, folder)
 
@@ -850,9 +855,9 @@ def write_report(path: Path, settings: LectureSettings, state: dict, results: di
           f"Machine: {m0.get('cpu_count')} cores ({m0.get('processor')}), torch {m0.get('torch')}, "
           f"{last.get('workers')} worker process(es) with {last.get('torch_threads_of_runs')} torch thread(s) each "
           f"for the training runs (C1 sets its own thread counts: {settings.c1.threads}); load average (1, 5, 15 "
-          f"min) {m0.get('load_average_1_5_15')} at the start, {m1.get('load_average_1_5_15')} at the end "
-          "(above 2 on 2 cores: other work shared the machine, and the wall times are longer than on an idle one).",
-          ""]
+          f"min) {m0.get('load_average_1_5_15')} at the start, {m1.get('load_average_1_5_15')} at the end"
+          + (" (above the core count: other work shared the machine, and the wall times are longer than on an idle "
+             "one)." if _busy(m0) or _busy(m1) else "."), ""]
     sections = {"C1": ("C1: is an RNN sequential where a Transformer is not?", "c1"),
                 "C2": ("C2: the context vector as the bottleneck", "c2"),
                 "C3": ("C3: do attention weights show the alignment?", "c3"),
