@@ -1,5 +1,5 @@
 """The ``gvt`` command: the library's commands (modules/cli.py: fit, validate, test, predict, sample) and the
-experiment commands (experiments/cli.py: sweep, ablate, temperature, report).
+experiment commands (experiments/cli.py: sweep, ablate, temperature, report; experiments/lecture.py: lecture).
 
 It sits above both packages, so the library never imports the experiments. ``python -m experiments.gvt ...`` is the
 same command without an installed entry point.
@@ -35,6 +35,9 @@ Experiments (experiments/; a run folder is resumable: rerun the command to finis
   report       gvt report RUN_DIR                       plots (PNG) and a Markdown verdict table
                gvt report DIR1 DIR2 ... --out MERGED    run folders of several machines, merged by key
                gvt report --wandb ENTITY/PROJECT --sweep ID     the rows rebuilt from a W&B sweep
+  lecture      gvt lecture [--preset lecture|lecture-smoke] [--out DIR] [--seeds ...] [--workers N]
+               [--only c1,c2,c3,c4]     the lecture's claims C1-C4 (timing, bottleneck, attention, transfer)
+               into one folder, then DIR/report/report.md and verdicts.json
 """
 HELP = library_cli.HELP_HEAD + EXPERIMENTS_HELP + library_cli.HELP_TAIL
 
@@ -49,8 +52,17 @@ def _experiment_command(command: str, argv: list[str]) -> int:
         return experiments_cli.main(command, argv)
 
 
+def _lecture_command(argv: list[str]) -> int:
+    from experiments import lecture
+
+    os.environ.setdefault("WANDB_SILENT", "true")
+    with known_warnings_filtered():
+        return lecture.main(argv)
+
+
 def main(argv: Optional[list[str]] = None) -> int:
     experiment_commands = {name: functools.partial(_experiment_command, name) for name in EXPERIMENT_COMMANDS}
+    experiment_commands["lecture"] = _lecture_command
     return library_cli.main(argv, extra_commands=experiment_commands, help_text=HELP)
 
 

@@ -1,0 +1,956 @@
+"""``gvt lecture``: the lecture's road to the Transformer, claims C1-C4 run into one folder and one report.
+
+    gvt lecture [--preset lecture|lecture-smoke] [--out DIR] [--seeds ...] [--workers N] [--wandb-mode MODE]
+                [--only c1,c2,c3,c4]
+
+Parts (each resumable: a rerun does not redo what is finished in DIR):
+
+- **C1** (an RNN is sequential; a Transformer is not): ``experiments.parallel``'s training-step timing of the
+  LSTM seq2seq and the Transformer at matched parameter counts against sequence length, for each torch thread
+  count of the preset, alone on the machine (no other part runs meanwhile). Written to ``DIR/c1/parallel.json``.
+- **C2** (the context vector is the bottleneck; attention removes it): ``experiments.bottleneck`` into ``DIR/c2``.
+- **C3** (attention shows alignments; an RNN gives none): ``rnn-attention`` (additive attention) and
+  ``transformer`` trained on copy and reverse (``modules.data.TaskDataModule``) for every seed through the
+  experiment runner (``experiments.execute``, run folder ``DIR/c3``); each trained model is then scored on the
+  test split: greedy token accuracy and exact match (``greedy_task_scores``) and alignment accuracy against the
+  true source position with its chance level (``experiments.attention.alignment_accuracy``), cached beside the
+  run as ``c3_scores.json``. Heatmaps: task examples of seed 0's models and, where the preset names translation
+  data (Multi30k de->en), held-out test pairs of a small model of each family trained briefly on it.
+- **C4** (transfer learning needs far fewer labelled examples): ``experiments.transfer`` into ``DIR/c4``.
+
+C2 and C4 come from their own modules through one contract (``PRESETS``, ``run``, ``verdict``,
+``report_section``); where a module is not there, its section says so and its verdict is "inconclusive: not run".
+
+Then ``DIR/report/report.md`` (the verdict table, one section per claim, wall times, machine, settings),
+``DIR/report/verdicts.json`` (the schema of the Q1-Q4 report's, ``experiments.report.verdicts_json``) and the PNG
+figures; with W&B on, the figures and heatmaps are logged as W&B images.
+
+**Verdicts** use the one rule of ``experiments.verdicts`` (primary cell of per-replicate values, SESOI, three
+outcomes) and Holm's correction across C1-C4:
+
+- **C1** primary ``slope_difference``: per timed round (repeat), the slope of log(step time) on log(L) of the
+  LSTM minus the Transformer's, at the primary thread count (fixed in advance: the largest the preset measures,
+  the most parallel hardware the machine offers). SESOI ``C1_SESOI``. Gate: parameter counts matched within
+  ``PARAMETER_TOLERANCE``. The confound, stated beside the verdict: a CPU with one or two threads has no parallel
+  hardware for the Transformer's positions to run on; the claim is about such hardware (a GPU).
+- **C3** primary ``alignment_above_chance``: per seed, the primary family's (``rnn-attention``) alignment accuracy
+  minus its chance level, averaged over copy and reverse. SESOI ``C3_SESOI``. Gate: the family solved each task
+  in every seed (test token accuracy at least ``MIN_TASK_ACCURACY``). Plain ``rnn`` has no attention weights at
+  all: nothing to score, which is the lecture's point.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import dataclasses
+import hashlib
+import importlib
+import json
+import math
+import os
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Callable, Optional
+
+from experiments import verdicts as V
+from experiments.parallel import (FAMILIES as C1_FAMILIES, ParallelSettings, lengths_of, slopes_per_repeat,
+                                  summary_seconds, target_tokens, thread_counts)
+from experiments.stats import finite, t_interval
+from modules.errors import ConfigError, GvtError
+from modules.files import atomic_write_text
+
+PARTS = ("c1", "c2", "c3", "c4")
+
+# C1's SESOI, in log-log slope units. Over the 16x range of lengths of the lecture preset (16 to 256), a slope
+# difference d changes the LSTM/Transformer step-time ratio by 16^d: d = 0.25 is a factor of 2 between the shortest
+# and the longest sequences, the smallest change in relative cost that would change which model one trains on long
+# sequences. Smaller differences are within what the choice of lengths and the O(L^2) attention term move anyway.
+C1_SESOI = 0.25
+# The parameter counts of the two nets must agree within this share, or C1 compares model sizes, not architectures.
+PARAMETER_TOLERANCE = 0.05
+# C3's SESOI, in alignment-accuracy units above chance. Chance (1 / source length) is 0.1 to 0.25 at the lecture's
+# lengths; an argmax that lands on the true source position 20 points more often than a uniform guess is the least
+# a reader of a heatmap would see as an alignment (a visible diagonal); below it the map is mostly noise.
+C3_SESOI = 0.2
+# C3's gate: a model must have solved the task (greedy test token accuracy; chance is about 1 / num_words, < 0.1
+# here) before where it looks can mean "the alignment": a model that cannot reproduce the words has none to show.
+MIN_TASK_ACCURACY = 0.8
+
+C2_MODULE, C4_MODULE = "experiments.bottleneck", "experiments.transfer"
+CLAIMS = {
+    "C1": "An RNN is sequential (step t needs step t-1), so it is hard to parallelise; a Transformer is not.",
+    "C2": "In seq2seq the context vector is the bottleneck of the whole model; attention over all encoder states "
+          "removes it.",
+    "C3": "RNNs give no way to see which inputs an output depended on; attention weights show the alignment.",
+    "C4": "Transfer learning (ULMFiT: pretrain, adapt, fine-tune) needs far fewer labelled examples than training "
+          "from scratch.",
+}
+
+
+# ---- settings ---------------------------------------------------------------------------------------------------
+
+@dataclass
+class C3Settings:
+    """C3's training runs and scoring."""
+
+    tasks: list[str] = field(default_factory=lambda: ["copy", "reverse"])
+    families: list[str] = field(default_factory=lambda: ["rnn-attention", "transformer"])
+    primary_family: str = "rnn-attention"
+    seeds: list[int] = field(default_factory=lambda: [0, 1, 2])
+    task_data: dict = field(default_factory=dict)  # TaskDataModule arguments (the task is set per run)
+    models: dict[str, dict] = field(default_factory=dict)  # family -> model arguments
+    batch_size: int = 64
+    updates: int = 600
+    max_test_examples: Optional[int] = None  # scored test examples (None: the whole test split)
+    heatmap_examples: int = 2  # task examples drawn per task (seed 0's models)
+    # translation data for heatmaps of held-out pairs (a run spec's data: class_path + init_args); None: none
+    translation_data: Optional[dict] = None
+    translation_updates: int = 800
+    translation_pairs: int = 3
+    translation_max_src_len: int = 12  # the held-out pairs drawn are the first test pairs at most this long
+    curve_points: int = 20
+    trainer: dict = field(default_factory=lambda: dict(accelerator="cpu", devices=1))
+    threads: Optional[int] = 1
+    save_checkpoints: bool = True  # the scoring reads each run's final checkpoint
+    budget: str = "steps"
+
+    @property
+    def budget_value(self) -> int:
+        return self.updates
+
+    def __post_init__(self):
+        for task in self.tasks:
+            if task not in ("copy", "reverse"):
+                raise ConfigError(f"c3.tasks: {task!r} has no unique true alignment; use copy and/or reverse")
+        if self.primary_family not in self.families:
+            raise ConfigError(f"c3.primary_family {self.primary_family!r} must be one of c3.families {self.families}")
+        missing = [f for f in self.families if f not in self.models]
+        if missing:
+            raise ConfigError(f"c3.models has no model arguments for {missing}")
+        if self.updates < 1 or self.batch_size < 1:
+            raise ConfigError(f"c3.updates and c3.batch_size must be >= 1, got {self.updates}, {self.batch_size}")
+
+
+@dataclass
+class LectureSettings:
+    name: str
+    c1: ParallelSettings
+    c3: C3Settings
+    c1_primary_threads: Optional[int] = None  # None: the largest thread count measured (module docstring)
+    c2_preset: str = "lecture"  # the name in experiments.bottleneck.PRESETS
+    c4_preset: str = "lecture"  # the name in experiments.transfer.PRESETS
+    workers: int = 2
+    alpha: float = 0.05
+    min_seeds: int = 3
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @property
+    def primary_threads(self) -> int:
+        return self.c1_primary_threads or max(self.c1.threads)
+
+
+def _task_models(d_model: int, heads: int, layers: int, hidden: int, eval_samples: int, dropout: float,
+                 max_len: int) -> dict[str, dict]:
+    """Model arguments per family: a small Transformer and LSTM seq2seq (with and without attention; C3 compares
+    each with chance, not the two with each other, so their sizes need not match); few evaluation samples (the
+    runner's sample metrics are not what C3 reads)."""
+    evaluation = dict(num_eval_samples=eval_samples, num_logged_samples=0)
+    return {
+        "transformer": dict(d_model=d_model, n_heads=heads, n_encoder_layers=layers, n_decoder_layers=layers,
+                            d_ff=2 * d_model, dropout=dropout, max_len=max_len, lr=2e-3, warmup_steps=50,
+                            schedule="constant", evaluation=dict(evaluation)),
+        "rnn-attention": dict(emb_dim=d_model, hidden_dim=hidden, num_layers=1, dropout=dropout, lr=3e-3,
+                              evaluation=dict(evaluation)),
+        "rnn": dict(emb_dim=d_model, hidden_dim=hidden, num_layers=1, dropout=dropout, lr=3e-3,
+                    evaluation=dict(evaluation)),
+    }
+
+
+MULTI30K = {"class_path": "modules.data.TextDataModule", "init_args": dict(
+    format="parallel", root="$GVT_DATA_DIR/multi30k",
+    train={"src": "train.de.gz", "tgt": "train.en.gz"}, val={"src": "val.de.gz", "tgt": "val.en.gz"},
+    test={"src": "test_2016_flickr.de.gz", "tgt": "test_2016_flickr.en.gz"},
+    tokenizer="word", lowercase=True, min_freq=5, max_len=16)}
+
+
+def _lecture() -> LectureSettings:
+    """Aimed at C1 about 3 min and C3 about 3 min on 2 idle CPU cores (so far measured only on a busy machine:
+    C1 1038 s and C3 926 s at load average 6 on 2 cores, the process at nice 19)."""
+    c1 = ParallelSettings(lengths=[16, 32, 64, 128, 256], batch_size=16, vocab_size=1000, d_model=128, n_heads=4,
+                          layers=2, warmup=2, repeats=10, threads=[1, 2])
+    # the same nets learn the tasks and, briefly, Multi30k (600 and 800 updates: both tasks solved in every seed
+    # in the runs measured for the README; 800 Multi30k updates give a visibly diagonal de->en alignment)
+    models = _task_models(d_model=64, heads=4, layers=2, hidden=128, eval_samples=32, dropout=0.0, max_len=40)
+    c3 = C3Settings(task_data=dict(num_words=12, min_len=4, max_len=10, num_train=4000, num_val=64, num_test=300),
+                    models=models, seeds=[0, 1, 2], batch_size=64, updates=600,
+                    translation_data=copy.deepcopy(MULTI30K), translation_updates=800)
+    return LectureSettings("lecture", c1, c3)
+
+
+def _smoke() -> LectureSettings:
+    """Seconds: the whole pipeline on tiny nets (tests)."""
+    c1 = ParallelSettings(lengths=[4, 8], batch_size=2, vocab_size=30, d_model=16, n_heads=2, layers=1, warmup=0,
+                          repeats=3, threads=[1])
+    models = _task_models(d_model=16, heads=2, layers=1, hidden=16, eval_samples=4, dropout=0.0, max_len=16)
+    c3 = C3Settings(task_data=dict(num_words=6, min_len=2, max_len=4, num_train=64, num_val=8, num_test=16),
+                    models=models, seeds=[0], batch_size=16, updates=3, tasks=["copy"], heatmap_examples=1,
+                    translation_data=None, translation_updates=3, translation_pairs=1, curve_points=3)
+    return LectureSettings("lecture-smoke", c1, c3, c2_preset="smoke", c4_preset="smoke", workers=1)
+
+
+PRESETS: dict[str, Callable[[], LectureSettings]] = {"lecture": _lecture, "lecture-smoke": _smoke}
+
+
+def _settings_for(name: str) -> LectureSettings:
+    if name not in PRESETS:
+        raise ConfigError(f"unknown lecture preset {name!r}; choose one of {', '.join(PRESETS)}")
+    return PRESETS[name]()
+
+
+# ---- C1 ---------------------------------------------------------------------------------------------------------
+
+C1_RULE = (f"Per timed round (repeat) at the primary thread count: the slope of log(training-step time) on log(L) "
+           f"of the LSTM seq2seq minus the Transformer's, both over all lengths of the round (positive: the LSTM's "
+           f"time grows faster with length, as a sequential model's should where the Transformer can run positions "
+           f"in parallel). SESOI {C1_SESOI} (a factor 16^{C1_SESOI} = 2 in the time ratio across a 16x range of "
+           f"lengths). The primary thread count is fixed in advance: the largest measured. Gate: parameter counts "
+           f"matched within {PARAMETER_TOLERANCE:.0%}. Repeats play the role of seeds.")
+
+C1_CONFOUND = ("Confound, beside the verdict whatever it says: on a CPU with one or two threads there is no parallel "
+               "hardware for the Transformer's positions to run on (its matrix products already keep the cores "
+               "busy at the shortest length), and its attention costs O(L^2), so a CPU can only show the "
+               "Transformer's time growing at least linearly too. The claim is about parallel hardware: a GPU run "
+               "(`python benchmarks/bench_parallel.py --devices cuda`) is what tests it. The timings were taken on "
+               "a machine shared with other work (load averages below).")
+
+
+def c1_verdict(record: Optional[dict], *, threads: Optional[int] = None, margin: float = C1_SESOI,
+               alpha: float = 0.05, min_seeds: int = 3, why_not_run: str = "not run") -> V.Verdict:
+    """Verdict C1 from ``experiments.parallel.measure``'s record (None: not run, saying ``why_not_run``)."""
+    settings = V.VerdictSettings(alpha=alpha, min_seeds=min_seeds)
+    primary = "slope_difference"
+    if record is None or not record.get("timings"):
+        cells = {primary: V._not_run("LSTM - Transformer log-log slope", why_not_run, margin)}
+        return V._standard("C1", CLAIMS["C1"], C1_RULE, margin, primary, cells, why_not_run, [C1_CONFOUND], settings)
+    measured = thread_counts(record)
+    threads = max(measured) if threads is None else threads
+    if threads not in measured:
+        gate = f"not run: no timings at the primary thread count {threads} (measured: {measured})"
+        cells = {primary: V._not_run("LSTM - Transformer log-log slope", gate, margin)}
+        return V._standard("C1", CLAIMS["C1"], C1_RULE, margin, primary, cells, gate, [C1_CONFOUND], settings)
+    params = record.get("parameters", {})
+    gate, met = None, True
+    if not params.get("lstm") or not params.get("transformer"):
+        gate, met = "the parameter counts of the two nets are not in the record", None
+    elif abs(params["lstm"] / params["transformer"] - 1) > PARAMETER_TOLERANCE:
+        gate, met = (f"parameter counts not matched: LSTM {params['lstm']:,} vs Transformer {params['transformer']:,} "
+                     f"(more than {PARAMETER_TOLERANCE:.0%} apart)"), False
+    bad = [t for t in record["timings"] if not (finite(t["seconds"]) and t["seconds"] > 0)]
+    if bad:
+        gate, met = f"{len(bad)} timed step(s) are not positive finite seconds", False
+    cells = {}
+    for t in measured:
+        if bad:
+            break
+        slopes = slopes_per_repeat(record, t)
+        name = primary if t == threads else f"slope_difference_threads{t}"
+        diff = [a - b for a, b in zip(slopes.get("lstm", []), slopes.get("transformer", []))]
+        cells[name] = V.Cell(f"LSTM - Transformer log-log slope, {t} thread(s)", diff,
+                             margin if t == threads else None, met if t == threads else True,
+                             (gate or "parameter counts matched") if t == threads else "secondary thread count")
+        for f in C1_FAMILIES:
+            cells[f"slope_{f}_threads{t}"] = V.Cell(f"{f} log-log slope, {t} thread(s)", slopes.get(f, []), None)
+    if primary not in cells:
+        cells[primary] = V._not_run("LSTM - Transformer log-log slope", gate or "no timings", margin)
+    lengths = lengths_of(record)
+    details = [C1_CONFOUND]
+    busy = load_warning(record)
+    if busy:
+        details.append(busy)
+    for t in measured:
+        if bad:
+            break
+        lstm, tr = (summary_seconds(record, t, f, "median") for f in C1_FAMILIES)
+        details.append(f"- {t} thread(s){' (primary)' if t == threads else ''}: median step time at L = {lengths[0]} "
+                       f"LSTM {lstm[0] * 1000:.1f} ms vs Transformer {tr[0] * 1000:.1f} ms; at L = {lengths[-1]} "
+                       f"LSTM {lstm[-1] * 1000:.1f} ms vs Transformer {tr[-1] * 1000:.1f} ms "
+                       f"(LSTM/Transformer {lstm[-1] / tr[-1]:.2f})")
+    return V._standard("C1", CLAIMS["C1"], C1_RULE, margin, primary, cells, gate, details, settings)
+
+
+def load_warning(record: dict) -> Optional[str]:
+    """A warning (descriptive: it changes no verdict) where other processes kept the cores busy during the timing:
+    a 1-minute load average above the core count before or after it. Steps on more than one thread suffer most
+    (each waits for its slowest thread), so such timings say more about the machine's load than about the nets."""
+    cores = (record.get("machine") or {}).get("cpu_count")
+    loads = [((record.get(k) or {}).get("load_average_1_5_15") or [math.nan])[0] for k in ("machine", "machine_after")]
+    if not cores or not any(finite(x) and x > cores for x in loads):
+        return None
+    return (f"**Warning: the machine was busy** (1-minute load average {loads[0]:.1f} before and {loads[1]:.1f} after, "
+            f"on {cores} cores): other processes shared the cores during the timing, which inflates every step and "
+            "most of all the multi-threaded ones; these timings measure the load as much as the nets. Rerun C1 "
+            "(`gvt lecture --only c1` into a fresh folder) on an idle machine before reading the verdict.")
+
+
+def run_c1(settings: LectureSettings, folder: Path, echo) -> tuple[dict, bool]:
+    """The C1 record (measured now, or read from ``folder`` when an earlier invocation finished it) and whether
+    it was resumed."""
+    from experiments.parallel import measure
+
+    path = folder / "parallel.json"
+    if path.is_file():
+        record = json.loads(path.read_text())
+        if record.get("settings") == json.loads(json.dumps(settings.c1.to_dict())):
+            echo(f"C1: already measured in {path}; not redone")
+            return record, True
+        echo(f"C1: {path} holds other settings; measuring again")
+    folder.mkdir(parents=True, exist_ok=True)
+    record = measure(settings.c1, echo=echo)
+    atomic_write_text(path, json.dumps(record, indent=1) + "\n")
+    return record, False
+
+
+# ---- C3 ---------------------------------------------------------------------------------------------------------
+
+TASK_DATA = "modules.data.TaskDataModule"
+
+
+def c3_specs(c3: C3Settings, tracking: dict) -> list[dict]:
+    """One run spec per (task, family, seed), plus one per family on the translation data (seed 0)."""
+    from experiments.batch_size_sweep import model_args
+    from experiments.runner import make_spec
+
+    specs = []
+    for task in c3.tasks:
+        data = {"class_path": TASK_DATA, "init_args": {**c3.task_data, "task": task}}
+        for seed in c3.seeds:
+            for family in c3.families:
+                model, _ = model_args(family, c3.models, c3.batch_size, c3.batch_size, "none", c3.updates)
+                specs.append(make_spec("lecture-c3", c3, family=family, batch_size=c3.batch_size, seed=seed,
+                                       data=data, model=model, updates=c3.updates, lr_factor=1.0, measure={},
+                                       tracking=tracking, task=task))
+    if c3.translation_data is not None:
+        budget = {"kind": "steps", "value": c3.translation_updates, "updates": c3.translation_updates}
+        for family in c3.families:
+            model, _ = model_args(family, c3.models, c3.batch_size, c3.batch_size, "none", c3.translation_updates)
+            specs.append(make_spec("lecture-c3-translation", c3, family=family, batch_size=c3.batch_size,
+                                   seed=c3.seeds[0], data=copy.deepcopy(c3.translation_data), model=model,
+                                   updates=c3.translation_updates, lr_factor=1.0, measure={}, tracking=tracking,
+                                   budget=budget, task="translation"))
+    return specs
+
+
+def _load_run(run_dir: Path, spec: dict):
+    """(trained model, its data module) of a finished run (its final checkpoint)."""
+    from experiments.datamodules import build_datamodule
+    from modules.checkpoints import load_model
+
+    model = load_model(str(run_dir / "runs" / spec["key"] / "final.ckpt"))
+    dm = build_datamodule(spec["data"], spec["batch_size"], spec["seed"])
+    dm.prepare()
+    return model, dm
+
+
+def score_task_run(run_dir: Path, spec: dict, max_examples: Optional[int] = None) -> dict:
+    """Greedy task scores and alignment accuracy of one finished task run on the test split (cached beside it)."""
+    from experiments.attention import alignment_accuracy
+    from modules.data.tasks import greedy_task_scores
+
+    cache = run_dir / "runs" / spec["key"] / "c3_scores.json"
+    if cache.is_file():
+        return json.loads(cache.read_text())
+    model, dm = _load_run(run_dir, spec)
+    scores = greedy_task_scores(model, dm, "test", max_examples=max_examples)
+    alignment = alignment_accuracy(model, dm, "test", max_examples=max_examples)
+    row = {"key": spec["key"], "family": spec["family"], "task": spec["task"], "seed": spec["seed"],
+           "token_accuracy": float(scores.token_accuracy.mean()), "exact_match": float(scores.exact_match.mean()),
+           "alignment_accuracy": float(alignment.accuracy.mean()), "alignment_chance": float(alignment.chance.mean()),
+           "num_examples": int(alignment.accuracy.numel()),
+           "chance_token_accuracy": 1.0 / dm.num_words}
+    atomic_write_text(cache, json.dumps(row, indent=1) + "\n")
+    return row
+
+
+C3_RULE = (f"Per seed: the alignment accuracy of the primary family (argmax of its cross-attention, teacher-forced, "
+           f"on the true source position, test split) minus its chance level (1 / source length), averaged over the "
+           f"tasks (copy, reverse). SESOI {C3_SESOI}. Gate: the family solved every task in every seed (greedy test "
+           f"token accuracy >= {MIN_TASK_ACCURACY}; chance is about 1 / num_words). The Transformer's alignment "
+           f"(mean over every decoder layer and head) is reported beside it; plain `rnn` has no attention weights.")
+
+
+def c3_verdict(rows: list[dict], *, primary_family: str = "rnn-attention",
+               tasks: tuple[str, ...] = ("copy", "reverse"), margin: float = C3_SESOI,
+               min_task_accuracy: float = MIN_TASK_ACCURACY, alpha: float = 0.05, min_seeds: int = 3,
+               why_not_run: str = "not run") -> V.Verdict:
+    """Verdict C3 from the scored task rows (``score_task_run``: family, task, seed, token_accuracy,
+    alignment_accuracy, alignment_chance)."""
+    settings = V.VerdictSettings(alpha=alpha, min_seeds=min_seeds)
+    primary = "alignment_above_chance"
+    rows = [r for r in rows if r.get("task") in tasks]
+    mine = [r for r in rows if r["family"] == primary_family]
+    if not mine:
+        why = why_not_run if not rows else f"not run: no {primary_family} runs on {', '.join(tasks)}"
+        cells = {primary: V._not_run(f"{primary_family} alignment accuracy - chance", why, margin)}
+        return V._standard("C3", CLAIMS["C3"], C3_RULE, margin, primary, cells, why, [], settings)
+    present = sorted({r["task"] for r in mine})
+    per_task = {task: {r["seed"]: r["alignment_accuracy"] - r["alignment_chance"] for r in mine if r["task"] == task}
+                for task in present}
+    seeds = sorted(set.intersection(*(set(v) for v in per_task.values())))
+    values = [sum(per_task[t][s] for t in present) / len(present) for s in seeds]
+    failed = sorted((r["task"], r["seed"], r["token_accuracy"]) for r in mine
+                    if not (finite(r.get("token_accuracy")) and r["token_accuracy"] >= min_task_accuracy))
+    gate = None
+    if failed:
+        gate = (f"{primary_family} did not solve the task: " + "; ".join(
+            f"{task} seed {seed} token accuracy {acc:.2f}" for task, seed, acc in failed)
+            + f" (< {min_task_accuracy})")
+    elif set(present) != set(tasks):
+        gate = f"not run: {primary_family} has no runs on {', '.join(sorted(set(tasks) - set(present)))}"
+    cells = {primary: V.Cell(f"{primary_family} alignment accuracy - chance (mean over {', '.join(present)})",
+                             values, margin, not failed, gate or f"{primary_family} solved every task in every seed")}
+    details = []
+    for family in V.families_of(rows):
+        for task in tasks:
+            rs = sorted((r for r in rows if r["family"] == family and r["task"] == task), key=lambda r: r["seed"])
+            if not rs:
+                continue
+            name = f"{family}_{task}"
+            cells[f"alignment_{name}"] = V.Cell(f"{family} alignment accuracy - chance on {task}",
+                                                [r["alignment_accuracy"] - r["alignment_chance"] for r in rs])
+            cells[f"token_accuracy_{name}"] = V.Cell(f"{family} greedy token accuracy on {task}",
+                                                     [r["token_accuracy"] for r in rs])
+            details.append(f"- {family}, {task}: alignment accuracy "
+                           f"{t_interval([r['alignment_accuracy'] for r in rs]).fmt(3)} vs chance "
+                           f"{t_interval([r['alignment_chance'] for r in rs]).fmt(3)}; token accuracy "
+                           f"{t_interval([r['token_accuracy'] for r in rs]).fmt(3)}; exact match "
+                           f"{t_interval([r.get('exact_match') for r in rs]).fmt(3)}")
+    return V._standard("C3", CLAIMS["C3"], C3_RULE, margin, primary, cells, gate, details, settings)
+
+
+def no_attention_message(c3: C3Settings) -> str:
+    """What the attention code says of the plain ``rnn`` family (no attention): its own error, quoted."""
+    import torch
+
+    from experiments.attention import attention_maps
+    from experiments.families import get_family
+
+    args = {k: v for k, v in c3.models.get("rnn", {}).items() if k != "evaluation"}
+    model = get_family("rnn").load_class()(vocab_size=10, **args)
+    src = torch.tensor([[5, 6, 7]])
+    try:
+        attention_maps(model, src, src.eq(0), torch.tensor([[1, 5, 6]]))
+    except ValueError as err:
+        return str(err)
+    return "(unexpectedly, the plain rnn returned attention weights)"
+
+
+def c3_heatmaps(run_dir: Path, specs: list[dict], c3: C3Settings, figures: Path) -> dict[str, Path]:
+    """Heatmap PNGs into ``figures``: task examples of seed 0's models, held-out translation pairs."""
+    from experiments.attention import write_heatmaps
+
+    out = {}
+    done = {s["key"] for s in specs if (run_dir / "runs" / s["key"] / "final.ckpt").is_file()}
+    first_seed = c3.seeds[0]
+    for spec in specs:
+        if spec["key"] not in done or spec["seed"] != first_seed:
+            continue
+        model, dm = _load_run(run_dir, spec)
+        if spec["task"] == "translation":
+            pairs = [ex for ex in dm.examples("test") if len(ex.src) <= c3.translation_max_src_len]
+            pairs = pairs[:c3.translation_pairs]
+        else:
+            pairs = dm.examples("test")[:c3.heatmap_examples]
+        if pairs:
+            out.update(write_heatmaps(model, pairs, figures, prefix=f"c3_{spec['task']}_{spec['family']}",
+                                      vocab=dm.vocab))
+    return out
+
+
+def run_c3(settings: LectureSettings, folder: Path, workers: int, wandb_mode: str, echo) -> dict:
+    from experiments.execute import execute
+
+    c3 = settings.c3
+    specs = c3_specs(c3, {"wandb_mode": wandb_mode, "group": f"lecture-{folder.parent.name}",
+                          "tags": ["lecture", "c3"]})
+    outcome = execute(specs, folder, workers=workers, desc="C3", echo=echo)
+    finished = {s["key"] for s in specs if (folder / "runs" / s["key"] / "final.ckpt").is_file()}
+    from experiments.results import ResultsTable
+
+    done = ResultsTable(folder).keys()
+    rows = []
+    for spec in specs:
+        if spec["task"] == "translation" or spec["key"] not in done or spec["key"] not in finished:
+            continue
+        rows.append(score_task_run(folder, spec, c3.max_test_examples))
+    translation = [r for r in ResultsTable(folder).rows() if r["key"] in {s["key"] for s in specs
+                                                                          if s["task"] == "translation"}]
+    return {"specs": specs, "rows": rows, "failed": outcome.failed, "translation": translation}
+
+
+# ---- C2 and C4: their own modules, through the contract ----------------------------------------------------------
+
+def import_part(module_name: str):
+    """The module of C2 or C4, or None where it is not there (only its own absence counts: an import error
+    inside it is a bug and propagates)."""
+    try:
+        return importlib.import_module(module_name)
+    except ModuleNotFoundError as err:
+        if err.name == module_name:
+            return None
+        raise
+
+
+def _not_run_verdict(question: str, why: str, alpha: float, min_seeds: int) -> V.Verdict:
+    cells = {"primary": V._not_run(f"{question}'s primary cell", why)}
+    return V._standard(question, CLAIMS[question], f"decided by {C2_MODULE if question == 'C2' else C4_MODULE}",
+                       None, "primary", cells, why, [], V.VerdictSettings(alpha=alpha, min_seeds=min_seeds))
+
+
+def run_delegated(question: str, module_name: str, preset: str, folder: Path, *, seeds: Optional[list[int]],
+                  workers: int, wandb_mode: str, echo) -> dict:
+    """Run C2 or C4 through its module's contract; ``{"module", "rows", "why"}`` (module None: not there)."""
+    module = import_part(module_name)
+    if module is None:
+        return {"module": None, "rows": [], "why": f"not run: {module_name} is not there"}
+    if preset not in module.PRESETS:
+        raise ConfigError(f"{module_name} has no preset {preset!r} (it has {', '.join(module.PRESETS)})")
+    part_settings = module.PRESETS[preset]()
+    if seeds is not None and dataclasses.is_dataclass(part_settings) and hasattr(part_settings, "seeds"):
+        part_settings = dataclasses.replace(part_settings, seeds=list(seeds))
+    echo(f"{question}: {module_name} preset {preset!r} into {folder}")
+    rows = module.run(part_settings, folder, workers=workers, wandb_mode=wandb_mode, echo=echo)
+    return {"module": module, "rows": rows, "why": None}
+
+
+def delegated_verdict(question: str, part: Optional[dict], alpha: float, min_seeds: int,
+                      why_not_run: str) -> V.Verdict:
+    if part is None or part["module"] is None:
+        return _not_run_verdict(question, part["why"] if part else why_not_run, alpha, min_seeds)
+    v = part["module"].verdict(part["rows"], alpha=alpha, min_seeds=min_seeds)
+    if v.question != question:
+        raise ConfigError(f"{part['module'].__name__}.verdict returned question {v.question!r}, expected {question!r}")
+    return v
+
+
+# ---- the whole lecture ------------------------------------------------------------------------------------------
+
+@dataclass
+class LectureResult:
+    folder: Path
+    report: Path
+    verdicts_json: Path
+    verdicts: list[V.Verdict]
+    figures: dict[str, Path]
+    wall_s: float
+    prereg: dict
+
+
+def _state(out: Path) -> dict:
+    path = out / "lecture.json"
+    return json.loads(path.read_text()) if path.is_file() else {"parts": {}}
+
+
+def _record_part(out: Path, state: dict, part: str, wall_s: float, resumed: bool) -> None:
+    entry = state["parts"].setdefault(part, {"wall_s": []})
+    entry["wall_s"].append(round(wall_s, 2))
+    entry["resumed"] = resumed
+    atomic_write_text(out / "lecture.json", json.dumps(state, indent=1) + "\n")
+
+
+def parse_only(text: Optional[str]) -> list[str]:
+    if not text:
+        return list(PARTS)
+    parts = [p.strip().lower() for p in text.replace(" ", ",").split(",") if p.strip()]
+    unknown = [p for p in parts if p not in PARTS]
+    if unknown or not parts:
+        raise ConfigError(f"--only takes parts among {', '.join(PARTS)}, got {text!r}")
+    return [p for p in PARTS if p in parts]
+
+
+def preregistration(settings: LectureSettings) -> dict:
+    """The settings that define the lecture's verdicts (preset, SESOIs, gates, alpha) and their hash."""
+    defined = {"preset": settings.to_dict(), "sesoi": {"C1": C1_SESOI, "C3": C3_SESOI},
+               "gates": {"C1_parameter_tolerance": PARAMETER_TOLERANCE, "C3_min_task_accuracy": MIN_TASK_ACCURACY},
+               "c1_primary_threads": settings.primary_threads}
+    digest = hashlib.sha256(json.dumps(defined, sort_keys=True, default=str).encode()).hexdigest()[:16]
+    return {"hash": digest, "settings": defined}
+
+
+def run_lecture(preset: str = "lecture", out: str | Path = "runs/lecture", *, seeds: Optional[list[int]] = None,
+                workers: Optional[int] = None, wandb_mode: str = "offline", only: Optional[list[str]] = None,
+                settings: Optional[LectureSettings] = None, echo=print) -> LectureResult:
+    """Run the selected parts into ``out`` (resumably) and write the report (module docstring)."""
+    from experiments.parallel import machine
+
+    start = time.perf_counter()
+    settings = settings or _settings_for(preset)
+    if seeds is not None:
+        if not seeds:
+            raise ConfigError("--seeds needs at least one seed")
+        settings.c3 = dataclasses.replace(settings.c3, seeds=list(seeds))
+    workers = settings.workers if workers is None else workers
+    if workers < 1:
+        raise ConfigError(f"--workers must be >= 1, got {workers}")
+    only = list(PARTS) if only is None else only
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    state = _state(out)
+    state.update({"preset": settings.name, "settings": json.loads(json.dumps(settings.to_dict(), default=str))})
+    machine_before = machine()
+    left_out = "not run: left out by --only in this invocation"
+    results: dict[str, dict] = {}
+
+    # C1 first and alone: its timings must not share the cores with C3's training
+    if "c1" in only:
+        t0 = time.perf_counter()
+        record, resumed = run_c1(settings, out / "c1", echo)
+        results["c1"] = {"record": record}
+        _record_part(out, state, "c1", time.perf_counter() - t0, resumed)
+    if "c2" in only:
+        t0 = time.perf_counter()
+        results["c2"] = run_delegated("C2", C2_MODULE, settings.c2_preset, out / "c2", seeds=seeds,
+                                      workers=workers, wandb_mode=wandb_mode, echo=echo)
+        _record_part(out, state, "c2", time.perf_counter() - t0, False)
+    if "c3" in only:
+        t0 = time.perf_counter()
+        echo(f"C3: {len(settings.c3.families)} families x {len(settings.c3.tasks)} tasks x "
+             f"{len(settings.c3.seeds)} seeds" + (" + translation heatmap models" if settings.c3.translation_data
+                                                  else "") + f", {workers} worker(s)")
+        results["c3"] = run_c3(settings, out / "c3", workers, wandb_mode, echo)
+        _record_part(out, state, "c3", time.perf_counter() - t0, False)
+    if "c4" in only:
+        t0 = time.perf_counter()
+        results["c4"] = run_delegated("C4", C4_MODULE, settings.c4_preset, out / "c4", seeds=seeds,
+                                      workers=workers, wandb_mode=wandb_mode, echo=echo)
+        _record_part(out, state, "c4", time.perf_counter() - t0, False)
+
+    echo("report: verdicts, figures, heatmaps")
+    figures_dir = out / "report"
+    figures_dir.mkdir(parents=True, exist_ok=True)
+    alpha, min_seeds = settings.alpha, settings.min_seeds
+    vs = [c1_verdict(results["c1"]["record"] if "c1" in results else None, threads=settings.primary_threads,
+                     alpha=alpha, min_seeds=min_seeds, why_not_run=left_out),
+          delegated_verdict("C2", results.get("c2"), alpha, min_seeds, left_out),
+          c3_verdict(results["c3"]["rows"] if "c3" in results else [], primary_family=settings.c3.primary_family,
+                     tasks=tuple(settings.c3.tasks), alpha=alpha, min_seeds=min_seeds, why_not_run=left_out),
+          delegated_verdict("C4", results.get("c4"), alpha, min_seeds, left_out)]
+    V.holm(vs, alpha, min_seeds)
+    figures = write_figures(settings, out, results, figures_dir)
+    prereg = preregistration(settings)
+    state["last_invocation"] = {"wall_s": round(time.perf_counter() - start, 2), "only": only,
+                                "machine_before": machine_before, "machine_after": machine(),
+                                "torch_threads_of_runs": settings.c3.threads, "workers": workers}
+    atomic_write_text(out / "lecture.json", json.dumps(state, indent=1) + "\n")
+    report = figures_dir / "report.md"
+    write_report(report, settings, state, results, vs, figures, prereg, out)
+    from experiments.report import verdicts_json
+
+    vj = figures_dir / "verdicts.json"
+    atomic_write_text(vj, json.dumps(verdicts_json(vs, prereg, V.VerdictSettings(alpha=alpha, min_seeds=min_seeds),
+                                                   []), indent=2, default=str) + "\n")
+    log_to_wandb(settings, out, figures, vs, wandb_mode, echo)
+    wall = time.perf_counter() - start
+    echo(f"lecture: report in {report} ({wall:.0f} s)")
+    return LectureResult(out, report, vj, vs, figures, wall, prereg)
+
+
+# ---- figures ----------------------------------------------------------------------------------------------------
+
+def plot_alignment(rows: list[dict], path: Path) -> Optional[Path]:
+    """Alignment accuracy per family and task (mean and 95% t-interval over seeds) against chance."""
+    if not rows:
+        return None
+    from matplotlib.figure import Figure
+
+    groups = [(f, t) for f in V.families_of(rows) for t in sorted({r["task"] for r in rows})
+              if any(r["family"] == f and r["task"] == t for r in rows)]
+    fig = Figure(figsize=(1.6 + 1.3 * len(groups), 3.6))
+    ax = fig.add_subplot()
+    for i, (family, task) in enumerate(groups):
+        rs = [r for r in rows if r["family"] == family and r["task"] == task]
+        acc, chance = t_interval([r["alignment_accuracy"] for r in rs]), t_interval([r["alignment_chance"] for r in rs])
+        err = [[acc.mean - acc.low], [acc.high - acc.mean]] if acc.defined else None
+        ax.bar(i, acc.mean, yerr=err, capsize=4, color="tab:blue" if family == "rnn-attention" else "tab:orange")
+        ax.hlines(chance.mean, i - 0.4, i + 0.4, colors="black", linestyles="dashed",
+                  label="chance (1 / source length)" if i == 0 else None)
+    ax.set_xticks(range(len(groups)), labels=[f"{f}\n{t}" for f, t in groups], fontsize=8)
+    ax.set_ylim(0, 1.05)
+    ax.set_ylabel("alignment accuracy (argmax attention\non the true source position)")
+    ax.legend(fontsize=8, loc="lower right")
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=100)
+    return path
+
+
+def write_figures(settings: LectureSettings, out: Path, results: dict, folder: Path) -> dict[str, Path]:
+    from experiments.parallel import plot
+
+    figures: dict[str, Path] = {}
+    if "c1" in results:
+        figures["c1_step_time"] = plot(results["c1"]["record"], folder / "c1_step_time.png", "median")
+    if "c3" in results:
+        p = plot_alignment(results["c3"]["rows"], folder / "c3_alignment.png")
+        if p:
+            figures["c3_alignment"] = p
+        heat = c3_heatmaps(out / "c3", results["c3"]["specs"], settings.c3, folder / "heatmaps")
+        results["c3"]["heatmaps"] = heat
+        figures.update(heat)
+    for part in ("c2", "c4"):
+        if part in results and results[part]["module"] is not None:
+            lines, part_figures = results[part]["module"].report_section(results[part]["rows"], folder)
+            results[part]["section"] = lines
+            figures.update({f"{part}_{name}": p for name, p in part_figures.items()})
+    return figures
+
+
+# ---- the report -------------------------------------------------------------------------------------------------
+
+def _busy(machine: dict) -> bool:
+    load, cores = (machine.get("load_average_1_5_15") or [math.nan])[0], machine.get("cpu_count")
+    return bool(cores) and finite(load) and load > cores
+
+
+def _rel(path: Path, folder: Path) -> str:
+    return os.path.relpath(path, folder)
+
+
+def _wall(state: dict, part: str) -> str:
+    entry = state["parts"].get(part)
+    if not entry:
+        return "not run"
+    times = entry["wall_s"]
+    text = f"{sum(times):.0f} s"
+    if len(times) > 1:
+        text += f" over {len(times)} invocations ({' + '.join(f'{t:.0f}' for t in times)} s)"
+    if entry.get("resumed"):
+        text += "; finished in an earlier invocation, read back in the last"
+    return text
+
+
+def c1_section(record: dict, primary_threads: int, figure: Optional[Path], folder: Path) -> list[str]:
+    s = record["settings"]
+    p = record["parameters"]
+    lengths = lengths_of(record)
+    L = [f"Both nets take full training steps (forward, the one MLE loss, backward, AdamW) on random batches of "
+         f"{s['batch_size']} sources and targets of L tokens, vocabulary {s['vocab_size']}, on {s['device']}: the "
+         f"Transformer (d_model {s['d_model']}, {s['n_heads']} heads, {s['layers']}+{s['layers']} layers, "
+         f"{p['transformer']:,} parameters) and the LSTM seq2seq without attention (hidden {record['hidden_dim']}, "
+         f"{s['layers']}+{s['layers']} layers, {p['lstm']:,} parameters, "
+         f"{100 * (p['lstm'] / p['transformer'] - 1):+.1f}%). "
+         f"{s['warmup']} warm-up steps per cell, then {s['repeats']} timed rounds, each one step of every length and "
+         f"family (interleaved). Tokens/s counts B x (L + 1) predicted target tokens. Median over rounds "
+         f"[min, max]; the slopes are per round, mean [95% t-interval over rounds]. The primary thread count "
+         f"({primary_threads}) was fixed before the measurement: the largest measured.", ""]
+    for t in thread_counts(record):
+        slopes = slopes_per_repeat(record, t)
+        L += [f"**{t} torch thread(s)**{' (primary)' if t == primary_threads else ''}: log-log slope LSTM "
+              f"{t_interval(slopes['lstm']).fmt(2)}, Transformer {t_interval(slopes['transformer']).fmt(2)}", "",
+              "| L | LSTM ms | Transformer ms | LSTM tok/s | Transformer tok/s | LSTM / Transformer |",
+              "|---:|---|---|---:|---:|---:|"]
+        from experiments.parallel import cell_times
+
+        cells = cell_times(record, t)
+        for L_ in lengths:
+            med = {f: sorted(cells[(f, L_)])[len(cells[(f, L_)]) // 2] for f in C1_FAMILIES}
+            rng = {f: f"{med[f] * 1000:.1f} [{min(cells[(f, L_)]) * 1000:.1f}, {max(cells[(f, L_)]) * 1000:.1f}]"
+                   for f in C1_FAMILIES}
+            tok = {f: target_tokens(s["batch_size"], L_) / med[f] for f in C1_FAMILIES}
+            L.append(f"| {L_} | {rng['lstm']} | {rng['transformer']} | {tok['lstm']:,.0f} | {tok['transformer']:,.0f} "
+                     f"| {med['lstm'] / med['transformer']:.2f} |")
+        L.append("")
+    m0, m1 = record.get("machine", {}), record.get("machine_after", {})
+    L += [f"Measured in {record.get('wall_s', math.nan):.0f} s on {m0.get('cpu_count')} cores "
+          f"({m0.get('processor')}), torch {m0.get('torch')}; load average (1, 5, 15 min) "
+          f"{m0.get('load_average_1_5_15')} before, {m1.get('load_average_1_5_15')} after.", ""]
+    if figure:
+        L += [f"![C1: step time and tokens/s against length]({_rel(figure, folder)})", ""]
+    return L
+
+
+def c3_section(settings: LectureSettings, c3: dict, figures: dict[str, Path], folder: Path) -> list[str]:
+    s = settings.c3
+    rows = c3["rows"]
+    L = [f"Families {', '.join(s.families)} trained on {', '.join(s.tasks)} (`TaskDataModule`: "
+         f"{json.dumps(s.task_data)}) for {s.updates} updates at batch size {s.batch_size}, seeds "
+         f"{', '.join(map(str, s.seeds))}; each scored on the test split (unseen sources): greedy token accuracy and "
+         "exact match, and alignment accuracy = the share of output words whose argmax cross-attention "
+         "(teacher-forced; the Transformer's averaged over every decoder layer and head) falls on the true source "
+         "position, against chance = 1 / source length. Mean [95% t-interval over seeds] (seeds).", "",
+         "| family | task | token accuracy | exact match | alignment accuracy | chance | alignment - chance |",
+         "|---|---|---|---|---|---|---|"]
+    for family in V.families_of(rows):
+        for task in s.tasks:
+            rs = [r for r in rows if r["family"] == family and r["task"] == task]
+            if rs:
+                iv = lambda k: t_interval([r[k] for r in rs]).fmt(3)  # noqa: E731
+                L.append(f"| {family} | {task} | {iv('token_accuracy')} | {iv('exact_match')} | "
+                         f"{iv('alignment_accuracy')} | {iv('alignment_chance')} | "
+                         f"{t_interval([r['alignment_accuracy'] - r['alignment_chance'] for r in rs]).fmt(3)} |")
+    L += ["", f"Plain `rnn` (the context-vector seq2seq, attention none) is not trained here: it has no attention "
+          f"weights to score or draw. Asked for them, the attention code answers: \"{no_attention_message(s)}\". "
+          "That is the lecture's point: nothing in its computation says which input an output came from.", ""]
+    if c3.get("failed"):
+        L += [f"Failed runs (see `c3/errors.jsonl`): {', '.join(c3['failed'])}", ""]
+    if "c3_alignment" in figures:
+        L += [f"![C3: alignment accuracy against chance]({_rel(figures['c3_alignment'], folder)})", ""]
+    heat = c3.get("heatmaps", {})
+    for task in [*s.tasks, "translation"]:
+        names = sorted(n for n in heat if n.startswith(f"c3_{task}_"))
+        if not names:
+            continue
+        if task == "translation":
+            trained = {r["family"]: r for r in c3.get("translation", [])}
+            nll = "; ".join(f"{f}: NLL_test {get_final(r, 'nll_test_per_token')} per token (untrained "
+                            f"{get_init(r, 'nll_test_per_token')})" for f, r in trained.items())
+            L += [f"**Held-out translation pairs** (test split, never trained on; source at most "
+                  f"{s.translation_max_src_len} tokens): each family trained briefly ({s.translation_updates} updates, "
+                  f"seed {s.seeds[0]}) on {settings.c3.translation_data['init_args'].get('root', 'the data')} "
+                  f"({nll}). Small models trained for minutes: the maps show where they look, not translation "
+                  "quality.", ""]
+        else:
+            L += [f"**{task}** (seed {s.seeds[0]}'s models, test examples): the true alignment is the "
+                  f"{'diagonal' if task == 'copy' else 'anti-diagonal'}. `_heads`: every decoder layer's heads.", ""]
+        L += [f"![{n}]({_rel(heat[n], folder)})" for n in names] + [""]
+    if s.translation_data is None:
+        L += ["No translation heatmaps: this preset names no translation data.", ""]
+    return L
+
+
+def get_final(row: dict, key: str) -> str:
+    v = (row.get("final") or {}).get(key)
+    return f"{v:.3f}" if finite(v) else "-"
+
+
+def get_init(row: dict, key: str) -> str:
+    v = (row.get("init") or {}).get(key)
+    return f"{v:.3f}" if finite(v) else "-"
+
+
+def write_report(path: Path, settings: LectureSettings, state: dict, results: dict, vs: list[V.Verdict],
+                 figures: dict[str, Path], prereg: dict, out: Path) -> None:
+    from experiments.report import cells_table, verdict_table_text
+
+    folder = path.parent
+    last = state.get("last_invocation", {})
+    m0, m1 = last.get("machine_before", {}), last.get("machine_after", {})
+    L = ["# The lecture's road to the Transformer: claims C1-C4", "",
+         f"Preset `{settings.name}`, run folder `{out}`. Each claim is decided by the rule of the Q1-Q4 report "
+         f"(`experiments.verdicts`): one primary cell of per-seed (C1: per-round) values, a SESOI, three outcomes, "
+         f"a gate where a precondition fails, and Holm's correction across C1-C4 at family-wise "
+         f"{1 - settings.alpha:.0%}. Pre-registration hash {prereg['hash']} (the preset, SESOIs and gates).", "",
+         "```", verdict_table_text(vs, prereg["hash"], settings.alpha), "```", "",
+         "| claim | verdict | evidence |", "|---|---|---|"]
+    L += [f"| {v.question}: {v.claim} | **{v.verdict}** | {v.evidence} |" for v in vs]
+    L += ["", "## Time and machine", "",
+          "| part | wall time |", "|---|---|"]
+    L += [f"| {p.upper()} | {_wall(state, p)} |" for p in PARTS]
+    total = sum(sum(e["wall_s"]) for e in state["parts"].values())
+    L += [f"| all parts | {total:.0f} s (the last invocation, parts {', '.join(last.get('only', []))}: "
+          f"{last.get('wall_s', math.nan):.0f} s before the report) |", "",
+          f"Machine: {m0.get('cpu_count')} cores ({m0.get('processor')}), torch {m0.get('torch')}, "
+          f"{last.get('workers')} worker process(es) with {last.get('torch_threads_of_runs')} torch thread(s) each "
+          f"for the training runs (C1 sets its own thread counts: {settings.c1.threads}); load average (1, 5, 15 "
+          f"min) {m0.get('load_average_1_5_15')} at the start, {m1.get('load_average_1_5_15')} at the end"
+          + (" (above the core count: other work shared the machine, and the wall times are longer than on an idle "
+             "one)." if _busy(m0) or _busy(m1) else "."), ""]
+    sections = {"C1": ("C1: is an RNN sequential where a Transformer is not?", "c1"),
+                "C2": ("C2: the context vector as the bottleneck", "c2"),
+                "C3": ("C3: do attention weights show the alignment?", "c3"),
+                "C4": ("C4: transfer learning and labelled examples", "c4")}
+    for v in vs:
+        title, part = sections[v.question]
+        L += [f"## {title}", "", f"**Claim.** {v.claim}", "", f"**Verdict: {v.verdict}.** {v.reason}", "",
+              f"**Rule.** {v.rule}", ""]
+        L += cells_table(v) + [""]
+        L += [d for d in v.details] + [""] if v.details else []
+        if part not in results:
+            L += ["Not run: left out by `--only` in this invocation.", ""]
+        elif part == "c1":
+            L += c1_section(results["c1"]["record"], settings.primary_threads, figures.get("c1_step_time"), folder)
+        elif part == "c3":
+            L += c3_section(settings, results["c3"], figures, folder)
+        elif results[part]["module"] is None:
+            L += [f"{results[part]['why']} (on this branch); its verdict stays inconclusive.", ""]
+        else:
+            L += list(results[part].get("section", [])) + [""]
+    L += ["## Settings of the preset", "", "```json", json.dumps(settings.to_dict(), indent=1, default=str), "```",
+          "", "## Files", "",
+          "- `c1/parallel.json`: every timed step (threads, family, length, round, seconds), parameter counts, "
+          "machine.",
+          "- `c3/results.jsonl`, `c3/runs/<key>/`: the training runs (curves, checkpoints); "
+          "`c3/runs/<key>/c3_scores.json`: their task and alignment scores.",
+          "- `c2/`, `c4/`: the runs of experiments.bottleneck and experiments.transfer.",
+          "- `report/verdicts.json`: the verdicts, machine-readable (the Q1-Q4 report's schema); "
+          "`lecture.json`: wall times and machine per invocation.", ""]
+    atomic_write_text(path, "\n".join(L))
+
+
+def log_to_wandb(settings: LectureSettings, out: Path, figures: dict[str, Path], vs: list[V.Verdict], mode: str,
+                 echo) -> bool:
+    """The figures and heatmaps as W&B images, the verdicts as a table (one run, job type lecture-report)."""
+    from modules.tracking import resolve_wandb_mode
+
+    mode = resolve_wandb_mode(mode)
+    if mode == "disabled" or not figures:
+        return False
+    try:
+        import wandb
+
+        (out / "report").mkdir(parents=True, exist_ok=True)
+        run = wandb.init(project="gan-vs-transformer", group=f"lecture-{out.name}", job_type="lecture-report",
+                         name=f"lecture-report-{out.name}", dir=str(out / "report"), mode=mode, reinit=True,
+                         config={"preset": settings.name},
+                         settings=wandb.Settings(silent=True, console="off", x_disable_stats=True))
+        run.log({f"lecture/{name}": wandb.Image(str(p)) for name, p in figures.items()})
+        run.log({"lecture/verdicts": wandb.Table(columns=["claim", "verdict", "evidence"],
+                                                 data=[[v.question, v.verdict, v.evidence] for v in vs])})
+        run.summary.update({f"verdict/{v.question}": v.verdict for v in vs})
+        run.finish()
+        return True
+    except Exception as err:  # the report is on disk; tracking must not take it down
+        echo(f"lecture: W&B logging skipped ({type(err).__name__}: {err})")
+        return False
+
+
+# ---- command line -----------------------------------------------------------------------------------------------
+
+def main(argv: Optional[list[str]] = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="gvt lecture",
+        description="The lecture's claims C1-C4 (experiments/lecture.py): C1 timing, C2 bottleneck ablation, C3 "
+                    "attention alignments, C4 transfer, into one folder (rerun to resume), then "
+                    "DIR/report/report.md, verdicts.json and PNG figures.")
+    parser.add_argument("--preset", default="lecture", choices=list(PRESETS))
+    parser.add_argument("--out", metavar="DIR", help="the run folder (default runs/lecture/PRESET)")
+    parser.add_argument("--seeds", nargs="+", metavar="S", help="seeds of C2, C3 and C4 (default: each preset's)")
+    parser.add_argument("--workers", type=int, metavar="N", help="training runs at once (default: the preset's)")
+    parser.add_argument("--wandb-mode", default="offline", choices=["auto", "online", "offline", "disabled"])
+    parser.add_argument("--only", metavar="PARTS", help="comma-separated parts to run: c1,c2,c3,c4 (default all)")
+    args = parser.parse_args(argv)
+    words = [x for v in (args.seeds or []) for x in str(v).replace(",", " ").split()]
+    echo = lambda m: print(m, file=sys.stderr, flush=True)  # noqa: E731
+    try:
+        seeds = [int(s) for s in words] if args.seeds else None
+    except ValueError:
+        parser.error(f"--seeds takes integers, got {' '.join(args.seeds)}")
+    try:
+        result = run_lecture(args.preset, args.out or f"runs/lecture/{args.preset}", seeds=seeds,
+                             workers=args.workers, wandb_mode=args.wandb_mode, only=parse_only(args.only), echo=echo)
+    except GvtError as err:  # bad settings are one line; anything else is a bug and keeps its traceback
+        print(f"gvt lecture: error: {err}", file=sys.stderr)
+        return 2
+    from experiments.report import verdict_table_text
+
+    print(verdict_table_text(result.verdicts, result.prereg["hash"], result.prereg["settings"]["preset"]["alpha"]))
+    print(f"report: {result.report}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,169 @@
+"""Planted effects for the C1 and C3 verdict functions (experiments/lecture.py): synthetic timings and scored rows
+with a known effect, each way, a null, too few replicates and a failed precondition reach all three outcomes."""
+
+import math
+import random
+
+import pytest
+
+from experiments import verdicts as V
+from experiments.lecture import C1_SESOI, C3_SESOI, MIN_TASK_ACCURACY, c1_verdict, c3_verdict
+
+LENGTHS = (16, 32, 64, 128, 256)
+
+
+def timings(slope_lstm: float, slope_transformer: float, *, repeats: int = 6, noise: float = 0.02,
+            params=(1_000_000, 1_000_000), threads=(1,), seed: int = 0, slopes_at=None) -> dict:
+    """A C1 record whose step times follow t = c * L^slope per family, with log-normal noise per step.
+    ``slopes_at``: {threads: (lstm, transformer)} overrides the slopes at a thread count."""
+    rng = random.Random(seed)
+    out = []
+    for t in threads:
+        a, b = (slopes_at or {}).get(t, (slope_lstm, slope_transformer))
+        for r in range(repeats):
+            for L in LENGTHS:
+                for family, slope in (("lstm", a), ("transformer", b)):
+                    out.append({"threads": t, "family": family, "length": L, "repeat": r,
+                                "seconds": 1e-3 * L ** slope * math.exp(rng.gauss(0.0, noise))})
+    return {"settings": {"batch_size": 16, "device": "cpu"}, "hidden_dim": 10,
+            "parameters": {"lstm": params[0], "transformer": params[1]}, "timings": out}
+
+
+# ---- C1 ---------------------------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("lstm, transformer, noise, expected", [
+    (1.0, 0.3, 0.02, V.SUPPORTED),  # the lecture's picture: the Transformer's time grows far slower
+    (1.06, 1.26, 0.02, V.NOT_SUPPORTED),  # the other way (as measured once on a 1-thread CPU)
+    (1.0, 1.0, 0.02, V.NOT_SUPPORTED),  # a precise null excludes the SESOI
+    (1.0, 1.0, 0.6, V.INCONCLUSIVE),  # a noisy null cannot
+])
+def test_c1_outcomes(lstm, transformer, noise, expected):
+    v = c1_verdict(timings(lstm, transformer, noise=noise))
+    assert v.verdict == expected, v.reason
+    assert v.primary == "slope_difference" and v.margin == C1_SESOI
+    assert v.primary_cell.values == pytest.approx(
+        [a - b for a, b in zip(v.cells["slope_lstm_threads1"].values, v.cells["slope_transformer_threads1"].values)])
+
+
+def test_c1_recovers_the_planted_slopes():
+    v = c1_verdict(timings(1.0, 0.3, noise=0.0001))
+    assert v.cells["slope_lstm_threads1"].interval.mean == pytest.approx(1.0, abs=1e-3)
+    assert v.cells["slope_transformer_threads1"].interval.mean == pytest.approx(0.3, abs=1e-3)
+
+
+def test_c1_too_few_repeats_is_inconclusive():
+    v = c1_verdict(timings(1.0, 0.3, repeats=2))
+    assert v.verdict == V.INCONCLUSIVE and "too few seeds (2 < 3)" in v.reason
+
+
+def test_c1_unmatched_parameter_counts_fail_the_gate():
+    v = c1_verdict(timings(1.0, 0.3, params=(1_300_000, 1_000_000)))
+    assert v.verdict == V.INCONCLUSIVE and "parameter counts not matched" in v.reason
+    assert v.primary_cell.precondition_met is False
+
+
+def test_c1_non_positive_time_fails_the_gate():
+    record = timings(1.0, 0.3)
+    record["timings"][3]["seconds"] = 0.0
+    v = c1_verdict(record)
+    assert v.verdict == V.INCONCLUSIVE and "not positive finite" in v.reason
+
+
+def test_c1_primary_is_the_largest_thread_count_unless_named():
+    record = timings(0, 0, threads=(1, 2), slopes_at={1: (1.0, 1.0), 2: (1.0, 0.3)})
+    assert c1_verdict(record).verdict == V.SUPPORTED
+    assert c1_verdict(record).cells["slope_difference_threads1"].margin is None  # reported, not decided
+    assert c1_verdict(record, threads=1).verdict == V.NOT_SUPPORTED
+
+
+def test_c1_not_run():
+    v = c1_verdict(None, why_not_run="not run: left out")
+    assert v.verdict == V.INCONCLUSIVE and v.reason == "not run: left out"
+    assert v.primary_cell.status == V.NOT_RUN
+
+
+# ---- C3 ---------------------------------------------------------------------------------------------------------
+
+def scored_rows(delta: float, *, seeds=5, noise=0.03, token_accuracy=0.97, tasks=("copy", "reverse"),
+                families=("rnn-attention", "transformer"), seed=0, family_delta=None) -> list[dict]:
+    """Rows as ``score_task_run`` writes them: alignment accuracy = chance + delta + noise."""
+    rng = random.Random(seed)
+    rows = []
+    for family in families:
+        d = (family_delta or {}).get(family, delta)
+        for task in tasks:
+            for s in range(seeds):
+                chance = 0.15 + 0.01 * rng.random()
+                rows.append({"family": family, "task": task, "seed": s, "token_accuracy": token_accuracy,
+                             "exact_match": 0.9, "alignment_chance": chance,
+                             "alignment_accuracy": min(1.0, max(0.0, chance + d + rng.gauss(0.0, noise)))})
+    return rows
+
+
+@pytest.mark.parametrize("delta, noise, expected", [
+    (0.6, 0.03, V.SUPPORTED),
+    (-0.1, 0.03, V.NOT_SUPPORTED),  # attention that avoids the true position: below chance
+    (0.0, 0.03, V.NOT_SUPPORTED),  # a precise null
+    (0.0, 0.5, V.INCONCLUSIVE),  # a noisy null
+])
+def test_c3_outcomes(delta, noise, expected):
+    v = c3_verdict(scored_rows(delta, noise=noise))
+    assert v.verdict == expected, v.reason
+    assert v.primary == "alignment_above_chance" and v.margin == C3_SESOI
+
+
+def test_c3_primary_cell_is_the_mean_over_tasks_per_seed():
+    rows = scored_rows(0.5)
+    v = c3_verdict(rows)
+    mine = [r for r in rows if r["family"] == "rnn-attention"]
+    expected = [sum(r["alignment_accuracy"] - r["alignment_chance"] for r in mine if r["seed"] == s) / 2
+                for s in range(5)]
+    assert v.primary_cell.values == pytest.approx(expected)
+
+
+def test_c3_decides_on_the_primary_family_only():
+    rows = scored_rows(0.0, family_delta={"transformer": 0.7})
+    assert c3_verdict(rows).verdict == V.NOT_SUPPORTED
+    assert c3_verdict(rows, primary_family="transformer").verdict == V.SUPPORTED
+
+
+def test_c3_too_few_seeds_is_inconclusive():
+    v = c3_verdict(scored_rows(0.6, seeds=2))
+    assert v.verdict == V.INCONCLUSIVE and "too few seeds (2 < 3)" in v.reason
+
+
+def test_c3_a_model_that_did_not_solve_the_task_fails_the_gate():
+    rows = scored_rows(0.6)
+    rows[1]["token_accuracy"] = MIN_TASK_ACCURACY - 0.3  # rnn-attention, copy, seed 1
+    v = c3_verdict(rows)
+    assert v.verdict == V.INCONCLUSIVE and "did not solve the task: copy seed 1" in v.reason
+    assert v.primary_cell.precondition_met is False
+
+
+def test_c3_a_missing_task_fails_the_gate():
+    v = c3_verdict(scored_rows(0.6, tasks=("copy",)))
+    assert v.verdict == V.INCONCLUSIVE and "no runs on reverse" in v.reason
+
+
+def test_c3_not_run():
+    v = c3_verdict([], why_not_run="not run: left out")
+    assert v.verdict == V.INCONCLUSIVE and v.primary_cell.status == V.NOT_RUN
+
+
+def test_holm_across_the_lecture_claims_keeps_strong_effects_and_stops_at_the_first_undecided():
+    strong = [c1_verdict(timings(1.0, 0.3)), c3_verdict(scored_rows(0.6)), c1_verdict(None), c3_verdict([])]
+    for v, q in zip(strong[2:], ("C2", "C4")):
+        v.question = q
+    V.holm(strong)
+    assert [v.verdict for v in strong] == [V.SUPPORTED, V.SUPPORTED, V.INCONCLUSIVE, V.INCONCLUSIVE]
+    assert {v.holm["of"] for v in strong[:2]} == {2}  # only the testable claims form the family
+    assert sorted(v.level for v in strong[:2]) == pytest.approx([0.95, 0.975])  # Holm's step-down levels
+
+
+@pytest.mark.parametrize("load, warned", [(6.2, True), (0.5, False)])
+def test_c1_warns_of_a_busy_machine_without_changing_the_verdict(load, warned):
+    record = timings(1.0, 0.3)
+    record["machine"] = record["machine_after"] = {"cpu_count": 2, "load_average_1_5_15": [load, load, load]}
+    v = c1_verdict(record)
+    assert v.verdict == V.SUPPORTED
+    assert any("the machine was busy" in d for d in v.details) == warned
