@@ -54,6 +54,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Optional, Sequence
 
+from experiments.report import nan_to_none
 from experiments.results import ResultsTable
 from experiments.runner import config_hash
 from experiments.stats import finite, t_interval
@@ -720,19 +721,9 @@ def write_report(rows: list[dict], out: Path, v: Verdict, settings: BottleneckSe
     text = ["# The context-vector bottleneck (C2)", "", "```", verdict_table_text([v], alpha=1 - v.level), "```", "",
             f"**C2 {v.verdict}.** {v.claim}", "", f"Rule: {v.rule}", "", *cells_table(v), "", *v.details, "", *lines]
     atomic_write_text(folder / "report.md", "\n".join(text) + "\n")
-    atomic_write_text(folder / "verdicts.json", json.dumps(_json_clean({
+    atomic_write_text(folder / "verdicts.json", json.dumps(nan_to_none({
         "questions": {"C2": v.to_json()}, "settings": settings.to_dict()}), indent=1) + "\n")
     return folder / "report.md"
-
-
-def _json_clean(value):
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if isinstance(value, dict):
-        return {k: _json_clean(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_json_clean(v) for v in value]
-    return value
 
 
 def main(argv: Sequence[str]) -> int:

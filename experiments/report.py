@@ -477,7 +477,7 @@ def write_markdown(path: Path, run_dir: Path, rows, plan, vs: list[V.Verdict], f
             L += ["Budgets per batch size (samples seen / generator updates): " + ", ".join(
                 f"bs {b}: {v.extra['budgets']['samples'][b]} / {v.extra['budgets']['steps'][b]}"
                 for b in v.extra["budgets"]["samples"]), "",
-                  "Controls: " + "; ".join(f"{k}: {c if isinstance(c, str) else json.dumps(_nan_to_none(c))}"
+                  "Controls: " + "; ".join(f"{k}: {c if isinstance(c, str) else json.dumps(nan_to_none(c))}"
                                            for k, c in v.extra["controls"].items()), ""]
         if fig and figures.get(fig):
             L += [f"![{fig}]({figures[fig].name})", ""]
@@ -616,13 +616,14 @@ def _json_value(value):
     raise TypeError(f"cannot write {type(value).__name__} to verdicts.json")
 
 
-def _nan_to_none(value):
+def nan_to_none(value):
+    """``value`` with every non-finite float (nested in dicts, lists, tuples) as None: what JSON can hold."""
     if isinstance(value, float) and not math.isfinite(value):
         return None
     if isinstance(value, dict):
-        return {k: _nan_to_none(v) for k, v in value.items()}
+        return {k: nan_to_none(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
-        return [_nan_to_none(v) for v in value]
+        return [nan_to_none(v) for v in value]
     return value
 
 
@@ -630,7 +631,7 @@ def verdicts_json(vs: list[V.Verdict], prereg: dict, settings: V.VerdictSettings
     """verdicts.json: the pre-registration (hash and settings), the Holm family, one entry per question (verdict,
     rule, margin = the SESOI, cells with estimate / interval / n / precondition_met; Q1 adds null, Q2 budgets and
     controls) and the counted baselines. Non-finite numbers are written as null."""
-    return _nan_to_none({
+    return nan_to_none({
         "preregistration": prereg,
         "alpha": settings.alpha,
         "correction": "holm",
