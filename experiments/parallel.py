@@ -254,10 +254,11 @@ def summary_seconds(record: dict, threads: int, family: str, statistic: str = "m
     return [STATISTICS[statistic](cells[(family, L)]) for L in lengths_of(record)]
 
 
-def slopes_per_repeat(record: dict, threads: int) -> dict[str, list[float]]:
-    """family -> the log-log slope of step time on length, one per repeat (the round's own times)."""
+def slopes_per_repeat(record: dict, threads: int, max_length: Optional[int] = None) -> dict[str, list[float]]:
+    """family -> the log-log slope of step time on length, one per repeat (the round's own times); with
+    ``max_length``, over the lengths up to it only."""
     cells = cell_times(record, threads)
-    lengths = lengths_of(record)
+    lengths = [L for L in lengths_of(record) if max_length is None or L <= max_length]
     repeats = min(len(v) for v in cells.values()) if cells else 0
     return {f: [loglog_slope(lengths, [cells[(f, L)][r] for L in lengths]) for r in range(repeats)]
             for f in FAMILIES if all((f, L) in cells for L in lengths)}

@@ -239,3 +239,9 @@ def test_bench_parallel_script_prints_its_table_and_plot(tmp_path):
     assert done.returncode == 0, done.stderr
     assert "growth of step time with length" in done.stdout and "lstm/transformer" in done.stdout
     assert out.read_bytes()[:8] == PNG_MAGIC
+
+
+def test_a_module_section_sits_one_heading_level_below_the_claim():
+    lines = ["## C2: the bottleneck", "text", "### reverse", "#### detail", "## second"]
+    assert lecture.subsection(lines) == ["### Tables and figures", "text", "#### reverse", "##### detail",
+                                         "### second"]

@@ -167,3 +167,21 @@ def test_c1_warns_of_a_busy_machine_without_changing_the_verdict(load, warned):
     v = c1_verdict(record)
     assert v.verdict == V.SUPPORTED
     assert any("the machine was busy" in d for d in v.details) == warned
+
+
+def test_c1_names_a_verdict_that_rests_on_the_longest_length_alone():
+    record = timings(1.0, 1.0, noise=0.01)
+    for t in record["timings"]:  # equal growth up to 128, then a 4x jump of the LSTM alone at 256
+        if t["family"] == "lstm" and t["length"] == LENGTHS[-1]:
+            t["seconds"] *= 4.0
+    v = c1_verdict(record)
+    robust = v.cells["slope_difference_without_longest"]
+    assert robust.interval.mean == pytest.approx(0.0, abs=0.05) and robust.margin is None
+    assert v.primary_cell.interval.mean > C1_SESOI
+    assert any("rests on the step from L = 128 to 256" in line for line in v.details)
+
+
+def test_c1_robustness_note_absent_when_every_length_agrees():
+    v = c1_verdict(timings(1.0, 0.3, noise=0.01))
+    assert v.cells["slope_difference_without_longest"].interval.mean == pytest.approx(0.7, abs=0.05)
+    assert not any("Robustness" in line for line in v.details)
