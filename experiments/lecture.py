@@ -179,8 +179,8 @@ MULTI30K = {"class_path": "modules.data.TextDataModule", "init_args": dict(
 
 
 def _lecture() -> LectureSettings:
-    """Aimed at C1 about 3 min and C3 about 3 min on 2 idle CPU cores (so far measured only on a busy machine:
-    C1 1038 s and C3 926 s at load average 6 on 2 cores, the process at nice 19)."""
+    """The whole preset at most 30 min on 2 CPU cores; measured from a clean clone on the project's 2-core machine
+    (load average about 1): 1175 s in all, C1 83 s, C2 316 s, C3 303 s, C4 452 s (docs/lecture_report)."""
     c1 = ParallelSettings(lengths=[16, 32, 64, 128, 256], batch_size=16, vocab_size=1000, d_model=128, n_heads=4,
                           layers=2, warmup=2, repeats=10, threads=[1, 2])
     # the same nets learn the tasks and, briefly, Multi30k (600 and 800 updates: both tasks solved in every seed
