@@ -40,6 +40,7 @@ from modules.metrics import SequenceNLL
 from modules.models.base import mle_loss
 from modules.models.transformer_seq2seq import check_mle_settings, generator_optimizer
 from modules.nets.classifier import BODY_KINDS, ClassifierNet, LanguageModelNet, make_body
+from modules.sampling import target_log_probs
 
 # Never a next token: PAD, BOS, UNK, NULL and every id between the special tokens and the words (label tokens).
 _NEVER_PRODUCED = (PAD_ID, BOS_ID, UNK_ID, NULL_ID)
@@ -129,8 +130,8 @@ class LanguageModel(_BodyModule):
 
     def _evaluate(self, batch: Batch, stage: str) -> None:
         logits, targets, scored = self._token_scores(batch)
-        logp = torch.log_softmax(logits.float().masked_fill(self.banned, float("-inf")), dim=-1)  # (B, T, V)
-        token_logp = logp.gather(-1, targets.unsqueeze(-1)).squeeze(-1).masked_fill(~scored, 0.0)  # (B, T)
+        token_logp, _ = target_log_probs(logits, targets, self.banned)  # (B, T), the sampling distribution's
+        token_logp = token_logp.masked_fill(~scored, 0.0)
         self.nll[stage].update(token_logp.sum(dim=1), scored.sum(dim=1))
 
     def _log_nll(self, stage: str) -> None:
