@@ -44,6 +44,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import functools
 import json
 import math
 import os
@@ -54,6 +55,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Optional, Sequence
 
+from experiments.execute import run_tasks
 from experiments.report import nan_to_none
 from experiments.results import ResultsTable
 from experiments.runner import config_hash
@@ -428,12 +430,6 @@ def _summary(row: dict) -> str:
     return f"{where:<16} {row['family']:<14} seed {row['seed']}  {what}  ({row['wall_time_s']:.1f}s)"
 
 
-def _init_worker() -> None:
-    from experiments.execute import _init_worker as die_with_parent
-
-    die_with_parent(None)
-
-
 def run(settings: BottleneckSettings, out: Path, *, workers: int = 2, wandb_mode: str = "offline",
         echo=print, multi30k_root: Optional[str] = None) -> list[dict]:
     """Run the plan of ``settings`` into ``out`` (resumably: runs whose row is in ``out/results.jsonl`` are not
@@ -458,27 +454,20 @@ def run(settings: BottleneckSettings, out: Path, *, workers: int = 2, wandb_mode
     if pending:
         bar = tqdm(total=len(pending), desc="bottleneck", unit="run", dynamic_ncols=True, file=sys.stderr)
 
-        def record(ok: bool, message: str) -> None:
+        def settle(spec: dict, result) -> list:
+            if isinstance(result, Exception):  # the worker process itself died (a run's own error is in result)
+                ok, message = False, f"{spec['key']}: worker died: {result}"
+            else:
+                _, ok, message = result
             bar.update(1)
             bar.write(("  " if ok else "  FAILED ") + message, file=sys.stderr)
             if not ok:
                 failed.append(message)
+            return []
 
         try:
-            if workers <= 1:
-                for spec in pending:
-                    _, ok, message = _run_and_record(spec, str(out), wandb_mode)
-                    record(ok, message)
-            else:
-                import multiprocessing
-                from concurrent.futures import ProcessPoolExecutor, as_completed
-
-                ctx = multiprocessing.get_context("spawn")
-                with ProcessPoolExecutor(max_workers=workers, mp_context=ctx, initializer=_init_worker) as pool:
-                    futures = [pool.submit(_run_and_record, spec, str(out), wandb_mode) for spec in pending]
-                    for future in as_completed(futures):
-                        _, ok, message = future.result()
-                        record(ok, message)
+            run_tasks(pending, functools.partial(_run_and_record, out=str(out), wandb_mode=wandb_mode), settle,
+                      workers)
         finally:
             bar.close()
     if failed:

@@ -30,7 +30,7 @@ import time
 from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Optional
+from typing import Callable, Optional
 
 from experiments.launch import run_planned, slot_threads, take_slot, worker_slots, write_run_plan
 from experiments.results import ResultsTable
@@ -93,6 +93,40 @@ def _init_worker(slots=None) -> None:
     if slots is not None:
         take_slot(slots)  # its GPU and thread share, before anything touches CUDA
     os.environ.setdefault("OMP_NUM_THREADS", "1")
+
+
+def run_tasks(tasks, fn: Callable, settle: Callable, workers: int = 1) -> None:
+    """Run ``fn(task)`` for every task: in order in this process with ``workers`` <= 1, else in that many spawned
+    worker processes (one torch thread each, dying with the parent). ``settle(task, result)`` gets the result, or
+    the exception ``fn`` raised, and returns the tasks that may run now (those that waited for this one); tasks
+    are submitted in order. ``fn`` must be picklable (a module-level function or a ``functools.partial`` of one)."""
+    queue = deque(tasks)
+
+    def outcome(call):
+        try:
+            return call()
+        except Exception as err:  # the caller records it; the other tasks go on
+            return err
+
+    if workers <= 1:
+        while queue:
+            task = queue.popleft()
+            queue.extend(settle(task, outcome(lambda: fn(task))))
+        return
+    import multiprocessing
+    from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+
+    ctx = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(max_workers=workers, mp_context=ctx, initializer=_init_worker) as pool:
+        running = {}
+        while queue or running:
+            while queue:
+                task = queue.popleft()
+                running[pool.submit(fn, task)] = task
+            finished, _ = wait(running, return_when=FIRST_COMPLETED)
+            for fut in finished:
+                task = running.pop(fut)
+                queue.extend(settle(task, outcome(fut.result)))
 
 
 def execute(specs: list[dict], run_dir: str | Path, *, workers: int = 1, desc: str = "sweep",

@@ -44,6 +44,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import functools
 import json
 import math
 import random
@@ -53,6 +54,7 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Callable, Optional, Sequence, Union
 
+from experiments.execute import run_tasks
 from experiments.presets import GENERATOR_OPTIMIZER
 from experiments.results import ResultsTable
 from experiments.runner import config_hash
@@ -542,10 +544,6 @@ def _schedule(lms, jobs, out: Path, workers: int, wandb_mode: str, bar, done: se
             ready.append(job)
     tasks = [("lm", spec) for spec in lms] + [("clf", job) for job in ready]  # language models first
 
-    def call(task):
-        kind, payload = task
-        return run_lm(payload, str(out), wandb_mode) if kind == "lm" else run_classifiers(payload, str(out), wandb_mode)
-
     def settle(task, rows_or_error) -> list:
         kind, payload = task
         if isinstance(rows_or_error, Exception):
@@ -562,37 +560,14 @@ def _schedule(lms, jobs, out: Path, workers: int, wandb_mode: str, bar, done: se
             bar.write("  " + _summary(row), file=sys.stderr)
         return [("clf", job) for job in waiting.pop(payload["key"], [])] if kind == "lm" else []
 
-    if workers <= 1:
-        while tasks:
-            task = tasks.pop(0)
-            try:
-                result = call(task)
-            except Exception as err:  # recorded, retried on the next invocation; the others go on
-                result = err
-            tasks += settle(task, result)
-        return
-    import multiprocessing
-    from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+    run_tasks(tasks, functools.partial(_run_task, out=str(out), wandb_mode=wandb_mode), settle, workers)
 
-    from experiments.execute import _init_worker
 
-    ctx = multiprocessing.get_context("spawn")
-    with ProcessPoolExecutor(max_workers=workers, mp_context=ctx, initializer=_init_worker) as pool:
-        running = {}
-        while tasks or running:
-            while tasks:
-                task = tasks.pop(0)
-                kind, payload = task
-                fn = run_lm if kind == "lm" else run_classifiers
-                running[pool.submit(fn, payload, str(out), wandb_mode)] = task
-            finished, _ = wait(running, return_when=FIRST_COMPLETED)
-            for fut in finished:
-                task = running.pop(fut)
-                try:
-                    result = fut.result()
-                except Exception as err:
-                    result = err
-                tasks += settle(task, result)
+def _run_task(task: tuple[str, object], out: str, wandb_mode: str) -> list[dict]:
+    """One scheduled task (in a worker or in-process): a language model ("lm", its spec) or one seed's classifiers
+    ("clf", their specs)."""
+    kind, payload = task
+    return run_lm(payload, out, wandb_mode) if kind == "lm" else run_classifiers(payload, out, wandb_mode)
 
 
 def _summary(row: dict) -> str:
