@@ -36,7 +36,7 @@ from torch import Tensor, nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 from modules.nets.rnn_seq2seq import RNNSeq2SeqConfig
-from modules.nets.transformer import EncoderBlock, SinusoidalPositions, TransformerConfig
+from modules.nets.transformer import EncoderBlock, TransformerConfig, init_weights, position_embedding
 
 BODY_KINDS = ("lstm", "transformer")
 
@@ -88,21 +88,11 @@ class TransformerEncoderBody(nn.Module):
         self.out_dim = config.d_model
         C = config.d_model
         self.tok_emb = nn.Embedding(config.vocab_size, C)
-        if config.positional == "sinusoidal":
-            self.pos_emb = SinusoidalPositions(config.max_len, C)
-        else:
-            self.pos_emb = nn.Embedding(config.max_len, C)
+        self.pos_emb = position_embedding(config)
         self.drop = nn.Dropout(config.dropout)
         self.blocks = nn.ModuleList([EncoderBlock(config) for _ in range(config.n_encoder_layers)])
         self.ln_f = nn.LayerNorm(C)
-        self.apply(self._init_weights)
-
-    @staticmethod
-    def _init_weights(module: nn.Module) -> None:  # the package Transformer's initialisation
-        if isinstance(module, (nn.Linear, nn.Embedding)):
-            nn.init.normal_(module.weight, mean=0.0, std=0.02)
-            if getattr(module, "bias", None) is not None:
-                nn.init.zeros_(module.bias)
+        self.apply(init_weights)  # the package Transformer's initialisation
 
     @property
     def embedding(self) -> nn.Embedding:

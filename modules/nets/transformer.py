@@ -228,6 +228,22 @@ class TransformerState:
 # the model
 
 
+def position_embedding(config: TransformerConfig) -> nn.Module:
+    """Positions 0 .. max_len - 1 -> (T, d_model): fixed sinusoids or a learned table (``config.positional``)."""
+    if config.positional == "sinusoidal":
+        return SinusoidalPositions(config.max_len, config.d_model)
+    return nn.Embedding(config.max_len, config.d_model)
+
+
+def init_weights(module: nn.Module) -> None:
+    """The package Transformer's initialisation (``module.apply(init_weights)``): N(0, 0.02) weights of linear
+    and embedding layers, zero biases."""
+    if isinstance(module, (nn.Linear, nn.Embedding)):
+        nn.init.normal_(module.weight, mean=0.0, std=0.02)
+        if getattr(module, "bias", None) is not None:
+            nn.init.zeros_(module.bias)
+
+
 class EncoderDecoderTransformer(nn.Module):
     # The submodules that exist only with z_dim > 0: a run started from another run's weights keeps them fresh.
     latent_modules = ("z_proj", "ln_z")
@@ -246,10 +262,7 @@ class EncoderDecoderTransformer(nn.Module):
             self.src_emb = self.tgt_emb
         else:
             self.src_emb = nn.Embedding(config.vocab_size, C)
-        if config.positional == "sinusoidal":
-            self.pos_emb = SinusoidalPositions(config.max_len, C)
-        else:
-            self.pos_emb = nn.Embedding(config.max_len, C)
+        self.pos_emb = position_embedding(config)
         self.drop = nn.Dropout(config.dropout)
 
         self.encoder = nn.ModuleList([EncoderBlock(config) for _ in range(config.n_encoder_layers)])
@@ -266,17 +279,9 @@ class EncoderDecoderTransformer(nn.Module):
             self.z_proj = nn.Linear(config.z_dim, C)
             self.ln_z = nn.LayerNorm(C)  # puts the slot on the same scale as the normalised memory
 
-        self.apply(self._init_weights)
+        self.apply(init_weights)
         if config.tie_embeddings:
             self.lm_head.weight = self.tgt_emb.weight  # tie after init so both point at one tensor
-
-    def _init_weights(self, module: nn.Module):
-        if isinstance(module, nn.Linear):
-            nn.init.normal_(module.weight, mean=0.0, std=0.02)
-            if module.bias is not None:
-                nn.init.zeros_(module.bias)
-        elif isinstance(module, nn.Embedding):
-            nn.init.normal_(module.weight, mean=0.0, std=0.02)
 
     def num_parameters(self) -> int:
         # parameters() yields a tied tensor once, so shared embeddings are not double counted
