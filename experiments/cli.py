@@ -89,6 +89,10 @@ def _common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--project", default="gan-vs-transformer", help="W&B project")
     parser.add_argument("--entity", help="W&B entity of the sweep (--launcher wandb; default: your default entity)")
     parser.add_argument("--group", help="W&B group of a new run folder (default: the folder's name + a random suffix)")
+    parser.add_argument("--engine", choices=["vectorised", "lightning"],
+                        help="vectorised (default): the seeds of one configuration train as one vectorised model "
+                             "(the numbers of single runs, to rounding); lightning: each run alone through "
+                             "Lightning's fit loop (other keys)")
     parser.add_argument("--no-report", action="store_true", help="do not write the report at the end")
     launch = parser.add_mutually_exclusive_group()
     launch.add_argument("--plan-only", action="store_true",
@@ -128,7 +132,7 @@ def _apply_lists(settings, args, kinds: dict) -> None:
 
 def _apply_sweep(settings, args) -> None:
     _apply_lists(settings, args, {"families": str, "seeds": int, "batch_sizes": int})
-    for name in ("budget", "budget_value", "lr_scaling", "reference_batch_size"):
+    for name in ("budget", "budget_value", "lr_scaling", "reference_batch_size", "engine"):
         if getattr(args, name, None) is not None:
             setattr(settings, name, getattr(args, name))
     if settings.reference_batch_size not in settings.batch_sizes:
@@ -141,6 +145,8 @@ def _apply_ablation(settings, args) -> None:
                                   "z_dims": int})
     if getattr(args, "ablation_budget_value", None):
         settings.budget_value = args.ablation_budget_value
+    if getattr(args, "engine", None):
+        settings.engine = args.engine
 
 
 def _check_families(names) -> None:
@@ -152,7 +158,8 @@ def _check_families(names) -> None:
 
 # Options that shape the plan: what an agent's `run-one --make-plan` replays to plan the same runs.
 PLAN_OPTIONS = ("preset", "families", "seeds", "batch_sizes", "budget", "budget_value", "lr_scaling",
-                "reference_batch_size", "conditions", "strengths", "z_dims", "ablation_budget_value", "project")
+                "reference_batch_size", "conditions", "strengths", "z_dims", "ablation_budget_value", "engine",
+                "project")
 
 
 def _planning_command(args, command: str, group: str) -> str:

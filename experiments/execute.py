@@ -32,8 +32,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Optional
 
-from experiments.launch import run_planned, slot_threads, take_slot, worker_slots, write_run_plan
+from experiments.launch import (run_planned, run_planned_group, slot_threads, take_slot, worker_slots,
+                               write_run_plan)
 from experiments.results import ResultsTable
+from experiments.runner import group_key
 
 
 @dataclass
@@ -74,6 +76,31 @@ def run_and_record(spec: dict, run_dir: str) -> tuple[str, bool, str]:
     """Train one planned spec and add its row (or record its crash); returns (key, ok, one-line summary or error)."""
     result = run_planned(run_dir, spec["key"], threads=slot_threads())
     return result.key, result.ok, (_summary(result.row) if result.row else result.message)
+
+
+def run_task(specs: list[dict], run_dir: str) -> list[tuple[str, bool, str]]:
+    """Train one task (one spec, or the seeds of one configuration as a vectorised group) and add its rows;
+    returns (key, ok, one-line summary or error) per spec."""
+    if len(specs) == 1:
+        return [run_and_record(specs[0], run_dir)]
+    results = run_planned_group(run_dir, [s["key"] for s in specs], threads=slot_threads())
+    return [(r.key, r.ok, _summary(r.row) if r.row else r.message) for r in results]
+
+
+def tasks_of(specs: list[dict], vectorise: bool = True) -> list[list[dict]]:
+    """The specs as tasks, in planning order: with ``vectorise``, the seeds of one configuration
+    (``experiments.runner.group_key``) form one task (a vectorised group), placed where its first seed was;
+    otherwise one spec per task."""
+    if not vectorise:
+        return [[s] for s in specs]  # (the same numbers: a vectorised run's do not depend on its group)
+    groups: dict[str, list[dict]] = {}
+    for spec in specs:
+        # only seeded run specs group, and never with the run they start from
+        name = group_key(spec) if "seed" in spec else spec["key"]
+        if any(s["key"] == producer_of(spec) for s in groups.get(name, [])):
+            name = spec["key"]
+        groups.setdefault(name, []).append(spec)
+    return list(groups.values())
 
 
 def producer_of(spec: dict) -> Optional[str]:
@@ -130,7 +157,9 @@ def run_tasks(tasks, fn: Callable, settle: Callable, workers: int = 1) -> None:
 
 
 def execute(specs: list[dict], run_dir: str | Path, *, workers: int = 1, desc: str = "sweep",
-            echo=print, workers_per_device: int = 1) -> Outcome:
+            echo=print, workers_per_device: int = 1, vectorise: bool = True) -> Outcome:
+    """Run ``specs`` into ``run_dir`` (module docstring). ``vectorise``: the seeds of one configuration train as
+    one vectorised group (``experiments.runner.run_group``), the default; False runs every spec on its own."""
     from tqdm.auto import tqdm
 
     run_dir = Path(run_dir)
@@ -162,33 +191,48 @@ def execute(specs: list[dict], run_dir: str | Path, *, workers: int = 1, desc: s
                             + (f", {len(outcome.failed)} failed" if outcome.failed else ""))
         bar.write(("  " if ok else "  FAILED ") + message, file=sys.stderr)
 
-    # Dependency order (module docstring): `ready` can run now, producers first; `waiting` maps a pending
-    # producer's key to the runs that start from it.
+    # Dependency order (module docstring): a task is ready once the producer of each of its specs has its row;
+    # `waiting` maps a pending producer's key to the tasks that wait for it.
     pending_keys = {s["key"] for s in pending}
-    waiting: dict[str, list[dict]] = {}
-    ready: deque[dict] = deque()
+    tasks: dict[int, list[dict]] = {}
+    blocked: dict[int, set[str]] = {}
+    waiting: dict[str, list[int]] = {}
+    ready: deque[int] = deque()
     orphans = []
-    for spec in pending:
-        producer = producer_of(spec)
-        if producer is None or producer in done:
-            ready.append(spec)
-        elif producer in pending_keys:
-            waiting.setdefault(producer, []).append(spec)
-        else:
-            orphans.append((spec, f"{spec['key']}: not run: it starts from run {producer} (init_from), which has "
-                                  f"no row in {run_dir / 'results.jsonl'} and is not among the runs to do"))
-    ready = deque(sorted(ready, key=lambda s: s["key"] not in waiting))  # stable: producers first
+    for index, task in enumerate(tasks_of(pending, vectorise)):
+        keep = []
+        for spec in task:
+            producer = producer_of(spec)
+            if producer is not None and producer not in done and producer not in pending_keys:
+                orphans.append((spec, f"{spec['key']}: not run: it starts from run {producer} (init_from), which "
+                                      f"has no row in {run_dir / 'results.jsonl'} and is not among the runs to do"))
+            else:
+                keep.append(spec)
+        if not keep:
+            continue
+        tasks[index] = keep
+        blocked[index] = {p for p in map(producer_of, keep) if p is not None and p not in done}
+        for producer in blocked[index]:
+            waiting.setdefault(producer, []).append(index)
+        if not blocked[index]:
+            ready.append(index)
+    producers = {p for p in waiting}
+    ready = deque(sorted(ready, key=lambda i: not any(s["key"] in producers for s in tasks[i])))  # producers first
 
     def settle(spec, ok, message):
         record(spec, ok, message)
-        for dependent in waiting.pop(spec["key"], []):
-            if ok:
-                ready.append(dependent)
-            else:
-                why = (f"{dependent['key']}: not run: it starts from run {spec['key']} (init_from), which failed "
-                       f"(see {run_dir / 'errors.jsonl'})")
-                ResultsTable(run_dir).add_error(dependent["key"], why)
-                settle(dependent, False, why)
+        for index in waiting.pop(spec["key"], []):
+            if not ok:  # the task's runs that start from it cannot run; the rest of the task still can
+                dependents = [s for s in tasks[index] if producer_of(s) == spec["key"]]
+                tasks[index] = [s for s in tasks[index] if producer_of(s) != spec["key"]]
+                for dependent in dependents:
+                    why = (f"{dependent['key']}: not run: it starts from run {spec['key']} (init_from), which "
+                           f"failed (see {run_dir / 'errors.jsonl'})")
+                    ResultsTable(run_dir).add_error(dependent["key"], why)
+                    settle(dependent, False, why)
+            blocked[index].discard(spec["key"])
+            if not blocked[index] and tasks[index]:
+                ready.append(index)
 
     try:
         for spec, why in orphans:
@@ -196,9 +240,9 @@ def execute(specs: list[dict], run_dir: str | Path, *, workers: int = 1, desc: s
             settle(spec, False, why)
         if workers <= 1:
             while ready:
-                spec = ready.popleft()
-                _, ok, message = run_and_record(spec, str(run_dir))
-                settle(spec, ok, message)
+                task = tasks[ready.popleft()]
+                for (_, ok, message), spec in zip(run_task(task, str(run_dir)), task):
+                    settle(spec, ok, message)
         else:
             import multiprocessing
             from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
@@ -215,18 +259,20 @@ def execute(specs: list[dict], run_dir: str | Path, *, workers: int = 1, desc: s
                                      initargs=(queue,)) as pool:
                 running = {}
                 while ready or running:
-                    while ready:  # queued in order; a dependent is only submitted once its producer's row is in
-                        spec = ready.popleft()
-                        running[pool.submit(run_and_record, spec, str(run_dir))] = spec
+                    while ready:  # queued in order; a dependent is only submitted once its producers' rows are in
+                        task = tasks[ready.popleft()]
+                        running[pool.submit(run_task, task, str(run_dir))] = task
                     finished, _ = wait(running, return_when=FIRST_COMPLETED)
                     for fut in finished:
-                        spec = running.pop(fut)
+                        task = running.pop(fut)
                         try:
-                            _, ok, message = fut.result()
+                            results = fut.result()
                         except Exception as err:  # the worker process itself died
-                            ok, message = False, f"worker died: {err}"
-                            ResultsTable(run_dir).add_error(spec["key"], message)
-                        settle(spec, ok, message)
+                            results = [(s["key"], False, f"worker died: {err}") for s in task]
+                            for spec in task:
+                                ResultsTable(run_dir).add_error(spec["key"], results[0][2])
+                        for (_, ok, message), spec in zip(results, task):
+                            settle(spec, ok, message)
     finally:
         bar.close()
     outcome.wall_s = time.perf_counter() - start

@@ -191,8 +191,12 @@ class RunMeasurements:
         self._measured: set[int] = set()
         self.seconds = 0.0  # spent measuring (the row's held_out_time_s)
 
+    def wants(self, update: int) -> bool:
+        """Whether ``measure`` takes a measurement after generator update ``update``."""
+        return update not in self._measured and (update in self.curve_at or update in self.checkpoints_at)
+
     def measure(self, model, update: int) -> None:
-        if update in self._measured or (update not in self.curve_at and update not in self.checkpoints_at):
+        if not self.wants(update):
             return
         self._measured.add(update)
         start = time.perf_counter()

@@ -38,7 +38,7 @@ from pathlib import Path
 from typing import Iterator, Optional, Sequence
 
 from experiments.results import ResultsTable, atomic_write_text
-from experiments.runner import run_key, run_one
+from experiments.runner import run_group, run_key, run_one
 from modules.errors import ConfigError, GvtError
 from modules.files import file_lock
 
@@ -163,6 +163,50 @@ class RunResult:
     already_done: bool = False
 
 
+def _checked_plan(run_dir: Path, keys: Sequence[str], expect_hash: Optional[str]) -> dict:
+    plan = read_run_plan(run_dir)
+    if plan is None:
+        raise PlanError(f"{run_dir} has no {PLAN}: make it with `gvt sweep ... --plan-only --out {run_dir}` (or "
+                        "copy it from the machine that planned the sweep)")
+    if expect_hash and expect_hash not in accepted_hashes(plan):
+        raise PlanError(f"{run_dir / PLAN} (hash {plan['plan_hash']}) is not the plan this launcher was made from "
+                        f"(hash {expect_hash}): the plan was edited or replaced, or this machine's code plans "
+                        "differently; plan again and make a new sweep, or copy the original plan.json here")
+    for key in keys:
+        if key not in plan["runs"]:
+            raise PlanError(f"{key} is not a planned run of {run_dir} ({len(plan['runs'])} runs in {run_dir / PLAN})")
+    return plan
+
+
+def _run_spec(plan: dict, key: str, expect_hash: Optional[str], wandb_mode: Optional[str],
+              threads: Optional[int]) -> dict:
+    """The planned spec as it runs here: the plan hash it runs under, this worker's threads, the W&B mode."""
+    spec = {**plan["runs"][key], "plan_hash": expect_hash or plan["plan_hash"]}
+    if threads and not spec.get("threads"):
+        spec["threads"] = int(threads)
+    if wandb_mode:
+        spec["tracking"] = {**spec.get("tracking", {}), "wandb_mode": wandb_mode}
+    return spec
+
+
+def _producer_first(run_dir: Path, plan: dict, table: ResultsTable, key: str, expect_hash, wandb_mode, threads,
+                    waiting_for: tuple) -> Optional[RunResult]:
+    """Run the producer of ``key``'s ``init_from`` when its row is missing; a failed result for ``key`` when it
+    fails, else None."""
+    producer = (plan["runs"][key].get("init_from") or {}).get("key")
+    if not producer or producer in table.keys():
+        return None
+    if producer in waiting_for or producer == key:
+        raise PlanError(f"{key}: init_from forms a cycle through {producer}")
+    first = run_planned(run_dir, producer, expect_hash=expect_hash, wandb_mode=wandb_mode, threads=threads,
+                        _waiting_for=(*waiting_for, key))
+    if first.ok:
+        return None
+    message = f"its init_from run {producer} failed: {first.message}"
+    table.add_error(key, message)
+    return RunResult(key, False, message)
+
+
 def run_planned(run_dir: str | Path, key: str, *, expect_hash: Optional[str] = None,
                 wandb_mode: Optional[str] = None, threads: Optional[int] = None,
                 _waiting_for: tuple = ()) -> RunResult:
@@ -173,47 +217,61 @@ def run_planned(run_dir: str | Path, key: str, *, expect_hash: Optional[str] = N
     is the torch thread count for a spec that leaves it open (a worker's share of the cores).
     """
     run_dir = Path(run_dir)
-    plan = read_run_plan(run_dir)
-    if plan is None:
-        raise PlanError(f"{run_dir} has no {PLAN}: make it with `gvt sweep ... --plan-only --out {run_dir}` (or "
-                        "copy it from the machine that planned the sweep)")
-    if expect_hash and expect_hash not in accepted_hashes(plan):
-        raise PlanError(f"{run_dir / PLAN} (hash {plan['plan_hash']}) is not the plan this launcher was made from "
-                        f"(hash {expect_hash}): the plan was edited or replaced, or this machine's code plans "
-                        "differently; plan again and make a new sweep, or copy the original plan.json here")
-    if key not in plan["runs"]:
-        raise PlanError(f"{key} is not a planned run of {run_dir} ({len(plan['runs'])} runs in {run_dir / PLAN})")
+    plan = _checked_plan(run_dir, [key], expect_hash)
     table = ResultsTable(run_dir)
     check_rows(run_dir, plan, table.rows())
-    spec = plan["runs"][key]
-    under = expect_hash or plan["plan_hash"]
-
-    producer = (spec.get("init_from") or {}).get("key")
-    if producer and producer not in table.keys():
-        if producer in _waiting_for or producer == key:
-            raise PlanError(f"{key}: init_from forms a cycle through {producer}")
-        first = run_planned(run_dir, producer, expect_hash=expect_hash, wandb_mode=wandb_mode, threads=threads,
-                            _waiting_for=(*_waiting_for, key))
-        if not first.ok:
-            message = f"its init_from run {producer} failed: {first.message}"
-            table.add_error(key, message)
-            return RunResult(key, False, message)
-
+    failed = _producer_first(run_dir, plan, table, key, expect_hash, wandb_mode, threads, _waiting_for)
+    if failed is not None:
+        return failed
     with folder_lock(run_dir, key):  # a second process given this key waits here, then finds the row
         if key in table.keys():
             return RunResult(key, True, "already in the results table", already_done=True)
-        spec = {**spec, "plan_hash": under}
-        if threads and not spec.get("threads"):
-            spec["threads"] = int(threads)
-        if wandb_mode:
-            spec["tracking"] = {**spec.get("tracking", {}), "wandb_mode": wandb_mode}
         try:
-            row = run_one(spec, run_dir)
+            row = run_one(_run_spec(plan, key, expect_hash, wandb_mode, threads), run_dir)
         except Exception as err:  # a crash is recorded here and retried by the next run of this key
             table.add_error(key, "".join(traceback.format_exception(err))[-4000:])
             return RunResult(key, False, f"{type(err).__name__}: {err}")
         table.add(row)
     return RunResult(key, True, row=row)
+
+
+def run_planned_group(run_dir: str | Path, keys: Sequence[str], *, expect_hash: Optional[str] = None,
+                      wandb_mode: Optional[str] = None, threads: Optional[int] = None) -> list[RunResult]:
+    """The planned runs ``keys`` (one configuration, several seeds: ``experiments.runner.group_key``) trained as
+    one vectorised group (``experiments.runner.run_group``; a configuration that cannot be vectorised runs seed by
+    seed there), with everything ``run_planned`` does per key: each key's lock, producer first, rows already there
+    skipped, a crash recorded for every key of the group, each row added atomically. -> one result per key."""
+    run_dir = Path(run_dir)
+    plan = _checked_plan(run_dir, keys, expect_hash)
+    table = ResultsTable(run_dir)
+    check_rows(run_dir, plan, table.rows())
+    results: dict[str, RunResult] = {}
+    for key in keys:
+        failed = _producer_first(run_dir, plan, table, key, expect_hash, wandb_mode, threads, ())
+        if failed is not None:
+            results[key] = failed
+    todo = [k for k in keys if k not in results]
+    with contextlib.ExitStack() as locks:
+        for key in sorted(todo):  # one order for every process, so that two groups never wait on each other
+            locks.enter_context(folder_lock(run_dir, key))
+        done = table.keys()
+        for key in todo:
+            if key in done:
+                results[key] = RunResult(key, True, "already in the results table", already_done=True)
+        todo = [k for k in todo if k not in results]
+        if todo:
+            try:
+                rows = run_group([_run_spec(plan, k, expect_hash, wandb_mode, threads) for k in todo], run_dir)
+            except Exception as err:  # recorded for every run of the group; the next invocation retries them
+                message = "".join(traceback.format_exception(err))[-4000:]
+                for key in todo:
+                    table.add_error(key, f"(vectorised group of {len(todo)} seeds) {message}")
+                    results[key] = RunResult(key, False, f"{type(err).__name__}: {err}")
+            else:
+                for key, row in zip(todo, rows):
+                    table.add(row)
+                    results[key] = RunResult(key, True, row=row)
+    return [results[k] for k in keys]
 
 
 # ---- worker slots: one device (or a share of the cores) per worker process ----------------------------------

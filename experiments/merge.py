@@ -28,7 +28,8 @@ from experiments.results import (ERRORS, TABLE, CSV_TABLE, ResultsTable, _clean,
 from experiments.wandb_sweep import ROW_ARTIFACT
 from modules.errors import ConfigError, DataError, GvtError, MissingInputError
 
-NOT_COMPARED = {"wall_time_s", "fit_time_s", "plan_hash"}
+# provenance: the plan hash, and how many seeds a vectorised run trained with (its numbers are the same either way)
+NOT_COMPARED = {"wall_time_s", "fit_time_s", "plan_hash", "vectorised_with"}
 RUN_FILES = ("curves.csv", "temperature.csv", "run.json")
 
 

@@ -44,8 +44,7 @@ def loss_terms(model) -> dict[str, tuple[LossFn, list[torch.nn.Parameter]]]:
         return model.noise_scale_losses()
     if getattr(model, "family", None) == "transformer":
         def mle(batch):
-            logits = model.generator(batch.src, batch.src_pad_mask, batch.tgt_in, z=model.latent(len(batch)))
-            return model.teacher_forced_loss(logits, batch, model.hparams.get("label_smoothing", 0.0))
+            return model.training_loss(batch, model.draw_noise(len(batch)))
 
         return {"generator": (mle, _trainable(model.generator))}
     if getattr(model, "family", None) == "gan":
@@ -58,30 +57,18 @@ def _trainable(module: torch.nn.Module) -> list[torch.nn.Parameter]:
 
 
 def _gan_loss_terms(model):
-    """The GAN's two losses, computed exactly as its training step computes them.
-
-    Goes through ``TextGAN``'s loss helpers (the same ones ``training_step`` calls), so the measured gradients
-    are the trained ones; a TextGAN that grows a public ``noise_scale_losses()`` takes precedence above.
-    The REINFORCE baseline is a running statistic that the loss updates; it is restored after measuring.
-    """
-    from modules.models.gan_estimators import real_for_discriminator
-
-    def real(batch):
-        _, L = model.generation_lengths()
-        return (*real_for_discriminator(batch.tgt, L), L)
+    """The GAN's two losses, computed exactly as its training step computes them: each player update's noise drawn
+    first (``TextGAN.draw_noise``), then its loss (``discriminator_update_loss``, ``generator_update_loss``); a
+    TextGAN that grows a public ``noise_scale_losses()`` takes precedence above. The REINFORCE baseline is a running
+    statistic that the generator's loss updates; it is restored after measuring."""
 
     def d_loss(batch):
-        real_ids, real_pad, L = real(batch)
-        with torch.no_grad():
-            fake, fake_pad = model.estimator.fakes(model, batch, L)
-        return model.discriminator_loss(batch, real_ids, real_pad, fake, fake_pad)[0]
+        return model.discriminator_update_loss(batch, model.draw_noise(len(batch)))[0]
 
     def g_loss(batch):
-        real_ids, real_pad, L = real(batch)
-        # the estimator's state (the REINFORCE baseline) is a running statistic its loss updates: restored after
         saved = {n: b.clone() for n, b in model.estimator.named_buffers()}
         try:
-            return model.estimator.generator_loss(model, batch, real_ids, real_pad, L)[0]
+            return model.generator_update_loss(batch, model.draw_noise(len(batch)))[0]
         finally:
             for n, b in model.estimator.named_buffers():
                 b.copy_(saved[n])

@@ -97,6 +97,7 @@ def _pretrained_arms(models: dict[str, dict]) -> dict[str, dict]:
             "mle-continued": copy.deepcopy(models["transformer"]),
             # the Q2 controls (their difference, D frozen or D reading the minibatch std, is the family's default)
             "gan-frozen-d-pt": merge_args(models["gan-gumbel"], {"game": {"pretrain_epochs": 0}}),
+            "gan-shuffled-d-pt": merge_args(models["gan-gumbel"], {"game": {"pretrain_epochs": 0}}),
             "gan-mbstd-pt": merge_args(models["gan-gumbel"], {"game": {"pretrain_epochs": 0}})}
 
 
@@ -145,6 +146,9 @@ class SweepSettings:
     # ``get_preset``): {"file", "sha256", "multipliers": {family: {batch size: m}}, "choices": [...]}. A run whose
     # (family, batch size) has a multiplier gets its learning rates times m on top of ``lr_scaling``; None: none.
     lr_pilot: Optional[dict] = None
+    # How runs train (experiments.runner.engine_of): "vectorised" (the seeds of one configuration as one vectorised
+    # model wherever it allows, else Lightning's loop) or "lightning" (Lightning's fit loop, one run at a time)
+    engine: str = "vectorised"
 
 
 @dataclass
@@ -168,6 +172,7 @@ class AblationSettings:
     trainer: dict = field(default_factory=lambda: dict(accelerator="cpu", devices=1))
     save_checkpoints: bool = False
     threads: Optional[int] = 1
+    engine: str = "vectorised"  # as SweepSettings.engine
 
 
 @dataclass

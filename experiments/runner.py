@@ -53,6 +53,7 @@ import math
 import shutil
 import time
 import warnings
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional
 
@@ -64,6 +65,7 @@ from experiments.results import ResultsTable
 from experiments.temperature import temperature_curve, write_curve
 from experiments.verdicts import MIN_VERDICT_UPDATES
 from experiments.wandb_sweep import log_row
+from modules.errors import ConfigError
 from modules.files import atomic_write_text
 from modules.known_warnings import known_warnings_filtered
 from modules.metrics import DistinctN
@@ -123,6 +125,7 @@ def make_spec(kind: str, settings, *, family: str, batch_size: int, seed: int, d
         "save_checkpoint": settings.save_checkpoints if save_checkpoint is None else save_checkpoint,
         "tracking": dict(tracking),
         "threads": settings.threads,
+        "engine": getattr(settings, "engine", "vectorised"),
         **extra,
     }
     spec["key"] = run_key(spec)
@@ -208,19 +211,24 @@ class BudgetCallback:
         return _Callback()
 
     def after_batch(self, trainer, model) -> None:
-        updates = generator_updates(model, trainer)
         losses = {k: float(v) for k, v in trainer.callback_metrics.items()
                   if k.startswith("train/") and getattr(v, "numel", lambda: 1)() == 1}
+        if self.record(generator_updates(model, trainer), losses):
+            trainer.should_stop = True
+
+    def record(self, updates: int, losses: dict[str, float]) -> Optional[dict]:
+        """Record the logged ``train/...`` values after generator update ``updates``; -> the curve point when
+        one was recorded, and whether training stops here (``stop``: the budget is spent or a loss is not finite)."""
         bad = [k for k, v in losses.items() if "loss" in k and not math.isfinite(v)]
         if bad and self.nonfinite is None:
             self.nonfinite = f"non-finite {bad[0]} at generator update {updates}"
-            trainer.should_stop = True
         done = updates >= self.target
+        self.point = None
         if losses and updates != self._last_recorded and (updates % self.every == 0 or done or bad):
-            self.curve.append({"update": updates, "samples": updates * self.batch_size, **losses})
+            self.point = {"update": updates, "samples": updates * self.batch_size, **losses}
+            self.curve.append(self.point)
             self._last_recorded = updates
-        if done:
-            trainer.should_stop = True
+        return done or self.nonfinite is not None
 
 
 @contextlib.contextmanager
@@ -344,15 +352,36 @@ def _finish_wandb(loggers, row: dict, files=()) -> None:
             logging.getLogger(__name__).warning("could not finish the W&B run: %s", err)
 
 
-@_quiet_lightning()
-def run_one(spec: dict, run_dir: str | Path) -> dict:
-    """Train and evaluate one run; return its results row (see the module docstring)."""
+@dataclass
+class _Run:
+    """What ``run_one`` (and each seed of ``run_group``) builds before training: steps 1-2 of the module docstring."""
+
+    spec: dict
+    key: str
+    folder: Path
+    family: Any
+    seed: int
+    batch_size: int
+    split: str
+    dm: Any
+    model: Any
+    source: Optional[str]
+    updates: int
+    loggers: list
+    budget: BudgetCallback
+    along: Any
+    trainer: Any
+    init: dict
+    start: float
+
+
+def _prepare(spec: dict, run_dir: Path, concurrent: bool = False) -> _Run:
+    """Seed, data, model (started from ``init_from``), loggers, trainer and the ``init`` evaluation of one run."""
     import pytorch_lightning as pl
 
     from modules.tracking import Tracking
 
     start = time.perf_counter()
-    run_dir = Path(run_dir)
     family = get_family(spec["family"])
     key = spec.get("key") or run_key(spec)
     folder = run_dir / "runs" / key
@@ -383,7 +412,8 @@ def run_one(spec: dict, run_dir: str | Path) -> dict:
         job_type=family.name,
         tags=[family.name, f"bs{batch_size}", f"seed{seed}", f"cond-{condition}", *tracking.get("tags", [])],
         wandb_mode=tracking.get("wandb_mode", "offline"),
-    ).loggers(save_dir=str(run_dir / "runs"), family=family.name, config={**spec, "key": key})
+    ).loggers(save_dir=str(run_dir / "runs"), family=family.name, config={**spec, "key": key},
+              concurrent=concurrent)
     budget = BudgetCallback(updates, batch_size, every=max(1, updates // int(spec.get("curve_points", 100))))
     extras = spec.get("measure", {})
     callbacks = [budget.as_lightning()]
@@ -410,14 +440,17 @@ def run_one(spec: dict, run_dir: str | Path) -> dict:
         **trainer_kwargs,
     )
     init = evaluate(trainer, model, dm, split)
-    fit_start = time.perf_counter()
-    try:
-        trainer.fit(model, datamodule=dm)
-    except Exception:
-        if budget.nonfinite is None:
-            raise
-    fit_time = time.perf_counter() - fit_start
-    done_updates = generator_updates(model, trainer)
+    return _Run(spec, key, folder, family, seed, batch_size, split, dm, model, source, updates, loggers, budget,
+                along, trainer, init, start)
+
+
+def _finish(run: _Run, run_dir: Path, fit_time: float, done_updates: int,
+            vectorised: Optional[dict] = None) -> dict:
+    """``vectorised``: the row fields of a vectorised run (``vectorised_with``: the seeds trained together, which
+    changes no number; ``group_fit_time_s``: their training time); None for a run through Lightning's loop."""
+    """Steps 4-6 of the module docstring for a trained run -> its row."""
+    spec, model, dm, trainer, budget, split = run.spec, run.model, run.dm, run.trainer, run.budget, run.split
+    family, key, folder, seed, batch_size = run.family, run.key, run.folder, run.seed, run.batch_size
     try:
         final = evaluate(trainer, model, dm, split)
     except Exception:
@@ -427,6 +460,8 @@ def run_one(spec: dict, run_dir: str | Path) -> dict:
     num_eval = int(model.evaluation.num_eval_samples)
     ref_d2 = _reference_distinct2(dm, num_eval, split)
     write_csv(folder / "curves.csv", budget.curve)
+    init, extras = run.init, spec.get("measure", {})
+    condition = spec["data"].get("init_args", {}).get("condition", "none")
 
     row: dict[str, Any] = {
         "key": key,
@@ -441,7 +476,7 @@ def run_one(spec: dict, run_dir: str | Path) -> dict:
         "condition": condition,
         "condition_strength": spec["data"].get("init_args", {}).get("condition_strength"),
         "z_dim": get_arg(spec["model"], z_dim_path(spec["family"]), 0),
-        "init_from": source,
+        "init_from": run.source,
         "equal_updates_of": spec.get("equal_updates_of"),
         "lr": {k: get_arg(spec["model"], k) for k in family.lr_args if get_arg(spec["model"], k) is not None},
         "lr_factor": spec.get("lr_factor", 1.0),
@@ -451,19 +486,21 @@ def run_one(spec: dict, run_dir: str | Path) -> dict:
         "budget_value": spec["budget"]["value"],
         "updates": done_updates,
         "samples_seen": done_updates * batch_size,
-        "underpowered": updates < MIN_VERDICT_UPDATES,
+        "underpowered": run.updates < MIN_VERDICT_UPDATES,
         "final_beta": getattr(model, "final_beta", None),
         "optimizer": model.generator_optimizer_settings()
         if hasattr(model, "generator_optimizer_settings") else None,
         "fit_time_s": fit_time,
+        "engine": "lightning" if vectorised is None else "vectorised",
+        **(vectorised or {"vectorised_with": None}),
         "init": init,
         "final": {**final, "ref_distinct2": ref_d2},
         "losses": final_losses(budget.curve),
         **judge(init, final, budget.nonfinite, ref_d2),
     }
     healthy = not row["diverged"]
-    if along is not None:
-        row.update(along.finish(model))
+    if run.along is not None:
+        row.update(run.along.finish(model))
         for name in ("held_out_curve", "game_checkpoints"):  # the lists also as per-run files, as the curves
             if name in row:
                 write_csv(folder / f"{name}.csv", row[name])
@@ -482,6 +519,122 @@ def run_one(spec: dict, run_dir: str | Path) -> dict:
     if spec.get("save_checkpoint", True):
         trainer.save_checkpoint(str(folder / "final.ckpt"))
     row["paths"] = {"folder": str(folder.relative_to(run_dir)), "curves": str((folder / "curves.csv").relative_to(run_dir))}
-    row["wall_time_s"] = time.perf_counter() - start
-    _finish_wandb(loggers, row, files=[folder / "curves.csv", folder / "temperature.csv", run_dir / "sweep.json"])
+    row["wall_time_s"] = time.perf_counter() - run.start
+    _finish_wandb(run.loggers, row, files=[folder / "curves.csv", folder / "temperature.csv", run_dir / "sweep.json"])
     return row
+
+
+def _fit_and_finish(run: _Run, run_dir: Path) -> dict:
+    """The single run's training (Lightning's fit loop), then steps 4-6."""
+    fit_start = time.perf_counter()
+    try:
+        run.trainer.fit(run.model, datamodule=run.dm)
+    except Exception:
+        if run.budget.nonfinite is None:
+            raise
+    fit_time = time.perf_counter() - fit_start
+    return _finish(run, run_dir, fit_time, generator_updates(run.model, run.trainer))
+
+
+ENGINES = ("vectorised", "lightning")
+
+
+def engine_of(spec: dict) -> str:
+    """How a run trains (the spec's ``engine``; part of its identity, since the two round differently):
+    ``vectorised`` (default) through ``modules.models.seed_group`` wherever the configuration allows it (alone or
+    with the other seeds of its configuration: the numbers are the same, tested), else Lightning's fit loop;
+    ``lightning``: always Lightning's fit loop (``training_step``), one seed at a time."""
+    engine = spec.get("engine", "vectorised")
+    if engine not in ENGINES:
+        raise ConfigError(f"engine must be one of {ENGINES}, got {engine!r}")
+    return engine
+
+
+def run_one(spec: dict, run_dir: str | Path) -> dict:
+    """Train and evaluate one run; return its results row (see the module docstring)."""
+    return run_group([spec], run_dir)[0]
+
+
+def group_key(spec: dict) -> str:
+    """What the runs of one vectorised group share: the whole spec but its seed (and what follows from the seed:
+    the key, the run it starts from, tracking)."""
+    ident = {k: v for k, v in spec.items() if k not in (*_NOT_HASHED, "seed", "init_from")}
+    return hashlib.sha256(json.dumps(ident, sort_keys=True, default=str).encode()).hexdigest()[:12]
+
+
+class _Batches:
+    """One seed's training batches in the order its single run's Lightning loop draws them (epoch after epoch,
+    the sampler told each epoch)."""
+
+    def __init__(self, dm):
+        dm.setup("fit")
+        self.loader, self.epoch = dm.train_dataloader(), 0
+        self._set_epoch()
+        self.it = iter(self.loader)
+
+    def _set_epoch(self):
+        for sampler in (getattr(self.loader, "sampler", None), getattr(self.loader.batch_sampler, "sampler", None)):
+            if callable(getattr(sampler, "set_epoch", None)):
+                sampler.set_epoch(self.epoch)
+
+    def __next__(self):
+        try:
+            return next(self.it)
+        except StopIteration:
+            self.epoch += 1
+            self._set_epoch()
+            self.it = iter(self.loader)
+            return next(self.it)
+
+
+@_quiet_lightning()
+def run_group(specs: list[dict], run_dir: str | Path) -> list[dict]:
+    """Train the runs ``specs`` (one configuration, several seeds; ``group_key``) as one vectorised model
+    (``modules.models.seed_group``) and return their rows, each as ``run_one`` of that spec would give it (to float
+    rounding: tested). Each seed is prepared exactly as its single run (seed, data, model, ``init`` evaluation),
+    its RNG state then kept in a generator of its own; training draws each seed's noise from it. Rows record
+    ``vectorised`` = {seeds, group_fit_time_s}; their ``fit_time_s`` is the group's training time over its seeds.
+    A single spec, or a configuration that cannot be vectorised (``vectorisable``), runs seed by seed as
+    ``run_one`` runs it (its rows' ``vectorised`` is null)."""
+    from modules.models.seed_group import SeedGroup, vectorisable
+
+    run_dir = Path(run_dir)
+    if len({group_key(s) for s in specs}) != 1:
+        raise ValueError("run_group takes runs of one configuration that differ only in their seed")
+    runs, generators = [], []
+    for spec in specs:
+        run = _prepare(spec, run_dir, concurrent=len(specs) > 1)
+        if engine_of(spec) == "lightning" or vectorisable(run.model) is not None:  # (the first seed tells for all)
+            rows = [_fit_and_finish(run, run_dir)]
+            return rows + [_fit_and_finish(_prepare(s, run_dir), run_dir) for s in specs[1:]]
+        generator = torch.Generator(device="cpu")
+        generator.set_state(torch.get_rng_state())  # the training RNG of this seed's single run, from here on
+        runs.append(run)
+        generators.append(generator)
+    updates = runs[0].updates
+    group = SeedGroup([r.model for r in runs], generators, updates)
+    batches = [_Batches(r.dm) for r in runs]
+    for r in runs:
+        if r.along is not None:
+            r.along.measure(r.model, 0)
+    fit_start = time.perf_counter()
+    for update in range(1, updates + 1):
+        logs = group.update([next(b) for b in batches])
+        for i, r in enumerate(runs):
+            if not group.live[i]:
+                continue
+            stop = r.budget.record(update, logs[i])
+            if r.budget.point is not None:
+                for logger in r.loggers:
+                    logger.log_metrics({k: v for k, v in r.budget.point.items() if k.startswith("train/")}, update)
+            if r.along is not None and r.along.wants(update):
+                group.write_back(i)
+                r.along.measure(r.model, update)
+            if stop and r.budget.nonfinite is not None:
+                group.stop(i)
+        if not any(group.live):
+            break
+    group.write_back()
+    fit_time = time.perf_counter() - fit_start
+    return [_finish(r, run_dir, fit_time / len(runs), group.stopped_at.get(i, group.updates),
+                    {"vectorised_with": len(runs), "group_fit_time_s": fit_time}) for i, r in enumerate(runs)]

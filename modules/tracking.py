@@ -72,7 +72,11 @@ class Tracking:
         self.job_type, self.tags, self.wandb_mode = job_type, list(tags), wandb_mode
         self.init_timeout, self.version = init_timeout, version
 
-    def loggers(self, save_dir: str, family: str, config: Optional[dict] = None) -> list[Logger]:
+    def loggers(self, save_dir: str, family: str, config: Optional[dict] = None,
+                concurrent: bool = False) -> list[Logger]:
+        """The CSV logger, and a WandbLogger on a new W&B run unless W&B is disabled. ``concurrent``: the new run
+        does not end a W&B run already open in this process (vectorised seeds log S runs at once; each is
+        finished by its caller)."""
         csv_logger = CSVLogger(save_dir=save_dir, name=self.name or family, version=self.version)
         # The CSV logger starts first, on its fresh folder: started after W&B has written into that folder, it
         # would take the folder for an old run's ("exists and is not empty ... will be deleted").
@@ -88,7 +92,7 @@ class Tracking:
             if os.environ.get("WANDB_MODE") == "":
                 # Empty means unset, as in resolve_wandb_mode; wandb itself would refuse the empty value.
                 del os.environ["WANDB_MODE"]
-            if wandb.run is not None:  # one W&B run per training run, also when a sweep runs many in-process
+            if wandb.run is not None and not concurrent:  # one W&B run per training run in a sweep's process
                 wandb.finish()
 
             run_dir = Path(csv_logger.log_dir)
@@ -106,6 +110,7 @@ class Tracking:
                 tags=self.tags,
                 config=config,
                 settings=_quiet_settings(self.init_timeout),
+                reinit="create_new" if concurrent else None,
             )
             # Lightning's own x-axis for every metric, as WandbLogger defines it for the runs it starts
             run.define_metric("trainer/global_step")

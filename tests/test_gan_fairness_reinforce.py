@@ -182,8 +182,8 @@ def test_log_probs_in_the_gradient_are_those_the_tokens_were_drawn_from(monkeypa
     model.train()
     draws, used = [], {}
 
-    def recording_sampler(probs, generator=None):
-        tok = sampling.sample_from_probs.__wrapped__(probs, generator)
+    def recording_sampler(probs, generator=None, uniforms=None):
+        tok = sampling.sample_from_probs.__wrapped__(probs, generator, uniforms)
         draws.append((probs.detach().clone(), tok.clone()))
         return tok
 

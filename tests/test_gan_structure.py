@@ -24,13 +24,17 @@ class PlantedEstimator(torch.nn.Module):
         super().__init__()
         self.real, self.calls = real, []
 
-    def fakes(self, gan, batch, L):
-        self.calls.append("fakes")
-        return self.real.fakes(gan, batch, L)
+    def draw(self, gan, batch_size, L, generator=None):
+        self.calls.append("draw")
+        return self.real.draw(gan, batch_size, L, generator)
 
-    def generator_loss(self, gan, batch, real, real_pad, L):
+    def fakes(self, gan, batch, L, generator=None, noise=None):
+        self.calls.append("fakes")
+        return self.real.fakes(gan, batch, L, generator, noise)
+
+    def generator_loss(self, gan, batch, real, real_pad, L, noise=None):
         self.calls.append("generator_loss")
-        loss, extras = self.real.generator_loss(gan, batch, real, real_pad, L)
+        loss, extras = self.real.generator_loss(gan, batch, real, real_pad, L, noise)
         return loss, {**extras, "train/planted_extra": 7.0}
 
     def __getattr__(self, name):  # anything else TextGAN reached for would show up as a missing method
@@ -45,7 +49,8 @@ def test_training_step_asks_the_estimator_for_fakes_per_d_step_and_one_generator
     model = tiny_gan(dm, estimator=estimator, d_steps=2)
     model.estimator = PlantedEstimator(model.estimator)
     rows = fit(model, dm, limit_train_batches=2)
-    assert model.estimator.calls == ["fakes", "fakes", "generator_loss"] * 2
+    # each player update draws its noise first, then asks for its fakes or its loss
+    assert model.estimator.calls == ["draw", "fakes", "draw", "fakes", "draw", "generator_loss"] * 2
     assert rows[-1]["train/planted_extra"] == 7.0  # the estimator's own extras are logged as it names them
     assert model.g_updates == 2
 

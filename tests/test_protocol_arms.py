@@ -70,10 +70,9 @@ class RowNoise:
         self.rows, self.step = rows, 0
 
     def gumbel(self, shape, generator=None, device=None, eps=1e-10):
-        t = self.step % SEQ_LEN
-        self.step += 1
-        assert shape == (len(self.rows), self.noise.size(-1))
-        return self.noise[self.rows, t]
+        # an update draws the Gumbel noise of all its L steps at once: (L, B, V)
+        assert shape == (SEQ_LEN, len(self.rows), self.noise.size(-1))
+        return self.noise[self.rows].transpose(0, 1)
 
     def latent(self, batch_size, generator=None):
         assert batch_size == len(self.rows)

@@ -126,7 +126,10 @@ class DiscriminatorConfig:
     arch: "cnn" (filter_sizes x num_filters, highway), "transformer" (n_layers blocks, n_heads, feed-forward
         2 hidden_dim) or "lstm" (n_layers, hidden_dim; per-token outputs); all embed with emb_dim, drop out
         dropout, and add the minibatch-std feature if minibatch_std.
-    lr, betas, gradient_clip (by norm, 0 = none): D's Adam. frozen: the null GAN, D never updated.
+    lr, betas, gradient_clip (by norm, 0 = none): D's Adam. frozen: D never updated (its random initial function
+        stays the opponent). labels: "true" (D learns real from fake) or "shuffled" (the null GAN of Q2: in each of
+        D's updates every row's real and fake sequence swap places with probability 1/2, so D trains as often and
+        moves as much, but on labels that carry no information about the population).
     """
 
     arch: Literal["cnn", "transformer", "lstm"] = "cnn"
@@ -142,9 +145,12 @@ class DiscriminatorConfig:
     betas: tuple[float, float] = (0.9, 0.999)
     gradient_clip: float = 5.0
     frozen: bool = False
+    labels: Literal["true", "shuffled"] = "true"
 
     def __post_init__(self):
         _check(self.lr > 0, f"model.discriminator.lr must be > 0, got {self.lr}")
+        _check(self.labels in ("true", "shuffled"),
+               f"model.discriminator.labels must be 'true' or 'shuffled', got {self.labels!r}")
         _check(self.gradient_clip >= 0, f"model.discriminator.gradient_clip must be >= 0, got {self.gradient_clip}")
 
 

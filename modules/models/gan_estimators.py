@@ -25,6 +25,7 @@ from modules.models.gan_losses import generator_loss
 from modules.data.batch import Batch
 from modules.errors import ConfigError
 from modules.models.configs import GameConfig
+from modules.models.noise import UpdateNoise, dropout_masks
 
 # position_banned_mask, the rule of which ids are allowed at each position, lives with the sampler and is
 # importable from here too
@@ -32,7 +33,6 @@ from modules.sampling import (
     BOS_ID,
     EOS_ID,
     PAD_ID,
-    generate,
     position_banned_mask,
     process_logits,
     sample_from_probs,
@@ -101,14 +101,16 @@ class GumbelOutput:
 
 def gumbel_unroll(net, src: Tensor, src_pad_mask: Tensor, *, length: int, min_length: int, temperature: float,
                   banned_ids: Sequence[int], z: Tensor | None = None, straight_through: bool = False,
-                  generator: torch.Generator | None = None, bos_id: int = BOS_ID, eos_id: int = EOS_ID,
-                  pad_id: int = PAD_ID) -> GumbelOutput:
+                  generator: torch.Generator | None = None, noise: Tensor | None = None, bos_id: int = BOS_ID,
+                  eos_id: int = EOS_ID, pad_id: int = PAD_ID) -> GumbelOutput:
     """Run the generator for exactly `length` steps with gradients, RelGAN style.
 
     At each step: o = logits with the banned ids at -inf, g ~ Gumbel(0, 1), the hard token argmax(o + g)
     (an exact sample of softmax(o)) is fed back as the next input, and softmax(beta * (o + g)) is the
     relaxed one-hot the discriminator sees. Gradients flow through the relaxed one-hots only: the fed-back
     token is discrete, as in RelGAN. Rows that have ended produce zero one-hots (padding).
+    `noise` (length, B, V): the Gumbel noise g of every step, drawn beforehand (`sample_gumbel`); without it each
+    step draws its own from `generator`.
     """
     B = src.size(0)
     state = net.init_state(src, src_pad_mask, z=z)
@@ -121,7 +123,8 @@ def gumbel_unroll(net, src: Tensor, src_pad_mask: Tensor, *, length: int, min_le
         if banned is None:
             banned = position_banned_mask(logits.size(-1), length, min_length, banned_ids, eos_id, logits.device)
         o = process_logits(logits, banned=banned[t])  # (B, V) float32, banned at -inf
-        perturbed = o + sample_gumbel(o.shape, generator, o.device)  # (B, V)
+        g = sample_gumbel(o.shape, generator, o.device) if noise is None else noise[t]  # (B, V)
+        perturbed = o + g  # (B, V)
         soft = torch.softmax(temperature * perturbed, dim=-1)  # (B, V)
         hard_tok = perturbed.argmax(dim=-1)  # (B,)
         if straight_through:
@@ -277,8 +280,8 @@ class PolicySample:
 
 def sample_with_log_probs(net, src: Tensor, src_pad_mask: Tensor, *, length: int, min_length: int,
                           banned_ids: Sequence[int], z: Tensor | None = None,
-                          generator: torch.Generator | None = None, bos_id: int = BOS_ID, eos_id: int = EOS_ID,
-                          pad_id: int = PAD_ID) -> PolicySample:
+                          generator: torch.Generator | None = None, uniforms: Tensor | None = None,
+                          bos_id: int = BOS_ID, eos_id: int = EOS_ID, pad_id: int = PAD_ID) -> PolicySample:
     """Sample `length` tokens per row at temperature 1 and keep, with gradients, the log-probability of each
     drawn token under the very distribution it was drawn from.
 
@@ -290,6 +293,10 @@ def sample_with_log_probs(net, src: Tensor, src_pad_mask: Tensor, *, length: int
     drew it, so the REINFORCE gradient is the exact score-function gradient of the policy that acted,
     dropout masks being part of its randomness; and the generator keeps the dropout the MLE family and the
     Gumbel estimator train with.
+
+    `uniforms` (length, B, 1): the sampling uniforms of every step, drawn beforehand (``draw_uniforms``); then every
+    step runs (no early stop once all rows have ended: the numbers are already drawn, and a loop whose length
+    depends on the samples could not be vectorised over seeds).
     """
     B = src.size(0)
     state = net.init_state(src, src_pad_mask, z=z)
@@ -298,7 +305,7 @@ def sample_with_log_probs(net, src: Tensor, src_pad_mask: Tensor, *, length: int
     banned = None
     tokens, log_probs, pads = [], [], []
     for t in range(length):
-        if bool(finished.all()):  # as `generate`, stop drawing once every row has ended: padding follows
+        if uniforms is None and bool(finished.all()):  # as `generate`, stop once every row has ended
             tokens.append(torch.full_like(prev, pad_id))
             log_probs.append(log_probs[-1].new_zeros(B))
             pads.append(finished.clone())
@@ -307,7 +314,8 @@ def sample_with_log_probs(net, src: Tensor, src_pad_mask: Tensor, *, length: int
         if banned is None:
             banned = position_banned_mask(logits.size(-1), length, min_length, banned_ids, eos_id, logits.device)
         o = process_logits(logits, banned=banned[t])  # (B, V) float32, banned at -inf
-        tok = sample_from_probs(torch.softmax(o.detach(), dim=-1), generator)  # (B,) as `generate` draws
+        u = None if uniforms is None else uniforms[t]  # (B, 1)
+        tok = sample_from_probs(torch.softmax(o.detach(), dim=-1), generator, u)  # (B,) as `generate` draws
         tok_logp = torch.log_softmax(o, dim=-1).gather(-1, tok.unsqueeze(-1)).squeeze(-1)  # (B,)
         tok = tok.masked_fill(finished, pad_id)
         tokens.append(tok)
@@ -398,12 +406,51 @@ def rollout_values(net, src: Tensor, src_pad_mask: Tensor, tokens: Tensor, *,
 # TextGAN holds the estimator as the child module `estimator`).
 
 
+def draw_update_noise(gan: "TextGAN", batch_size: int, L: int, token_shape: tuple[int, ...],
+                      token_noise: Callable, generator: torch.Generator | None = None) -> UpdateNoise:
+    """The random numbers of one player update (``modules.models.noise``), in their fixed order: z, the token noise
+    of the L generation steps (``token_noise(shape, generator, device)``, shape (L, B, *token_shape)), D's two
+    dropout masks (drawn only while D trains and has a dropout that takes masks; a discriminator that draws its own
+    dropout gets none, and draws inline), then, for a D with shuffled labels, which rows swap real and fake."""
+    device = gan.device
+    z = gan.latent(batch_size, generator)
+    tokens = token_noise((L, batch_size, *token_shape), generator, device)
+    D = gan.discriminator
+    masks = None
+    if D.training:
+        try:
+            shape = D.dropout_mask_shape(batch_size)
+        except NotImplementedError:
+            shape = None
+        if shape is not None:
+            masks = dropout_masks(2, shape, D.dropout_p, generator, device)
+    swap = None
+    if gan.d_config.labels == "shuffled":
+        swap = torch.rand(batch_size, generator=generator, device=device) < 0.5
+    return UpdateNoise(z=z, tokens=tokens, d_dropout=masks, swap=swap)
+
+
+def swap_rows(real: Tensor, real_pad: Tensor, fake: Tensor, fake_pad: Tensor, swap: Tensor, vocab_size: int):
+    """The rows of ``swap`` (B,) with their real and fake sequence traded (shuffled labels); real ids become
+    one-hots when the fakes are relaxed one-hots (D embeds both alike). -> (real, real_pad, fake, fake_pad)"""
+    if fake.dim() == 3 and real.dim() == 2:
+        ids = torch.arange(vocab_size, device=real.device)  # (a comparison rather than F.one_hot: it vectorises)
+        real = (real.unsqueeze(-1) == ids).to(fake.dtype) * (~real_pad).unsqueeze(-1).to(fake.dtype)
+    rows = swap.view(-1, *([1] * (real.dim() - 1)))
+    pads = swap.view(-1, 1)
+    return (torch.where(rows, fake, real), torch.where(pads, fake_pad, real_pad),
+            torch.where(rows, real, fake), torch.where(pads, real_pad, fake_pad))
+
+
 class GumbelEstimator(nn.Module):
     """RelGAN's Gumbel-softmax: G is unrolled with gradients for exactly the generation length; each step's
     Gumbel-perturbed logits o + g give the hard token argmax(o + g) (fed back to G) and the relaxed one-hot
     softmax(beta (o + g)) that D reads through its embedding (one-hots @ embedding matrix). beta is
     `TextGAN.temperature` (its anneal schedule counts generator updates). D trains on the same relaxed one-hots
-    (detached) against the hard one-hots of real data. Logs `train/gumbel_temperature` (the beta used)."""
+    (detached) against the hard one-hots of real data. Logs `train/gumbel_temperature` (the beta used).
+
+    Randomness: `draw` gives an update's noise (z, the Gumbel noise (L, B, V) of the L steps, D's dropout masks);
+    `fakes` and `generator_loss` read it (drawing it from `generator` first when none is given)."""
 
     name = "gumbel"
 
@@ -411,27 +458,34 @@ class GumbelEstimator(nn.Module):
         super().__init__()
         self.loss, self.straight_through = loss, straight_through
 
-    def _unroll(self, gan: "TextGAN", batch: "Batch", L: int, beta: float,
-                generator: torch.Generator | None = None) -> GumbelOutput:
+    def draw(self, gan: "TextGAN", batch_size: int, L: int,
+             generator: torch.Generator | None = None) -> UpdateNoise:
+        gumbel = lambda shape, gen, device: sample_gumbel(shape, gen, device)  # noqa: E731
+        return draw_update_noise(gan, batch_size, L, (gan.hparams.vocab_size,), gumbel, generator)
+
+    def _unroll(self, gan: "TextGAN", batch: "Batch", L: int, beta: float, noise: UpdateNoise) -> GumbelOutput:
         min_len, _ = gan.generation_lengths()
         return gumbel_unroll(gan.generator, batch.src, batch.src_pad_mask, length=L, min_length=min_len,
-                             temperature=beta, banned_ids=gan.banned_ids, z=gan.latent(len(batch), generator),
-                             straight_through=self.straight_through, generator=generator)
+                             temperature=beta, banned_ids=gan.banned_ids, z=noise.z,
+                             straight_through=self.straight_through, noise=noise.tokens)
 
-    def fakes(self, gan: "TextGAN", batch: "Batch", L: int,
-              generator: torch.Generator | None = None) -> tuple[Tensor, Tensor]:
-        """-> relaxed one-hots (B, L, V), pad_mask (B, L). ``generator``: z and the Gumbel noise from it (the
-        fixed-noise measurements of experiments/game.py) instead of the training RNG."""
-        out = self._unroll(gan, batch, L, gan.temperature, generator)
+    def fakes(self, gan: "TextGAN", batch: "Batch", L: int, generator: torch.Generator | None = None,
+              noise: UpdateNoise | None = None) -> tuple[Tensor, Tensor]:
+        """-> relaxed one-hots (B, L, V), pad_mask (B, L). ``noise``: the update's (``draw``); else drawn from
+        ``generator`` (the fixed-noise measurements of experiments/game.py; None: the training RNG)."""
+        noise = noise if noise is not None else self.draw(gan, len(batch), L, generator)
+        out = self._unroll(gan, batch, L, gan.temperature, noise)
         return out.onehots, out.pad_mask
 
-    def generator_loss(self, gan: "TextGAN", batch: "Batch", real: Tensor, real_pad: Tensor,
-                       L: int) -> tuple[Tensor, dict]:
+    def generator_loss(self, gan: "TextGAN", batch: "Batch", real: Tensor, real_pad: Tensor, L: int,
+                       noise: UpdateNoise | None = None) -> tuple[Tensor, dict]:
+        noise = noise if noise is not None else self.draw(gan, len(batch), L)
         beta = gan.temperature
-        out = self._unroll(gan, batch, L, beta)
+        out = self._unroll(gan, batch, L, beta, noise)
         D = gan.discriminator  # its parameters are frozen by the optimizer toggle: no gradient reaches them
-        d_fake = D(out.onehots, batch.src, batch.src_pad_mask, out.pad_mask)  # (B,)
-        d_real = D(real, batch.src, batch.src_pad_mask, real_pad) if self.loss == "rsgan" else None
+        d_fake = D(out.onehots, batch.src, batch.src_pad_mask, out.pad_mask, dropout_mask=noise.d_mask(0))  # (B,)
+        d_real = (D(real, batch.src, batch.src_pad_mask, real_pad, dropout_mask=noise.d_mask(1))
+                  if self.loss == "rsgan" else None)
         return generator_loss(self.loss, d_real, d_fake), {"train/gumbel_temperature": beta}
 
 
@@ -478,29 +532,43 @@ class ReinforceEstimator(nn.Module):
         if keep:
             state[prefix + "baseline"], state[prefix + "baseline_weight"] = baseline, weight
 
-    def fakes(self, gan: "TextGAN", batch: "Batch", L: int, generator: torch.Generator | None = None,
-              z: Tensor | None = None) -> tuple[Tensor, Tensor]:
-        """Samples at temperature 1 with the shared sampler. -> ids (B, L), pad_mask (B, L). ``generator``: z
-        and the sampling noise from it (fixed-noise measurements) instead of the training RNG."""
-        z = gan.latent(len(batch), generator) if z is None else z
+    def draw(self, gan: "TextGAN", batch_size: int, L: int,
+             generator: torch.Generator | None = None) -> UpdateNoise:
+        """An update's noise: z, the sampling uniforms (L, B, 1) of the L steps, D's dropout masks."""
+        uniforms = lambda shape, gen, device: torch.rand(shape, generator=gen, device=device)  # noqa: E731
+        return draw_update_noise(gan, batch_size, L, (1,), uniforms, generator)
+
+    def _sample(self, gan: "TextGAN", batch: "Batch", L: int, noise: UpdateNoise) -> PolicySample:
         min_len, _ = gan.generation_lengths()
-        out = generate(gan.generator, batch.src, batch.src_pad_mask, max_new_tokens=L, min_new_tokens=min_len,
-                       z=z, banned_ids=gan.banned_ids, generator=generator)
-        tokens = fit_length(out.tokens, L)  # the sampler stops early when every row has ended
-        return tokens, after_end_mask(tokens) | tokens.eq(PAD_ID)
+        return sample_with_log_probs(gan.generator, batch.src, batch.src_pad_mask, length=L, min_length=min_len,
+                                     banned_ids=gan.banned_ids, z=noise.z, uniforms=noise.tokens)
+
+    def fakes(self, gan: "TextGAN", batch: "Batch", L: int, generator: torch.Generator | None = None,
+              noise: UpdateNoise | None = None) -> tuple[Tensor, Tensor]:
+        """Samples at temperature 1 with the shared sampler's rules. -> ids (B, L), pad_mask (B, L).
+        ``noise``: the update's (``draw``); else drawn from ``generator`` (fixed-noise measurements; None: the
+        training RNG)."""
+        noise = noise if noise is not None else self.draw(gan, len(batch), L, generator)
+        with torch.no_grad():
+            sample = self._sample(gan, batch, L, noise)
+        return sample.tokens, sample.pad_mask
 
     @torch.no_grad()
     def returns(self, gan: "TextGAN", batch: "Batch", tokens: Tensor, pad: Tensor, z: Tensor | None,
-                real: Tensor, real_pad: Tensor) -> Tensor:
+                real: Tensor, real_pad: Tensor, noise: UpdateNoise | None = None) -> Tensor:
         """(B, L) the return of every sampled token; real, real_pad (B, L): the batch's real rows, which
-        relativistic rewards are measured against."""
+        relativistic rewards are measured against. ``noise``: D's dropout masks of the update (the sequence
+        discriminator's two calls: the samples, then the real rows)."""
         D, loss = gan.discriminator, self.loss
         src, src_mask = batch.src, batch.src_pad_mask
         per_token = D.per_token and self.rollouts == 0
+        masks = (None, None) if noise is None else (noise.d_mask(0), noise.d_mask(1))
         reference = None
         if loss in RELATIVISTIC_REWARD_LOSSES:
-            score_real = D.token_logits if per_token else D
-            real_logits = score_real(real, src, src_mask, real_pad)  # (B, L) per token, else (B,)
+            if per_token:
+                real_logits = D.token_logits(real, src, src_mask, real_pad)  # (B, L)
+            else:
+                real_logits = D(real, src, src_mask, real_pad, dropout_mask=masks[1])  # (B,)
             reference = real_logit_reference(real_logits, real_pad)  # (L,) per token, else a scalar
         if self.rollouts > 0:
             min_len, _ = gan.generation_lengths()
@@ -513,19 +581,18 @@ class ReinforceEstimator(nn.Module):
             rewards = rewards_for_loss(loss, D.token_logits(tokens, src, src_mask, pad), reference)
             rewards = rewards.masked_fill(pad, 0.0)
         else:
-            rewards = terminal_rewards(rewards_for_loss(loss, D(tokens, src, src_mask, pad), reference), pad)
+            d_fake = D(tokens, src, src_mask, pad, dropout_mask=masks[0])  # (B,)
+            rewards = terminal_rewards(rewards_for_loss(loss, d_fake, reference), pad)
         return discounted_returns(rewards, pad, self.discount)
 
-    def generator_loss(self, gan: "TextGAN", batch: "Batch", real: Tensor, real_pad: Tensor,
-                       L: int) -> tuple[Tensor, dict]:
-        z = gan.latent(len(batch))
-        min_len, _ = gan.generation_lengths()
+    def generator_loss(self, gan: "TextGAN", batch: "Batch", real: Tensor, real_pad: Tensor, L: int,
+                       noise: UpdateNoise | None = None) -> tuple[Tensor, dict]:
+        noise = noise if noise is not None else self.draw(gan, len(batch), L)
         # drawn with gradients: the log-probs in the loss are those of the distributions the tokens came from
-        policy = sample_with_log_probs(gan.generator, batch.src, batch.src_pad_mask, length=L, min_length=min_len,
-                                       banned_ids=gan.banned_ids, z=z)
+        policy = self._sample(gan, batch, L, noise)
         tokens, pad = policy.tokens, policy.pad_mask  # (B, L)
         with torch.no_grad():
-            returns = self.returns(gan, batch, tokens, pad, z, real, real_pad)  # (B, L)
+            returns = self.returns(gan, batch, tokens, pad, noise.z, real, real_pad, noise)  # (B, L)
             # the baseline before this batch enters it: it never depends on the samples it is subtracted from
             advantages = (returns - self.baseline[:L]).masked_fill(pad, 0.0)  # (B, L)
             baseline, weight = update_sample_baseline(self.baseline, self.baseline_weight, returns, pad,

@@ -99,13 +99,16 @@ def discriminator_accuracy(kind: str, d_real: Tensor, d_fake: Tensor) -> tuple[T
 
 
 def penalised_discriminator_loss(kind: str, D, src: Tensor, src_pad_mask: Tensor, real: Tensor, real_pad: Tensor,
-                                 fake: Tensor, fake_pad: Tensor, gp_weight: float) -> tuple[Tensor, Tensor, Tensor]:
+                                 fake: Tensor, fake_pad: Tensor, gp_weight: float,
+                                 dropout: Tensor | None = None) -> tuple[Tensor, Tensor, Tensor]:
     """D's whole loss on one batch: real (B, L) ids and fakes ((B, L) ids or (B, L, V) one-hots) scored by the
     discriminator net D, plus under wgan-gp gp_weight times the gradient penalty. -> (loss, d_real, d_fake), the
-    logits detached."""
+    logits detached. ``dropout``: (2, B, F) D's dropout masks for the real and the fake call (``UpdateNoise``), or
+    None (D draws its own)."""
+    masks = (None, None) if dropout is None else (dropout[0], dropout[1])
     # real and fake are scored in separate calls so that the minibatch-std feature sees one population
-    d_real = D(real, src, src_pad_mask, real_pad)  # (B,)
-    d_fake = D(fake, src, src_pad_mask, fake_pad)  # (B,)
+    d_real = D(real, src, src_pad_mask, real_pad, dropout_mask=masks[0])  # (B,)
+    d_fake = D(fake, src, src_pad_mask, fake_pad, dropout_mask=masks[1])  # (B,)
     loss = discriminator_loss(kind, d_real, d_fake)
     if kind == "wgan-gp":
         # the penalty is taken with respect to what D reads, the (soft) one-hots (B, L, V), through D's
@@ -115,3 +118,14 @@ def penalised_discriminator_loss(kind: str, D, src: Tensor, src_pad_mask: Tensor
                                    D.vocab_size), penalty_onehots(fake, fake_pad, D.vocab_size))
         loss = loss + gp_weight * penalty
     return loss, d_real.detach(), d_fake.detach()
+
+
+def update_log(kind: str, g_loss: Tensor, d_loss: Tensor, d_real: Tensor, d_fake: Tensor, g_norm: Tensor,
+               d_norm: Tensor, g_updates: int, extras: dict) -> dict:
+    """What one GAN update logs (``train/...``): both losses, D's accuracy on real and fake rows, both gradient
+    norms before clipping, the generator-update count and the estimator's extras. TextGAN's training step and
+    vectorised seeds (``modules.models.seed_group``) log through it, so their curves have the same names."""
+    acc_real, acc_fake = discriminator_accuracy(kind, d_real, d_fake)
+    return {"train/g_loss": g_loss.detach(), "train/d_loss": d_loss.detach(), "train/d_acc_real": acc_real,
+            "train/d_acc_fake": acc_fake, "train/g_grad_norm": g_norm, "train/d_grad_norm": d_norm,
+            "train/g_updates": float(g_updates), **extras}

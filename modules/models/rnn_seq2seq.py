@@ -68,6 +68,8 @@ class RNNSeq2Seq(GeneratorModule):
 
     # The MLE family's training is one piece of code: these are the Transformer family's very methods, so the
     # two families differ in their net alone (both read self.generator and self.hparams only).
+    draw_noise = TransformerSeq2Seq.draw_noise
+    training_loss = TransformerSeq2Seq.training_loss
     training_step = TransformerSeq2Seq.training_step
     on_before_optimizer_step = TransformerSeq2Seq.on_before_optimizer_step
     generator_optimizer_settings = TransformerSeq2Seq.generator_optimizer_settings

@@ -12,9 +12,10 @@ from modules.errors import ConfigError
 from modules.models.base import GeneratorModule
 from modules.models.configs import (DiscriminatorConfig, EvaluationConfig, GameConfig, GeneratorConfig, as_config,
                                     config_dict)
-from modules.models.gan_estimators import (ReinforceEstimator, build_estimator, gumbel_temperature,
+from modules.models.gan_estimators import (ReinforceEstimator, build_estimator, gumbel_temperature, swap_rows,
                                            real_for_discriminator)
-from modules.models.gan_losses import discriminator_accuracy, penalised_discriminator_loss
+from modules.models.gan_losses import penalised_discriminator_loss, update_log
+from modules.models.noise import UpdateNoise
 from modules.models.transformer_seq2seq import generator_optimizer, warmup_schedule
 from modules.nets.discriminators import build_discriminator
 from modules.nets.lstm_generator import LSTMGenerator
@@ -32,23 +33,22 @@ class TextGAN(GeneratorModule):
     One training batch, top down (``training_step``): ``game.d_steps`` D updates, each against fresh fakes made
     by the estimator and the batch's real sequences; then one G update on the estimator's generator loss
     (``self.estimator.generator_loss``, chosen once from ``game.estimator``: ``GumbelEstimator`` or
-    ``ReinforceEstimator`` in ``gan_estimators``, which document how each crosses the discrete tokens). Epochs
-    [0, pretrain_epochs) are MLE pretraining of G instead (the MLE family's loss; D idle).
+    ``ReinforceEstimator`` in ``gan_estimators``, which document how each crosses the discrete tokens). Each player
+    update first draws its noise (``draw_noise``: z, token noise, D's dropout masks), then computes its loss from it
+    (``discriminator_update_loss``, ``generator_update_loss``; shared with vectorised seeds and the noise scale).
+    Epochs [0, pretrain_epochs) are MLE pretraining of G instead (the MLE family's loss; D idle).
 
-    Budgets are in generator updates: ``g_updates`` counts adversarial G updates (one per batch; samples seen =
-    g_updates x batch size), ``mle_updates`` pretraining updates; both are checkpointed buffers, and
-    ``game.max_g_updates`` stops training. (Lightning's ``global_step`` counts D steps too.)
-
+    Budgets are in generator updates: ``g_updates`` counts adversarial G updates (samples seen = g_updates x batch
+    size), ``mle_updates`` pretraining updates (checkpointed buffers); ``game.max_g_updates`` stops training.
     Gumbel beta (RelGAN's inverse temperature, ``temperature``) goes from 1 to ``game.max_temperature`` over the
-    first ``anneal_fraction`` of the run's planned adversarial updates (``anneal_horizon``), the same at every batch
-    size and budget; a function of ``g_updates`` and the settings only, so a resumed run continues the schedule.
+    first ``anneal_fraction`` of the planned adversarial updates (``anneal_horizon``), the same at every batch size
+    and budget; a function of ``g_updates`` and the settings, so a resumed run continues the schedule.
 
-    Real and fake sequences reach D in one layout (``gan_estimators.real_for_discriminator``).
-    Optimizers: G's and a second one of the same kind for pretraining (``game.pretrain_lr``) follow the MLE
-    family's rule (``generator_optimizer``); D has its own Adam. Both have LambdaLR schedulers (``lr_schedule``,
-    ``warmup_steps`` counted in their own updates) stepped by hand; clipping by norm via ``self.clip_gradients``.
-    Null GAN (``discriminator.frozen``): D's loss, accuracy and gradient norm are computed and logged as usual
-    (same RNG stream and compute) but its optimizer and scheduler never step.
+    Real and fake sequences reach D in one layout (``gan_estimators.real_for_discriminator``). Optimizers: G's and
+    one for pretraining (``game.pretrain_lr``) follow the MLE family's rule (``generator_optimizer``); D has its own
+    Adam; LambdaLR schedulers (``lr_schedule``, ``warmup_steps`` in their own updates) stepped by hand; clipping by
+    norm via ``self.clip_gradients``. Null GAN (``discriminator.frozen``): D's loss, accuracy and gradient norm are
+    computed and logged as usual (same RNG stream and compute) but its optimizer and scheduler never step.
 
     Logged each step: ``train/g_loss``, ``train/d_loss``, ``train/d_acc_real``, ``train/d_acc_fake``
     (``gan_losses.discriminator_accuracy``), ``train/g_grad_norm``, ``train/d_grad_norm`` (before clipping),
@@ -94,13 +94,11 @@ class TextGAN(GeneratorModule):
             max_len=g.max_len, minibatch_std=d.minibatch_std,
         )
         self.estimator = build_estimator(game, g.max_len)  # chosen once: its G loss is all training_step calls
-        # the counters are buffers, so every checkpoint carries them
-        self.register_buffer("g_update_count", torch.zeros((), dtype=torch.long))
+        self.register_buffer("g_update_count", torch.zeros((), dtype=torch.long))  # buffers: in every checkpoint
         self.register_buffer("mle_update_count", torch.zeros((), dtype=torch.long))
 
     def on_fit_start(self) -> None:
-        _, L = self.generation_lengths()
-        if L > self.g_config.max_len:
+        if (L := self.generation_lengths()[1]) > self.g_config.max_len:
             raise ConfigError(f"sequences of up to {L} tokens are generated but model.generator.max_len="
                              f"{self.g_config.max_len}; raise model.generator.max_len")
 
@@ -115,38 +113,49 @@ class TextGAN(GeneratorModule):
             return
         g_opt, d_opt, _ = self.optimizers()
         g_sched, d_sched = self.lr_schedulers()
-        _, L = self.generation_lengths()
-        real, real_pad = real_for_discriminator(batch.tgt, L)  # (B, L)
 
         for _ in range(self.game.d_steps):
             with self.toggled_optimizer(d_opt):
-                with torch.no_grad():
-                    fake, fake_pad = self.estimator.fakes(self, batch, L)  # as G's update will show them
-                d_loss, d_real, d_fake = self.discriminator_loss(batch, real, real_pad, fake, fake_pad)
+                d_loss, d_real, d_fake = self.discriminator_update_loss(batch, self.draw_noise(len(batch)))
                 d_norm = self._step(d_opt, d_loss, self.discriminator.parameters())
                 if not self.d_config.frozen:
                     d_sched.step()
 
         with self.toggled_optimizer(g_opt):
-            g_loss, extras = self.estimator.generator_loss(self, batch, real, real_pad, L)
+            g_loss, extras = self.generator_update_loss(batch, self.draw_noise(len(batch)))
             g_norm = self._step(g_opt, g_loss, self.generator.parameters())
             g_sched.step()
         self.g_update_count += 1
-
-        acc_real, acc_fake = discriminator_accuracy(self.game.loss, d_real, d_fake)
-        self.log_dict({
-            "train/g_loss": g_loss.detach(), "train/d_loss": d_loss.detach(),
-            "train/d_acc_real": acc_real, "train/d_acc_fake": acc_fake,
-            "train/g_grad_norm": g_norm, "train/d_grad_norm": d_norm,
-            "train/g_updates": float(self.g_updates), **extras,
-        }, on_step=True, on_epoch=False, batch_size=len(batch))
+        self.log_dict(update_log(self.game.loss, g_loss, d_loss, d_real, d_fake, g_norm, d_norm, self.g_updates,
+                                 extras), on_step=True, on_epoch=False, batch_size=len(batch))
         self.log_dict({"g_loss": g_loss.detach(), "d_loss": d_loss.detach()}, prog_bar=True, logger=False,
                       batch_size=len(batch))
 
-    def discriminator_loss(self, batch, real, real_pad, fake, fake_pad):
-        """D's loss on real (B, L) ids and fakes (ids or (B, L, V) one-hots) -> (loss, d_real, d_fake detached)."""
+    def discriminator_loss(self, batch, real, real_pad, fake, fake_pad, dropout=None):
+        """D's loss on real (B, L) ids and fakes (ids or (B, L, V) one-hots) -> (loss, d_real, d_fake detached).
+        ``dropout``: D's two dropout masks (``UpdateNoise.d_dropout``), or None (D draws its own)."""
         return penalised_discriminator_loss(self.game.loss, self.discriminator, batch.src, batch.src_pad_mask,
-                                            real, real_pad, fake, fake_pad, self.game.gp_weight)
+                                            real, real_pad, fake, fake_pad, self.game.gp_weight, dropout)
+
+    def draw_noise(self, batch_size: int, generator: Optional[torch.Generator] = None) -> UpdateNoise:
+        """One player update's random numbers (``modules.models.noise``); from ``generator`` or the training RNG."""
+        return self.estimator.draw(self, batch_size, self.generation_lengths()[1], generator)
+
+    def discriminator_update_loss(self, batch: Batch, noise: UpdateNoise):
+        """D's loss of one update -> (loss, d_real, d_fake detached), against fakes made as G's next update would
+        show them (no gradient to G)."""
+        real, real_pad = real_for_discriminator(batch.tgt, self.generation_lengths()[1])  # (B, L)
+        with torch.no_grad():
+            fake, fake_pad = self.estimator.fakes(self, batch, real.size(1), noise=noise)
+        if noise.swap is not None:  # shuffled labels: D learns nothing about the population
+            real, real_pad, fake, fake_pad = swap_rows(real, real_pad, fake, fake_pad, noise.swap,
+                                                       self.hparams.vocab_size)
+        return self.discriminator_loss(batch, real, real_pad, fake, fake_pad, noise.d_dropout)
+
+    def generator_update_loss(self, batch: Batch, noise: UpdateNoise) -> tuple[torch.Tensor, dict]:
+        """G's loss of one update (the estimator's) -> (loss, logged extras)."""
+        real, real_pad = real_for_discriminator(batch.tgt, self.generation_lengths()[1])  # (B, L)
+        return self.estimator.generator_loss(self, batch, real, real_pad, real.size(1), noise)
 
     def _pretrain_step(self, batch: Batch) -> None:
         _, _, mle_opt = self.optimizers()
@@ -247,17 +256,16 @@ class TextGAN(GeneratorModule):
                                       g["weight_decay"])
         total = self._adversarial_updates_planned()  # G updates; D makes d_steps per G update
 
-        def schedule(opt, updates: int):
-            return torch.optim.lr_scheduler.LambdaLR(opt, warmup_schedule(game.warmup_steps, updates, game.lr_schedule))
-        g_sched, d_sched = schedule(g_opt, total), schedule(d_opt, total * game.d_steps)
+        lr_at = lambda n: warmup_schedule(game.warmup_steps, n, game.lr_schedule)  # noqa: E731
+        g_sched, d_sched = (torch.optim.lr_scheduler.LambdaLR(o, lr_at(n)) for o, n in ((g_opt, total),
+                                                                                       (d_opt, total * game.d_steps)))
         # no "interval": under manual optimization Lightning only stores these; training_step steps them
         return [g_opt, d_opt, mle_opt], [g_sched, d_sched]
 
     def _adversarial_updates_planned(self) -> int:
-        """The adversarial generator updates this run plans (what the cosine LR schedule and the Gumbel anneal
-        spread over): max_g_updates when set, else what the trainer's limits allow: the adversarial epochs'
-        batches, and Lightning's max_steps, which counts optimizer steps (one per pretraining batch, 1 + d_steps
-        per adversarial batch). 10,000 when neither is known (no trainer, or unbounded epochs with pretraining)."""
+        """The adversarial G updates this run plans (the cosine schedule and Gumbel anneal spread over them):
+        max_g_updates when set, else the trainer's limits (the adversarial epochs' batches; max_steps, which counts
+        one step per pretraining batch, 1 + d_steps per adversarial one); 10,000 when neither is known."""
         game = self.game
         if game.max_g_updates:
             return int(game.max_g_updates)
@@ -283,7 +291,6 @@ class TextGAN(GeneratorModule):
                                              keep=isinstance(self.estimator, ReinforceEstimator))
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
-        super().on_save_checkpoint(checkpoint)
-        # the counters live in the state_dict (buffers); this copy is for people reading a checkpoint
+        super().on_save_checkpoint(checkpoint)  # (the counters are buffers; this copy is for people reading it)
         checkpoint["text_gan"] = {"g_updates": self.g_updates, "mle_updates": self.mle_updates,
                                   "gumbel_temperature": self.temperature}

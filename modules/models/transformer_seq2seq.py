@@ -11,6 +11,7 @@ from modules.data.batch import Batch
 from modules.errors import ConfigError
 from modules.models.base import GeneratorModule
 from modules.models.configs import EvaluationConfig, config_dict
+from modules.models.noise import UpdateNoise
 from modules.nets.transformer import EncoderDecoderTransformer, TransformerConfig
 
 
@@ -31,16 +32,19 @@ def warmup_schedule(warmup_steps: int, total_steps: int, schedule: str):
 OPTIMIZERS = {"adam": torch.optim.Adam, "adamw": torch.optim.AdamW}
 
 
-def generator_optimizer(kind: str, named_parameters, lr: float, betas, weight_decay: float) -> torch.optim.Optimizer:
+def generator_optimizer(kind: str, named_parameters, lr: float, betas, weight_decay: float,
+                        stacked: int = 0) -> torch.optim.Optimizer:
     """The generator's optimizer, one rule for every family: Adam (L2 penalty in the gradient) or AdamW (decoupled
     decay); weight decay applies to matrices only (>= 2 dims), never to biases, norms' gains or other vectors.
-    Without weight decay all parameters form one group (the layout of checkpoints written before this rule)."""
+    Without weight decay all parameters form one group (the layout of checkpoints written before this rule).
+    ``stacked``: leading dimensions that stack copies of each parameter (vectorised seeds: 1), not counted as the
+    parameter's own."""
     if kind not in OPTIMIZERS:
         raise ConfigError(f"optimizer must be one of {', '.join(OPTIMIZERS)}, got {kind!r}")
     named = list(named_parameters)
     if weight_decay > 0:
-        groups = [{"params": [p for _, p in named if p.dim() >= 2], "weight_decay": weight_decay},
-                  {"params": [p for _, p in named if p.dim() < 2], "weight_decay": 0.0}]
+        groups = [{"params": [p for _, p in named if p.dim() - stacked >= 2], "weight_decay": weight_decay},
+                  {"params": [p for _, p in named if p.dim() - stacked < 2], "weight_decay": 0.0}]
     else:
         groups = [{"params": [p for _, p in named], "weight_decay": 0.0}]
     return OPTIMIZERS[kind](groups, lr=lr, betas=tuple(betas))
@@ -130,10 +134,18 @@ class TransformerSeq2Seq(GeneratorModule):
         device = generator.device if generator is not None else self.device
         return torch.randn(batch_size, self.hparams.z_dim, generator=generator, device=device)
 
+    def draw_noise(self, batch_size: int, generator: Optional[torch.Generator] = None) -> UpdateNoise:
+        """The random numbers of one update (``modules.models.noise``): z for every row (``transformer-z``), or
+        nothing. (Dropout, when set, is drawn inside the net.)"""
+        return UpdateNoise(z=self.latent(batch_size, generator))
+
+    def training_loss(self, batch: Batch, noise: UpdateNoise) -> torch.Tensor:
+        """The one loss of an update: mean NLL per scored target token, teacher forced (``teacher_forced_loss``)."""
+        logits = self.generator(batch.src, batch.src_pad_mask, batch.tgt_in, z=noise.z)  # (B, T-1, V)
+        return self.teacher_forced_loss(logits, batch, self.hparams.label_smoothing)
+
     def training_step(self, batch: Batch, batch_idx: int) -> torch.Tensor:
-        z = self.latent(len(batch))  # None without a latent input; else a fresh draw per row (transformer-z)
-        logits = self.generator(batch.src, batch.src_pad_mask, batch.tgt_in, z=z)  # (B, T-1, V)
-        loss = self.teacher_forced_loss(logits, batch, self.hparams.label_smoothing)
+        loss = self.training_loss(batch, self.draw_noise(len(batch)))
         self.log("train/loss", loss, prog_bar=True, batch_size=len(batch))
         self.log("train/mle_loss", loss, batch_size=len(batch))
         return loss

@@ -23,6 +23,12 @@ The condition is always read: the mean of its token embeddings, projected, is ad
 the input. For unconditional data the condition is the single NULL token, so this is a learned constant
 bias, harmless.
 
+Dropout can be given from outside: ``forward(..., dropout_mask=M)`` applies the mask M (``modules.models.noise``:
+Bernoulli(1 - p) / (1 - p)) instead of drawing one, so that a training update can draw all its random numbers
+before it runs (vectorised seeds need that). The CNN discriminator, whose one dropout sits on its pooled features,
+takes masks (``dropout_mask_shape``); the Transformer and LSTM discriminators draw their own (several dropout sites)
+and refuse a mask.
+
 `minibatch_std=True` appends the ProGAN minibatch-standard-deviation feature: the spread of the
 discriminator's features across the batch, a scalar shared by every row. It lets D see the batch as a
 population (a collapsed generator gives a batch with a small spread) — which is what the batch-size
@@ -67,6 +73,7 @@ class Discriminator(nn.Module):
     """The shared input side: token/one-hot embedding, condition, masking. Subclasses score embeddings."""
 
     per_token = False  # True when token_logits gives a score per position (dense rewards)
+    dropout_p = 0.0  # the drop probability of the dropout a given mask replaces (subclasses that take masks)
 
     def __init__(self, vocab_size: int, emb_dim: int, minibatch_std: bool = False, pad_id: int = 0):
         super().__init__()
@@ -99,13 +106,28 @@ class Discriminator(nn.Module):
         # so D cannot tell them apart by what a generator happened to put after its end token
         return x * (~pad_mask).unsqueeze(-1).to(x.dtype)
 
-    def score_embedded(self, emb: Tensor, src: Tensor, src_pad_mask: Tensor, pad_mask: Tensor) -> Tensor:
+    def score_embedded(self, emb: Tensor, src: Tensor, src_pad_mask: Tensor, pad_mask: Tensor,
+                       dropout_mask: Tensor | None = None) -> Tensor:
         """(B, L, E) input embeddings -> (B,) sequence logits."""
         raise NotImplementedError
 
-    def forward(self, tokens_or_onehots: Tensor, src: Tensor, src_pad_mask: Tensor, pad_mask: Tensor) -> Tensor:
-        """-> (B,) one logit per sequence (higher = more real)."""
-        return self.score_embedded(self.embed(tokens_or_onehots), src, src_pad_mask, pad_mask)
+    def forward(self, tokens_or_onehots: Tensor, src: Tensor, src_pad_mask: Tensor, pad_mask: Tensor,
+                dropout_mask: Tensor | None = None) -> Tensor:
+        """-> (B,) one logit per sequence (higher = more real). ``dropout_mask`` (``dropout_mask_shape``): the
+        dropout to apply in training instead of drawing one."""
+        return self.score_embedded(self.embed(tokens_or_onehots), src, src_pad_mask, pad_mask, dropout_mask)
+
+    def dropout_mask_shape(self, batch_size: int) -> tuple[int, ...] | None:
+        """The shape of the dropout mask one call on ``batch_size`` rows takes, or None where there is nothing to
+        draw (no dropout). A discriminator whose dropout cannot be given from outside raises NotImplementedError."""
+        if any(isinstance(m, nn.Dropout) and m.p > 0 for m in self.modules()):
+            raise NotImplementedError(f"{type(self).__name__} draws its own dropout (several sites); only the CNN "
+                                      "discriminator takes dropout masks from outside")
+        return None
+
+    def _refuse_mask(self, dropout_mask: Tensor | None) -> None:
+        if dropout_mask is not None:
+            raise ValueError(f"{type(self).__name__} draws its own dropout and takes no dropout_mask")
 
     def token_logits(self, tokens_or_onehots: Tensor, src: Tensor, src_pad_mask: Tensor,
                      pad_mask: Tensor) -> Tensor:
@@ -142,15 +164,24 @@ class CNNDiscriminator(Discriminator):
         feat = num_filters * len(self.filter_sizes)
         self.highway = Highway(feat)
         self.drop = nn.Dropout(dropout)
+        self.dropout_p = float(dropout)
+        self.features = feat
         self.head = nn.Linear(feat + int(minibatch_std), 1)
 
-    def score_embedded(self, emb, src, src_pad_mask, pad_mask):
+    def dropout_mask_shape(self, batch_size: int) -> tuple[int, ...] | None:
+        return (batch_size, self.features) if self.dropout_p > 0 else None
+
+    def score_embedded(self, emb, src, src_pad_mask, pad_mask, dropout_mask=None):
         x = self.prepare(emb, src, src_pad_mask, pad_mask).transpose(1, 2)  # (B, E, L)
         width = max(self.filter_sizes)
         if x.size(-1) < width:  # sequences shorter than the widest filter: pad with zeros (= padding)
             x = F.pad(x, (0, width - x.size(-1)))
         pooled = [F.relu(conv(x)).amax(dim=-1) for conv in self.convs]  # each (B, num_filters)
-        h = self.drop(self.highway(torch.cat(pooled, dim=-1)))  # (B, F)
+        h = self.highway(torch.cat(pooled, dim=-1))  # (B, F)
+        if dropout_mask is not None and self.training:
+            h = h * dropout_mask  # the mask of the same distribution self.drop would draw
+        else:
+            h = self.drop(h)
         if self.use_minibatch_std:
             h = torch.cat([h, minibatch_std(h).expand(h.size(0), 1)], dim=-1)  # (B, F + 1)
         return self.head(h).squeeze(-1)  # (B,)
@@ -196,7 +227,8 @@ class TransformerDiscriminator(Discriminator):
         self.ln_f = nn.LayerNorm(emb_dim)
         self.head = nn.Linear(emb_dim + int(minibatch_std), 1)
 
-    def score_embedded(self, emb, src, src_pad_mask, pad_mask):
+    def score_embedded(self, emb, src, src_pad_mask, pad_mask, dropout_mask=None):
+        self._refuse_mask(dropout_mask)
         B, L, _ = emb.shape
         if L > self.max_len:
             raise ValueError(f"sequence length {L} exceeds the discriminator's max_len={self.max_len}")
@@ -240,7 +272,8 @@ class LSTMDiscriminator(Discriminator):
     def token_logits(self, tokens_or_onehots, src, src_pad_mask, pad_mask) -> Tensor:
         return self.token_logits_embedded(self.embed(tokens_or_onehots), src, src_pad_mask, pad_mask)
 
-    def score_embedded(self, emb, src, src_pad_mask, pad_mask):
+    def score_embedded(self, emb, src, src_pad_mask, pad_mask, dropout_mask=None):
+        self._refuse_mask(dropout_mask)
         logits = self.token_logits_embedded(emb, src, src_pad_mask, pad_mask)  # (B, L)
         valid = (~pad_mask).to(logits.dtype)
         return (logits * valid).sum(dim=1) / valid.sum(dim=1).clamp(min=1.0)  # (B,)

@@ -109,6 +109,19 @@ class SinusoidalPositions(nn.Module):
         return self.pe[positions]  # (T, C)
 
 
+def explicit_attention(q: Tensor, k: Tensor, v: Tensor, attn_mask: Tensor | None = None,
+                       is_causal: bool = False) -> Tensor:
+    """softmax(q k^T / sqrt(hd)) v without dropout, as F.scaled_dot_product_attention computes it (causal: the
+    mask aligned to the top-left corner, as there). (B, H, T, hd) x (B, H, S, hd) -> (B, H, T, hd)"""
+    scores = (q @ k.transpose(-2, -1)) / math.sqrt(q.size(-1))  # (B, H, T, S)
+    if is_causal:
+        causal = torch.ones(q.size(-2), k.size(-2), dtype=torch.bool, device=q.device).tril()
+        scores = scores.masked_fill(~causal, float("-inf"))
+    if attn_mask is not None:
+        scores = scores.masked_fill(~attn_mask, float("-inf"))
+    return torch.softmax(scores, dim=-1) @ v
+
+
 class Attention(nn.Module):
     """Multi-head attention. Keys/values are projected separately from queries so that the same
     module serves self-attention, cross-attention, and cached decoding (where K/V come from a cache)."""
@@ -122,6 +135,9 @@ class Attention(nn.Module):
         self.out_proj = nn.Linear(config.d_model, config.d_model)
         self.dropout = config.dropout
         self.resid_dropout = nn.Dropout(config.dropout)
+        # True: attention written out instead of the fused kernel, which torch.vmap cannot batch (vectorised
+        # seeds, modules.models.seed_group, set it on their template; they run without dropout)
+        self.explicit = False
 
     def split_heads(self, x: Tensor) -> Tensor:
         B, T, C = x.shape
@@ -137,10 +153,13 @@ class Attention(nn.Module):
         q = self.split_heads(self.q_proj(x))  # (B, H, T, hd)
         # attn_mask is boolean, True = may attend. Every query row keeps at least one key (src has a
         # real token; causal rows see themselves), so no row is fully masked and no NaN appears.
-        y = F.scaled_dot_product_attention(
-            q, k, v, attn_mask=attn_mask, is_causal=is_causal,
-            dropout_p=self.dropout if self.training else 0.0,
-        )  # (B, H, T, hd)
+        if self.explicit:
+            y = explicit_attention(q, k, v, attn_mask, is_causal)  # (B, H, T, hd)
+        else:
+            y = F.scaled_dot_product_attention(
+                q, k, v, attn_mask=attn_mask, is_causal=is_causal,
+                dropout_p=self.dropout if self.training else 0.0,
+            )  # (B, H, T, hd)
         y = y.transpose(1, 2).contiguous().view(B, T, C)  # (B, T, C)
         return self.resid_dropout(self.out_proj(y))
 
