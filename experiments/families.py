@@ -185,6 +185,14 @@ register_family("mle-continued", "modules.models.TransformerSeq2Seq", init_from=
 register_family("gan-frozen-d-pt", GAN, {"game": {"estimator": "gumbel", "pretrain_epochs": 0},
                                          "generator": {"arch": "transformer"}, "discriminator": {"frozen": True}},
                 adversarial=True, lr_args=GAN_LR_ARGS, init_from="pretrain")
+# The null GAN of Q2 (issue 14): the same Gumbel GAN from the checkpoint, its D trained as often on labels shuffled
+# row by row (discriminator.labels: shuffled). G keeps a moving opponent and a gradient of the same kind, but the
+# opponent learns nothing about the population. (The frozen-D null above plays G against one fixed random function,
+# which G climbs to its maximum: it diverged or collapsed in most seeds of the standard report.)
+register_family("gan-shuffled-d-pt", GAN, {"game": {"estimator": "gumbel", "pretrain_epochs": 0},
+                                           "generator": {"arch": "transformer"},
+                                           "discriminator": {"labels": "shuffled"}},
+                adversarial=True, lr_args=GAN_LR_ARGS, init_from="pretrain")
 register_family("gan-mbstd-pt", GAN, {"game": {"estimator": "gumbel", "pretrain_epochs": 0},
                                       "generator": {"arch": "transformer"}, "discriminator": {"minibatch_std": True}},
                 adversarial=True, lr_args=GAN_LR_ARGS, init_from="pretrain")

@@ -9,7 +9,7 @@ seeds:
 - **not supported**: the interval's upper bound lies below the SESOI (an effect that matters is excluded);
 - **inconclusive**: anything else, and also with fewer than ``min_seeds`` seeds, with a sample whose seeds are
   all equal (no honest interval), where a cell was not run, or where a precondition fails (a family whose J
-  does not beat the counted unigram's is "not usable": its success or failure says nothing about its objective).
+  does not beat the counted bigram's is "not usable": its success or failure says nothing about its objective).
 
 **Holm** (``holm``): the verdicts are one family of tests at level ``alpha`` (default 5%). The questions that can
 be decided are ordered by the p-value of their primary cell (against 0 when the estimate is at least the SESOI,
@@ -78,13 +78,21 @@ class VerdictSettings:
     alpha: float = 0.05  # family-wise error rate over all verdicts (Holm)
     min_seeds: int = 3
     sesoi: dict = field(default_factory=lambda: dict(DEFAULT_SESOI))
-    mle_family: str = "transformer"
-    gan_family: str = "gan-gumbel"  # the primary GAN of Q1, Q3, Q4; others are reported beside it
+    # Q1, Q3, Q4 compare the GAN started from the shared MLE checkpoint with the MLE family trained on from the
+    # same checkpoint for the same samples (SeqGAN's, RelGAN's and Caccia et al.'s protocol; like with like: one
+    # start, one budget, one optimiser, two objectives): rows of kind ``compared_kind`` (the ablation's own, for Q3).
+    # The from-scratch families are reported beside them.
+    mle_family: str = "mle-continued"
+    gan_family: str = "gan-gumbel-pt"  # the primary GAN of Q1, Q3, Q4; others are reported beside it
+    compared_kind: str = "pretrained-arm"
     # Q2's arms, all started from the one shared MLE checkpoint per seed (kind "pretrained-arm")
     q2_mle: str = "mle-continued"
     q2_gan: str = "gan-gumbel-pt"
-    q2_null: str = "gan-frozen-d-pt"
+    q2_null: str = "gan-shuffled-d-pt"
     q2_minibatch_std: str = "gan-mbstd-pt"
+    # Q2 is inconclusive ("the null failed") when its null arm diverged or collapsed in more than this share of the
+    # seeds at a batch size the primary cell reads: a broken null cannot tell a game effect from a failure
+    null_failure_limit: float = 0.25
     retained: float = 0.5
     q3_min_oracle_mi: float = 0.05  # settings whose oracle carries less information (nats) are skipped
     min_checkpoints: int = 5
@@ -419,9 +427,9 @@ def q1(rows: list[dict], curves: dict[str, list[dict]], ref_bs: int,
                  f"between the player's own loss on a fixed held-out batch with fixed noise (MLE: held-out cross-"
                  f"entropy; GAN: G's loss against the D of the same checkpoint) and J. Primary cell: "
                  f"rho_MLE - rho_GAN ({settings.mle_family} vs {settings.gan_family}), paired by seed, SESOI "
-                 f"{margin}. Both families must be usable (J below the unigram's). Null: each run's checkpoint order "
-                 f"permuted ({settings.permutations} permutations). Mechanism: G re-scored against the final D.")
-    at_ref = _by(_by(rows, kind="sweep"), batch_size=ref_bs)
+                 f"{margin}. Both families must be usable (J's interval below the counted bigram's). Null: each run's checkpoint "
+                 f"order permuted ({settings.permutations} permutations). Mechanism: G re-scored against the final D.")
+    at_ref = _by(_by(rows, kind=settings.compared_kind), batch_size=ref_bs)
     mle_rows, gan_rows = _by(at_ref, family=settings.mle_family), _by(at_ref, family=settings.gan_family)
 
     def rho(key):
@@ -511,13 +519,15 @@ def q2(rows: list[dict], ref_bs: int, settings: Optional[VerdictSettings] = None
     sizes = sorted({x["batch_size"] for x in sweep})
     b_min = sizes[0] if sizes else None
     rule_text = (f"E = learning (drop in J) per seed at an equal sample budget. The game's own effect G_B = "
-                 f"E_{gan}(B) - E_{null}(B) (the same GAN with its discriminator frozen at initialisation). Primary "
+                 f"E_{gan}(B) - E_{null}(B) (the null: the same GAN whose discriminator trains as often on shuffled "
+                 f"labels; inconclusive, 'the null failed', when it diverged or collapsed in more than "
+                 f"{settings.null_failure_limit:.0%} of the seeds at a batch size read here). Primary "
                  f"cell: G_ref * {r} - G_min (the GAN's game effect at the smallest batch size falling short of "
                  f"{r} of its effect at the reference, {ref_bs}), paired by seed, SESOI {margin} nats/token. Not "
                  f"supported if the MLE contrast C_MLE = E_{mle}(min) - {r} E_{mle}(ref) lies below 0 or the primary "
                  f"cell below 0 (C_GAN > 0: the GAN keeps its game effect); otherwise the rule on the primary cell "
                  f"decides, once C_MLE lies above 0 and G_ref is supported by the rule (there is a game effect to "
-                 f"lose). The GAN must be usable at the reference.")
+                 f"lose). The GAN must be usable at the reference (J's interval below the counted bigram's).")
     primary = "gan_batch1_loss"
     E = {(fam, b): per_seed(_by(sweep, family=fam, batch_size=b), learning)
          for fam in (mle, gan, null) for b in {b_min, ref_bs} if b is not None}
@@ -554,6 +564,9 @@ def q2(rows: list[dict], ref_bs: int, settings: Optional[VerdictSettings] = None
     if gate is None and not cells[primary].values:
         gate = missing_j_reason(_by(sweep, family=gan))
     if gate is None:
+        gate = _failed_null(sweep, null, [b_min, ref_bs], settings.null_failure_limit)
+        met = False if gate else None
+    if gate is None:
         met, gate = _gate_usable((_by(sweep, family=gan, batch_size=ref_bs), f"{gan} at batch size {ref_bs}"))
     if cells[primary].status != NOT_RUN:
         cells[primary].precondition_met = met
@@ -572,7 +585,7 @@ def q2(rows: list[dict], ref_bs: int, settings: Optional[VerdictSettings] = None
                  "steps": _by(sweep, batch_size=b)[0].get("updates")} for b in sizes}
     budgets = {"samples": {str(b): v["samples"] for b, v in by_bs.items()},
                "steps": {str(b): v["steps"] for b, v in by_bs.items()}}
-    controls = {"frozen_d": _arm_summary(sweep, null, sizes),
+    controls = {"null": _arm_summary(sweep, null, sizes),
                 "minibatch_std": _mbstd_control(pool, settings, ref_bs),
                 "accumulation": NOT_RUN}
     confounds = _q2_confounds(sweep, E, gan, null, [b for b in (b_min, ref_bs) if b is not None])
@@ -581,6 +594,19 @@ def q2(rows: list[dict], ref_bs: int, settings: Optional[VerdictSettings] = None
                 gate=gate, extra={"budgets": budgets, "controls": controls, "retained": r, "confounds": confounds},
                 decide=_q2_decide)
     return v.at_level(1.0 - settings.alpha, settings.min_seeds)
+
+
+def _failed_null(sweep: list[dict], null: str, sizes: list[int], limit: float) -> Optional[str]:
+    """"the null failed: ..." when the null arm diverged or collapsed in more than ``limit`` of its seeds at one of
+    ``sizes`` (the batch sizes the primary cell reads); else None. Q2 is then inconclusive, never decided: a null
+    that broke cannot tell the game's effect from its own failure."""
+    for b in sorted(set(sizes)):
+        null_rows = _by(sweep, family=null, batch_size=b)
+        fails = sum(bool(x.get("diverged") or x.get("collapsed")) for x in null_rows)
+        if null_rows and fails / len(null_rows) > limit:
+            return (f"the null failed: {null} diverged or collapsed in {fails}/{len(null_rows)} seeds at batch size "
+                    f"{b} (more than {limit:.0%})")
+    return None
 
 
 def _q2_confounds(sweep: list[dict], E: dict, gan: str, null: str, sizes: list[int]) -> list[str]:
@@ -677,7 +703,7 @@ def q3_condition(rows: list[dict], settings: Optional[VerdictSettings] = None) -
                  f"{settings.gan_family} (its largest z_dim), paired by seed, at the pre-registered setting (label "
                  f"conditioning if present, else source, at the largest strength; settings whose oracle MI is below "
                  f"{settings.q3_min_oracle_mi} nats are skipped), SESOI {margin}. Both families must be usable there "
-                 f"(J below the unigram's). Other settings and families are reported beside it.")
+                 f"(J's interval below the counted bigram's). Other settings and families are reported beside it.")
     primary = "dependence_difference"
     abl = _q3_rows(rows, settings)
     setting = primary_setting(abl)
@@ -728,7 +754,7 @@ def q3_latent(rows: list[dict], settings: Optional[VerdictSettings] = None) -> V
     rule_text = (f"z-ratio = Hamming distance between paired samples when only z changes / when only the sampling "
                  f"noise changes (same condition, common random numbers), per seed. Primary cell: 1 - z-ratio of "
                  f"{settings.gan_family} at its largest z_dim at Q3's setting, SESOI {margin} (z moves the output at "
-                 f"most half as much as sampling noise). The GAN must be usable (J below the unigram's).")
+                 f"most half as much as sampling noise). The GAN must be usable (J's interval below the bigram's).")
     primary = "z_insensitivity"
     abl = [r for r in _q3_rows(rows, settings) if r.get("adversarial") and (r.get("z_dim") or 0) > 0]
     setting = primary_setting(_q3_rows(rows, settings))
@@ -767,16 +793,16 @@ def q4(rows: list[dict], temperature_of: Callable[[dict], list[dict]], ref_bs: i
     ma, mb = settings.sesoi["Q4a"], settings.sesoi["Q4b"]
     mle, gan = settings.mle_family, settings.gan_family
     rule_a = (f"At batch size {ref_bs}, per seed: NLL_oracle per token of {mle} minus {gan}'s at T = 1 (positive: "
-              f"the GAN's samples look better), paired by seed, SESOI {ma} nats. Both families must be usable (J below "
-              f"the unigram's); oracle data only.")
+              f"the GAN's samples look better), paired by seed, SESOI {ma} nats. Both families must be usable (J's "
+              f"interval below the counted bigram's); oracle data only.")
     rule_b = (f"At batch size {ref_bs}, per seed, on the curves (NLL_test, NLL_oracle) across temperatures, "
               f"interpolated between neighbouring temperatures: quality at matched diversity = the mean over the "
               f"NLL_test range both curves span of the GAN's best NLL_oracle minus the MLE's at equal NLL_test "
               f"(primary, SESOI {mb} nats); diversity at matched quality likewise with the axes swapped (reported). "
               f"No overlap in a seed leaves it out; fewer than {settings.min_seeds} overlapping seeds is "
-              f"inconclusive. Both families must be usable: a GAN worse than the unigram on J is 'not usable', not "
-              f"'dominated'. The tempered unigram's curve is the floor both are compared with.")
-    sweep = _by(rows, kind="sweep", batch_size=ref_bs)
+              f"inconclusive. Both families must be usable: a GAN not better than the bigram on J is 'not usable', "
+              f"not 'dominated'. The tempered unigram's curve is the floor both are compared with.")
+    sweep = _by(rows, kind=settings.compared_kind, batch_size=ref_bs)
     mle_rows, gan_rows = _by(sweep, family=mle), _by(sweep, family=gan)
     missing = [f for f, x in ((mle, mle_rows), (gan, gan_rows)) if not x]
     oracle = any(finite(get_arg(r, "final.nll_oracle_per_token")) for r in sweep)

@@ -114,7 +114,7 @@ def test_sweep_all_writes_rows_report_and_verdict_table(smoke_folder):
             assert {"estimate", "interval", "n", "precondition_met"} <= set(cell)
     assert "null" in questions["Q1"]
     assert set(questions["Q2"]["budgets"]) == {"samples", "steps"}
-    assert set(questions["Q2"]["controls"]) == {"frozen_d", "minibatch_std", "accumulation"}
+    assert set(questions["Q2"]["controls"]) == {"null", "minibatch_std", "accumulation"}
     prereg = verdicts["preregistration"]["hash"]
     assert f"pre-registration hash {prereg}" in result.stdout and f"`{prereg}`" in md
     (baselines,) = [b for b in verdicts["baselines"] if "condition" not in b["data"]["init_args"]]

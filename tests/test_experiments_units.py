@@ -219,23 +219,31 @@ def test_verdict_settings_come_from_the_plan_and_reject_unknown_names():
         V.VerdictSettings.from_plan({"verdicts": {"sesio": {}}})
 
 
-def test_usable_compares_j_with_the_unigrams():
+def test_usable_compares_the_upper_bound_of_j_with_the_counted_bigram():
     from experiments.baselines import usable
 
-    def rows(j):
+    def rows(j, spread=0.01):
         return [{"family": "gan-gumbel", "adversarial": True, "seed": s,
-                 "reference": {"oracle_entropy_per_token": 3.0, "unigram": {"j": 3.5}},
-                 "final": {"nll_test_per_token": 3.0 + j / 2 + 0.01 * s, "nll_oracle_per_token": 5.0 + j / 2,
+                 "reference": {"oracle_entropy_per_token": 3.0, "unigram": {"j": 4.5}, "bigram": {"j": 3.5}},
+                 "final": {"nll_test_per_token": 3.0 + j / 2 + spread * s, "nll_oracle_per_token": 5.0 + j / 2,
                            "model_entropy_per_token": 5.0}} for s in range(4)]
 
-    assert usable(rows(3.0))[0] is True
-    ok, why, _ = usable(rows(4.0))
-    assert ok is False and "GAN not usable" in why
+    ok, why, iv = usable(rows(3.0))
+    assert ok is True and "bigram" in why and "margin" in why and iv.high < 3.5
+    ok, why, _ = usable(rows(4.0))  # below the unigram, above the bigram: not enough
+    assert ok is False and "GAN not usable" in why and "bigram" in why
+    ok, why, iv = usable(rows(3.45, spread=0.1))  # the interval straddles the bigram: not shown to be better
+    assert ok is None and iv.low < 3.5 < iv.high and "above it" in why
     no_entropy = rows(3.0)
     for r in no_entropy:
         del r["final"]["model_entropy_per_token"]
     ok, why, _ = usable(no_entropy)
     assert ok is None and "model_entropy_per_token" in why
+    no_bigram = rows(3.0)
+    for r in no_bigram:
+        del r["reference"]["bigram"]
+    ok, why, _ = usable(no_bigram)
+    assert ok is None and "no bigram baseline" in why
 
 
 def test_progress_line_shows_the_models_own_mi_and_labels_the_oracle_bound():

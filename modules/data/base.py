@@ -118,11 +118,17 @@ class SequenceDataModule(pl.LightningDataModule):
                 "with drop_last=True: every batch would be dropped"
             )
 
+    def train_dataset(self) -> Dataset:
+        """The training examples a loader draws from (a subclass with unlimited data gives an ``EpochDataset``)."""
+        return ExampleDataset(self.examples("train"))
+
     def _loader(self, split: str, batch_size: int, shuffle: bool, drop_last: bool) -> DataLoader:
-        dataset = ExampleDataset(self.examples(split))
+        dataset = self.train_dataset() if split == "train" else ExampleDataset(self.examples(split))
         sampler = distributed_sampler(dataset, shuffle=shuffle, seed=self.seed, drop_last=drop_last)
         if sampler is None:
             sampler = EpochSampler(len(dataset), seed=self.seed, shuffle=shuffle)
+        if isinstance(dataset, EpochDataset):
+            sampler = EpochTagged(sampler)
         return DataLoader(
             dataset,
             batch_size=batch_size,
@@ -138,8 +144,9 @@ class SequenceDataModule(pl.LightningDataModule):
 
     def train_dataloader(self) -> DataLoader:
         loader = self._loader("train", self.batch_size, shuffle=True, drop_last=self.drop_last)
-        if isinstance(loader.sampler, EpochSampler):
-            loader.sampler.resume_offset = lambda: self._resume_offset(len(loader))
+        sampler = getattr(loader.sampler, "inner", loader.sampler)
+        if isinstance(sampler, EpochSampler):
+            sampler.resume_offset = lambda: self._resume_offset(len(loader))
         return loader
 
     def _resume_offset(self, batches_in_loader: int) -> int:
@@ -217,6 +224,46 @@ class EpochSampler(Sampler[int]):
 
     def __len__(self) -> int:
         return self.num_examples
+
+
+class EpochDataset(Dataset):
+    """A training split that is drawn anew every epoch (data without a fixed size, such as an oracle's): item
+    (epoch, i) is example i of that epoch's draw. ``draw(epoch)`` must give the same examples for the same epoch in
+    any process (seed it by the epoch), so that loader workers, a resumed run and vectorised seeds all see what one
+    uninterrupted run sees. The loader's sampler is wrapped in ``EpochTagged``, which adds the epoch to each index."""
+
+    def __init__(self, size: int, draw: Callable[[int], Sequence[Example]]):
+        self.size, self.draw = size, draw
+        self._epoch: Optional[int] = None
+        self._examples: Sequence[Example] = ()
+
+    def __len__(self) -> int:
+        return self.size
+
+    def __getitem__(self, item: tuple[int, int]) -> Example:
+        epoch, i = item
+        if epoch != self._epoch:  # each process draws an epoch once, when it first reads from it
+            self._examples, self._epoch = self.draw(epoch), epoch
+        return self._examples[i]
+
+
+class EpochTagged(Sampler):
+    """Yields (epoch, index) for the indices of ``inner``, the epoch being the one Lightning last set."""
+
+    def __init__(self, inner: Sampler):
+        self.inner, self.epoch = inner, 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+        if callable(getattr(self.inner, "set_epoch", None)):
+            self.inner.set_epoch(epoch)
+
+    def __iter__(self):
+        epoch = self.epoch
+        return ((epoch, i) for i in self.inner)
+
+    def __len__(self) -> int:
+        return len(self.inner)
 
 
 def distributed_sampler(dataset: Dataset, *, shuffle: bool, seed: int, drop_last: bool):

@@ -7,6 +7,7 @@ seeds; a missing cache is regenerated identically.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import logging
@@ -17,7 +18,7 @@ from typing import Literal, Optional
 
 import torch
 
-from modules.data.base import SequenceDataModule
+from modules.data.base import EpochDataset, SequenceDataModule
 from modules.data.batch import Example
 from modules.data.errors import DataError
 from modules.data.vocab import NULL_ID, Vocab
@@ -53,6 +54,13 @@ class OracleDataModule(SequenceDataModule):
         source_len: length of source sequences for ``source``.
         oracle_seed: seed of the oracle's weights and of the generated splits.
         cache_dir: where generated splits are cached (default: $GVT_CACHE_DIR or ~/.cache/gan-vs-transformer).
+        train_samples: ``fixed`` (the SeqGAN benchmark: one training split of ``num_train`` sentences, reused
+            every epoch) or ``fresh`` (an oracle has unlimited data: every epoch is ``num_train`` new sentences,
+            drawn with a generator seeded by the oracle seed, the run's data seed and the epoch, so the same
+            seed gives the same samples in any process; validation and test stay fixed).
+        baseline_samples: with fresh samples, how many training sentences the counted baselines are fitted on
+            (``baseline_training_words``: the first ones the run of data seed 0 sees); default ``num_train``.
+        sharpness: the oracle's output logits times this (> 1: a lower-entropy oracle with the same weights).
     """
 
     def __init__(
@@ -71,6 +79,9 @@ class OracleDataModule(SequenceDataModule):
         num_test: Optional[int] = None,
         oracle_seed: int = 0,
         cache_dir: Optional[str] = None,
+        train_samples: Literal["fixed", "fresh"] = "fixed",
+        baseline_samples: Optional[int] = None,
+        sharpness: float = 1.0,
         batch_size: int = 64,
         eval_batch_size: Optional[int] = None,
         seed: int = 0,
@@ -93,6 +104,12 @@ class OracleDataModule(SequenceDataModule):
                 if value < 1:
                     raise DataError(f"data.{name} must be >= 1, got {value}")
                 sizes[name] = value
+        if train_samples not in ("fixed", "fresh"):
+            raise DataError(f"data.train_samples must be 'fixed' or 'fresh', got {train_samples!r}")
+        if baseline_samples is not None and (train_samples != "fresh" or baseline_samples < 1):
+            raise DataError(f"data.baseline_samples (got {baseline_samples}) is a count >= 1 of fresh training "
+                            "sentences: it needs data.train_samples: fresh (fixed data count their training split)")
+        self.train_samples, self.baseline_samples = train_samples, baseline_samples
         self.preset = preset
         self.condition = condition
         self.num_train, self.num_val, self.num_test = sizes.pop("num_train"), sizes.pop("num_val"), sizes.pop("num_test")
@@ -104,6 +121,7 @@ class OracleDataModule(SequenceDataModule):
             num_classes=num_classes if condition == "label" else 0,
             source_conditional=condition == "source",
             condition_strength=condition_strength if condition != "none" else 0.0,
+            sharpness=sharpness,
         )
         self.cache_dir = Path(cache_dir) if cache_dir else default_cache_dir()
         self.oracle = LSTMOracle(self.oracle_config)
@@ -170,22 +188,54 @@ class OracleDataModule(SequenceDataModule):
         self._atomic_cache_write(path, "wb", lambda f: torch.save(data, f))
         return data
 
+    def _examples_of(self, vocab: Vocab, tgt: torch.Tensor, cond: Optional[torch.Tensor]) -> list[Example]:
+        """Oracle ids -> examples in the shared vocabulary."""
+        offset = vocab.num_reserved
+        tgt = (tgt + offset).tolist()
+        if self.condition == "label":
+            label_ids = vocab.label_ids
+            return [Example([label_ids[c]], t, c) for t, c in zip(tgt, cond.tolist())]
+        if self.condition == "source":
+            return [Example(s, t) for t, s in zip(tgt, (cond + offset).tolist())]
+        return [Example([NULL_ID], t) for t in tgt]
+
     def build(self):
         vocab = self._make_vocab()
-        offset = vocab.num_reserved
-        label_ids = vocab.label_ids
-        splits = {}
-        for split, tensors in self._load_or_generate().items():
-            tgt = (tensors["tgt"] + offset).tolist()
-            cond = tensors.get("cond")
-            if self.condition == "label":
-                exs = [Example([label_ids[c]], t, c) for t, c in zip(tgt, cond.tolist())]
-            elif self.condition == "source":
-                exs = [Example(s, t) for t, s in zip(tgt, (cond + offset).tolist())]
-            else:
-                exs = [Example([NULL_ID], t) for t in tgt]
-            splits[split] = exs
+        splits = {split: self._examples_of(vocab, tensors["tgt"], tensors.get("cond"))
+                  for split, tensors in self._load_or_generate().items()}
         return splits, vocab
+
+    # ---- fresh samples every epoch ---------------------------------------------------------------------------
+    def fresh_generator(self, data_seed: int, epoch: int) -> torch.Generator:
+        """The generator of epoch ``epoch``'s fresh training sentences for data seed ``data_seed``."""
+        digest = hashlib.sha256(f"fresh/{self.oracle_seed}/{data_seed}/{epoch}".encode()).digest()
+        return torch.Generator().manual_seed(int.from_bytes(digest[:8], "big") >> 1)
+
+    def fresh_examples(self, data_seed: int, epoch: int) -> list[Example]:
+        """Epoch ``epoch``'s ``num_train`` fresh training examples for data seed ``data_seed``."""
+        gen = self.fresh_generator(data_seed, epoch)
+        cond = self.sample_conditions(self.num_train, gen)
+        return self._examples_of(self.vocab, self.oracle.sample(self.num_train, gen, cond), cond)
+
+    def train_dataset(self):
+        if self.train_samples == "fixed":
+            return super().train_dataset()
+        # a partial of a method, not a lambda: loader workers started by spawn must be able to unpickle it
+        return EpochDataset(self.num_train, functools.partial(self.fresh_examples, self.seed))
+
+    def baseline_training_words(self) -> torch.Tensor:
+        """(N, L) oracle word ids the counted baselines are fitted on: the training split (fixed data), or the first
+        ``baseline_samples`` fresh training sentences of data seed 0 (fresh data)."""
+        if self.train_samples == "fixed":
+            examples = self.examples("train")
+        else:
+            wanted = self.baseline_samples or self.num_train
+            examples, epoch = [], 0
+            while len(examples) < wanted:
+                examples += self.fresh_examples(0, epoch)
+                epoch += 1
+            examples = examples[:wanted]
+        return torch.tensor([ex.tgt for ex in examples]) - self.vocab.num_reserved
 
     # ---- exact scoring ---------------------------------------------------------------------------------------
     def to_oracle_ids(self, ids: torch.Tensor, what: str = "samples") -> torch.Tensor:

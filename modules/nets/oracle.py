@@ -35,6 +35,9 @@ class OracleConfig:
     num_classes: int = 0  # > 0: label-conditional oracle
     source_conditional: bool = False  # True: source-sequence-conditional oracle
     condition_strength: float = 1.0
+    # the oracle's output logits are multiplied by this (> 1: a sharper, lower-entropy oracle with the same
+    # weights; 1: the SeqGAN / Texygen oracle)
+    sharpness: float = 1.0
 
     def __post_init__(self):
         for name in ("vocab_size", "seq_len", "emb_dim", "hidden_dim"):
@@ -46,6 +49,8 @@ class OracleConfig:
             raise ConfigError("an oracle is conditioned on a label or on a source sequence, not both")
         if self.condition_strength < 0:
             raise ConfigError(f"condition_strength must be >= 0, got {self.condition_strength}")
+        if not self.sharpness > 0:
+            raise ConfigError(f"oracle sharpness must be > 0, got {self.sharpness}")
 
 
 class LSTMOracle(nn.Module):
@@ -103,7 +108,7 @@ class LSTMOracle(nn.Module):
         if cond_vec is not None:
             start = start + cond_vec[:, None, :]
         h, _ = self.lstm(torch.cat([start, x], dim=1))  # (B, L, H)
-        return F.linear(h, self.out_weight, self.out_bias)  # (B, L, V)
+        return self.config.sharpness * F.linear(h, self.out_weight, self.out_bias)  # (B, L, V)
 
     @torch.no_grad()
     def log_prob(self, tokens: torch.Tensor, condition: Optional[torch.Tensor] = None, batch_size: int = 2048) -> torch.Tensor:
@@ -140,7 +145,8 @@ class LSTMOracle(nn.Module):
             state, tokens = None, []
             for _ in range(self.config.seq_len):
                 h, state = self.lstm(x, state)  # (B, 1, H)
-                probs = F.softmax(F.linear(h[:, -1], self.out_weight, self.out_bias), dim=-1)  # (B, V)
+                logits = self.config.sharpness * F.linear(h[:, -1], self.out_weight, self.out_bias)  # (B, V)
+                probs = F.softmax(logits, dim=-1)
                 nxt = sample_from_probs(probs, generator).unsqueeze(1)  # (B, 1)
                 tokens.append(nxt)
                 x = self._inputs(nxt, cond_vec)
