@@ -25,7 +25,7 @@ each arm runs once more for the reference batch size's number of updates (kind `
 row field ``equal_updates_of``), reported descriptively beside the equal-samples arms.
 
 Measurements along a run (``experiments.game``): the held-out loss curve and its roughness on every pretrained and
-equal-update arm (``held_out``), and Q1's game checkpoints on the sweep's runs at ``checkpoint_batch_sizes``
+equal-update arm (``held_out``), and Q1's game checkpoints on the sweep's runs and the pretrained arms (which Q1 compares) at ``checkpoint_batch_sizes``
 (``checkpoints``; default the reference batch size).
 """
 
@@ -115,7 +115,7 @@ def pretrain_spec(settings: SweepSettings, seed: int, tracking: dict) -> dict:
     )
 
 
-def _check_pretrained_arm(family: str, model: dict, pretrain: dict) -> None:
+def check_pretrained_arm(family: str, model: dict, pretrain: dict) -> None:
     ours, theirs = _generator_shape(family, model), _generator_shape(PRETRAIN_FAMILY, pretrain["model"])
     differ = {k: (ours[k], theirs[k]) for k in GENERATOR_SHAPE if ours[k] != theirs[k]}
     where = "model.generator." if "generator" in get_family(family).sections() else "model."
@@ -174,7 +174,7 @@ def sweep_specs(settings: SweepSettings, tracking: dict) -> list[dict]:
             specs.append(pretrain)
         for family in settings.families:
             if family in pretrained:
-                specs += _pretrained_arm_specs(settings, family, seed, pretrain, temp_bs, tracking)
+                specs += _pretrained_arm_specs(settings, family, seed, pretrain, temp_bs, checkpoint_bs, tracking)
                 continue
             for batch_size in sorted(settings.batch_sizes):
                 updates = updates_for(settings.budget, settings.budget_value, batch_size)
@@ -198,9 +198,10 @@ def sweep_specs(settings: SweepSettings, tracking: dict) -> list[dict]:
 
 
 def _pretrained_arm_specs(settings: SweepSettings, family: str, seed: int, pretrain: dict, temp_bs: list[int],
-                          tracking: dict) -> list[dict]:
-    """The arm at each of its batch sizes for the sweep's budget (kind ``pretrained-arm``), then, at the
-    ``equal_update_batch_sizes`` among those, for the reference batch size's updates (kind ``equal-updates``)."""
+                          checkpoint_bs: list[int], tracking: dict) -> list[dict]:
+    """The arm at each of its batch sizes for the sweep's budget (kind ``pretrained-arm``; with Q1's game
+    checkpoints at ``checkpoint_bs``: Q1 compares these arms), then, at the ``equal_update_batch_sizes`` among
+    those, for the reference batch size's updates (kind ``equal-updates``)."""
     specs = []
     ref = settings.reference_batch_size
     sizes = pretrained_batch_sizes(settings, family)
@@ -217,12 +218,14 @@ def _pretrained_arm_specs(settings: SweepSettings, family: str, seed: int, pretr
         multiplier = pilot_multiplier(settings, family, batch_size)  # equal-update runs: their batch size's
         model, factor = model_args(family, settings.models, batch_size, ref, settings.lr_scaling, updates,
                                    multiplier or 1.0)
-        _check_pretrained_arm(family, model, pretrain)
+        check_pretrained_arm(family, model, pretrain)
         measure = {}
         if batch_size in temp_bs and settings.temperatures and kind == "pretrained-arm":
             measure["temperatures"] = list(settings.temperatures)
         if settings.held_out:
             measure["held_out"] = dict(settings.held_out)
+        if batch_size in checkpoint_bs and settings.checkpoints and kind == "pretrained-arm":
+            measure["checkpoints"] = dict(settings.checkpoints)
         specs.append(make_spec(
             kind, settings, family=family, batch_size=batch_size, seed=seed, data=copy.deepcopy(settings.data),
             model=model, updates=updates, lr_factor=factor, measure=measure, tracking=tracking, budget=budget,

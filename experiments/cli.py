@@ -9,6 +9,9 @@ the ``gvt`` command).
     gvt sweep all         the batch-size sweep and the conditioning ablation into one folder, then the report
     gvt sweep run-one RUN_DIR --key KEY [--plan-hash H] [--make-plan ARGS] [--wandb-mode MODE]
                           exactly one planned run (what a W&B agent runs)
+    gvt sweep learning-curve [--preset P] [--budgets N ...] [--families ...] [--out RUN_DIR]
+                          validation J against samples per family, with the counted baselines
+                          (experiments.learning_curve): choose a preset's budgets from it
     gvt sweep pilot       [--preset P] [--seeds ...] [--out RUN_DIR] [--pilot-file PATH]
                           the learning-rate pilot: writes configs/pilot/PRESET.json (experiments.pilot)
     gvt ablate conditioning [--preset ...] [--families ...] [--conditions none,label,source] [--strengths ...]
@@ -423,6 +426,11 @@ def main(command: str, argv: list[str]) -> int:
         from experiments.pilot import main as pilot_main
 
         return pilot_main(argv[1:])
+    if command == "sweep" and argv[:1] == ["learning-curve"]:  # J against samples (experiments.learning_curve)
+        os.environ.setdefault("WANDB_SILENT", "true")
+        from experiments.learning_curve import main as learning_curve_main
+
+        return learning_curve_main(argv[1:])
     if command == "ablate" and argv[:1] == ["bottleneck"]:  # C2, the context-vector bottleneck (experiments.bottleneck)
         os.environ.setdefault("WANDB_SILENT", "true")
         from experiments.bottleneck import main as bottleneck_main

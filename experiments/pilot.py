@@ -16,7 +16,10 @@ reason that has nothing to do with its objective. So, once per preset and before
    ``val/...``), never on the test split the verdicts read.
 4. Per (family, batch size) the multiplier with the lowest mean validation J over the pilot seeds is chosen
    (J = (NLL_val - H(oracle)) + (NLL_oracle - H(model)) per token, ``experiments.baselines``; a diverged run
-   counts as J = inf; ties go to the multiplier nearest 1). The choices and their evidence (mean J per
+   counts as J = inf; ties go to the multiplier nearest 1). **The grid finds interior optima**: a cell whose best
+   multiplier is the smallest or largest it tried is run again at half the smallest or twice the largest
+   (x0.25, x0.125, ...; x4, x8, ...), until its best is interior or ``EXTENSION_CAP`` (x1/16 .. x16) is reached;
+   the file lists the cells still at an end (``extension.still_at_an_end``) and so does the report. The choices and their evidence (mean J per
    multiplier, per-seed J, the seeds, the pilot's run folder) are written to ``configs/pilot/<preset>.json``.
 
 Commit that file with the preset. From then on ``experiments.presets.get_preset`` reads it (``apply_pilot``) into
@@ -60,12 +63,15 @@ from modules.errors import ConfigError, GvtError
 from modules.files import atomic_write_text
 
 MULTIPLIERS = (0.5, 1.0, 2.0)
+# A cell whose best multiplier is an end of the grid is extended that way by this factor, up to the cap
+EXTENSION_FACTOR = 2.0
+EXTENSION_CAP = (1 / 16, 16.0)
 
 
 # ---- the pilot's runs ------------------------------------------------------------------------------------------
 
 
-def _as_pilot_spec(spec: dict, renamed: dict[str, str]) -> dict:
+def validation_spec(spec: dict, renamed: dict[str, str]) -> dict:
     """A sweep spec turned into a pilot run: validation split, no measurements, checkpoint only for a producer,
     re-keyed (its ``init_from`` follows its producer's new key)."""
 
@@ -111,7 +117,7 @@ def pilot_specs(preset, seeds: Sequence[int], multipliers: Sequence[float] = MUL
         for spec in sweep_specs(settings, dict(tracking or {})):
             if spec["kind"] == "equal-updates":
                 continue
-            spec = _as_pilot_spec(spec, renamed)
+            spec = validation_spec(spec, renamed)
             out.setdefault(spec["key"], spec)  # the pretrain run is the same at every multiplier
     # cell by cell (all multipliers of a cell together), seed by seed, the cheap large batches first: a pilot
     # stopped midway leaves whole cells, which a rerun of the same command completes
@@ -188,12 +194,15 @@ def pilot_rows(run_dir: str | Path, specs: list[dict]) -> list[dict]:
 
 
 def write_pilot(path: str | Path, preset_name: str, seeds: Sequence[int], multipliers: Sequence[float],
-                choices: list[dict], run_dir: str | Path, wall_s: float, run_s: float = 0.0) -> Path:
+                choices: list[dict], run_dir: str | Path, wall_s: float, run_s: float = 0.0,
+                cap: tuple[float, float] = EXTENSION_CAP) -> Path:
     """The pilot file: the choices with their evidence, the seeds, the run folder; ``wall_s`` is the last
     invocation's wall time (a resumed pilot's is only its own part), ``run_s`` the runs' summed wall times."""
 
     data = {"format": FORMAT_VERSION, "preset": preset_name, "seeds": list(seeds),
             "multipliers": [float(m) for m in multipliers],
+            "extension": {"factor": EXTENSION_FACTOR, "cap": [float(c) for c in cap],
+                          "still_at_an_end": edge_choices(choices)},
             "rule": "per (family, batch size): the multiplier of the sqrt-scaled learning rates with the lowest mean "
                     "validation J = (NLL_val - H(oracle)) + (NLL_oracle - H(model)) per token over the pilot seeds",
             "run_dir": str(run_dir), "wall_s": round(wall_s, 1), "run_s": round(run_s, 1),
@@ -203,12 +212,49 @@ def write_pilot(path: str | Path, preset_name: str, seeds: Sequence[int], multip
     return path
 
 
+def extension_specs(preset, seeds: Sequence[int], cells: dict[tuple[str, int], float],
+                    tracking: Optional[dict] = None) -> list[dict]:
+    """The pilot runs of ``cells`` ((family, batch size) -> one more multiplier), on ``seeds`` (with the pretrain
+    runs they start from: the same keys as the first pass's, so not run again)."""
+    settings = pilot_settings(preset, seeds)
+    multipliers: dict[str, dict[str, float]] = {}
+    for (family, batch_size), m in cells.items():
+        multipliers.setdefault(family, {})[str(batch_size)] = float(m)
+    settings.lr_pilot = {"multipliers": multipliers}
+    out, renamed = [], {}
+    for spec in sweep_specs(settings, dict(tracking or {})):
+        if spec["kind"] == "equal-updates":
+            continue
+        wanted = spec["kind"] == "pretrain" or (spec["family"], spec["batch_size"]) in cells
+        spec = validation_spec(spec, renamed)
+        if wanted:
+            out.append(spec)
+    return out
+
+
+def extensions(choices: list[dict], cap: tuple[float, float] = EXTENSION_CAP) -> dict[tuple[str, int], float]:
+    """The next multiplier of every cell whose best lies at an end of the multipliers it tried: half the smallest
+    or twice the largest, within ``cap``; cells already interior, or at the cap, get none."""
+    out = {}
+    for c in choices:
+        tried = sorted(float(m) for m in c["mean_j"])
+        best = float(c["multiplier"])
+        if len(tried) < 2 or best not in (tried[0], tried[-1]) or c["mean_j"][f"{best:g}"] is None:
+            continue
+        nxt = best / EXTENSION_FACTOR if best == tried[0] else best * EXTENSION_FACTOR
+        if cap[0] - 1e-12 <= nxt <= cap[1] + 1e-12:
+            out[(c["family"], int(c["batch_size"]))] = nxt
+    return out
+
+
 def run_pilot(preset_name: str, seeds: Optional[Sequence[int]] = None, out: Optional[str | Path] = None,
               target: Optional[str | Path] = None, multipliers: Sequence[float] = MULTIPLIERS,
               families: Optional[list[str]] = None, workers: Optional[int] = None,
-              wandb_mode: str = "offline", echo=print) -> dict:
+              wandb_mode: str = "offline", cap: tuple[float, float] = EXTENSION_CAP, echo=print) -> dict:
     """Run the pilot of ``preset_name`` into ``out`` (resumable) and write its choices to ``target``
-    (default configs/pilot/<preset>.json). Returns the written file's content."""
+    (default configs/pilot/<preset>.json). A cell whose best multiplier lies at an end of its grid gets the next
+    one that way (x0.25, then x0.125 ...; x4, x8 ...) until its best is interior or ``cap`` is reached
+    (``extensions``). Returns the written file's content."""
 
     preset = get_preset(preset_name, pilot=False)  # the pilot starts from the rule's rates, never from a choice
     if families:
@@ -219,18 +265,27 @@ def run_pilot(preset_name: str, seeds: Optional[Sequence[int]] = None, out: Opti
                 "tags": [preset.name, "pilot"]}
     specs = pilot_specs(preset, seeds, multipliers, tracking)
     echo(f"pilot: {len(specs)} runs ({preset.name} preset, seeds {seeds}, multipliers "
-         f"{', '.join(f'{m:g}' for m in multipliers)}) -> {out}")
+         f"{', '.join(f'{m:g}' for m in multipliers)}; an end extended up to x{cap[0]:g} / x{cap[1]:g}) -> {out}")
     start = time.perf_counter()
-    outcome = execute(specs, out, workers=workers if workers is not None else preset.workers, desc="pilot",
-                      echo=echo)
+    pending = specs
+    while True:
+        outcome = execute(pending, out, workers=workers if workers is not None else preset.workers, desc="pilot",
+                          echo=echo)
+        if outcome.failed:
+            raise RuntimeError(f"pilot: {len(outcome.failed)} run(s) failed (see {out / 'errors.jsonl'}); rerun the "
+                               "same command to retry them; no choice was written")
+        rows = pilot_rows(out, specs)
+        choices = choose(rows)
+        more = extensions(choices, cap)
+        if not more:
+            break
+        echo("pilot: best at an end of the grid, extending: " + ", ".join(
+            f"{f} at {b} -> x{m:g}" for (f, b), m in sorted(more.items())))
+        pending = [s for s in extension_specs(preset, seeds, more, tracking) if s["key"] not in {x["key"] for x in specs}]
+        specs = specs + pending
     wall = time.perf_counter() - start
-    if outcome.failed:
-        raise RuntimeError(f"pilot: {len(outcome.failed)} run(s) failed (see {out / 'errors.jsonl'}); rerun the same "
-                           "command to retry them; no choice was written")
-    rows = pilot_rows(out, specs)
-    choices = choose(rows)
     path = write_pilot(target or pilot_path(preset.name), preset.name, seeds, multipliers, choices, out, wall,
-                       run_s=sum(r.get("wall_time_s", 0.0) for r in rows))
+                       run_s=sum(r.get("wall_time_s", 0.0) for r in rows), cap=cap)
     echo(f"pilot: {wall:.0f} s; choices written to {path}")
     for line in choice_table(choices):
         echo(line)
@@ -261,14 +316,18 @@ def report_section(plan: Optional[dict]) -> list[str]:
     seeds = ", ".join(map(str, pilot.get("seeds") or []))
     choices = pilot.get("choices") or []
     edge = edge_choices(choices)
-    note = ([f"{len(edge)} of {len(choices)} cells chose an end of the grid ({', '.join(edge)}): their best rate may lie "
-             "beyond it, so a comparison involving them may still be one of learning rates; the grid stays as "
-             "pre-registered.", ""] if edge else [])
+    cap = (pilot.get("extension") or {}).get("cap")
+    reach = f" (the grid extended that way up to x{cap[0]:g} / x{cap[1]:g})" if cap else ""
+    note = ([f"{len(edge)} of {len(choices)} cells are still at an end of the multipliers they tried{reach}: "
+             f"{', '.join(edge)}. Their best rate may lie beyond it, so a comparison involving them may still be one "
+             "of learning rates.", ""] if edge else
+            [f"Every cell's best multiplier is interior to the multipliers it tried{reach}.", ""])
     return ["## Learning rates: the pilot's multipliers", "",
-            f"Each (family, batch size) below runs at its multiplier times the sqrt-scaled rate, chosen once from "
-            f"0.5, 1, 2 by the lowest mean validation J on pilot seeds {seeds} (apart from the verdict seeds) and "
-            f"committed as the pilot file `{pilot.get('file')}` (sha256 `{str(pilot.get('sha256'))[:16]}`, part of "
-            "the pre-registration hash). Cells not listed keep the sqrt rule's rate.", "",
+            f"Each (family, batch size) below runs at its multiplier times the sqrt-scaled rate, chosen once by the "
+            f"lowest mean validation J on pilot seeds {seeds} (apart from the verdict seeds) from 0.5, 1, 2, a cell "
+            f"whose best was an end extended that way by factors of 2, and committed as the pilot file "
+            f"`{pilot.get('file')}` (sha256 `{str(pilot.get('sha256'))[:16]}`, part of the pre-registration hash). "
+            "Cells not listed keep the sqrt rule's rate.", "",
             *choice_table(choices), "", *note]
 
 

@@ -75,5 +75,6 @@ def apply_pilot(preset, path: Optional[str | Path] = None):
     for c in data["choices"]:
         multipliers.setdefault(c["family"], {})[str(int(c["batch_size"]))] = float(c["multiplier"])
     preset.sweep.lr_pilot = {"file": path.name, "sha256": file_sha256(path), "multipliers": multipliers,
-                             "choices": data["choices"], "seeds": data.get("seeds")}
+                             "choices": data["choices"], "seeds": data.get("seeds"),
+                             "extension": data.get("extension")}
     return preset

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Optional
 
 from experiments import verdicts as V
-from experiments.baselines import references_of
+from experiments.baselines import learning, references_of
 from experiments.families import get_arg
 from experiments.stats import finite, t_interval
 from experiments.temperature import quality_diversity_axes
@@ -346,3 +346,46 @@ def plot_handover_curves(rows: list[dict], temperature_of, path: Path) -> Option
     return plot_quality_diversity(curves, path)
 
 
+
+
+def plot_dose_response(rows: list[dict], path: Path) -> Optional[Path]:
+    """Q2's dose-response: each pretrained arm's learning (drop in J from its start, nats/token) against batch size,
+    at an equal sample budget (kind ``pretrained-arm``) and at an equal number of updates (kind
+    ``equal-updates``, with the reference batch size's own arm, which has those updates by definition)."""
+    arms = [r for r in rows if r.get("kind") == "pretrained-arm"]
+    equal = [r for r in rows if r.get("kind") == "equal-updates"]
+    if len({r["batch_size"] for r in arms}) < 2:
+        return None
+    refs = {r.get("equal_updates_of") for r in equal}
+    panels = [("equal samples", arms, "pretrained-arm runs: the same samples at every batch size")]
+    if equal:
+        panels.append(("equal updates", equal + [r for r in arms if r["batch_size"] in refs],
+                       "equal-update runs: the reference batch size's number of updates"))
+    plt = _plt()
+    fig, axes = plt.subplots(1, len(panels), figsize=(6.2 * len(panels), 4.4), squeeze=False)
+    for ax, (name, group, title) in zip(axes[0], panels):
+        sizes = sorted({r["batch_size"] for r in group})
+        for i, fam in enumerate(V.families_of(group)):
+            xs, ivs = [], []
+            for b in sizes:
+                iv = t_interval(learning(r) for r in V._by(group, family=fam, batch_size=b))
+                if iv.n:
+                    xs.append(b)
+                    ivs.append(iv)
+            if xs:
+                _band(ax, xs, ivs, _color(fam, i), fam)
+        ax.axhline(0.0, color="0.3", ls=":", lw=1, label="no learning")
+        ax.set_xscale("log", base=2)
+        ax.set_xticks(sizes)
+        ax.set_xticklabels([str(b) for b in sizes])
+        ax.set_xlabel("batch size")
+        ax.set_ylabel("learning: drop in J from the start (nats/token)")
+        ax.set_title(f"{name}: {title}", fontsize=9)
+        ax.grid(alpha=0.3)
+        ax.legend(loc="best", fontsize=7)
+    fig.suptitle("Q2 dose-response: learning from the shared MLE checkpoint against batch size "
+                 "(mean, 95% t-interval over seeds)", fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+    return path

@@ -18,7 +18,7 @@ from typing import Optional
 from experiments import verdicts as V
 from experiments.baselines import attach_references, j_score, learning, references_of
 from experiments.families import ESTIMATOR, FAMILIES, LOSS, get_arg, merge_args
-from experiments.plots import (plot_handover_curves, plot_losses, plot_metrics_vs_batch, plot_mi, plot_noise,
+from experiments.plots import (plot_dose_response, plot_handover_curves, plot_losses, plot_metrics_vs_batch, plot_mi, plot_noise,
                                plot_quality_diversity, variant_label)
 from experiments.presets import DEFAULT_TEMPERATURES
 from experiments.results import ResultsTable, atomic_write_text, flat_scalars, read_plan
@@ -481,6 +481,9 @@ def write_markdown(path: Path, run_dir: Path, rows, plan, vs: list[V.Verdict], f
                                            for k, c in v.extra["controls"].items()), ""]
         if fig and figures.get(fig):
             L += [f"![{fig}]({figures[fig].name})", ""]
+        if v.question == "Q2" and figures.get("dose_response"):
+            L += ["Dose-response: each arm's learning against batch size, at equal samples and at equal updates.",
+                  "", f"![dose_response]({figures['dose_response'].name})", ""]
         if v.question == "Q2":
             L += ["Final metrics per family and batch size (mean [95% t-interval] (seeds)), and the counted "
                   "baselines:", ""]
@@ -584,7 +587,7 @@ def make_report(run_dir: str | Path, out: Optional[str | Path] = None, wandb_mod
 
     qd = {}
     for r in rows:
-        if r["kind"] == "sweep" and r["batch_size"] == ref_bs:
+        if r["kind"] in ("sweep", settings.compared_kind) and r["batch_size"] == ref_bs:
             qd.setdefault(r["family"], []).append(temps(r))
     sweep_refs = references_of([r for r in rows if r["kind"] == "sweep"])
     figures = {
@@ -595,6 +598,7 @@ def make_report(run_dir: str | Path, out: Optional[str | Path] = None, wandb_mod
         "qd": plot_quality_diversity(qd, folder / "quality_diversity.png",
                                      sweep_refs[0] if len(sweep_refs) == 1 else None),
         "pretrained": plot_handover_curves(rows, temps, folder / "pretrained_arms.png"),
+        "dose_response": plot_dose_response(rows, folder / "dose_response.png"),
     }
     n_errors = 0
     errors = run_dir / "errors.jsonl"

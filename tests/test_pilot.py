@@ -238,10 +238,70 @@ def test_the_smoke_pilot_writes_its_choices(tmp_path):
     assert data["seeds"] == [100] and data["run_dir"] == str(tmp_path / "run")
     assert {(c["family"], c["batch_size"]) for c in data["choices"]} == {("transformer", 1), ("transformer", 8)}
     for c in data["choices"]:
-        assert set(c["mean_j"]) == {"0.5", "1", "2"} and c["multiplier"] in (0.5, 1.0, 2.0)
+        assert {"0.5", "1", "2"} <= set(c["mean_j"]) and f"{c['multiplier']:g}" in c["mean_j"]
     rows = [json.loads(line) for line in (tmp_path / "run" / "results.jsonl").read_text().splitlines()]
-    assert len(rows) == 6 and {r["eval_split"] for r in rows} == {"val"}
-    assert {r["lr_multiplier"] for r in rows} == {0.5, 1.0, 2.0}
+    assert len(rows) >= 6 and {r["eval_split"] for r in rows} == {"val"}
+    assert {0.5, 1.0, 2.0} <= {r["lr_multiplier"] for r in rows}
+    assert data["extension"]["still_at_an_end"] == P.edge_choices(data["choices"])
     preset = P.apply_pilot(get_preset("smoke", pilot=False), target)
     chosen = {(s["family"], s["batch_size"]): s["lr_multiplier"] for s in sweep_specs(preset.sweep, {})}
     assert chosen == {(c["family"], c["batch_size"]): c["multiplier"] for c in data["choices"]}
+
+
+# ---- the grid extended at its ends -----------------------------------------------------------------------------
+
+
+def _choice(family, batch_size, means):
+    best = min(means, key=lambda m: (means[m] if means[m] is not None else math.inf, abs(math.log(m))))
+    return {"family": family, "batch_size": batch_size, "multiplier": best,
+            "mean_j": {f"{m:g}": v for m, v in means.items()}}
+
+
+@pytest.mark.parametrize("means, expected", [
+    ({0.5: 1.0, 1.0: 2.0, 2.0: 3.0}, 0.25),  # best at the low end: half it
+    ({0.5: 3.0, 1.0: 2.0, 2.0: 1.0}, 4.0),  # best at the high end: double it
+    ({0.5: 3.0, 1.0: 1.0, 2.0: 2.0}, None),  # interior: done
+    ({1 / 16: 1.0, 0.125: 2.0, 0.25: 3.0}, None),  # at the cap: done
+    ({0.5: 1.0, 1.0: None, 2.0: None}, 0.25),  # diverged at the other multipliers
+])
+def test_a_cell_at_an_end_of_its_grid_gets_the_next_multiplier_that_way(means, expected):
+    more = P.extensions([_choice("transformer", 8, means)])
+    assert more == ({} if expected is None else {("transformer", 8): expected})
+
+
+def test_the_pilot_extends_the_grid_until_the_optimum_is_interior_or_the_cap(tmp_path, monkeypatch):
+    """Planted validation J: the transformer's best rate lies at x0.125, the GAN's beyond every cap (J keeps
+    falling with the rate). The pilot must find the first and report the second as still at an end."""
+    ran: list[dict] = []
+
+    class Done:
+        failed: list = []
+
+    def fake_execute(specs, out, **kw):
+        ran.extend(specs)
+        return Done()
+
+    def planted_rows(out, specs):
+        rows = []
+        for s in specs:
+            if s["kind"] == "pretrain":
+                continue
+            log_m = math.log2(s["lr_multiplier"])
+            j = (log_m + 3) ** 2 if s["family"] == "transformer" else -log_m
+            rows.append({**s, "j": j})
+        return rows
+
+    monkeypatch.setattr(P, "execute", fake_execute)
+    monkeypatch.setattr(P, "pilot_rows", planted_rows)
+    preset = get_preset("smoke", pilot=False)
+    monkeypatch.setattr(P, "get_preset", lambda name, pilot: preset)
+    preset.sweep.families = ["transformer", "gan-gumbel"]
+    preset.sweep.batch_sizes = [8]
+    data = P.run_pilot("smoke", seeds=[100], out=tmp_path / "run", target=tmp_path / "smoke.json",
+                       wandb_mode="disabled", echo=lambda m: None)
+    chosen = {c["family"]: c for c in data["choices"]}
+    assert chosen["transformer"]["multiplier"] == 0.125
+    assert set(chosen["transformer"]["mean_j"]) == {"0.0625", "0.125", "0.25", "0.5", "1", "2"}
+    assert chosen["gan-gumbel"]["multiplier"] == 16.0
+    assert data["extension"]["still_at_an_end"] == ["gan-gumbel at 8"]
+    assert len({s["key"] for s in ran}) == len(ran)  # no run twice

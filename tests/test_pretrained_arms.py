@@ -138,12 +138,51 @@ def test_an_arms_key_changes_with_its_producers_key_and_nothing_else_does():
     assert changed == {k for k in before if k[0] in ("pretrain", "pretrained-arm")}
 
 
-def test_pretrained_arms_stay_out_of_the_conditioning_ablation():
+def test_pretrained_arms_stay_out_of_a_conditioning_ablation_without_its_own_checkpoint():
     from experiments.conditioning import ablation_specs
 
     settings = get_preset("smoke").ablation
     settings.families = ["transformer", "gan-gumbel", *ARMS]
+    assert settings.pretrain_budget is None
     assert {s["family"] for s in ablation_specs(settings, {})} == {"transformer", "gan-gumbel"}
+
+
+def _conditional_ablation(**kw):
+    settings = get_preset("smoke").ablation
+    settings.families, settings.pretrain_budget = ["mle-continued", "gan-gumbel-pt"], 64
+    settings.strengths, settings.z_dims = [0.1, 1.0], [4]
+    for k, v in kw.items():
+        setattr(settings, k, v)
+    return settings
+
+
+def test_each_seed_and_setting_of_the_ablation_has_its_own_conditional_checkpoint():
+    from experiments.conditioning import ablation_specs
+
+    specs = ablation_specs(_conditional_ablation(), {})
+    pre = {(s["seed"], s["data"]["init_args"]["condition_strength"]): s for s in specs
+           if s["kind"] == "ablation-pretrain"}
+    arms = [s for s in specs if s["kind"] == "ablation"]
+    assert sorted(pre) == [(0, 0.1), (0, 1.0), (1, 0.1), (1, 1.0)]
+    assert len(arms) == 2 * 2 * 2
+    for s in pre.values():
+        assert s["family"] == "transformer" and s["save_checkpoint"] and s["budget"]["value"] == 64
+        assert s["data"]["init_args"]["condition"] == "label"
+    for a in arms:
+        start = pre[(a["seed"], a["data"]["init_args"]["condition_strength"])]
+        assert a["init_from"] == {"key": start["key"]} and a["data"] == start["data"]
+
+
+def test_an_ablation_arm_runs_from_its_conditional_checkpoint(tmp_path):
+    from experiments.conditioning import ablation_specs
+
+    specs = ablation_specs(_conditional_ablation(seeds=[0], strengths=[1.0], families=["mle-continued"]),
+                           {"wandb_mode": "disabled"})
+    outcome = execute(list(reversed(specs)), tmp_path, workers=1, echo=lambda m: None)
+    assert not outcome.failed, (tmp_path / "errors.jsonl").read_text()
+    rows = {r["kind"]: r for r in ResultsTable(tmp_path).rows()}
+    assert rows["ablation"]["init_from"] == rows["ablation-pretrain"]["key"] and "probes" in rows["ablation"]
+    assert rows["ablation"]["init"]["nll_test_per_token"] == rows["ablation-pretrain"]["final"]["nll_test_per_token"]
 
 
 def test_an_arm_whose_architecture_differs_from_the_pretrain_run_is_refused_when_specs_are_built():

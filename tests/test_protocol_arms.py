@@ -157,11 +157,24 @@ def test_each_arm_runs_at_its_own_batch_sizes():
                     ("gan-frozen-d-pt", 1), ("gan-frozen-d-pt", 8), ("gan-mbstd-pt", 8)}
 
 
-def test_the_quick_preset_runs_the_q2_arms_at_1_and_16_and_the_minibatch_std_arm_at_16_only():
+def test_the_quick_preset_runs_the_q2_arms_at_1_and_16():
     sweep = get_preset("quick").sweep
-    for family in ("mle-continued", "gan-gumbel-pt", "gan-frozen-d-pt"):
+    for family in ("mle-continued", "gan-gumbel-pt", "gan-shuffled-d-pt"):
         assert family in sweep.families and pretrained_batch_sizes(sweep, family) == [1, 16]
-    assert "gan-mbstd-pt" in sweep.families and pretrained_batch_sizes(sweep, "gan-mbstd-pt") == [16]
+
+
+def test_the_standard_preset_runs_the_dose_response_at_equal_samples_and_equal_updates():
+    sweep = get_preset("standard").sweep
+    specs = sweep_specs(sweep, {})
+    for family in ("mle-continued", "gan-gumbel-pt", "gan-shuffled-d-pt"):
+        arms = {s["batch_size"]: s for s in specs if s["family"] == family and s["kind"] == "pretrained-arm"
+                and s["seed"] == 0}
+        equal = {s["batch_size"]: s for s in specs if s["family"] == family and s["kind"] == "equal-updates"
+                 and s["seed"] == 0}
+        assert sorted(arms) == [1, 2, 4, 8, 16, 64] and sorted(equal) == [1, 2, 4, 8, 64]
+        assert {s["budget"]["value"] for s in arms.values()} == {sweep.budget_value}  # equal samples
+        assert {s["budget"]["updates"] for s in equal.values()} == {arms[16]["budget"]["updates"]}  # equal updates
+    assert pretrained_batch_sizes(sweep, "gan-mbstd-pt") == [16]
 
 
 def test_equal_update_arms_run_at_batch_1_for_the_reference_batch_sizes_updates():
