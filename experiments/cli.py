@@ -60,6 +60,7 @@ from experiments.presets import DEFAULT_TEMPERATURES, PRESETS, get_preset
 from experiments.report import make_report
 from experiments.results import ResultsTable, atomic_write_text, read_plan
 from experiments.temperature import quality_diversity_axes, temperature_curve, write_curve
+from experiments.verdicts import VerdictSettings, preregistration
 from experiments.wandb_sweep import SweepServerError, create_sweep, sweep_config, sweep_yaml
 from modules.errors import ConfigError, GvtError, MissingInputError
 
@@ -97,6 +98,9 @@ def _common(parser: argparse.ArgumentParser) -> None:
                              "(the numbers of single runs, to rounding); lightning: each run alone through "
                              "Lightning's fit loop (other keys)")
     parser.add_argument("--no-report", action="store_true", help="do not write the report at the end")
+    parser.add_argument("--prereg-file", metavar="PATH",
+                        help="with --plan-only: also write the pre-registration (hash and the settings it covers) "
+                             "to PATH, to be committed before the verdict run (configs/preregistration/PRESET.json)")
     launch = parser.add_mutually_exclusive_group()
     launch.add_argument("--plan-only", action="store_true",
                         help="write the plan (RUN_DIR/plan.json: every run's spec and key, the plan hash), print the "
@@ -248,11 +252,20 @@ def _run_experiments(args, command: str, which: list[str]) -> int:
         return _emit_wandb_sweep(args, command, which, preset, out)
     planned, part, planning, group = _plan_experiments(args, command, which, preset, out, args.group)
     specs = [s for _, experiment_specs in planned for s in experiment_specs]
+    if args.prereg_file and not args.plan_only:
+        raise ConfigError("--prereg-file goes with --plan-only (the pre-registration is written before any run)")
     if args.plan_only:
         for spec in specs:
             print(spec["key"])
         print(f"{len(specs)} runs planned (plan {part}) in {out / 'plan.json'}; run one with: "
               f"gvt sweep run-one {out} --key KEY", file=sys.stderr)
+        plan = read_plan(out)
+        prereg = preregistration(plan, VerdictSettings.from_plan(plan))
+        print(f"pre-registration hash: {prereg['hash']}", file=sys.stderr)
+        if args.prereg_file:
+            atomic_write_text(Path(args.prereg_file), json.dumps(prereg, indent=1, sort_keys=True, default=str) + "\n")
+            print(f"pre-registration written to {args.prereg_file} (commit it before the verdict run)",
+                  file=sys.stderr)
         return 0
     if args.launcher == "wandb":
         return _launch_wandb(args, command, out, specs, part, planning, group)

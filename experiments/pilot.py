@@ -301,8 +301,8 @@ def choice_table(choices: list[dict]) -> list[str]:
     lines = ["| family | batch | multiplier | " + " | ".join(f"val J at x{m}" for m in ms) + " |",
              "|---|---:|---:|" + "---:|" * len(ms)]
     for c in choices:
-        js = [c.get("mean_j", {}).get(m) for m in ms]
-        cells = [f"{j:.3f}" if j is not None else "diverged" for j in js]
+        tried = c.get("mean_j", {})
+        cells = [("" if m not in tried else "diverged" if tried[m] is None else f"{tried[m]:.3f}") for m in ms]
         lines.append(f"| {c['family']} | {c['batch_size']} | **{c['multiplier']:g}** | " + " | ".join(cells) + " |")
     return lines
 

@@ -305,3 +305,28 @@ def test_the_pilot_extends_the_grid_until_the_optimum_is_interior_or_the_cap(tmp
     assert chosen["gan-gumbel"]["multiplier"] == 16.0
     assert data["extension"]["still_at_an_end"] == ["gan-gumbel at 8"]
     assert len({s["key"] for s in ran}) == len(ran)  # no run twice
+
+
+def test_plan_only_writes_the_preregistration_to_commit(tmp_path, capsys):
+    from experiments.cli import main as cli_main
+    from experiments.results import read_plan
+    from experiments.verdicts import VerdictSettings, preregistration
+
+    target = tmp_path / "prereg.json"
+    assert cli_main("sweep", ["all", "--preset", "smoke", "--plan-only", "--out", str(tmp_path / "run"),
+                              "--prereg-file", str(target)]) == 0
+    written = json.loads(target.read_text())
+    plan = read_plan(tmp_path / "run")
+    assert written["hash"] == preregistration(plan, VerdictSettings.from_plan(plan))["hash"]
+    assert f"pre-registration hash: {written['hash']}" in capsys.readouterr().err
+    assert cli_main("sweep", ["all", "--preset", "smoke", "--out", str(tmp_path / "run2"),
+                              "--prereg-file", str(target)]) == 2
+
+
+def test_the_choice_table_leaves_untried_multipliers_blank_and_names_diverged_ones():
+    choices = [{"family": "a", "batch_size": 1, "multiplier": 1.0, "mean_j": {"0.5": None, "1": 2.0, "2": 3.0}},
+               {"family": "b", "batch_size": 1, "multiplier": 0.25, "mean_j": {"0.25": 1.0, "0.5": 2.0, "1": 3.0,
+                                                                              "2": 4.0}}]
+    lines = P.choice_table(choices)
+    assert lines[2] == "| a | 1 | **1** |  | diverged | 2.000 | 3.000 |"
+    assert lines[3] == "| b | 1 | **0.25** | 1.000 | 2.000 | 3.000 | 4.000 |"
