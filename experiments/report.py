@@ -436,7 +436,8 @@ def write_markdown(path: Path, run_dir: Path, rows, plan, vs: list[V.Verdict], f
           "t-interval over seeds lies above 0 and the estimate is at least the SESOI; *not supported* when the "
           "interval lies below the SESOI; *inconclusive* otherwise, and with fewer than "
           f"{settings.min_seeds} seeds, seeds that all gave the same value (no honest interval), a cell that was "
-          "not run, or a failed precondition (a family whose J does not beat the counted unigram's is not usable). "
+          "not run, or a failed precondition (a family is not usable unless its J's interval lies below the counted "
+          "bigram's J). "
           f"Holm's step-down keeps the family-wise error at {settings.alpha:g} across the questions: the one with "
           "the smallest p-value is decided at level 1 - alpha/m, the next at 1 - alpha/(m - 1), ..., and the "
           f"first undecided one stops the rest. SESOIs: {sesois}. Learning is the drop in "
@@ -449,8 +450,9 @@ def write_markdown(path: Path, run_dir: Path, rows, plan, vs: list[V.Verdict], f
         L.append(f"| {v.question} | {v.claim} | **{v.verdict}** | {margin} | {v.evidence}{confounds} |")
     L.append("")
     L += power_table(vs)
-    L += ["Counted baselines on the training split (every table below prints them; a family is usable only where "
-          "its J is below the unigram's):", ""]
+    L += ["Counted baselines on the training split, or on as many fresh sentences as the data's baseline_samples (every "
+          "table below prints them; a family is usable only where the upper bound of its J's interval lies below the "
+          "bigram's):", ""]
     L += baselines_summary(rows) + [""]
     sections = {
         "Q1": ("losses", "Q1: two losses in a game vs one cooperative loss"),
