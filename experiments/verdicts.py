@@ -250,8 +250,27 @@ class Verdict:
                "rule": self.rule, "margin": self.margin, "primary": self.primary, "level": self.level,
                "holm": self.holm, "cells": {name: cell.to_json() for name, cell in self.cells.items()},
                "evidence": self.evidence, "details": self.details, "power": self.power()}
+        out.update(self.decision())
         out.update(self.extra)
         return out
+
+    def decision(self) -> dict:
+        """``decided`` (supported or not supported) and, where it is not, ``undecided_because``: the gate that
+        failed (with its margin, in its text), the Holm step that stopped it, or the spread, with the seeds the
+        primary cell's spread needs (``power``)."""
+        if self.verdict in (SUPPORTED, NOT_SUPPORTED):
+            return {"decided": True, "undecided_because": None}
+        power = self.power() or {}
+        if self.gate:
+            kind = "gate"
+        elif self.reason.startswith("Holm"):
+            kind = "holm"
+        else:
+            kind = "spread"
+        needed = power.get("seeds_needed")
+        seeds = f"; its spread needs {needed} seeds (it has {power.get('seeds')})" if needed and not power.get("met") else ""
+        return {"decided": False, "undecided_because": {"kind": kind, "text": f"{self.gate or self.reason}{seeds}",
+                                                         "seeds_needed": needed}}
 
 
 def holm(verdicts: list[Verdict], alpha: float = 0.05, min_seeds: int = 3) -> list[Verdict]:

@@ -405,3 +405,18 @@ def test_power_check_is_absent_without_a_spread_or_a_margin():
     no_margin.margin = None
     assert no_margin.power() is None
     assert "power" in _verdict_on([1.0, 2.0, 3.0]).to_json()
+
+
+# ---- verdicts.json: decided, or why not ------------------------------------------------------------------------
+
+
+def test_each_verdict_says_whether_it_is_decided_and_why_not():
+    strong, wide = _verdict("A", noisy(3.0)), _verdict("B", [0.5, -0.8, 1.9, 0.2, -0.4, 1.5])
+    gated = V.q2(q2_rows(gan_min=0.2, null_failures=3), REF_BS)
+    V.holm([strong, wide], alpha=0.05)
+    assert strong.to_json()["decided"] is True and strong.to_json()["undecided_because"] is None
+    spread = wide.to_json()["undecided_because"]
+    assert wide.to_json()["decided"] is False and spread["kind"] == "spread"
+    assert spread["seeds_needed"] > 8 and f"needs {spread['seeds_needed']} seeds" in spread["text"]
+    because = gated.to_json()["undecided_because"]
+    assert gated.to_json()["decided"] is False and because["kind"] == "gate" and "the null failed" in because["text"]
