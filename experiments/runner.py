@@ -238,6 +238,9 @@ def _quiet_lightning():
     ``modules.known_warnings`` are filtered. One run-specific message is filtered too: a run counts its budget
     across epochs, and Lightning's logging interval does too (``_batches_that_stepped``), so "the number of
     training batches is smaller than the logging interval" does not apply. Every other warning still shows."""
+    import lightning_fabric  # noqa: F401  (imported first: their import sets their loggers' level to INFO, which in
+    import pytorch_lightning  # noqa: F401  a fresh worker process would undo the level set here)
+
     names = ("pytorch_lightning", "lightning", "lightning.pytorch", "lightning_fabric")
     levels = {name: logging.getLogger(name).level for name in names}
     with known_warnings_filtered(), warnings.catch_warnings():
@@ -517,7 +520,7 @@ def _finish(run: _Run, run_dir: Path, fit_time: float, done_updates: int,
 
         row["probes"] = condition_probes(model, dm, seed=seed, **extras["probes"])
     if spec.get("save_checkpoint", True):
-        trainer.save_checkpoint(str(folder / "final.ckpt"))
+        trainer.save_checkpoint(str(folder / "final.ckpt"), weights_only=False)  # (said: Lightning logs the default)
     row["paths"] = {"folder": str(folder.relative_to(run_dir)), "curves": str((folder / "curves.csv").relative_to(run_dir))}
     row["wall_time_s"] = time.perf_counter() - run.start
     _finish_wandb(run.loggers, row, files=[folder / "curves.csv", folder / "temperature.csv", run_dir / "sweep.json"])

@@ -65,7 +65,7 @@ class DivergenceMonitor(pl.Callback):
         if self.save_checkpoint:
             path = folder / "checkpoints" / "diverged.ckpt"
             path.parent.mkdir(parents=True, exist_ok=True)
-            trainer.save_checkpoint(path)
+            trainer.save_checkpoint(path, weights_only=False)  # optimiser states too: a resume needs them
             self.record["checkpoint"] = str(path)
         if trainer.is_global_zero:
             write_json_atomic(folder / "divergence.json", self.record)
