@@ -54,6 +54,7 @@ def _lightning_cli(args: list[str]) -> None:
     from modules.data.base import SequenceDataModule
     from modules.known_warnings import known_warnings_filtered
     from modules.models.base import GeneratorModule, PredictionSettings
+    from modules.overrides import check_command_settings
     from modules.checkpoints import load_weights, read_checkpoint
     from modules.tracking import Tracking
 
@@ -61,6 +62,8 @@ def _lightning_cli(args: list[str]) -> None:
         def parse_arguments(self, parser, args) -> None:
             # `gvt` always hands over its argv explicitly (also when called from Python); LightningCLI would warn
             # that sys.argv holds arguments too, which, for the `gvt` command, are the very same ones.
+            # A setting at an old or wrong path is refused first, with where it is now (modules/overrides.py).
+            check_command_settings(parser, args)
             self.config = parser.parse_args(args)
 
         def add_arguments_to_parser(self, parser) -> None:
