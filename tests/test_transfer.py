@@ -4,6 +4,7 @@ checks, and a resumable end-to-end run."""
 
 import gzip
 import json
+import random
 from dataclasses import replace
 from pathlib import Path
 
@@ -11,6 +12,7 @@ import pytest
 import torch
 
 from experiments import transfer as T
+from experiments import transfer_baselines as B
 from modules.data.batch import Example, collate
 from modules.data.vocab import NULL_ID, UNK_ID
 from modules.errors import ConfigError
@@ -240,8 +242,9 @@ def test_run_is_resumable_and_reports(corpora, tmp_path, monkeypatch):
     out = tmp_path / "out"
     settings = tiny_settings(bodies=["lstm"])
     rows = T.run(settings, out, workers=1, wandb_mode="disabled", echo=lambda m: None)
-    kinds = sorted((r["kind"], r.get("arm"), r.get("size")) for r in rows)
-    assert kinds == [("classifier", "pretrained", "4"), ("classifier", "pretrained", "all"),
+    kinds = sorted((r["kind"], r.get("arm") or r.get("method"), r.get("size")) for r in rows)
+    assert kinds == [("baseline", "logistic", "4"), ("baseline", "logistic", "all"),
+                     ("baseline", "naive_bayes", "4"), ("baseline", "naive_bayes", "all"), ("classifier", "pretrained", "4"), ("classifier", "pretrained", "all"),
                      ("classifier", "scratch", "4"), ("classifier", "scratch", "all"), ("lm", None, None)]
     lm = next(r for r in rows if r["kind"] == "lm")
     assert set(lm["nll_mr_test"]) == {"init", "pretrained", "adapted"}
@@ -259,7 +262,8 @@ def test_run_is_resumable_and_reports(corpora, tmp_path, monkeypatch):
     again = T.run(settings, out, workers=1, wandb_mode="disabled", echo=lambda m: None)
     assert sorted(r["key"] for r in again) == sorted(r["key"] for r in rows)
     lines = (out / "results.jsonl").read_text().splitlines()
-    assert len(lines) == 5
+    assert len(lines) == 9
+    assert all(0.0 <= r["accuracy"] <= 1.0 for r in rows if r["kind"] == "baseline")
 
     section, figures = T.report_section(rows, out / "report")
     assert section[0].startswith("## C4")
@@ -267,6 +271,55 @@ def test_run_is_resumable_and_reports(corpora, tmp_path, monkeypatch):
     v = T.verdict(rows)
     assert v.question == "C4" and v.verdict == "inconclusive"  # one seed
     json.dumps(v.to_json(), default=str)
+
+
+# ---- counted baselines --------------------------------------------------------------------------------------
+
+
+def _planted_sentiment(n, seed, signal=True):
+    """Sentences of filler ids 10..49; with ``signal``, class 1 holds id 5 and class 0 id 6 once each."""
+    rng = random.Random(seed)
+    items = []
+    for i in range(n):
+        label = i % 2
+        ids = [rng.randrange(10, 50) for _ in range(6)]
+        if signal:
+            ids.insert(rng.randrange(len(ids) + 1), 5 if label else 6)
+        items.append((label, ids))
+    return items
+
+
+@pytest.mark.parametrize("method", ["naive_bayes", "logistic"])
+def test_baselines_find_a_planted_sentiment_word(method):
+    fit = getattr(B, method)
+    assert fit(_planted_sentiment(200, 0), _planted_sentiment(400, 1), 50, 2) >= 0.98  # chance: 0.5
+
+
+@pytest.mark.parametrize("method", ["naive_bayes", "logistic"])
+def test_baselines_are_near_chance_without_a_signal(method):
+    fit = getattr(B, method)
+    acc = fit(_planted_sentiment(200, 0, signal=False), _planted_sentiment(2000, 1, signal=False), 50, 2)
+    assert 0.44 < acc < 0.56  # 2,000 test sentences: chance +- about 2.7 standard errors
+
+
+def test_naive_bayes_counts_repeats_and_smooths():
+    # class 0: "7 7", class 1: "8"; V = 10, alpha 1: "7 8" scores 3/12 * 1/12 for class 0 against 1/11 * 2/11
+    train = [(0, [7, 7]), (1, [8])]
+    assert B.naive_bayes(train, [(0, [7, 8])], 10, 2) == 1.0
+
+
+def test_baselines_are_deterministic():
+    train, test = _planted_sentiment(60, 3, signal=False), _planted_sentiment(300, 4)
+    assert B.logistic(train, test, 50, 2) == B.logistic(train, test, 50, 2)
+
+
+def test_preregistration_names_settings_sesoi_and_gates():
+    pre = T.preregistration("lecture")
+    assert pre["sesoi"] == T.SESOI and pre["settings"] == T.lecture().to_dict()
+    assert set(pre["gates"]["baselines"]) == {"naive_bayes", "logistic"}
+    json.dumps(pre)
+    with pytest.raises(ConfigError, match="transfer preset 'nope'"):
+        T.preregistration("nope")
 
 
 def test_real_corpora_prepare_without_writing_there(shared_data, tmp_path):
