@@ -63,6 +63,7 @@ from experiments.runner import config_hash
 from experiments.stats import t_interval
 from experiments.verdicts import Cell, Verdict, VerdictSettings, _not_run, _standard
 from modules.data.base import SequenceDataModule
+from modules.callbacks import KeepBestOnValidation
 from modules.errors import ConfigError, GvtError
 from modules.files import atomic_open, atomic_write_text
 
@@ -112,8 +113,10 @@ class TransferSettings:
     seeds: list[int] = field(default_factory=lambda: [0, 1, 2])
     pretrain: dict = field(default_factory=lambda: dict(updates=500, batch_size=64, lr=2e-3))
     adapt: dict = field(default_factory=lambda: dict(updates=150, batch_size=64, lr=1e-3))
-    finetune: dict = field(default_factory=lambda: dict(batch_size=32, epochs=10, min_updates=50, max_updates=200,
-                                                        lr=1e-3, head_dropout=0.1))
+    # early stopping: a validation on MR's val split every val_every updates, stop after patience checks without a
+    # better accuracy, test the best weights; max_updates is the cap
+    finetune: dict = field(default_factory=lambda: dict(batch_size=32, epochs=20, min_updates=100, max_updates=600,
+                                                        lr=1e-3, head_dropout=0.1, val_every=25, patience=4))
     optimizer: dict = field(default_factory=lambda: dict(GENERATOR_OPTIMIZER))
     eval_batch_size: int = 256
     sesoi: float = SESOI
@@ -139,6 +142,9 @@ class TransferSettings:
             if getattr(self, stage)["updates"] < 0:
                 raise ConfigError(f"transfer.{stage}.updates must be >= 0, got {getattr(self, stage)['updates']}")
         ft = self.finetune
+        for knob in ("val_every", "patience"):
+            if not isinstance(ft.get(knob), int) or ft[knob] < 1:
+                raise ConfigError(f"transfer.finetune.{knob} must be an integer >= 1, got {ft.get(knob)!r}")
         if not 1 <= ft["min_updates"] <= ft["max_updates"]:
             raise ConfigError(f"transfer.finetune needs 1 <= min_updates <= max_updates, got {ft['min_updates']}, "
                               f"{ft['max_updates']}")
@@ -162,7 +168,8 @@ def smoke() -> TransferSettings:
                    "transformer": dict(d_model=16, n_heads=2, n_encoder_layers=1, d_ff=32, dropout=0.0, max_len=32)},
         label_sizes=[20, ALL], primary_size=20, seeds=[0, 1],
         pretrain=dict(updates=8, batch_size=32, lr=3e-3), adapt=dict(updates=4, batch_size=32, lr=1e-3),
-        finetune=dict(batch_size=16, epochs=1, min_updates=4, max_updates=6, lr=1e-3, head_dropout=0.0),
+        finetune=dict(batch_size=16, epochs=1, min_updates=4, max_updates=6, lr=1e-3, head_dropout=0.0, val_every=2,
+                      patience=2),
         eval_batch_size=128,
     )
 
@@ -355,11 +362,15 @@ def _run_folder(out: Path, key: str) -> Path:
     return Path(out) / "runs" / key
 
 
-def _trainer(updates: int, loggers, folder: Path):
+def _trainer(updates: int, loggers, folder: Path, val_every: Optional[int] = None, callbacks=()):
+    """A CPU trainer for ``updates`` updates; with ``val_every``, a validation every that many updates (across
+    epoch ends), else none."""
     import pytorch_lightning as pl
 
+    validation = (dict(val_check_interval=int(val_every), check_val_every_n_epoch=None) if val_every
+                  else dict(limit_val_batches=0))
     return pl.Trainer(accelerator="cpu", devices=1, logger=loggers, max_steps=updates, max_epochs=-1,
-                      limit_val_batches=0, num_sanity_val_steps=0, enable_checkpointing=False,
+                      callbacks=list(callbacks), **validation, num_sanity_val_steps=0, enable_checkpointing=False,
                       enable_progress_bar=False, enable_model_summary=False,
                       log_every_n_steps=max(1, min(50, updates // 10)), default_root_dir=str(folder))
 
@@ -483,11 +494,14 @@ def run_classifiers(specs: list[dict], out: str, wandb_mode: str) -> list[dict]:
                                        **spec["optimizer"])
             if spec["arm"] == "pretrained":
                 model.load_body(torch.load(_run_folder(out, spec["lm"]) / "body.pt", weights_only=True))
-            dm = PreparedData({"train": _labelled_examples(train), "val": test, "test": test}, vocab,
-                             ft["batch_size"], seed, spec["eval_batch_size"])
+            # early stopping reads MR's validation split; the test split is scored once, on the kept weights
+            dm = PreparedData({"train": _labelled_examples(train), "val": _labelled_examples(data["mr"]["val"]),
+                               "test": test}, vocab, ft["batch_size"], seed, spec["eval_batch_size"])
+            keep_best = KeepBestOnValidation("val/accuracy", "max", patience=int(ft["patience"]))
             loggers = _loggers(spec["key"], out, f"classifier-{spec['arm']}",
                                [spec["body"], spec["arm"], f"n{spec['size']}", f"seed{seed}"], wandb_mode, spec)
-            trainer = _trainer(updates, loggers, _run_folder(out, spec["key"]))
+            trainer = _trainer(updates, loggers, _run_folder(out, spec["key"]), val_every=int(ft["val_every"]),
+                               callbacks=[keep_best])
             t0 = time.perf_counter()
             trainer.fit(model, datamodule=dm)
             fit_time = time.perf_counter() - t0
@@ -495,6 +509,7 @@ def run_classifiers(specs: list[dict], out: str, wandb_mode: str) -> list[dict]:
         row = {"key": spec["key"], "kind": "classifier", "body": spec["body"], "arm": spec["arm"], "seed": seed,
                "size": spec["size"], "n_labels": len(train), "config_hash": spec["key"].rsplit("__", 1)[1],
                "lm": spec["lm"], "updates": int(trainer.global_step), "planned_updates": updates,
+               "best_step": keep_best.best_step, "val_accuracy": keep_best.best, "val_checks": keep_best.checks,
                "accuracy": scores["accuracy"], "test_loss": scores["loss"], "num_test": len(test),
                "majority_accuracy": majority_accuracy, "primary_body": spec["primary_body"],
                "primary_size": spec["primary_size"], "optimizer": model.optimizer_settings(),
