@@ -20,7 +20,8 @@ than training from scratch. Tested here on the corpora in ``$GVT_DATA_DIR`` (``.
    nested: the 50 are among the 100, ...), shared by both arms. Arm ``pretrained``: a ``SentenceClassifier`` whose
    body is the adapted language model's, with a new head; arm ``scratch``: the same classifier with the body at
    its random initialisation. Same seed (so the same head initialisation and batch order), same budget
-   (``finetune_updates(n)``: ``epochs`` passes over the subset, clamped to [``min_updates``, ``max_updates``]),
+   (``finetune_updates(n)``: ``epochs`` passes over the subset, clamped to [``min_updates``, ``max_updates``], with
+   early stopping on MR's validation split: the best validation weights are tested),
    same optimiser (``experiments.presets.GENERATOR_OPTIMIZER``, constant learning rate). Accuracy on the fixed MR
    test split is the row's ``accuracy``; ``majority_accuracy`` is what always answering the training split's most
    frequent class scores there.
