@@ -155,7 +155,9 @@ class TransferSettings:
 
 
 def lecture() -> TransferSettings:
-    """Its share of the lecture preset (about 12 min on 2 CPU cores, 2 workers): both bodies, 3 seeds."""
+    """Its share of the lecture preset: both bodies, 3 seeds. About 12 min on 2 CPU cores before early stopping and
+    the 600-update cap; with them not yet measured on quiet cores (one lstm classifier on all labels went from ~10
+    to ~37 CPU-s)."""
     return TransferSettings()
 
 
