@@ -81,5 +81,41 @@ class FlushLogsOnCheckpoint(pl.Callback):
             logger.save()
 
 
+class KeepBestOnValidation(pl.Callback):
+    """Early stopping that ends on the best weights: after each validation, keep (in memory) the weights with the
+    best ``monitor`` so far; stop after ``patience`` validations without improvement; at the end of fit load the
+    kept weights back, so a later ``trainer.test`` scores the model selected on validation, never on test.
+    ``best``, ``best_step`` and ``checks`` say what was chosen."""
+
+    def __init__(self, monitor: str = "val/accuracy", mode: str = "max", patience: int = 4):
+        if mode not in ("max", "min"):
+            raise ValueError(f"KeepBestOnValidation: mode must be 'max' or 'min', got {mode!r}")
+        self.monitor, self.mode, self.patience = monitor, mode, int(patience)
+        self.best: Optional[float] = None
+        self.best_step, self.checks, self._stale, self._state = 0, 0, 0, None
+
+    def _better(self, value: float) -> bool:
+        if self.best is None:
+            return True
+        return value > self.best if self.mode == "max" else value < self.best
+
+    def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if trainer.sanity_checking or self.monitor not in trainer.callback_metrics:
+            return
+        value = float(trainer.callback_metrics[self.monitor])
+        self.checks += 1
+        if self._better(value):  # strict: a tie keeps the earlier (fewer updates) weights
+            self.best, self.best_step, self._stale = value, int(trainer.global_step), 0
+            self._state = {k: v.detach().clone() for k, v in pl_module.state_dict().items()}
+        else:
+            self._stale += 1
+            if self._stale >= self.patience:
+                trainer.should_stop = True
+
+    def on_fit_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if self._state is not None:
+            pl_module.load_state_dict(self._state)
+
+
 def write_json_atomic(path: Path, data: dict) -> None:
     atomic_write_text(path, json.dumps(data, indent=2))

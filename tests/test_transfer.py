@@ -4,15 +4,20 @@ checks, and a resumable end-to-end run."""
 
 import gzip
 import json
+import random
 from dataclasses import replace
 from pathlib import Path
 
 import pytest
+import pytorch_lightning as pl
 import torch
 
 from experiments import transfer as T
+from experiments import transfer_baselines as B
+from experiments.runner import _quiet_lightning
 from modules.data.batch import Example, collate
 from modules.data.vocab import NULL_ID, UNK_ID
+from modules.callbacks import KeepBestOnValidation
 from modules.errors import ConfigError
 from modules.models.classifier import LanguageModel, SentenceClassifier
 from modules.nets.classifier import ClassifierNet, LanguageModelNet, concat_pool, make_body
@@ -154,7 +159,8 @@ def tiny_settings(**overrides) -> T.TransferSettings:
     data = {**smoke.data, "bpe_vocab_size": 300, "max_general": None, "max_mr_train": None, "max_mr_test": None}
     settings = replace(smoke, data=data, body_args=TINY, label_sizes=[4, T.ALL], primary_size=4, seeds=[0],
                        pretrain=dict(updates=2, batch_size=8, lr=1e-3), adapt=dict(updates=2, batch_size=8, lr=1e-3),
-                       finetune=dict(batch_size=8, epochs=1, min_updates=2, max_updates=3, lr=1e-3, head_dropout=0.0),
+                       finetune=dict(batch_size=8, epochs=1, min_updates=2, max_updates=3, lr=1e-3, head_dropout=0.0,
+                                     val_every=1, patience=2),
                        eval_batch_size=64)
     return replace(settings, **overrides)
 
@@ -207,7 +213,7 @@ def test_balanced_subset_larger_than_a_class_is_refused():
         T.balanced_subset(train, 12, seed=0)
 
 
-@pytest.mark.parametrize("n, expected", [(10, 50), (500, 157), (2000, 200), (7464, 200)])
+@pytest.mark.parametrize("n, expected", [(10, 100), (500, 313), (2000, 600), (7464, 600)])  # 20 epochs of 32
 def test_finetune_budget_is_epochs_clamped(n, expected):
     assert T.finetune_updates(T.lecture().finetune, n) == expected
 
@@ -218,8 +224,12 @@ def test_finetune_budget_is_epochs_clamped(n, expected):
     (dict(primary_size=200), "transfer.primary_size=200"),
     (dict(bodies=["transformer"]), "transfer.primary_body='lstm'"),
     (dict(seeds=[]), "transfer.seeds is empty"),
-    (dict(finetune=dict(batch_size=8, epochs=1, min_updates=5, max_updates=2, lr=1e-3, head_dropout=0.0)),
-     "transfer.finetune needs"),
+    (dict(finetune=dict(batch_size=8, epochs=1, min_updates=5, max_updates=2, lr=1e-3, head_dropout=0.0,
+                        val_every=5, patience=2)), "transfer.finetune needs"),
+    (dict(finetune=dict(batch_size=8, epochs=1, min_updates=2, max_updates=5, lr=1e-3, head_dropout=0.0,
+                        patience=2)), "transfer.finetune.val_every must be an integer >= 1, got None"),
+    (dict(finetune=dict(batch_size=8, epochs=1, min_updates=2, max_updates=5, lr=1e-3, head_dropout=0.0,
+                        val_every=5, patience=0)), "transfer.finetune.patience must be an integer >= 1, got 0"),
 ])
 def test_bad_settings_are_refused_by_name(overrides, message):
     with pytest.raises(ConfigError, match=message.replace("[", r"\[").replace("(", r"\(")):
@@ -240,8 +250,9 @@ def test_run_is_resumable_and_reports(corpora, tmp_path, monkeypatch):
     out = tmp_path / "out"
     settings = tiny_settings(bodies=["lstm"])
     rows = T.run(settings, out, workers=1, wandb_mode="disabled", echo=lambda m: None)
-    kinds = sorted((r["kind"], r.get("arm"), r.get("size")) for r in rows)
-    assert kinds == [("classifier", "pretrained", "4"), ("classifier", "pretrained", "all"),
+    kinds = sorted((r["kind"], r.get("arm") or r.get("method"), r.get("size")) for r in rows)
+    assert kinds == [("baseline", "logistic", "4"), ("baseline", "logistic", "all"),
+                     ("baseline", "naive_bayes", "4"), ("baseline", "naive_bayes", "all"), ("classifier", "pretrained", "4"), ("classifier", "pretrained", "all"),
                      ("classifier", "scratch", "4"), ("classifier", "scratch", "all"), ("lm", None, None)]
     lm = next(r for r in rows if r["kind"] == "lm")
     assert set(lm["nll_mr_test"]) == {"init", "pretrained", "adapted"}
@@ -250,6 +261,7 @@ def test_run_is_resumable_and_reports(corpora, tmp_path, monkeypatch):
     assert all(0.0 <= r["accuracy"] <= 1.0 and r["majority_accuracy"] == 0.5 for r in clf)
     assert {r["n_labels"] for r in clf} == {4, 56}
     assert all(r["lm"] == lm["key"] for r in clf if r["arm"] == "pretrained")
+    assert all(r["val_checks"] >= 1 and 1 <= r["best_step"] <= r["updates"] for r in clf)  # early stopping ran
 
     def refuse(*args, **kwargs):
         raise AssertionError("a finished run was run again")
@@ -259,7 +271,8 @@ def test_run_is_resumable_and_reports(corpora, tmp_path, monkeypatch):
     again = T.run(settings, out, workers=1, wandb_mode="disabled", echo=lambda m: None)
     assert sorted(r["key"] for r in again) == sorted(r["key"] for r in rows)
     lines = (out / "results.jsonl").read_text().splitlines()
-    assert len(lines) == 5
+    assert len(lines) == 9
+    assert all(0.0 <= r["accuracy"] <= 1.0 for r in rows if r["kind"] == "baseline")
 
     section, figures = T.report_section(rows, out / "report")
     assert section[0].startswith("## C4")
@@ -267,6 +280,107 @@ def test_run_is_resumable_and_reports(corpora, tmp_path, monkeypatch):
     v = T.verdict(rows)
     assert v.question == "C4" and v.verdict == "inconclusive"  # one seed
     json.dumps(v.to_json(), default=str)
+
+
+# ---- counted baselines --------------------------------------------------------------------------------------
+
+
+def _planted_sentiment(n, seed, signal=True):
+    """Sentences of filler ids 10..49; with ``signal``, class 1 holds id 5 and class 0 id 6 once each."""
+    rng = random.Random(seed)
+    items = []
+    for i in range(n):
+        label = i % 2
+        ids = [rng.randrange(10, 50) for _ in range(6)]
+        if signal:
+            ids.insert(rng.randrange(len(ids) + 1), 5 if label else 6)
+        items.append((label, ids))
+    return items
+
+
+@pytest.mark.parametrize("method", ["naive_bayes", "logistic"])
+def test_baselines_find_a_planted_sentiment_word(method):
+    fit = getattr(B, method)
+    assert fit(_planted_sentiment(200, 0), _planted_sentiment(400, 1), 50, 2) >= 0.98  # chance: 0.5
+
+
+@pytest.mark.parametrize("method", ["naive_bayes", "logistic"])
+def test_baselines_are_near_chance_without_a_signal(method):
+    fit = getattr(B, method)
+    acc = fit(_planted_sentiment(200, 0, signal=False), _planted_sentiment(2000, 1, signal=False), 50, 2)
+    assert 0.44 < acc < 0.56  # 2,000 test sentences: chance +- about 2.7 standard errors
+
+
+def test_naive_bayes_counts_repeats_and_smooths():
+    # class 0: "7 7", class 1: "8"; V = 10, alpha 1: "7 8" scores 3/12 * 1/12 for class 0 against 1/11 * 2/11
+    train = [(0, [7, 7]), (1, [8])]
+    assert B.naive_bayes(train, [(0, [7, 8])], 10, 2) == 1.0
+
+
+def test_baselines_are_deterministic():
+    train, test = _planted_sentiment(60, 3, signal=False), _planted_sentiment(300, 4)
+    assert B.logistic(train, test, 50, 2) == B.logistic(train, test, 50, 2)
+
+
+class _Scripted(pl.LightningModule):
+    """One weight; each validation logs the next accuracy of a script, whatever the weight."""
+
+    def __init__(self, script):
+        super().__init__()
+        self.w = torch.nn.Parameter(torch.zeros(1))
+        self.script, self.at = list(script), 0
+
+    def training_step(self, batch, batch_idx):
+        return (self.w - 1.0).pow(2).sum()  # moves w every update, so each step's weights differ
+
+    def validation_step(self, batch, batch_idx):
+        pass
+
+    def on_validation_epoch_end(self):
+        self.log("val/accuracy", float(self.script[min(self.at, len(self.script) - 1)]))
+        self.at += 1
+
+    def configure_optimizers(self):
+        return torch.optim.SGD(self.parameters(), lr=0.1)
+
+
+def _fit_scripted(script, patience, updates=20):
+    model = _Scripted(script)
+    keep = KeepBestOnValidation("val/accuracy", "max", patience=patience)
+    data = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(torch.zeros(100, 1)), batch_size=1)
+    seen = {}
+
+    class Record(pl.Callback):  # the weight at each validation, to compare with what was kept
+        def on_validation_end(self, trainer, pl_module):
+            seen[trainer.global_step] = pl_module.w.item()
+
+    with _quiet_lightning():  # Lightning's own known warnings, as every run in the package
+        trainer = T._trainer(updates, False, Path("."), val_every=2, callbacks=[keep, Record()])
+        trainer.fit(model, train_dataloaders=data, val_dataloaders=data)
+    return model, keep, trainer, seen
+
+
+def test_early_stopping_keeps_the_best_validation_weights_and_stops_after_patience():
+    # validations at updates 2, 4, 6, ...: the best (0.8) is the second; patience 2 stops at the fourth (update 8)
+    model, keep, trainer, seen = _fit_scripted([0.5, 0.8, 0.7, 0.6, 0.9, 0.95], patience=2)
+    assert keep.best == pytest.approx(0.8) and keep.best_step == 4 and keep.checks == 4
+    assert trainer.global_step == 8
+    assert model.w.item() == pytest.approx(seen[4]) and model.w.item() != pytest.approx(seen[8])
+
+
+def test_early_stopping_runs_to_the_cap_while_validation_improves():
+    model, keep, trainer, seen = _fit_scripted([0.1 * k for k in range(1, 20)], patience=2, updates=10)
+    assert trainer.global_step == 10 and keep.best_step == 10
+    assert model.w.item() == pytest.approx(seen[10])
+
+
+def test_preregistration_names_settings_sesoi_and_gates():
+    pre = T.preregistration("lecture")
+    assert pre["sesoi"] == T.SESOI and pre["settings"] == T.lecture().to_dict()
+    assert set(pre["gates"]["baselines"]) == {"naive_bayes", "logistic"}
+    json.dumps(pre)
+    with pytest.raises(ConfigError, match="transfer preset 'nope'"):
+        T.preregistration("nope")
 
 
 def test_real_corpora_prepare_without_writing_there(shared_data, tmp_path):

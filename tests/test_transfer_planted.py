@@ -13,9 +13,21 @@ SIZES = {"50": 50, "100": 100, "500": 500, "all": 7464}
 WOBBLE = [0.004, -0.006, 0.002, -0.003, 0.005, -0.001, 0.003, -0.004]
 
 
-def rows_for(seeds, pretrained, scratch, majority=0.5, body="lstm", primary_size=100):
-    """Classifier rows: ``pretrained(size, k)`` / ``scratch(size, k)`` give the accuracy of seed index k."""
-    rows = []
+# counted baselines that the learned(0.60) classifier beats at every size (its "all" accuracy is 0.72)
+BASELINES = {"naive_bayes": {"50": 0.55, "100": 0.57, "500": 0.62, "all": 0.68},
+             "logistic": {"50": 0.53, "100": 0.56, "500": 0.60, "all": 0.66}}
+
+
+def baseline_rows_for(seeds, accuracy=BASELINES):
+    return [{"key": f"baseline__{m}__n{size}__seed{seed}", "kind": "baseline", "method": m, "seed": seed,
+             "size": size, "n_labels": SIZES[size], "accuracy": acc}
+            for seed in seeds for m, by_size in accuracy.items() for size, acc in by_size.items()]
+
+
+def rows_for(seeds, pretrained, scratch, majority=0.5, body="lstm", primary_size=100, baselines=BASELINES):
+    """Classifier rows: ``pretrained(size, k)`` / ``scratch(size, k)`` give the accuracy of seed index k; the
+    counted baselines' rows (``baselines``; None: none) beside them."""
+    rows = [] if baselines is None else baseline_rows_for(seeds, baselines)
     for k, seed in enumerate(seeds):
         for size, n in SIZES.items():
             for arm, fn in (("pretrained", pretrained), ("scratch", scratch)):
@@ -79,7 +91,7 @@ def test_too_few_seeds_is_inconclusive():
 
 
 @pytest.mark.parametrize("failing_arm", ["pretrained", "scratch"])
-def test_a_classifier_at_the_majority_baseline_fails_the_precondition(failing_arm):
+def test_a_classifier_at_chance_fails_the_precondition(failing_arm):
     good = shifted(learned(0.60), 0.15, wobble_scale=1.0)
     at_chance = lambda size, k: 0.5 + WOBBLE[k] / 4  # noqa: E731  never above the majority class
     arms = {"pretrained": good, "scratch": learned(0.60)}
@@ -150,3 +162,62 @@ def test_other_body_is_reported_beside_the_primary():
     assert v.verdict == SUPPORTED
     assert "difference_n100_transformer" in v.cells
     assert not any(math.isnan(x) for x in v.cells["difference_n100_transformer"].values)
+
+
+# ---- the counted-baseline gate -------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("failing_arm", ["pretrained", "scratch"])
+def test_an_arm_that_learns_but_not_past_naive_bayes_fails_the_gate(failing_arm):
+    # both arms learn (far above chance and majority), but one ends at 0.70 with all labels, below Naive Bayes' 0.74
+    strong_baselines = {"naive_bayes": {**BASELINES["naive_bayes"], "all": 0.74}, "logistic": BASELINES["logistic"]}
+    arms = {"pretrained": shifted(learned(0.64), 0.12, 1.0), "scratch": learned(0.64)}  # "all": 0.76
+    arms[failing_arm] = lambda size, k: learned(0.58)(size, k)  # "all": 0.70
+    v = verdict(rows_for(SEEDS5, arms["pretrained"], arms["scratch"], baselines=strong_baselines))
+    assert v.verdict == INCONCLUSIVE
+    assert "precondition failed" in v.reason and failing_arm in v.reason and "naive_bayes 0.740" in v.reason
+    assert "margin -0.040" in v.reason  # the failing arm's mean 0.700 minus the baseline's 0.740, printed
+    assert v.primary_cell.precondition_met is False
+
+
+def test_gate_reads_the_better_baseline_whichever_it_is():
+    # logistic regression is the stronger baseline here (0.75 with all labels): both arms at 0.72 fail against it
+    baselines = {"naive_bayes": BASELINES["naive_bayes"], "logistic": {**BASELINES["logistic"], "all": 0.75}}
+    v = verdict(rows_for(SEEDS5, shifted(learned(0.60), 0.12, 1.0), learned(0.60), baselines=baselines))
+    assert v.verdict == INCONCLUSIVE
+    assert "logistic 0.750" in v.reason
+
+
+def test_gate_holds_when_both_arms_beat_the_baselines_and_prints_their_margins():
+    v = verdict(rows_for(SEEDS5, shifted(learned(0.60), 0.12, 1.0), learned(0.60)))
+    assert v.verdict == SUPPORTED
+    cell = v.primary_cell
+    assert cell.precondition_met is True
+    assert "naive_bayes 0.680" in cell.precondition and "logistic 0.660" in cell.precondition
+    assert "margin +0.040" in cell.precondition  # both arms' mean 0.720 at "all" minus 0.680
+
+
+def test_a_null_effect_that_passes_the_gate_is_still_not_supported():
+    v = verdict(rows_for(SEEDS5, learned(0.60), learned(0.60)))  # identical but for the wobble: no transfer effect
+    assert v.primary_cell.precondition_met is True
+    assert v.verdict in (NOT_SUPPORTED, INCONCLUSIVE)
+    assert v.verdict != SUPPORTED
+
+
+def test_gate_reads_the_largest_size_not_a_smaller_one():
+    # at 500 labels the arms (0.66) are below Naive Bayes' 0.70, but with all labels (0.72) they are above 0.68
+    baselines = {"naive_bayes": {**BASELINES["naive_bayes"], "500": 0.70}, "logistic": BASELINES["logistic"]}
+    v = verdict(rows_for(SEEDS5, shifted(learned(0.60), 0.12, 1.0), learned(0.60), baselines=baselines))
+    assert v.verdict == SUPPORTED
+
+
+def test_no_baseline_rows_is_inconclusive_not_a_verdict():
+    v = verdict(rows_for(SEEDS5, shifted(learned(0.60), 0.12, 1.0), learned(0.60), baselines=None))
+    assert v.verdict == INCONCLUSIVE
+    assert "no counted baseline rows" in v.reason
+
+
+def test_too_few_seeds_still_inconclusive_when_the_gate_holds():
+    v = verdict(rows_for([0, 1], shifted(learned(0.60), 0.2, 1.0), learned(0.60)))
+    assert v.verdict == INCONCLUSIVE
+    assert "too few seeds" in v.reason
