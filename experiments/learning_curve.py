@@ -34,7 +34,7 @@ from experiments.baselines import baselines_for
 from experiments.batch_size_sweep import sweep_specs
 from experiments.execute import execute
 from experiments.families import get_family
-from experiments.pilot import validation_spec, pilot_rows, pilot_settings
+from experiments.pilot import pilot_rows, pilot_settings, validation_spec, words
 from experiments.pilot_file import DEFAULT_SEEDS
 from experiments.plots import _band, _color, _plt
 from experiments.presets import PRESETS, get_preset
@@ -86,8 +86,7 @@ def summarise(rows: list[dict]) -> dict:
     curves: dict[str, dict[int, list[dict]]] = {}
     for r in rows:
         name = CHECKPOINT if r["kind"] == "pretrain" else r["family"]
-        samples = int(r["budget_value"]) if r.get("budget_kind") == "samples" else int(r["updates"]) * r["batch_size"]
-        curves.setdefault(name, {}).setdefault(samples, []).append(r)
+        curves.setdefault(name, {}).setdefault(int(r["budget_value"]), []).append(r)  # samples (curve_specs)
     out = {}
     for name, by_budget in curves.items():
         points = []
@@ -110,7 +109,7 @@ def plot_learning_curve(curves: dict, reference: Optional[dict], path: Path, tit
     if arms:
         panels.append((arms, "from the shared MLE checkpoint", "samples trained on after the checkpoint"))
     fig, axes = plt.subplots(1, len(panels), figsize=(6.2 * len(panels), 4.4), squeeze=False)
-    checkpoint = curves.get(CHECKPOINT) or []
+    checkpoint = next((p for p in curves.get(CHECKPOINT, []) if p["mean_j"] is not None), None)
     for ax, (group, where, xlabel) in zip(axes[0], panels):
         for i, (family, points) in enumerate(sorted(group.items())):
             shown = [p for p in points if p["mean_j"] is not None]
@@ -126,16 +125,16 @@ def plot_learning_curve(curves: dict, reference: Optional[dict], path: Path, tit
             for p in shown:
                 seeds = [v for v in p["j"].values() if finite(v)]
                 ax.scatter([p["samples"]] * len(seeds), seeds, color=color, s=9, alpha=0.5, lw=0)
-        if group is scratch and checkpoint and checkpoint[0]["mean_j"] is not None:
-            ax.scatter([checkpoint[0]["samples"]], [checkpoint[0]["mean_j"]], marker="*", s=90,
+        if group is scratch and checkpoint:
+            ax.scatter([checkpoint["samples"]], [checkpoint["mean_j"]], marker="*", s=90,
                        color=_color("transformer"), zorder=5, label="transformer: the shared checkpoint")
         if reference:
             for base, ls in (("unigram", "--"), ("bigram", "-.")):
                 ax.axhline(reference[base]["j"], color="0.3", ls=ls, lw=1, label=f"counted {base}")
         ax.axhline(0.0, color="0.3", ls=":", lw=1, label="oracle (J = 0)")
-        if group is arms and checkpoint and checkpoint[0]["mean_j"] is not None:
-            ax.axhline(checkpoint[0]["mean_j"], color=_color("transformer"), ls=(0, (1, 3)), lw=1.5,
-                       label=f"the checkpoint ({checkpoint[0]['samples']} samples)")
+        if group is arms and checkpoint:
+            ax.axhline(checkpoint["mean_j"], color=_color("transformer"), ls=(0, (1, 3)), lw=1.5,
+                       label=f"the checkpoint ({checkpoint['samples']} samples)")
         ax.set_xscale("log", base=2)
         ax.set_xlabel(xlabel)
         ax.set_ylabel("validation J (nats/token; lower is better)")
@@ -218,7 +217,6 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--workers", type=int, metavar="N", help="runs at once (default: the preset's)")
     parser.add_argument("--wandb-mode", default="disabled", choices=["auto", "online", "offline", "disabled"])
     args = parser.parse_args(argv)
-    words = lambda values: [x for v in values for x in str(v).replace(",", " ").split()]  # noqa: E731
     try:
         budgets = [int(b) for b in words(args.budgets)] if args.budgets else None
         seeds = [int(s) for s in words(args.seeds)] if args.seeds else None

@@ -344,6 +344,11 @@ def edge_choices(choices: list[dict]) -> list[str]:
 # ---- gvt sweep pilot -------------------------------------------------------------------------------------------
 
 
+def words(values) -> list[str]:
+    """Command-line list values, space- or comma-separated (``--seeds 1000,1001`` or ``--seeds 1000 1001``)."""
+    return [x for v in values for x in str(v).replace(",", " ").split()]
+
+
 def main(argv: list[str]) -> int:
 
     parser = argparse.ArgumentParser(
@@ -363,7 +368,6 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--workers", type=int, metavar="N", help="runs at once (default: the preset's)")
     parser.add_argument("--wandb-mode", default="offline", choices=["auto", "online", "offline", "disabled"])
     args = parser.parse_args(argv)
-    words = lambda values: [x for v in values for x in str(v).replace(",", " ").split()]  # noqa: E731
     try:
         run_pilot(args.preset, seeds=[int(s) for s in words(args.seeds)] if args.seeds else None, out=args.out,
                   target=args.pilot_file, families=words(args.families) if args.families else None,
