@@ -621,8 +621,8 @@ def _failed_null(sweep: list[dict], null: str, sizes: list[int], limit: float) -
     that broke cannot tell the game's effect from its own failure."""
     for b in sorted(set(sizes)):
         null_rows = _by(sweep, family=null, batch_size=b)
-        fails = sum(bool(x.get("diverged") or x.get("collapsed")) for x in null_rows)
-        if null_rows and fails / len(null_rows) > limit:
+        if null_rows and failure_rate(null_rows) > limit:
+            fails = round(failure_rate(null_rows) * len(null_rows))
             return (f"the null failed: {null} diverged or collapsed in {fails}/{len(null_rows)} seeds at batch size "
                     f"{b} (more than {limit:.0%})")
     return None
