@@ -52,7 +52,7 @@ def _lightning_cli(args: list[str]) -> None:
 
     from modules.callbacks import DivergenceMonitor, FlushLogsOnCheckpoint
     from modules.data.base import SequenceDataModule
-    from modules.known_warnings import known_warnings_filtered
+    from modules.known_warnings import known_warnings_filtered, lightning_banner_dropped
     from modules.models.base import GeneratorModule, PredictionSettings
     from modules.overrides import check_command_settings
     from modules.checkpoints import load_weights, read_checkpoint
@@ -125,7 +125,8 @@ def _lightning_cli(args: list[str]) -> None:
                 )
             return super().instantiate_trainer(**kwargs)
 
-    with known_warnings_filtered():  # a few third-party messages that do not apply, by exact text, for this run
+    # a few third-party messages that do not apply and Lightning's banner, by exact text, for this run only
+    with known_warnings_filtered(), lightning_banner_dropped():
         GVTCLI(
             GeneratorModule,
             SequenceDataModule,

@@ -12,6 +12,13 @@ process, and any other warning, of the same category or the same module, still s
   workers would add process start-up and copies, not speed (Lightning says so on machines with more than two
   cores; ``data.num_workers`` is still there for whoever wants workers).
 - Lightning's LitLogger tip, an advertisement logged at INFO level at every Trainer construction.
+- "The dirpath has changed": ``gvt fit --ckpt_path last`` resumes into a new version folder by design (the old
+  one keeps its logs); the checkpoint callback's best-k bookkeeping of the old folder does not apply there.
+
+``lightning_banner_dropped()`` (the ``gvt fit|validate|test|predict`` commands) also drops Lightning's
+informational banner lines by their exact start (``BANNER_LINES``: the device lines, the seed line, "Loading
+`train_dataloader` ...", "`Trainer.fit` stopped: `max_steps=N` reached"), which say nothing the command's own
+config does not; the model summary, the progress bar and every warning still show.
 """
 
 from __future__ import annotations
@@ -28,6 +35,8 @@ KNOWN_WARNINGS: tuple[tuple[str, type[Warning], str], ...] = (
      r"pytorch_lightning\.utilities\._pytree"),
     (r"The '\w+' does not have many workers which may be a bottleneck", UserWarning,
      r"pytorch_lightning\.trainer\.connectors\.data_connector"),
+    (r"The dirpath has changed from .* therefore `best_model_score`", UserWarning,
+     r"pytorch_lightning\.callbacks\.model_checkpoint"),
 )
 # INFO lines of Lightning's rank-zero loggers dropped by their exact start.
 KNOWN_INFO_LINES: tuple[str, ...] = ("💡 Tip: For seamless cloud logging and experiment tracking, try installing [litlogger]",)
@@ -35,9 +44,34 @@ _RANK_ZERO_LOGGERS = ("pytorch_lightning.utilities.rank_zero", "lightning_fabric
                       "lightning.pytorch.utilities.rank_zero", "lightning.fabric.utilities.rank_zero")
 
 
+# Lightning's informational banner, dropped by ``lightning_banner_dropped`` only.
+BANNER_LINES: tuple[str, ...] = ("GPU available: ", "TPU available: ", "HPU available: ", "Seed set to ",
+                                 "Loading `train_dataloader` to estimate number of stepping batches",
+                                 "`Trainer.fit` stopped: ")
+_SEED_LOGGERS = ("lightning_fabric.utilities.seed", "lightning.fabric.utilities.seed")
+
+
 class _DropKnownLines(logging.Filter):
+    def __init__(self, starts: tuple[str, ...] = KNOWN_INFO_LINES):
+        super().__init__()
+        self.starts = starts
+
     def filter(self, record: logging.LogRecord) -> bool:
-        return not str(record.msg).startswith(KNOWN_INFO_LINES)
+        return not str(record.msg).startswith(self.starts)
+
+
+@contextlib.contextmanager
+def lightning_banner_dropped() -> Iterator[None]:
+    """Drop ``BANNER_LINES`` from Lightning's loggers for the duration of the block (nothing process-wide)."""
+    drop = _DropKnownLines(BANNER_LINES)
+    loggers = [logging.getLogger(name) for name in _RANK_ZERO_LOGGERS + _SEED_LOGGERS]
+    for logger in loggers:
+        logger.addFilter(drop)
+    try:
+        yield
+    finally:
+        for logger in loggers:
+            logger.removeFilter(drop)
 
 
 @contextlib.contextmanager
@@ -57,4 +91,4 @@ def known_warnings_filtered() -> Iterator[None]:
                 logger.removeFilter(drop)
 
 
-__all__ = ["KNOWN_INFO_LINES", "KNOWN_WARNINGS", "known_warnings_filtered"]
+__all__ = ["BANNER_LINES", "KNOWN_INFO_LINES", "KNOWN_WARNINGS", "known_warnings_filtered", "lightning_banner_dropped"]

@@ -72,3 +72,18 @@ def test_the_sweep_runner_scope_leaves_filters_and_logger_levels_as_they_were():
     with _quiet_lightning():
         assert logging.getLogger("pytorch_lightning").level == logging.WARNING
     assert warnings.filters == filters and logging.getLogger("pytorch_lightning").level == level
+
+
+def test_lightning_banner_is_dropped_inside_its_block_only(caplog):
+    from modules.known_warnings import lightning_banner_dropped
+
+    rank_zero, seed = (logging.getLogger("pytorch_lightning.utilities.rank_zero"),
+                       logging.getLogger("lightning_fabric.utilities.seed"))
+    with caplog.at_level(logging.INFO):
+        with lightning_banner_dropped():
+            rank_zero.info("GPU available: False, used: False")
+            rank_zero.info("`Trainer.fit` stopped: `max_steps=3` reached.")
+            seed.info("Seed set to 0")
+            rank_zero.info("Restoring states from the checkpoint path at x.ckpt")  # not banner: shows
+        rank_zero.info("GPU available: False, used: False")
+    assert [r.getMessage()[:9] for r in caplog.records] == ["Restoring", "GPU avail"]
