@@ -195,13 +195,13 @@ def pilot_rows(run_dir: str | Path, specs: list[dict]) -> list[dict]:
 
 def write_pilot(path: str | Path, preset_name: str, seeds: Sequence[int], multipliers: Sequence[float],
                 choices: list[dict], run_dir: str | Path, wall_s: float, run_s: float = 0.0,
-                cap: tuple[float, float] = EXTENSION_CAP) -> Path:
+                cap: tuple[float, float] = EXTENSION_CAP, max_rounds: Optional[int] = None) -> Path:
     """The pilot file: the choices with their evidence, the seeds, the run folder; ``wall_s`` is the last
     invocation's wall time (a resumed pilot's is only its own part), ``run_s`` the runs' summed wall times."""
 
     data = {"format": FORMAT_VERSION, "preset": preset_name, "seeds": list(seeds),
             "multipliers": [float(m) for m in multipliers],
-            "extension": {"factor": EXTENSION_FACTOR, "cap": [float(c) for c in cap],
+            "extension": {"factor": EXTENSION_FACTOR, "cap": [float(c) for c in cap], "max_rounds": max_rounds,
                           "still_at_an_end": edge_choices(choices)},
             "rule": "per (family, batch size): the multiplier of the sqrt-scaled learning rates with the lowest mean "
                     "validation J = (NLL_val - H(oracle)) + (NLL_oracle - H(model)) per token over the pilot seeds",
@@ -250,11 +250,15 @@ def extensions(choices: list[dict], cap: tuple[float, float] = EXTENSION_CAP) ->
 def run_pilot(preset_name: str, seeds: Optional[Sequence[int]] = None, out: Optional[str | Path] = None,
               target: Optional[str | Path] = None, multipliers: Sequence[float] = MULTIPLIERS,
               families: Optional[list[str]] = None, workers: Optional[int] = None,
-              wandb_mode: str = "offline", cap: tuple[float, float] = EXTENSION_CAP, echo=print) -> dict:
+              wandb_mode: str = "offline", cap: tuple[float, float] = EXTENSION_CAP, max_rounds: Optional[int] = None,
+              echo=print) -> dict:
     """Run the pilot of ``preset_name`` into ``out`` (resumable) and write its choices to ``target``
     (default configs/pilot/<preset>.json). A cell whose best multiplier lies at an end of its grid gets the next
     one that way (x0.25, then x0.125 ...; x4, x8 ...) until its best is interior or ``cap`` is reached
-    (``extensions``). Returns the written file's content."""
+    (``extensions``), for at most ``max_rounds`` extension rounds (None: no limit; the file and the report list
+    the cells still at an end). Returns the written file's content."""
+    if max_rounds is not None and max_rounds < 0:
+        raise ConfigError(f"pilot: --max-rounds must be >= 0, got {max_rounds}")
 
     preset = get_preset(preset_name, pilot=False)  # the pilot starts from the rule's rates, never from a choice
     if families:
@@ -267,7 +271,7 @@ def run_pilot(preset_name: str, seeds: Optional[Sequence[int]] = None, out: Opti
     echo(f"pilot: {len(specs)} runs ({preset.name} preset, seeds {seeds}, multipliers "
          f"{', '.join(f'{m:g}' for m in multipliers)}; an end extended up to x{cap[0]:g} / x{cap[1]:g}) -> {out}")
     start = time.perf_counter()
-    pending = specs
+    pending, rounds = specs, 0
     while True:
         outcome = execute(pending, out, workers=workers if workers is not None else preset.workers, desc="pilot",
                           echo=echo)
@@ -279,13 +283,18 @@ def run_pilot(preset_name: str, seeds: Optional[Sequence[int]] = None, out: Opti
         more = extensions(choices, cap)
         if not more:
             break
+        if max_rounds is not None and rounds >= max_rounds:
+            echo(f"pilot: {len(more)} cell(s) still at an end after {rounds} extension round(s) (--max-rounds "
+                 f"{max_rounds}): " + ", ".join(f"{f} at {b}" for (f, b) in sorted(more)))
+            break
+        rounds += 1
         echo("pilot: best at an end of the grid, extending: " + ", ".join(
             f"{f} at {b} -> x{m:g}" for (f, b), m in sorted(more.items())))
         pending = [s for s in extension_specs(preset, seeds, more, tracking) if s["key"] not in {x["key"] for x in specs}]
         specs = specs + pending
     wall = time.perf_counter() - start
     path = write_pilot(target or pilot_path(preset.name), preset.name, seeds, multipliers, choices, out, wall,
-                       run_s=sum(r.get("wall_time_s", 0.0) for r in rows), cap=cap)
+                       run_s=sum(r.get("wall_time_s", 0.0) for r in rows), cap=cap, max_rounds=max_rounds)
     echo(f"pilot: {wall:.0f} s; choices written to {path}")
     for line in choice_table(choices):
         echo(line)
@@ -366,12 +375,16 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--pilot-file", metavar="PATH", help="where to write the choices "
                                                              "(default configs/pilot/PRESET.json)")
     parser.add_argument("--workers", type=int, metavar="N", help="runs at once (default: the preset's)")
+    parser.add_argument("--max-rounds", type=int, metavar="N",
+                        help="at most N rounds of extending a grid's end (default: until interior or the cap "
+                             f"x{EXTENSION_CAP[0]:g} / x{EXTENSION_CAP[1]:g}); cells still at an end are listed")
     parser.add_argument("--wandb-mode", default="offline", choices=["auto", "online", "offline", "disabled"])
     args = parser.parse_args(argv)
     try:
         run_pilot(args.preset, seeds=[int(s) for s in words(args.seeds)] if args.seeds else None, out=args.out,
                   target=args.pilot_file, families=words(args.families) if args.families else None,
-                  workers=args.workers, wandb_mode=args.wandb_mode, echo=lambda m: print(m, file=sys.stderr))
+                  workers=args.workers, wandb_mode=args.wandb_mode, max_rounds=args.max_rounds,
+                  echo=lambda m: print(m, file=sys.stderr))
     except GvtError as err:  # bad settings are one line; anything else is a bug and keeps its traceback
         print(f"gvt sweep pilot: error: {err}", file=sys.stderr)
         return 2

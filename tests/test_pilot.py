@@ -15,6 +15,7 @@ from experiments import pilot as P
 from experiments import pilot_file
 from experiments.batch_size_sweep import sweep_specs
 from experiments.families import get_arg, get_family, set_arg
+from modules.errors import ConfigError
 from experiments.presets import get_preset
 
 
@@ -267,6 +268,51 @@ def _choice(family, batch_size, means):
 def test_a_cell_at_an_end_of_its_grid_gets_the_next_multiplier_that_way(means, expected):
     more = P.extensions([_choice("transformer", 8, means)])
     assert more == ({} if expected is None else {("transformer", 8): expected})
+
+
+def _planted_pilot(tmp_path, monkeypatch, **kw) -> tuple[dict, list[dict]]:
+    """The smoke pilot with planted validation J: the transformer's best rate at x0.125, the GAN's beyond every
+    cap (J keeps falling with the rate)."""
+    ran: list[dict] = []
+
+    class Done:
+        failed: list = []
+
+    def fake_execute(specs, out, **kw):
+        ran.extend(specs)
+        return Done()
+
+    def planted_rows(out, specs):
+        return [{**s, "j": (math.log2(s["lr_multiplier"]) + 3) ** 2 if s["family"] == "transformer"
+                 else -math.log2(s["lr_multiplier"])} for s in specs if s["kind"] != "pretrain"]
+
+    monkeypatch.setattr(P, "execute", fake_execute)
+    monkeypatch.setattr(P, "pilot_rows", planted_rows)
+    preset = get_preset("smoke", pilot=False)
+    monkeypatch.setattr(P, "get_preset", lambda name, pilot: preset)
+    preset.sweep.families = ["transformer", "gan-gumbel"]
+    preset.sweep.batch_sizes = [8]
+    data = P.run_pilot("smoke", seeds=[100], out=tmp_path / "run", target=tmp_path / "smoke.json",
+                       wandb_mode="disabled", echo=lambda m: None, **kw)
+    return data, ran
+
+
+@pytest.mark.parametrize("rounds, transformer_best, tried", [
+    (0, 0.5, {"0.5", "1", "2"}), (1, 0.25, {"0.25", "0.5", "1", "2"}), (2, 0.125, {"0.125", "0.25", "0.5", "1", "2"}),
+])
+def test_max_rounds_stops_the_extension_and_lists_the_cells_still_at_an_end(tmp_path, monkeypatch, rounds,
+                                                                            transformer_best, tried):
+    data, _ = _planted_pilot(tmp_path, monkeypatch, max_rounds=rounds)
+    chosen = {c["family"]: c for c in data["choices"]}
+    assert chosen["transformer"]["multiplier"] == transformer_best
+    assert set(chosen["transformer"]["mean_j"]) == tried
+    assert data["extension"]["max_rounds"] == rounds
+    assert data["extension"]["still_at_an_end"] == ["gan-gumbel at 8", "transformer at 8"]
+
+
+def test_a_negative_max_rounds_is_refused(tmp_path):
+    with pytest.raises(ConfigError, match="--max-rounds must be >= 0"):
+        P.run_pilot("smoke", seeds=[100], out=tmp_path / "run", max_rounds=-1, echo=lambda m: None)
 
 
 def test_the_pilot_extends_the_grid_until_the_optimum_is_interior_or_the_cap(tmp_path, monkeypatch):
