@@ -1,13 +1,15 @@
 """``gvt lecture``: the lecture's road to the Transformer, claims C1-C4 run into one folder and one report.
 
     gvt lecture [--preset lecture|lecture-smoke] [--out DIR] [--seeds ...] [--workers N] [--wandb-mode MODE]
-                [--only c1,c2,c3,c4]
+                [--only c1,c2,c3,c4] [--c1-device cpu|cuda|cuda:N]
 
 Parts (each resumable: a rerun does not redo what is finished in DIR):
 
 - **C1** (an RNN is sequential; a Transformer is not): ``experiments.parallel``'s training-step timing of the
   LSTM seq2seq and the Transformer at matched parameter counts against sequence length, for each torch thread
-  count of the preset, alone on the machine (no other part runs meanwhile). Written to ``DIR/c1/parallel.json``.
+  count of the preset, each replicate an independent process (``measure_replicates``), on ``--c1-device`` (cpu by
+  default; cuda is an error where CUDA is not available), alone on the machine (no other part runs meanwhile).
+  Written to ``DIR/c1/parallel.json``; rule, verdict and section in ``experiments.parallel_verdict``.
 - **C2** (the context vector is the bottleneck; attention removes it): ``experiments.bottleneck`` into ``DIR/c2``.
 - **C3** (attention shows alignments; an RNN gives none): ``rnn-attention`` (additive attention) and
   ``transformer`` trained on copy and reverse (``modules.data.TaskDataModule``) for every seed through the
@@ -19,20 +21,30 @@ Parts (each resumable: a rerun does not redo what is finished in DIR):
 - **C4** (transfer learning needs far fewer labelled examples): ``experiments.transfer`` into ``DIR/c4``.
 
 C2 and C4 come from their own modules through one contract (``PRESETS``, ``run``, ``verdict``,
-``report_section``); where a module is not there, its section says so and its verdict is "inconclusive: not run".
+``report_section``, optionally ``corpora``); where a module is not there, its section says so and its verdict is
+"inconclusive: not run".
+
+**Missing corpora** (``experiments.corpus_check``): a part whose verdict needs an absent corpus (C4: the general
+corpus and MR) is not run, its section and verdict saying "not run: corpus X not found at PATH (set
+GVT_DATA_DIR)"; a descriptive part that needs one (C2's Multi30k buckets, C3's translation heatmaps) is left out
+and named in its section. Every other part runs, the report lists what did not run, and ``gvt lecture`` exits 0.
 
 Then ``DIR/report/report.md`` (the verdict table, one section per claim, wall times, machine, settings),
 ``DIR/report/verdicts.json`` (the schema of the Q1-Q4 report's, ``experiments.report.verdicts_json``) and the PNG
 figures; with W&B on, the figures and heatmaps are logged as W&B images.
 
 **Verdicts** use the one rule of ``experiments.verdicts`` (primary cell of per-replicate values, SESOI, three
-outcomes) and Holm's correction across C1-C4:
+outcomes; C1 a stricter form of it) and Holm's correction across C1-C4:
 
-- **C1** primary ``slope_difference``: per timed round (repeat), the slope of log(step time) on log(L) of the
-  LSTM minus the Transformer's, at the primary thread count (fixed in advance: the largest the preset measures,
-  the most parallel hardware the machine offers). SESOI ``C1_SESOI``. Gate: parameter counts matched within
-  ``PARAMETER_TOLERANCE``. The confound, stated beside the verdict: a CPU with one or two threads has no parallel
-  hardware for the Transformer's positions to run on; the claim is about such hardware (a GPU).
+- **C1** primary ``slope_difference``: per replicate (an independent timing process), the slope of log(step
+  time) on log(L) of the LSTM minus the Transformer's, at the primary thread count (fixed in advance: the largest
+  the preset measures, the most parallel hardware the machine offers). SESOI ``C1_SESOI``. Supported needs the
+  interval's lower bound at or above the SESOI and the estimate without the longest length at or above it too;
+  not supported the upper bound below the SESOI and the estimate without the longest length below it too; else
+  inconclusive with the reason named (e.g. "rests on the longest length"); ``experiments.parallel_verdict``.
+  Gate: parameter counts matched within ``PARAMETER_TOLERANCE``. The reason names the device and threads
+  ("CPU with 2 torch thread(s)"); on a CPU the confound is stated beside the verdict (no parallel hardware of the
+  kind the claim is about) and the section gives each net's thread scaling, what a CPU can show.
 - **C3** primary ``alignment_above_chance``: per seed, the primary family's (``rnn-attention``) alignment accuracy
   minus its chance level, averaged over copy and reverse. SESOI ``C3_SESOI``. Gate: the family solved each task
   in every seed (test token accuracy at least ``MIN_TASK_ACCURACY``). Plain ``rnn`` has no attention weights at
