@@ -269,7 +269,8 @@ def _child_env() -> dict:
 def run_replicate(s: ParallelSettings, replicate: int, threads: int, folder: Path, timeout_s: float = 3600) -> dict:
     """One replicate at one thread count in a fresh process (``python -m experiments.parallel``); its record."""
     one = ParallelSettings(**{**s.to_dict(), "threads": [threads], "replicates": 1})
-    settings_path, out_path = folder / f"settings_{replicate}_{threads}.json", folder / f"record_{replicate}_{threads}.json"
+    settings_path = folder / f"settings_{replicate}_{threads}.json"
+    out_path = folder / f"record_{replicate}_{threads}.json"
     settings_path.write_text(json.dumps(one.to_dict()))
     cmd = [sys.executable, "-m", "experiments.parallel", "--settings", str(settings_path), "--replicate",
            str(replicate), "--out", str(out_path)]

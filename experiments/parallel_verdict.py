@@ -164,7 +164,8 @@ def thread_scaling_line(record: dict) -> Optional[str]:
         return None
     ratio = [a / b for a, b in zip(speed["lstm"], speed["transformer"])]
     return (f"What this CPU shows: from {counts[0]} to {counts[-1]} torch threads the LSTM's step gets "
-            f"x{t_interval(speed['lstm']).fmt(2)} faster and the Transformer's x{t_interval(speed['transformer']).fmt(2)} "
+            f"x{t_interval(speed['lstm']).fmt(2)} faster and the Transformer's "
+            f"x{t_interval(speed['transformer']).fmt(2)} "
             f"(geometric mean over lengths; mean [95% t-interval] over replicates); LSTM gain / Transformer gain "
             f"{t_interval(ratio).fmt(2)}. A net that used parallel hardware better would gain more from threads; "
             f"a ratio near 1 means this CPU shows no parallelism advantage either way.")

@@ -264,4 +264,5 @@ def _trim_trailing_blanks(lines: list[str]) -> list[str]:
     return lines[:end]
 
 
-__all__ = ["DATA_DIR_VARIABLE", "data_dir", "data_dir_candidates", "data_dir_tried", "expand_path", "project_root", "read_labeled", "read_lines", "read_parallel"]
+__all__ = ["DATA_DIR_VARIABLE", "data_dir", "data_dir_candidates", "data_dir_tried", "expand_path", "project_root",
+           "read_labeled", "read_lines", "read_parallel"]
