@@ -793,7 +793,9 @@ def write_report(path: Path, settings: LectureSettings, state: dict, results: di
         L += [f"## {title}", "", f"**Claim.** {v.claim}", "", f"**Verdict: {v.verdict}.** {v.reason}", "",
               f"**Rule.** {v.rule}", ""]
         L += cells_table(v) + [""]
-        L += [d for d in v.details] + [""] if v.details else []
+        for d in v.details:  # list items stay one list; every other detail is its own paragraph
+            L += [d] if d.startswith("- ") else [d, ""]
+        L += [""] if v.details else []
         if part not in results:
             L += ["Not run: left out by `--only` in this invocation.", ""]
         elif part == "c1":

@@ -289,9 +289,6 @@ def c1_section(record: dict, primary_threads: int, figure: Optional[Path], folde
             L.append(f"| {L_} | {rng['lstm']} | {rng['transformer']} | {tok['lstm']:,.0f} | {tok['transformer']:,.0f} "
                      f"| {med['lstm'] / med['transformer']:.2f} |")
         L.append("")
-    scaling = thread_scaling_line(record) if device.get("type") != "cuda" else None
-    if scaling:
-        L += [scaling, ""]
     m0, m1 = record.get("machine", {}), record.get("machine_after", {})
     L += [f"Measured in {record.get('wall_s', math.nan):.0f} s on {m0.get('cpu_count')} cores "
           f"({m0.get('processor')}), torch {m0.get('torch')}; load average (1, 5, 15 min) "
