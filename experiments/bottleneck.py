@@ -205,6 +205,17 @@ def multi30k_available(root: Optional[str] = None) -> bool:
     return all((folder / files[split][side]).is_file() for split in ("train", "val", "test") for side in ("src", "tgt"))
 
 
+def corpora(settings: BottleneckSettings, multi30k_root: Optional[str] = None) -> dict[str, dict]:
+    """The lecture's corpus contract (``experiments.corpus_check``): Multi30k, where the settings name it, is not
+    needed for C2's verdict (the reverse task decides it); without it ``run`` leaves its buckets out."""
+    if "multi30k" not in settings.datasets:
+        return {}
+    from experiments.corpus_check import text_data_files
+
+    return {"multi30k": {"files": text_data_files(multi30k_data(settings, multi30k_root)), "needed": False,
+                         "part": "The Multi30k buckets"}}
+
+
 def _data(settings: BottleneckSettings, dataset: str, length: Optional[int], seed: int,
           multi30k_root: Optional[str]) -> dict:
     if dataset == "reverse":

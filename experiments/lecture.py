@@ -1,13 +1,15 @@
 """``gvt lecture``: the lecture's road to the Transformer, claims C1-C4 run into one folder and one report.
 
     gvt lecture [--preset lecture|lecture-smoke] [--out DIR] [--seeds ...] [--workers N] [--wandb-mode MODE]
-                [--only c1,c2,c3,c4]
+                [--only c1,c2,c3,c4] [--c1-device cpu|cuda|cuda:N]
 
 Parts (each resumable: a rerun does not redo what is finished in DIR):
 
 - **C1** (an RNN is sequential; a Transformer is not): ``experiments.parallel``'s training-step timing of the
   LSTM seq2seq and the Transformer at matched parameter counts against sequence length, for each torch thread
-  count of the preset, alone on the machine (no other part runs meanwhile). Written to ``DIR/c1/parallel.json``.
+  count of the preset, each replicate an independent process (``measure_replicates``), on ``--c1-device`` (cpu by
+  default; cuda is an error where CUDA is not available), alone on the machine (no other part runs meanwhile).
+  Written to ``DIR/c1/parallel.json``; rule, verdict and section in ``experiments.parallel_verdict``.
 - **C2** (the context vector is the bottleneck; attention removes it): ``experiments.bottleneck`` into ``DIR/c2``.
 - **C3** (attention shows alignments; an RNN gives none): ``rnn-attention`` (additive attention) and
   ``transformer`` trained on copy and reverse (``modules.data.TaskDataModule``) for every seed through the
@@ -19,20 +21,30 @@ Parts (each resumable: a rerun does not redo what is finished in DIR):
 - **C4** (transfer learning needs far fewer labelled examples): ``experiments.transfer`` into ``DIR/c4``.
 
 C2 and C4 come from their own modules through one contract (``PRESETS``, ``run``, ``verdict``,
-``report_section``); where a module is not there, its section says so and its verdict is "inconclusive: not run".
+``report_section``, optionally ``corpora``); where a module is not there, its section says so and its verdict is
+"inconclusive: not run".
+
+**Missing corpora** (``experiments.corpus_check``): a part whose verdict needs an absent corpus (C4: the general
+corpus and MR) is not run, its section and verdict saying "not run: corpus X not found at PATH (set
+GVT_DATA_DIR)"; a descriptive part that needs one (C2's Multi30k buckets, C3's translation heatmaps) is left out
+and named in its section. Every other part runs, the report lists what did not run, and ``gvt lecture`` exits 0.
 
 Then ``DIR/report/report.md`` (the verdict table, one section per claim, wall times, machine, settings),
 ``DIR/report/verdicts.json`` (the schema of the Q1-Q4 report's, ``experiments.report.verdicts_json``) and the PNG
 figures; with W&B on, the figures and heatmaps are logged as W&B images.
 
 **Verdicts** use the one rule of ``experiments.verdicts`` (primary cell of per-replicate values, SESOI, three
-outcomes) and Holm's correction across C1-C4:
+outcomes; C1 a stricter form of it) and Holm's correction across C1-C4:
 
-- **C1** primary ``slope_difference``: per timed round (repeat), the slope of log(step time) on log(L) of the
-  LSTM minus the Transformer's, at the primary thread count (fixed in advance: the largest the preset measures,
-  the most parallel hardware the machine offers). SESOI ``C1_SESOI``. Gate: parameter counts matched within
-  ``PARAMETER_TOLERANCE``. The confound, stated beside the verdict: a CPU with one or two threads has no parallel
-  hardware for the Transformer's positions to run on; the claim is about such hardware (a GPU).
+- **C1** primary ``slope_difference``: per replicate (an independent timing process), the slope of log(step
+  time) on log(L) of the LSTM minus the Transformer's, at the primary thread count (fixed in advance: the largest
+  the preset measures, the most parallel hardware the machine offers). SESOI ``C1_SESOI``. Supported needs the
+  interval's lower bound at or above the SESOI and the estimate without the longest length at or above it too;
+  not supported the upper bound below the SESOI and the estimate without the longest length below it too; else
+  inconclusive with the reason named (e.g. "rests on the longest length"); ``experiments.parallel_verdict``.
+  Gate: parameter counts matched within ``PARAMETER_TOLERANCE``. The reason names the device and threads
+  ("CPU with 2 torch thread(s)"); on a CPU the confound is stated beside the verdict (no parallel hardware of the
+  kind the claim is about) and the section gives each net's thread scaling, what a CPU can show.
 - **C3** primary ``alignment_above_chance``: per seed, the primary family's (``rnn-attention``) alignment accuracy
   minus its chance level, averaged over copy and reverse. SESOI ``C3_SESOI``. Gate: the family solved each task
   in every seed (test token accuracy at least ``MIN_TASK_ACCURACY``). Plain ``rnn`` has no attention weights at
@@ -55,22 +67,17 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Callable, Optional
 
+from experiments import corpus_check
 from experiments import verdicts as V
-from experiments.parallel import (FAMILIES as C1_FAMILIES, ParallelSettings, lengths_of, slopes_per_repeat,
-                                  summary_seconds, target_tokens, thread_counts)
+from experiments.parallel import ParallelSettings
+from experiments.parallel_verdict import CLAIM as C1_CLAIM, PARAMETER_TOLERANCE, RULE_SETTINGS as C1_RULE_SETTINGS
+from experiments.parallel_verdict import SESOI as C1_SESOI, c1_section, c1_verdict, load_warning  # noqa: F401
 from experiments.stats import finite, t_interval
 from modules.errors import ConfigError, GvtError
 from modules.files import atomic_write_text
 
 PARTS = ("c1", "c2", "c3", "c4")
 
-# C1's SESOI, in log-log slope units. Over the 16x range of lengths of the lecture preset (16 to 256), a slope
-# difference d changes the LSTM/Transformer step-time ratio by 16^d: d = 0.25 is a factor of 2 between the shortest
-# and the longest sequences, the smallest change in relative cost that would change which model one trains on long
-# sequences. Smaller differences are within what the choice of lengths and the O(L^2) attention term move anyway.
-C1_SESOI = 0.25
-# The parameter counts of the two nets must agree within this share, or C1 compares model sizes, not architectures.
-PARAMETER_TOLERANCE = 0.05
 # C3's SESOI, in alignment-accuracy units above chance. Chance (1 / source length) is 0.1 to 0.25 at the lecture's
 # lengths; an argmax that lands on the true source position 20 points more often than a uniform guess is the least
 # a reader of a heatmap would see as an alignment (a visible diagonal); below it the map is mostly noise.
@@ -81,7 +88,7 @@ MIN_TASK_ACCURACY = 0.8
 
 C2_MODULE, C4_MODULE = "experiments.bottleneck", "experiments.transfer"
 CLAIMS = {
-    "C1": "An RNN is sequential (step t needs step t-1), so it is hard to parallelise; a Transformer is not.",
+    "C1": C1_CLAIM,
     "C2": "In seq2seq the context vector is the bottleneck of the whole model; attention over all encoder states "
           "removes it.",
     "C3": "RNNs give no way to see which inputs an output depended on; attention weights show the alignment.",
@@ -181,8 +188,9 @@ MULTI30K = {"class_path": "modules.data.TextDataModule", "init_args": dict(
 def _lecture() -> LectureSettings:
     """The whole preset at most 30 min on 2 CPU cores; measured from a clean clone on the project's 2-core machine
     (load average about 1): 1175 s in all, C1 83 s, C2 316 s, C3 303 s, C4 452 s (docs/lecture_report)."""
+    # C1: 5 independent processes per thread count (the verdict's n), each 1 warm-up and 3 timed rounds
     c1 = ParallelSettings(lengths=[16, 32, 64, 128, 256], batch_size=16, vocab_size=1000, d_model=128, n_heads=4,
-                          layers=2, warmup=2, repeats=10, threads=[1, 2])
+                          layers=2, warmup=1, repeats=3, replicates=5, threads=[1, 2])
     # the same nets learn the tasks and, briefly, Multi30k (600 and 800 updates: both tasks solved in every seed
     # in the runs measured for the README; 800 Multi30k updates give a visibly diagonal de->en alignment)
     models = _task_models(d_model=64, heads=4, layers=2, hidden=128, eval_samples=32, dropout=0.0, max_len=40)
@@ -194,8 +202,9 @@ def _lecture() -> LectureSettings:
 
 def _smoke() -> LectureSettings:
     """Seconds: the whole pipeline on tiny nets (tests)."""
-    c1 = ParallelSettings(lengths=[4, 8], batch_size=2, vocab_size=30, d_model=16, n_heads=2, layers=1, warmup=0,
-                          repeats=3, threads=[1])
+    # three lengths, so the leave-longest-out check has a slope to fit; three processes, the fewest a verdict takes
+    c1 = ParallelSettings(lengths=[2, 4, 8], batch_size=2, vocab_size=30, d_model=16, n_heads=2, layers=1, warmup=0,
+                          repeats=1, replicates=3, threads=[1])
     models = _task_models(d_model=16, heads=2, layers=1, hidden=16, eval_samples=4, dropout=0.0, max_len=16)
     c3 = C3Settings(task_data=dict(num_words=6, min_len=2, max_len=4, num_train=64, num_val=8, num_test=16),
                     models=models, seeds=[0], batch_size=16, updates=3, tasks=["copy"], heatmap_examples=1,
@@ -214,102 +223,10 @@ def _settings_for(name: str) -> LectureSettings:
 
 # ---- C1 ---------------------------------------------------------------------------------------------------------
 
-C1_RULE = (f"Per timed round (repeat) at the primary thread count: the slope of log(training-step time) on log(L) "
-           f"of the LSTM seq2seq minus the Transformer's, both over all lengths of the round (positive: the LSTM's "
-           f"time grows faster with length, as a sequential model's should where the Transformer can run positions "
-           f"in parallel). SESOI {C1_SESOI} (a factor 16^{C1_SESOI} = 2 in the time ratio across a 16x range of "
-           f"lengths). The primary thread count is fixed in advance: the largest measured. Gate: parameter counts "
-           f"matched within {PARAMETER_TOLERANCE:.0%}. Repeats play the role of seeds.")
-
-C1_CONFOUND = ("Confound, beside the verdict whatever it says: on a CPU with one or two threads there is no parallel "
-               "hardware for the Transformer's positions to run on (its matrix products already keep the cores "
-               "busy at the shortest length), and its attention costs O(L^2), so a CPU can only show the "
-               "Transformer's time growing at least linearly too. The claim is about parallel hardware: a GPU run "
-               "(`python benchmarks/bench_parallel.py --devices cuda`) is what tests it. The timings were taken on "
-               "a machine shared with other work (load averages below).")
-
-
-def c1_verdict(record: Optional[dict], *, threads: Optional[int] = None, margin: float = C1_SESOI,
-               alpha: float = 0.05, min_seeds: int = 3, why_not_run: str = "not run") -> V.Verdict:
-    """Verdict C1 from ``experiments.parallel.measure``'s record (None: not run, saying ``why_not_run``)."""
-    settings = V.VerdictSettings(alpha=alpha, min_seeds=min_seeds)
-    primary = "slope_difference"
-    if record is None or not record.get("timings"):
-        cells = {primary: V._not_run("LSTM - Transformer log-log slope", why_not_run, margin)}
-        return V._standard("C1", CLAIMS["C1"], C1_RULE, margin, primary, cells, why_not_run, [C1_CONFOUND], settings)
-    measured = thread_counts(record)
-    threads = max(measured) if threads is None else threads
-    if threads not in measured:
-        gate = f"not run: no timings at the primary thread count {threads} (measured: {measured})"
-        cells = {primary: V._not_run("LSTM - Transformer log-log slope", gate, margin)}
-        return V._standard("C1", CLAIMS["C1"], C1_RULE, margin, primary, cells, gate, [C1_CONFOUND], settings)
-    params = record.get("parameters", {})
-    gate, met = None, True
-    if not params.get("lstm") or not params.get("transformer"):
-        gate, met = "the parameter counts of the two nets are not in the record", None
-    elif abs(params["lstm"] / params["transformer"] - 1) > PARAMETER_TOLERANCE:
-        gate, met = (f"parameter counts not matched: LSTM {params['lstm']:,} vs Transformer {params['transformer']:,} "
-                     f"(more than {PARAMETER_TOLERANCE:.0%} apart)"), False
-    bad = [t for t in record["timings"] if not (finite(t["seconds"]) and t["seconds"] > 0)]
-    if bad:
-        gate, met = f"{len(bad)} timed step(s) are not positive finite seconds", False
-    cells = {}
-    for t in measured:
-        if bad:
-            break
-        slopes = slopes_per_repeat(record, t)
-        name = primary if t == threads else f"slope_difference_threads{t}"
-        diff = [a - b for a, b in zip(slopes.get("lstm", []), slopes.get("transformer", []))]
-        cells[name] = V.Cell(f"LSTM - Transformer log-log slope, {t} thread(s)", diff,
-                             margin if t == threads else None, met if t == threads else True,
-                             (gate or "parameter counts matched") if t == threads else "secondary thread count")
-        for f in C1_FAMILIES:
-            cells[f"slope_{f}_threads{t}"] = V.Cell(f"{f} log-log slope, {t} thread(s)", slopes.get(f, []), None)
-    if primary not in cells:
-        cells[primary] = V._not_run("LSTM - Transformer log-log slope", gate or "no timings", margin)
-    lengths = lengths_of(record)
-    details = [C1_CONFOUND]
-    if not bad and len(lengths) >= 3:  # does the verdict rest on the longest length alone? (reported, not decided)
-        shorter = slopes_per_repeat(record, threads, max_length=lengths[-2])
-        diff = [a - b for a, b in zip(shorter.get("lstm", []), shorter.get("transformer", []))]
-        cells["slope_difference_without_longest"] = V.Cell(
-            f"LSTM - Transformer log-log slope, {threads} thread(s), L <= {lengths[-2]}", diff, None)
-        if diff and t_interval(diff).mean < margin <= cells[primary].interval.mean:
-            details.append(f"Robustness: without the longest length (L <= {lengths[-2]}) the slope difference is "
-                           f"{t_interval(diff).fmt(3)}, below the SESOI: the verdict rests on the step from "
-                           f"L = {lengths[-2]} to {lengths[-1]}.")
-    busy = load_warning(record)
-    if busy:
-        details.append(busy)
-    for t in measured:
-        if bad:
-            break
-        lstm, tr = (summary_seconds(record, t, f, "median") for f in C1_FAMILIES)
-        details.append(f"- {t} thread(s){' (primary)' if t == threads else ''}: median step time at L = {lengths[0]} "
-                       f"LSTM {lstm[0] * 1000:.1f} ms vs Transformer {tr[0] * 1000:.1f} ms; at L = {lengths[-1]} "
-                       f"LSTM {lstm[-1] * 1000:.1f} ms vs Transformer {tr[-1] * 1000:.1f} ms "
-                       f"(LSTM/Transformer {lstm[-1] / tr[-1]:.2f})")
-    return V._standard("C1", CLAIMS["C1"], C1_RULE, margin, primary, cells, gate, details, settings)
-
-
-def load_warning(record: dict) -> Optional[str]:
-    """A warning (descriptive: it changes no verdict) where other processes kept the cores busy during the timing:
-    a 1-minute load average above the core count before or after it. Steps on more than one thread suffer most
-    (each waits for its slowest thread), so such timings say more about the machine's load than about the nets."""
-    cores = (record.get("machine") or {}).get("cpu_count")
-    loads = [((record.get(k) or {}).get("load_average_1_5_15") or [math.nan])[0] for k in ("machine", "machine_after")]
-    if not cores or not any(finite(x) and x > cores for x in loads):
-        return None
-    return (f"**Warning: the machine was busy** (1-minute load average {loads[0]:.1f} before and {loads[1]:.1f} after, "
-            f"on {cores} cores): other processes shared the cores during the timing, which inflates every step and "
-            "most of all the multi-threaded ones; these timings measure the load as much as the nets. Rerun C1 "
-            "(`gvt lecture --only c1` into a fresh folder) on an idle machine before reading the verdict.")
-
-
 def run_c1(settings: LectureSettings, folder: Path, echo) -> tuple[dict, bool]:
-    """The C1 record (measured now, or read from ``folder`` when an earlier invocation finished it) and whether
-    it was resumed."""
-    from experiments.parallel import measure
+    """The C1 record (measured now, each replicate in its own process, or read from ``folder`` when an earlier
+    invocation finished it) and whether it was resumed."""
+    from experiments.parallel import check_device, measure_replicates
 
     path = folder / "parallel.json"
     if path.is_file():
@@ -318,8 +235,9 @@ def run_c1(settings: LectureSettings, folder: Path, echo) -> tuple[dict, bool]:
             echo(f"C1: already measured in {path}; not redone")
             return record, True
         echo(f"C1: {path} holds other settings; measuring again")
+    check_device(settings.c1.device)
     folder.mkdir(parents=True, exist_ok=True)
-    record = measure(settings.c1, echo=echo)
+    record = measure_replicates(settings.c1, echo=echo)
     atomic_write_text(path, json.dumps(record, indent=1) + "\n")
     return record, False
 
@@ -531,14 +449,20 @@ def run_delegated(question: str, module_name: str, preset: str, folder: Path, *,
     part_settings = module.PRESETS[preset]()
     if seeds is not None and dataclasses.is_dataclass(part_settings) and hasattr(part_settings, "seeds"):
         part_settings = dataclasses.replace(part_settings, seeds=list(seeds))
+    why, notes = corpus_check.check(module.corpora(part_settings) if hasattr(module, "corpora") else {})
+    for line in notes:
+        echo(f"{question}: {line}")
+    if why:  # the verdict rests on an absent corpus: the part is not run, the lecture goes on
+        echo(f"{question}: {why}")
+        return {"module": module, "rows": [], "why": why, "notes": notes}
     echo(f"{question}: {module_name} preset {preset!r} into {folder}")
     rows = module.run(part_settings, folder, workers=workers, wandb_mode=wandb_mode, echo=echo)
-    return {"module": module, "rows": rows, "why": None}
+    return {"module": module, "rows": rows, "why": None, "notes": notes}
 
 
 def delegated_verdict(question: str, part: Optional[dict], alpha: float, min_seeds: int,
                       why_not_run: str) -> V.Verdict:
-    if part is None or part["module"] is None:
+    if part is None or part["module"] is None or part.get("why"):
         return _not_run_verdict(question, part["why"] if part else why_not_run, alpha, min_seeds)
     v = part["module"].verdict(part["rows"], alpha=alpha, min_seeds=min_seeds)
     if v.question != question:
@@ -585,19 +509,24 @@ def preregistration(settings: LectureSettings) -> dict:
     """The settings that define the lecture's verdicts (preset, SESOIs, gates, alpha) and their hash."""
     defined = {"preset": settings.to_dict(), "sesoi": {"C1": C1_SESOI, "C3": C3_SESOI},
                "gates": {"C1_parameter_tolerance": PARAMETER_TOLERANCE, "C3_min_task_accuracy": MIN_TASK_ACCURACY},
-               "c1_primary_threads": settings.primary_threads}
+               "c1_primary_threads": settings.primary_threads, "c1_device": settings.c1.device,
+               "c1_rule": C1_RULE_SETTINGS, "c1_replicates": settings.c1.replicates}
     digest = hashlib.sha256(json.dumps(defined, sort_keys=True, default=str).encode()).hexdigest()[:16]
     return {"hash": digest, "settings": defined}
 
 
 def run_lecture(preset: str = "lecture", out: str | Path = "runs/lecture", *, seeds: Optional[list[int]] = None,
                 workers: Optional[int] = None, wandb_mode: str = "offline", only: Optional[list[str]] = None,
-                settings: Optional[LectureSettings] = None, echo=print) -> LectureResult:
-    """Run the selected parts into ``out`` (resumably) and write the report (module docstring)."""
+                settings: Optional[LectureSettings] = None, c1_device: Optional[str] = None,
+                echo=print) -> LectureResult:
+    """Run the selected parts into ``out`` (resumably) and write the report (module docstring). ``c1_device``
+    (cpu, cuda, cuda:N) overrides the preset's C1 device; it is part of the pre-registration."""
     from experiments.parallel import machine
 
     start = time.perf_counter()
     settings = settings or _settings_for(preset)
+    if c1_device is not None:
+        settings.c1 = ParallelSettings(**{**settings.c1.to_dict(), "device": c1_device})
     if seeds is not None:
         if not seeds:
             raise ConfigError("--seeds needs at least one seed")
@@ -630,7 +559,15 @@ def run_lecture(preset: str = "lecture", out: str | Path = "runs/lecture", *, se
         echo(f"C3: {len(settings.c3.families)} families x {len(settings.c3.tasks)} tasks x "
              f"{len(settings.c3.seeds)} seeds" + (" + translation heatmap models" if settings.c3.translation_data
                                                   else "") + f", {workers} worker(s)")
-        results["c3"] = run_c3(settings, out / "c3", workers, wandb_mode, echo)
+        run_settings, notes = settings, []
+        if settings.c3.translation_data is not None:
+            missing = corpus_check.first_missing(corpus_check.text_data_files(settings.c3.translation_data))
+            if missing is not None:  # the heatmaps of held-out pairs are descriptive: C3's verdict runs without them
+                notes = [f"Translation heatmaps not run: {corpus_check.not_found('multi30k', missing)}."]
+                echo(f"C3: {notes[0]}")
+                run_settings = dataclasses.replace(settings, c3=dataclasses.replace(settings.c3, translation_data=None))
+        results["c3"] = run_c3(run_settings, out / "c3", workers, wandb_mode, echo)
+        results["c3"]["notes"] = notes
         _record_part(out, state, "c3", time.perf_counter() - t0, False)
     if "c4" in only:
         t0 = time.perf_counter()
@@ -711,7 +648,7 @@ def write_figures(settings: LectureSettings, out: Path, results: dict, folder: P
         results["c3"]["heatmaps"] = heat
         figures.update(heat)
     for part in ("c2", "c4"):
-        if part in results and results[part]["module"] is not None:
+        if part in results and results[part]["module"] is not None and not results[part].get("why"):
             lines, part_figures = results[part]["module"].report_section(results[part]["rows"], folder)
             results[part]["section"] = subsection(lines)
             figures.update({f"{part}_{name}": p for name, p in part_figures.items()})
@@ -754,46 +691,6 @@ def _wall(state: dict, part: str) -> str:
     if entry.get("resumed"):
         text += "; finished in an earlier invocation, read back in the last"
     return text
-
-
-def c1_section(record: dict, primary_threads: int, figure: Optional[Path], folder: Path) -> list[str]:
-    s = record["settings"]
-    p = record["parameters"]
-    lengths = lengths_of(record)
-    L = [f"Both nets take full training steps (forward, the one MLE loss, backward, AdamW) on random batches of "
-         f"{s['batch_size']} sources and targets of L tokens, vocabulary {s['vocab_size']}, on {s['device']}: the "
-         f"Transformer (d_model {s['d_model']}, {s['n_heads']} heads, {s['layers']}+{s['layers']} layers, "
-         f"{p['transformer']:,} parameters) and the LSTM seq2seq without attention (hidden {record['hidden_dim']}, "
-         f"{s['layers']}+{s['layers']} layers, {p['lstm']:,} parameters, "
-         f"{100 * (p['lstm'] / p['transformer'] - 1):+.1f}%). "
-         f"{s['warmup']} warm-up steps per cell, then {s['repeats']} timed rounds, each one step of every length and "
-         f"family (interleaved). Tokens/s counts B x (L + 1) predicted target tokens. Median over rounds "
-         f"[min, max]; the slopes are per round, mean [95% t-interval over rounds]. The primary thread count "
-         f"({primary_threads}) was fixed before the measurement: the largest measured.", ""]
-    for t in thread_counts(record):
-        slopes = slopes_per_repeat(record, t)
-        L += [f"**{t} torch thread(s)**{' (primary)' if t == primary_threads else ''}: log-log slope LSTM "
-              f"{t_interval(slopes['lstm']).fmt(2)}, Transformer {t_interval(slopes['transformer']).fmt(2)}", "",
-              "| L | LSTM ms | Transformer ms | LSTM tok/s | Transformer tok/s | LSTM / Transformer |",
-              "|---:|---|---|---:|---:|---:|"]
-        from experiments.parallel import cell_times
-
-        cells = cell_times(record, t)
-        for L_ in lengths:
-            med = {f: sorted(cells[(f, L_)])[len(cells[(f, L_)]) // 2] for f in C1_FAMILIES}
-            rng = {f: f"{med[f] * 1000:.1f} [{min(cells[(f, L_)]) * 1000:.1f}, {max(cells[(f, L_)]) * 1000:.1f}]"
-                   for f in C1_FAMILIES}
-            tok = {f: target_tokens(s["batch_size"], L_) / med[f] for f in C1_FAMILIES}
-            L.append(f"| {L_} | {rng['lstm']} | {rng['transformer']} | {tok['lstm']:,.0f} | {tok['transformer']:,.0f} "
-                     f"| {med['lstm'] / med['transformer']:.2f} |")
-        L.append("")
-    m0, m1 = record.get("machine", {}), record.get("machine_after", {})
-    L += [f"Measured in {record.get('wall_s', math.nan):.0f} s on {m0.get('cpu_count')} cores "
-          f"({m0.get('processor')}), torch {m0.get('torch')}; load average (1, 5, 15 min) "
-          f"{m0.get('load_average_1_5_15')} before, {m1.get('load_average_1_5_15')} after.", ""]
-    if figure:
-        L += [f"![C1: step time and tokens/s against length]({_rel(figure, folder)})", ""]
-    return L
 
 
 def c3_section(settings: LectureSettings, c3: dict, figures: dict[str, Path], folder: Path) -> list[str]:
@@ -870,6 +767,11 @@ def write_report(path: Path, settings: LectureSettings, state: dict, results: di
          "```", verdict_table_text(vs, prereg["hash"], settings.alpha), "```", "",
          "| claim | verdict | evidence |", "|---|---|---|"]
     L += [f"| {v.question}: {v.claim} | **{v.verdict}** | {v.evidence} |" for v in vs]
+    not_run = [f"- {v.question}: {v.reason}" for v in vs if v.reason.startswith("not run")]
+    not_run += [f"- {part.upper()}: {line}" for part in PARTS if part in results
+                for line in results[part].get("notes", [])]
+    if not_run:
+        L += ["", "**What did not run** (every other part ran and is reported below):", "", *not_run]
     L += ["", "## Time and machine", "",
           "| part | wall time |", "|---|---|"]
     L += [f"| {p.upper()} | {_wall(state, p)} |" for p in PARTS]
@@ -891,7 +793,9 @@ def write_report(path: Path, settings: LectureSettings, state: dict, results: di
         L += [f"## {title}", "", f"**Claim.** {v.claim}", "", f"**Verdict: {v.verdict}.** {v.reason}", "",
               f"**Rule.** {v.rule}", ""]
         L += cells_table(v) + [""]
-        L += [d for d in v.details] + [""] if v.details else []
+        for d in v.details:  # list items stay one list; every other detail is its own paragraph
+            L += [d] if d.startswith("- ") else [d, ""]
+        L += [""] if v.details else []
         if part not in results:
             L += ["Not run: left out by `--only` in this invocation.", ""]
         elif part == "c1":
@@ -900,8 +804,12 @@ def write_report(path: Path, settings: LectureSettings, state: dict, results: di
             L += c3_section(settings, results["c3"], figures, folder)
         elif results[part]["module"] is None:
             L += [f"{results[part]['why']} (on this branch); its verdict stays inconclusive.", ""]
+        elif results[part].get("why"):
+            L += [f"{results[part]['why']}; its verdict stays inconclusive.", ""]
         else:
             L += list(results[part].get("section", [])) + [""]
+        if part in results and part != "c1":
+            L += [f"{line}" for line in results[part].get("notes", [])] + ([""] if results[part].get("notes") else [])
     L += ["## Settings of the preset", "", "```json", json.dumps(settings.to_dict(), indent=1, default=str), "```",
           "", "## Files", "",
           "- `c1/parallel.json`: every timed step (threads, family, length, round, seconds), parameter counts, "
@@ -955,6 +863,9 @@ def main(argv: Optional[list[str]] = None) -> int:
     parser.add_argument("--workers", type=int, metavar="N", help="training runs at once (default: the preset's)")
     parser.add_argument("--wandb-mode", default="offline", choices=["auto", "online", "offline", "disabled"])
     parser.add_argument("--only", metavar="PARTS", help="comma-separated parts to run: c1,c2,c3,c4 (default all)")
+    parser.add_argument("--c1-device", metavar="DEVICE",
+                        help="where C1 times the training steps: cpu (the presets' default), cuda or cuda:N "
+                             "(an error where CUDA is not available)")
     args = parser.parse_args(argv)
     words = [x for v in (args.seeds or []) for x in str(v).replace(",", " ").split()]
     echo = lambda m: print(m, file=sys.stderr, flush=True)  # noqa: E731
@@ -964,7 +875,8 @@ def main(argv: Optional[list[str]] = None) -> int:
         parser.error(f"--seeds takes integers, got {' '.join(args.seeds)}")
     try:
         result = run_lecture(args.preset, args.out or f"runs/lecture/{args.preset}", seeds=seeds,
-                             workers=args.workers, wandb_mode=args.wandb_mode, only=parse_only(args.only), echo=echo)
+                             workers=args.workers, wandb_mode=args.wandb_mode, only=parse_only(args.only),
+                             c1_device=args.c1_device, echo=echo)
     except GvtError as err:  # bad settings are one line; anything else is a bug and keeps its traceback
         print(f"gvt lecture: error: {err}", file=sys.stderr)
         return 2

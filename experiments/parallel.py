@@ -10,27 +10,43 @@ tokens per row):
   in parallel.
 
 The LSTM's hidden size is chosen so that its parameter count matches the Transformer's (``matched_hidden_dim``).
-The timed steps are interleaved, round by round over every length and family (``time_steps``), so a burst of
-load from other processes spreads over all cells instead of spoiling one; each round is one *repeat*, and every
-repeat's times are kept, so a statistic can be computed per repeat (``slopes_per_repeat``: the slope of
-log(step time) on log(L) per family, 1 = linear growth, 0 = flat) and given an interval over repeats.
 
-``measure`` runs the whole grid for each torch thread count of the settings in turn and returns a JSON-able
-record (settings, parameter counts, machine, every timed step); ``benchmarks/bench_parallel.py`` prints it as a
-table and ``experiments.lecture`` decides verdict C1 from it. ``plot`` draws step time and tokens/s against L.
+**Replicates are processes.** ``measure_replicates`` (what ``gvt lecture`` and ``benchmarks/bench_parallel.py``
+run) starts one fresh Python process per replicate and thread count (``python -m experiments.parallel``, one after
+the other, never two at once), each building the nets, warming up and timing on its own: a state one process falls
+into (an allocator's layout, a oneDNN kernel choice, a burst of load) is one replicate's, not every round's. Inside
+a process the timed steps are interleaved, round by round over every length and family (``time_steps``), so a
+burst of load spreads over all cells instead of spoiling one. The statistic per replicate
+(``slopes_per_replicate``) is the slope of log(step time) on log(L) per family (1 = linear growth, 0 = flat),
+fitted to the median over that process's rounds at each length; the verdict's interval is over replicates.
+``measure`` is one such process's grid, in-process.
+
+``measure_replicates`` returns a JSON-able record (settings, the device, parameter counts, machine, every timed
+step with its replicate and round); ``benchmarks/bench_parallel.py`` prints it as a table and
+``experiments.parallel_verdict`` decides verdict C1 from it. ``plot`` draws step time and tokens/s against L.
+``device`` may be ``cuda`` (or ``cuda:N``): the steps then run there, timed between ``torch.cuda.synchronize``
+calls; asking for it without a GPU is a ``ConfigError``.
 
 Reading CPU figures: with one or two cores there is little parallel hardware for the Transformer to use, and its
-attention costs O(L^2); the claim is about parallel hardware, so a GPU's figures say more. With torch 2.13 on CPU,
-oneDNN's LSTM backward was seen to jump about 7x between L = 128 and 256 whenever the gradient reaches the
-encoder through its final state (as in every seq2seq); the local slopes (``local_slopes``) show such a jump.
+attention costs O(L^2); the claim is about parallel hardware, so a GPU's figures say more. What a CPU can show is
+how each net's step time scales with threads (``thread_scaling``). With torch 2.13 on CPU, oneDNN's LSTM backward
+was seen to jump 7x to 12x between L = 128 and 256 in one process and not in a rerun: the local slopes
+(``local_slopes``) show such a jump, and C1's rule (``experiments.parallel_verdict``) refuses a verdict that rests
+on the longest length.
 """
 
 from __future__ import annotations
 
+import argparse
+import json
 import math
 import os
 import platform
+import re
 import statistics
+import subprocess
+import sys
+import tempfile
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -61,8 +77,9 @@ class ParallelSettings:
     n_heads: int = 4
     layers: int = 2  # encoder and decoder layers of both nets
     rnn_attention: str = "none"
-    warmup: int = 2  # untimed steps per cell before the timed rounds
-    repeats: int = 5  # timed rounds (one step per cell each)
+    warmup: int = 2  # untimed steps per cell before the timed rounds, in every process
+    repeats: int = 5  # timed rounds (one step per cell each) per process
+    replicates: int = 5  # independent timing processes per thread count (the verdict's n)
     threads: list[int] = field(default_factory=lambda: [1])  # torch CPU threads, measured in turn
     device: str = "cpu"
     seed: int = 0
@@ -72,7 +89,7 @@ class ParallelSettings:
         if len(self.lengths) < 2 or self.lengths[0] < 1 or len(set(self.lengths)) != len(self.lengths):
             raise ConfigError(f"c1.lengths needs at least two distinct lengths >= 1 to fit a growth rate, got "
                               f"{self.lengths}")
-        for name in ("batch_size", "d_model", "n_heads", "layers", "repeats"):
+        for name in ("batch_size", "d_model", "n_heads", "layers", "repeats", "replicates"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"c1.{name} must be >= 1, got {getattr(self, name)}")
         if self.vocab_size < 6:
@@ -83,6 +100,8 @@ class ParallelSettings:
             raise ConfigError(f"c1.threads needs torch thread counts >= 1, got {self.threads}")
         if self.d_model % self.n_heads:
             raise ConfigError(f"c1.d_model ({self.d_model}) must be divisible by c1.n_heads ({self.n_heads})")
+        if not re.fullmatch(r"cpu|cuda(:\d+)?", str(self.device)):
+            raise ConfigError(f"c1.device must be cpu, cuda or cuda:N, got {self.device!r}")
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -182,17 +201,39 @@ def machine() -> dict:
             "load_average_1_5_15": [round(x, 2) for x in load]}
 
 
-def measure(s: ParallelSettings, echo: Callable[[str], None] = print) -> dict:
-    """The whole grid, once per thread count of ``s.threads``; the torch thread count is restored afterwards.
+def check_device(device: str) -> None:
+    """A clear error where ``device`` asks for a GPU this machine does not have."""
+    d = torch.device(device)
+    if d.type != "cuda":
+        return
+    if not torch.cuda.is_available():
+        raise ConfigError(f"C1's device is {device}, but CUDA is not available here (torch {torch.__version__}, "
+                          f"built for CUDA {torch.version.cuda or 'none'}); measure on cpu or on a machine with a GPU")
+    if d.index is not None and d.index >= torch.cuda.device_count():
+        raise ConfigError(f"C1's device is {device}, but only {torch.cuda.device_count()} GPU(s) are visible")
 
-    Returns ``{"settings", "hidden_dim", "parameters": {family: count}, "machine", "wall_s", "timings": [{threads,
-    family, length, repeat, seconds}, ...]}`` (JSON-able)."""
+
+def device_info(device: str) -> dict:
+    """What C1 measured on: the device type and its name (the GPU's, or the CPU's with its core count)."""
+    d = torch.device(device)
+    if d.type == "cuda":
+        return {"type": "cuda", "name": torch.cuda.get_device_name(d), "spec": str(device)}
+    return {"type": "cpu", "name": platform.processor() or platform.machine(), "cores": os.cpu_count(),
+            "spec": str(device)}
+
+
+def measure(s: ParallelSettings, echo: Callable[[str], None] = print, replicate: int = 0) -> dict:
+    """The whole grid in this process, once per thread count of ``s.threads``; the torch thread count is restored
+    afterwards. One replicate (``replicate`` labels its timings); ``measure_replicates`` runs each in a process.
+
+    Returns ``{"settings", "device", "hidden_dim", "parameters": {family: count}, "machine", "wall_s", "timings":
+    [{replicate, threads, family, length, repeat, seconds}, ...]}`` (JSON-able)."""
+    check_device(s.device)
     device = torch.device(s.device)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ConfigError("c1.device is cuda, but no GPU is available")
     start = time.perf_counter()
     before = torch.get_num_threads()
-    record = {"settings": s.to_dict(), "machine": machine(), "timings": []}
+    record = {"settings": s.to_dict(), "device": device_info(s.device), "machine": machine(), "pid": os.getpid(),
+              "timings": []}
     try:
         for threads in s.threads:
             torch.set_num_threads(threads)
@@ -208,10 +249,61 @@ def measure(s: ParallelSettings, echo: Callable[[str], None] = print) -> dict:
                                lambda r, n: echo(f"C1:   {threads} thread(s): round {r}/{n} done"))
             for (family, L), seconds in times.items():
                 for repeat, sec in enumerate(seconds):
-                    record["timings"].append({"threads": threads, "family": family, "length": L, "repeat": repeat,
-                                              "seconds": sec})
+                    record["timings"].append({"replicate": replicate, "threads": threads, "family": family,
+                                              "length": L, "repeat": repeat, "seconds": sec})
     finally:
         torch.set_num_threads(before)
+    record["machine_after"] = machine()
+    record["wall_s"] = time.perf_counter() - start
+    return record
+
+
+def _child_env() -> dict:
+    """The environment of a replicate process: this one's, with the folder holding this ``experiments`` package
+    first on PYTHONPATH, so the child times the same code as the parent whatever is installed."""
+    root = str(Path(__file__).resolve().parents[1])
+    paths = [root] + [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p and p != root]
+    return {**os.environ, "PYTHONPATH": os.pathsep.join(paths)}
+
+
+def run_replicate(s: ParallelSettings, replicate: int, threads: int, folder: Path, timeout_s: float = 3600) -> dict:
+    """One replicate at one thread count in a fresh process (``python -m experiments.parallel``); its record."""
+    one = ParallelSettings(**{**s.to_dict(), "threads": [threads], "replicates": 1})
+    settings_path = folder / f"settings_{replicate}_{threads}.json"
+    out_path = folder / f"record_{replicate}_{threads}.json"
+    settings_path.write_text(json.dumps(one.to_dict()))
+    cmd = [sys.executable, "-m", "experiments.parallel", "--settings", str(settings_path), "--replicate",
+           str(replicate), "--out", str(out_path)]
+    done = subprocess.run(cmd, env=_child_env(), capture_output=True, text=True, timeout=timeout_s)
+    if done.returncode != 0 or not out_path.is_file():
+        tail = (done.stderr or done.stdout or "").strip().splitlines()[-15:]
+        raise ConfigError(f"C1 replicate {replicate} ({threads} thread(s)) failed with exit code {done.returncode}: "
+                          + "\n".join(tail))
+    return json.loads(out_path.read_text())
+
+
+def measure_replicates(s: ParallelSettings, echo: Callable[[str], None] = print) -> dict:
+    """``s.replicates`` independent timing processes per thread count (module docstring), one at a time, the thread
+    counts alternating inside each replicate so slow drift of the machine reaches all of them alike.
+
+    Returns ``measure``'s record over every process, plus ``"replicates": [{replicate, threads, pid,
+    wall_s, machine}]``; ``machine`` is this process's view before, ``machine_after`` after."""
+    check_device(s.device)
+    start = time.perf_counter()
+    record = {"settings": s.to_dict(), "device": device_info(s.device), "machine": machine(), "timings": [],
+              "replicates": []}
+    echo(f"C1: timing training steps at lengths {s.lengths} on {s.device}, {s.replicates} replicate process(es) "
+         f"per thread count {s.threads}, each {s.warmup} warm-up + {s.repeats} timed rounds")
+    with tempfile.TemporaryDirectory(prefix="gvt-c1-") as tmp:
+        for r in range(s.replicates):
+            for threads in s.threads:
+                child = run_replicate(s, r, threads, Path(tmp))
+                record["timings"] += child["timings"]
+                record.setdefault("hidden_dim", child["hidden_dim"])
+                record.setdefault("parameters", child["parameters"])
+                record["replicates"].append({"replicate": r, "threads": threads, "pid": child["pid"],
+                                             "wall_s": child["wall_s"], "machine": child["machine"]})
+                echo(f"C1:   replicate {r + 1}/{s.replicates}, {threads} thread(s): {child['wall_s']:.1f} s")
     record["machine_after"] = machine()
     record["wall_s"] = time.perf_counter() - start
     return record
@@ -254,14 +346,44 @@ def summary_seconds(record: dict, threads: int, family: str, statistic: str = "m
     return [STATISTICS[statistic](cells[(family, L)]) for L in lengths_of(record)]
 
 
-def slopes_per_repeat(record: dict, threads: int, max_length: Optional[int] = None) -> dict[str, list[float]]:
-    """family -> the log-log slope of step time on length, one per repeat (the round's own times); with
-    ``max_length``, over the lengths up to it only."""
-    cells = cell_times(record, threads)
+def replicates_of(record: dict) -> list[int]:
+    """The replicate (process) labels of the record; a record from before replicates were processes has one."""
+    return sorted({t.get("replicate", 0) for t in record["timings"]})
+
+
+def replicate_seconds(record: dict, threads: int, statistic: str = "median") -> dict[int, dict[tuple[str, int], float]]:
+    """replicate -> (family, length) -> the ``statistic`` of that process's rounds at ``threads``."""
+    cells: dict[int, dict[tuple[str, int], list[float]]] = {}
+    for t in record["timings"]:
+        if t["threads"] == threads:
+            cells.setdefault(t.get("replicate", 0), {}).setdefault((t["family"], t["length"]), []).append(t["seconds"])
+    return {r: {k: STATISTICS[statistic](v) for k, v in c.items()} for r, c in sorted(cells.items())}
+
+
+def slopes_per_replicate(record: dict, threads: int, max_length: Optional[int] = None,
+                         statistic: str = "median") -> dict[str, list[float]]:
+    """family -> the log-log slope of step time on length, one per replicate (fitted to the ``statistic`` of the
+    process's rounds per length); with ``max_length``, over the lengths up to it only. A replicate lacking a
+    length is left out for every family (the lists stay paired)."""
+    per = replicate_seconds(record, threads, statistic)
     lengths = [L for L in lengths_of(record) if max_length is None or L <= max_length]
-    repeats = min(len(v) for v in cells.values()) if cells else 0
-    return {f: [loglog_slope(lengths, [cells[(f, L)][r] for L in lengths]) for r in range(repeats)]
-            for f in FAMILIES if all((f, L) in cells for L in lengths)}
+    full = [r for r, c in per.items() if all((f, L) in c for f in FAMILIES for L in lengths)]
+    if len(lengths) < 2:
+        return {f: [] for f in FAMILIES}
+    return {f: [loglog_slope(lengths, [per[r][(f, L)] for L in lengths]) for r in full] for f in FAMILIES}
+
+
+def thread_scaling(record: dict, statistic: str = "median") -> dict[str, list[float]]:
+    """family -> per replicate, the speed-up from the fewest to the most threads measured: the geometric mean
+    over lengths of step time at the fewest over step time at the most (1 = no gain; empty with one count)."""
+    counts = thread_counts(record)
+    if len(counts) < 2:
+        return {f: [] for f in FAMILIES}
+    lo, hi = replicate_seconds(record, counts[0], statistic), replicate_seconds(record, counts[-1], statistic)
+    lengths = lengths_of(record)
+    both = [r for r in lo if r in hi and all((f, L) in lo[r] and (f, L) in hi[r] for f in FAMILIES for L in lengths)]
+    return {f: [math.exp(statistics.mean(math.log(lo[r][(f, L)] / hi[r][(f, L)]) for L in lengths)) for r in both]
+            for f in FAMILIES}
 
 
 def local_slopes(lengths: Sequence[int], seconds: Sequence[float]) -> list[float]:
@@ -309,7 +431,8 @@ def plot(record: dict, path: str | Path, statistic: str = "median", title: str =
         ax.grid(True, which="both", alpha=0.3)
         ax.legend(fontsize=8)
     p = record.get("parameters", {})
-    fig.suptitle(title or (f"training step vs length on {record['settings']['device']}: LSTM seq2seq "
+    where = (record.get("device") or {}).get("name") or record["settings"]["device"]
+    fig.suptitle(title or (f"training step vs length on {where}: LSTM seq2seq "
                            f"({p.get('lstm', 0):,} params) vs Transformer ({p.get('transformer', 0):,} params), "
                            f"batch {B}"), fontsize=9)
     fig.tight_layout()
@@ -317,3 +440,21 @@ def plot(record: dict, path: str | Path, statistic: str = "median", title: str =
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=110)
     return path
+
+
+def main(argv: Optional[list[str]] = None) -> int:
+    """One replicate process: ``--settings FILE`` (ParallelSettings as JSON), ``--replicate R``, ``--out FILE``."""
+    parser = argparse.ArgumentParser(prog="python -m experiments.parallel",
+                                     description="One C1 timing replicate (measure_replicates starts these).")
+    parser.add_argument("--settings", required=True)
+    parser.add_argument("--replicate", type=int, default=0)
+    parser.add_argument("--out", required=True)
+    args = parser.parse_args(argv)
+    settings = ParallelSettings(**json.loads(Path(args.settings).read_text()))
+    record = measure(settings, echo=lambda line: None, replicate=args.replicate)
+    Path(args.out).write_text(json.dumps(record))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

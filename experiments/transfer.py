@@ -195,6 +195,13 @@ def preregistration(preset: str) -> dict:
                                                  "features": "binary bag of words"}}}}
 
 
+def corpora(settings: TransferSettings) -> dict[str, dict]:
+    """The lecture's corpus contract (``experiments.corpus_check``): C4's verdict needs both the general corpus
+    and MR, so neither is optional."""
+    return {"general": {"files": list(settings.data["general"]), "needed": True},
+            "MR": {"files": list(settings.data["mr"].values()), "needed": True}}
+
+
 def finetune_updates(ft: dict, n: int) -> int:
     """Classifier updates for n labelled examples (``ft``: ``TransferSettings.finetune``), the same for both arms:
     ``epochs`` passes over the subset, clamped to [min_updates, max_updates] (tiny sets get enough updates to fit,

@@ -1,4 +1,5 @@
-"""The corpora folder is a setting: $GVT_DATA_DIR, default ../shared/data next to the project root."""
+"""The corpora folder is a setting: $GVT_DATA_DIR, default ../shared/data next to the working directory's project
+root (the nearest parent with a pyproject.toml), else next to the installed package's project root."""
 
 import os
 import re
@@ -8,7 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from modules.data.corpora import data_dir, expand_path, read_lines
+from modules.data import corpora
+from modules.data.corpora import data_dir, expand_path, project_root, read_lines
 from modules.data.errors import DataError
 from modules.data.text_datamodule import TextDataModule
 
@@ -17,8 +19,71 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def test_the_default_is_shared_data_next_to_the_project_root(monkeypatch):
     monkeypatch.delenv("GVT_DATA_DIR", raising=False)
+    monkeypatch.chdir(ROOT)
     assert data_dir() == (ROOT / ".." / "shared" / "data").resolve()
     assert expand_path("$GVT_DATA_DIR/coco/train.txt") == f"{data_dir()}/coco/train.txt"
+
+
+def a_project(base: Path, with_data: bool = True) -> Path:
+    """base/proj (with a pyproject.toml and a subfolder), and base/shared/data where ``with_data``."""
+    (base / "proj" / "sub" / "deeper").mkdir(parents=True)
+    (base / "proj" / "pyproject.toml").write_text("[project]\nname = 'x'\n")
+    if with_data:
+        (base / "shared" / "data").mkdir(parents=True)
+    return base / "proj"
+
+
+def test_the_default_follows_the_working_directory_not_the_installed_package(tmp_path, monkeypatch):
+    """An editable install of another checkout (the package's files elsewhere) still finds the data of the project
+    the command runs in, from any folder inside it."""
+    monkeypatch.delenv("GVT_DATA_DIR", raising=False)
+    proj = a_project(tmp_path)
+    monkeypatch.chdir(proj / "sub" / "deeper")
+    assert data_dir() == (tmp_path / "shared" / "data").resolve()
+    assert project_root() == proj.resolve()
+
+
+def test_a_working_directory_without_a_project_looks_beside_itself(tmp_path, monkeypatch):
+    monkeypatch.delenv("GVT_DATA_DIR", raising=False)
+    (tmp_path / "a" / "b").mkdir(parents=True)
+    (tmp_path / "a" / "shared" / "data").mkdir(parents=True)
+    monkeypatch.chdir(tmp_path / "a" / "b")
+    assert project_root() == (tmp_path / "a" / "b").resolve()  # no pyproject.toml above: the folder itself
+    assert data_dir() == (tmp_path / "a" / "shared" / "data").resolve()
+
+
+def test_without_data_at_the_working_directory_the_package_root_is_the_fallback(tmp_path, monkeypatch):
+    monkeypatch.delenv("GVT_DATA_DIR", raising=False)
+    proj = a_project(tmp_path, with_data=False)
+    fallback = tmp_path / "pkg" / "shared" / "data"
+    fallback.mkdir(parents=True)
+    monkeypatch.setattr(corpora, "_PACKAGE_ROOT", tmp_path / "pkg" / "root")
+    monkeypatch.chdir(proj)
+    assert data_dir() == fallback.resolve()
+    fallback.rmdir()  # neither there: the first place is named, so an error says where the data were expected
+    assert data_dir() == (tmp_path / "shared" / "data").resolve()
+
+
+def test_the_error_names_every_place_tried(tmp_path, monkeypatch):
+    monkeypatch.delenv("GVT_DATA_DIR", raising=False)
+    proj = a_project(tmp_path, with_data=False)
+    monkeypatch.setattr(corpora, "_PACKAGE_ROOT", tmp_path / "pkg" / "root")
+    monkeypatch.chdir(proj)
+    with pytest.raises(DataError) as err:
+        read_lines("$GVT_DATA_DIR/coco/train.txt")
+    text = str(err.value)
+    assert f"{(tmp_path / 'shared' / 'data').resolve()} (../shared/data next to the working directory's project " \
+           "root, not there)" in text
+    assert f"{(tmp_path / 'pkg' / 'shared' / 'data').resolve()} (../shared/data next to the installed package's " \
+           "project root, not there)" in text
+    assert "set GVT_DATA_DIR" in text
+
+
+def test_the_environment_variable_is_the_only_place_when_set(tmp_path, monkeypatch):
+    monkeypatch.setenv("GVT_DATA_DIR", str(tmp_path / "mine"))
+    monkeypatch.chdir(a_project(tmp_path))  # ../shared/data exists here, but the variable decides
+    assert data_dir() == tmp_path / "mine"
+    assert [how for _, how in corpora.data_dir_candidates()] == ["$GVT_DATA_DIR"]
 
 
 @pytest.mark.parametrize("reference", ["$GVT_DATA_DIR", "${GVT_DATA_DIR}"])

@@ -89,7 +89,9 @@ def test_verdicts_json_has_the_q_report_schema(smoke):
             assert {"estimate", "interval", "n", "precondition_met"} <= set(cell)
     assert data["questions"]["C1"]["margin"] == lecture.C1_SESOI
     assert data["questions"]["C3"]["margin"] == lecture.C3_SESOI
-    assert data["questions"]["C1"]["cells"]["slope_difference"]["n"] == 3  # the smoke preset's 3 rounds
+    assert data["questions"]["C1"]["cells"]["slope_difference"]["n"] == 3  # the smoke preset's 3 processes
+    assert data["questions"]["C1"]["c1"]["device"]["type"] == "cpu"
+    assert "CPU" in data["questions"]["C1"]["reason"] and "torch thread(s)" in data["questions"]["C1"]["reason"]
 
 
 @pytest.mark.slow
@@ -207,7 +209,7 @@ TINY = dict(lengths=[2, 4], batch_size=2, vocab_size=20, d_model=8, n_heads=2, l
 def test_measure_keeps_every_timed_step_at_matched_sizes():
     import torch
 
-    from experiments.parallel import ParallelSettings, measure, slopes_per_repeat
+    from experiments.parallel import ParallelSettings, measure, slopes_per_replicate
 
     before = torch.get_num_threads()
     record = measure(ParallelSettings(**TINY, threads=[1]), echo=lambda m: None)
@@ -216,11 +218,68 @@ def test_measure_keeps_every_timed_step_at_matched_sizes():
     assert all(t["seconds"] > 0 for t in record["timings"])
     p = record["parameters"]
     assert abs(p["lstm"] / p["transformer"] - 1) <= lecture.PARAMETER_TOLERANCE
-    assert {f: len(v) for f, v in slopes_per_repeat(record, 1).items()} == {"lstm": 2, "transformer": 2}
+    # the rounds of one process are one replicate
+    assert {f: len(v) for f, v in slopes_per_replicate(record, 1).items()} == {"lstm": 1, "transformer": 1}
+    assert record["device"]["type"] == "cpu"
+
+
+def test_each_replicate_is_its_own_process():
+    from experiments.parallel import ParallelSettings, measure_replicates, replicates_of, slopes_per_replicate
+
+    lines = []
+    record = measure_replicates(ParallelSettings(**TINY, threads=[1, 2], replicates=2), echo=lines.append)
+    assert replicates_of(record) == [0, 1]
+    assert len(record["timings"]) == 2 * 2 * 2 * 2 * 2  # replicates x threads x families x lengths x rounds
+    pids = [r["pid"] for r in record["replicates"]]
+    assert len(set(pids)) == 4 and os.getpid() not in pids  # one fresh process per replicate and thread count
+    assert [(r["replicate"], r["threads"]) for r in record["replicates"]] == [(0, 1), (0, 2), (1, 1), (1, 2)]
+    assert {f: len(v) for f, v in slopes_per_replicate(record, 2).items()} == {"lstm": 2, "transformer": 2}
+    assert record["settings"]["replicates"] == 2 and record["device"]["type"] == "cpu"
+    assert any("replicate 2/2, 2 thread(s)" in line for line in lines)
+
+
+def test_a_failing_replicate_process_is_a_clear_error(tmp_path, monkeypatch):
+    """A child that dies (here a stand-in experiments.parallel found first from the working directory) is named
+    with its exit code and the end of its output, not read as a record."""
+    from experiments.parallel import ParallelSettings, run_replicate
+
+    (tmp_path / "experiments").mkdir()
+    (tmp_path / "experiments" / "__init__.py").write_text("")
+    (tmp_path / "experiments" / "parallel.py").write_text("import sys\nsys.stderr.write('boom\\n')\nsys.exit(3)\n")
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(lecture.ConfigError, match=r"C1 replicate 0 \(1 thread\(s\)\) failed with exit code 3: boom"):
+        run_replicate(ParallelSettings(**TINY), 0, 1, tmp_path)
+
+
+@pytest.mark.skipif(__import__("torch").cuda.is_available(), reason="this machine has CUDA")
+def test_cuda_without_a_gpu_is_a_clear_error(tmp_path, capsys):
+    from experiments.parallel import ParallelSettings, measure_replicates
+
+    with pytest.raises(lecture.ConfigError, match="C1's device is cuda, but CUDA is not available here"):
+        measure_replicates(ParallelSettings(**TINY, device="cuda"), echo=lambda m: None)
+    argv = ["--preset", "lecture-smoke", "--only", "c1", "--c1-device", "cuda", "--out", str(tmp_path),
+            "--wandb-mode", "disabled"]
+    assert lecture.main(argv) == 2
+    assert "gvt lecture: error: C1's device is cuda, but CUDA is not available here" in capsys.readouterr().err
+    assert not (tmp_path / "c1" / "parallel.json").exists()
+
+
+def test_the_c1_device_and_rule_are_pre_registered():
+    cpu = lecture.preregistration(lecture.PRESETS["lecture"]())
+    settings = lecture.PRESETS["lecture"]()
+    settings.c1 = lecture.ParallelSettings(**{**settings.c1.to_dict(), "device": "cuda"})
+    gpu = lecture.preregistration(settings)
+    assert cpu["settings"]["c1_device"] == "cpu" and gpu["settings"]["c1_device"] == "cuda"
+    assert cpu["hash"] != gpu["hash"]
+    rule = cpu["settings"]["c1_rule"]
+    assert rule["sesoi"] == lecture.C1_SESOI and "lower bound >= SESOI" in rule["supported"]
+    assert "leave-longest-out" in rule["supported"] and cpu["settings"]["c1_replicates"] == 5
 
 
 @pytest.mark.parametrize("bad, message", [(dict(lengths=[8]), "c1.lengths needs at least two"),
                                           (dict(threads=[0]), "c1.threads"),
+                                          (dict(replicates=0), "c1.replicates must be >= 1"),
+                                          (dict(device="gpu"), "c1.device must be cpu, cuda or cuda:N"),
                                           (dict(d_model=10, n_heads=4), "divisible by c1.n_heads")])
 def test_parallel_settings_refuse_bad_input(bad, message):
     from experiments.parallel import ParallelSettings

@@ -1,86 +1,14 @@
-"""Planted effects for the C1 and C3 verdict functions (experiments/lecture.py): synthetic timings and scored rows
-with a known effect, each way, a null, too few replicates and a failed precondition reach all three outcomes."""
+"""Planted effects for the C3 verdict function (experiments/lecture.py) and Holm across the lecture's claims:
+scored rows with a known effect, each way, a null, too few seeds and a failed precondition reach all three
+outcomes. C1's rule has its own planted effects (tests/test_parallel_verdict.py)."""
 
-import math
 import random
 
 import pytest
 
 from experiments import verdicts as V
-from experiments.lecture import C1_SESOI, C3_SESOI, MIN_TASK_ACCURACY, c1_verdict, c3_verdict
-
-LENGTHS = (16, 32, 64, 128, 256)
-
-
-def timings(slope_lstm: float, slope_transformer: float, *, repeats: int = 6, noise: float = 0.02,
-            params=(1_000_000, 1_000_000), threads=(1,), seed: int = 0, slopes_at=None) -> dict:
-    """A C1 record whose step times follow t = c * L^slope per family, with log-normal noise per step.
-    ``slopes_at``: {threads: (lstm, transformer)} overrides the slopes at a thread count."""
-    rng = random.Random(seed)
-    out = []
-    for t in threads:
-        a, b = (slopes_at or {}).get(t, (slope_lstm, slope_transformer))
-        for r in range(repeats):
-            for L in LENGTHS:
-                for family, slope in (("lstm", a), ("transformer", b)):
-                    out.append({"threads": t, "family": family, "length": L, "repeat": r,
-                                "seconds": 1e-3 * L ** slope * math.exp(rng.gauss(0.0, noise))})
-    return {"settings": {"batch_size": 16, "device": "cpu"}, "hidden_dim": 10,
-            "parameters": {"lstm": params[0], "transformer": params[1]}, "timings": out}
-
-
-# ---- C1 ---------------------------------------------------------------------------------------------------------
-
-@pytest.mark.parametrize("lstm, transformer, noise, expected", [
-    (1.0, 0.3, 0.02, V.SUPPORTED),  # the lecture's picture: the Transformer's time grows far slower
-    (1.06, 1.26, 0.02, V.NOT_SUPPORTED),  # the other way (as measured once on a 1-thread CPU)
-    (1.0, 1.0, 0.02, V.NOT_SUPPORTED),  # a precise null excludes the SESOI
-    (1.0, 1.0, 0.6, V.INCONCLUSIVE),  # a noisy null cannot
-])
-def test_c1_outcomes(lstm, transformer, noise, expected):
-    v = c1_verdict(timings(lstm, transformer, noise=noise))
-    assert v.verdict == expected, v.reason
-    assert v.primary == "slope_difference" and v.margin == C1_SESOI
-    assert v.primary_cell.values == pytest.approx(
-        [a - b for a, b in zip(v.cells["slope_lstm_threads1"].values, v.cells["slope_transformer_threads1"].values)])
-
-
-def test_c1_recovers_the_planted_slopes():
-    v = c1_verdict(timings(1.0, 0.3, noise=0.0001))
-    assert v.cells["slope_lstm_threads1"].interval.mean == pytest.approx(1.0, abs=1e-3)
-    assert v.cells["slope_transformer_threads1"].interval.mean == pytest.approx(0.3, abs=1e-3)
-
-
-def test_c1_too_few_repeats_is_inconclusive():
-    v = c1_verdict(timings(1.0, 0.3, repeats=2))
-    assert v.verdict == V.INCONCLUSIVE and "too few seeds (2 < 3)" in v.reason
-
-
-def test_c1_unmatched_parameter_counts_fail_the_gate():
-    v = c1_verdict(timings(1.0, 0.3, params=(1_300_000, 1_000_000)))
-    assert v.verdict == V.INCONCLUSIVE and "parameter counts not matched" in v.reason
-    assert v.primary_cell.precondition_met is False
-
-
-def test_c1_non_positive_time_fails_the_gate():
-    record = timings(1.0, 0.3)
-    record["timings"][3]["seconds"] = 0.0
-    v = c1_verdict(record)
-    assert v.verdict == V.INCONCLUSIVE and "not positive finite" in v.reason
-
-
-def test_c1_primary_is_the_largest_thread_count_unless_named():
-    record = timings(0, 0, threads=(1, 2), slopes_at={1: (1.0, 1.0), 2: (1.0, 0.3)})
-    assert c1_verdict(record).verdict == V.SUPPORTED
-    assert c1_verdict(record).cells["slope_difference_threads1"].margin is None  # reported, not decided
-    assert c1_verdict(record, threads=1).verdict == V.NOT_SUPPORTED
-
-
-def test_c1_not_run():
-    v = c1_verdict(None, why_not_run="not run: left out")
-    assert v.verdict == V.INCONCLUSIVE and v.reason == "not run: left out"
-    assert v.primary_cell.status == V.NOT_RUN
-
+from experiments.lecture import C3_SESOI, MIN_TASK_ACCURACY, c1_verdict, c3_verdict
+from tests.test_parallel_verdict import timings
 
 # ---- C3 ---------------------------------------------------------------------------------------------------------
 
@@ -158,30 +86,3 @@ def test_holm_across_the_lecture_claims_keeps_strong_effects_and_stops_at_the_fi
     assert [v.verdict for v in strong] == [V.SUPPORTED, V.SUPPORTED, V.INCONCLUSIVE, V.INCONCLUSIVE]
     assert {v.holm["of"] for v in strong[:2]} == {2}  # only the testable claims form the family
     assert sorted(v.level for v in strong[:2]) == pytest.approx([0.95, 0.975])  # Holm's step-down levels
-
-
-@pytest.mark.parametrize("load, warned", [(6.2, True), (0.5, False)])
-def test_c1_warns_of_a_busy_machine_without_changing_the_verdict(load, warned):
-    record = timings(1.0, 0.3)
-    record["machine"] = record["machine_after"] = {"cpu_count": 2, "load_average_1_5_15": [load, load, load]}
-    v = c1_verdict(record)
-    assert v.verdict == V.SUPPORTED
-    assert any("the machine was busy" in d for d in v.details) == warned
-
-
-def test_c1_names_a_verdict_that_rests_on_the_longest_length_alone():
-    record = timings(1.0, 1.0, noise=0.01)
-    for t in record["timings"]:  # equal growth up to 128, then a 4x jump of the LSTM alone at 256
-        if t["family"] == "lstm" and t["length"] == LENGTHS[-1]:
-            t["seconds"] *= 4.0
-    v = c1_verdict(record)
-    robust = v.cells["slope_difference_without_longest"]
-    assert robust.interval.mean == pytest.approx(0.0, abs=0.05) and robust.margin is None
-    assert v.primary_cell.interval.mean > C1_SESOI
-    assert any("rests on the step from L = 128 to 256" in line for line in v.details)
-
-
-def test_c1_robustness_note_absent_when_every_length_agrees():
-    v = c1_verdict(timings(1.0, 0.3, noise=0.01))
-    assert v.cells["slope_difference_without_longest"].interval.mean == pytest.approx(0.7, abs=0.05)
-    assert not any("Robustness" in line for line in v.details)

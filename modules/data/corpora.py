@@ -16,8 +16,10 @@ Conventions shared by every reader:
   glue them to a word (``'riding\\x00'``). ``control_chars="strip"`` (``data.control_chars``) deletes them
   instead and logs how many it deleted per file. C1 characters (U+0080-U+009F) pass: in Latin-1 corpora they are
   Windows-1252 punctuation (MR's byte 0x85, an ellipsis).
-- Paths may start with ``$GVT_DATA_DIR`` (the corpora folder: the environment variable ``GVT_DATA_DIR``, by
-  default ``../shared/data`` next to the project root); other ``$VARIABLES`` and ``~`` are expanded too.
+- Paths may start with ``$GVT_DATA_DIR`` (the corpora folder, ``data_dir()``: the environment variable
+  ``GVT_DATA_DIR``, by default ``../shared/data`` next to the project the command runs in (the nearest parent of
+  the working directory with a ``pyproject.toml``), else next to the installed package's project root); other
+  ``$VARIABLES`` and ``~`` are expanded too.
 - Blank lines: a single file skips them. Parallel files keep them while aligning, then drop every pair with a
   blank side, so one blank line never shifts all later pairs out of alignment. Blank lines at the very end of a
   file are not counted when the two files' lengths are compared (an editor's extra newline is not a mismatch).
@@ -43,8 +45,10 @@ PathLike = Union[str, os.PathLike]
 ControlChars = Literal["error", "strip"]
 
 DATA_DIR_VARIABLE = "GVT_DATA_DIR"
-# modules/data/corpora.py -> the project root (a source checkout or an editable install)
-_DEFAULT_DATA_DIR = Path(__file__).resolve().parents[2] / ".." / "shared" / "data"
+# modules/data/corpora.py -> the project root of the package's own files (a source checkout or an editable install);
+# only the fallback: an editable install of another folder's checkout must not decide where this project's data are
+_PACKAGE_ROOT = Path(__file__).resolve().parents[2]
+_RELATIVE_DATA_DIR = Path("..") / "shared" / "data"
 _DATA_DIR_REFERENCE = re.compile(r"\$(\{GVT_DATA_DIR\}|GVT_DATA_DIR\b)")
 
 _GZIP_MAGIC = b"\x1f\x8b"
@@ -53,10 +57,36 @@ _CONTROL = re.compile("[\x00-\x08\x0a-\x1f\x7f]")
 _CONTROL_NAMES = {0x00: "NUL", 0x1B: "ESC", 0x0B: "vertical tab", 0x0C: "form feed", 0x7F: "DEL"}
 
 
-def data_dir() -> Path:
-    """The folder of the real corpora: ``$GVT_DATA_DIR`` if set, else ``../shared/data`` next to the project root."""
+def project_root(start: PathLike | None = None) -> Path:
+    """The nearest folder at or above ``start`` (default: the working directory) holding a ``pyproject.toml``;
+    ``start`` itself where none does."""
+    here = Path(start if start is not None else os.getcwd()).resolve()
+    return next((p for p in (here, *here.parents) if (p / "pyproject.toml").is_file()), here)
+
+
+def data_dir_candidates() -> list[tuple[Path, str]]:
+    """The places ``data_dir`` looks, in order, each with how it was found: ``$GVT_DATA_DIR`` alone when set, else
+    ``../shared/data`` next to the working directory's project root, then next to the package's project root."""
     configured = os.environ.get(DATA_DIR_VARIABLE)
-    return Path(os.path.expanduser(configured)) if configured else _DEFAULT_DATA_DIR.resolve()
+    if configured:
+        return [(Path(os.path.expanduser(configured)), f"${DATA_DIR_VARIABLE}")]
+    places = [((project_root() / _RELATIVE_DATA_DIR).resolve(), "../shared/data next to the working directory's "
+               "project root"),
+              ((_PACKAGE_ROOT / _RELATIVE_DATA_DIR).resolve(), "../shared/data next to the installed package's "
+               "project root")]
+    return [(p, how) for i, (p, how) in enumerate(places) if p not in [q for q, _ in places[:i]]]
+
+
+def data_dir() -> Path:
+    """The folder of the real corpora: ``$GVT_DATA_DIR`` if set, else the first of ``data_dir_candidates`` that
+    exists (the first where none does, so that an error names where the data were expected)."""
+    places = data_dir_candidates()
+    return next((p for p, _ in places if p.is_dir()), places[0][0])
+
+
+def data_dir_tried() -> str:
+    """The places ``data_dir`` looked, for an error message."""
+    return "; ".join(f"{p} ({how}{'' if p.is_dir() else ', not there'})" for p, how in data_dir_candidates())
 
 
 def expand_path(path: PathLike) -> str:
@@ -172,8 +202,8 @@ def _existing_file(path: PathLike) -> Path:
         hint = ""
         if _DATA_DIR_REFERENCE.search(given) or str(path).startswith(str(data_dir())):
             hint = (f"; the corpora folder is {data_dir()} ({DATA_DIR_VARIABLE}"
-                    f"{' is not set' if DATA_DIR_VARIABLE not in os.environ else ''}): set {DATA_DIR_VARIABLE} to the "
-                    "folder that holds coco/, multi30k/ and mr/ (README, Data)")
+                    f"{' is not set' if DATA_DIR_VARIABLE not in os.environ else ''}; tried: {data_dir_tried()}): set "
+                    f"{DATA_DIR_VARIABLE} to the folder that holds coco/, multi30k/ and mr/ (README, Data)")
         raise DataError(f"{path}: no such file (resolved to {path.resolve()}){hint}")
     return path
 
@@ -234,4 +264,5 @@ def _trim_trailing_blanks(lines: list[str]) -> list[str]:
     return lines[:end]
 
 
-__all__ = ["DATA_DIR_VARIABLE", "data_dir", "expand_path", "read_labeled", "read_lines", "read_parallel"]
+__all__ = ["DATA_DIR_VARIABLE", "data_dir", "data_dir_candidates", "data_dir_tried", "expand_path", "project_root",
+           "read_labeled", "read_lines", "read_parallel"]
