@@ -10,21 +10,36 @@ than training from scratch. Tested here on the corpora in ``$GVT_DATA_DIR`` (``.
    One tokenizer (the package's byte-level BPE, lowercased) and one vocabulary (``Vocab``) are fitted on the
    general corpus plus the MR training sentences, so the language model and the classifiers share ids. Sentences
    are truncated to ``max_len`` tokens. The result is cached in ``OUT/data/`` (never in the corpora folder).
-2. **Language model** (one run per body and seed, kind ``lm``): a ``LanguageModel`` (``modules.models.classifier``)
-   pretrained on the general corpus for ``pretrain.updates`` updates, then adapted (continued LM training, fresh
-   optimiser) on the MR training sentences (their text only, no labels) for ``adapt.updates``. Its NLL per token
-   of the MR test sentences is recorded before training, after pretraining and after adaptation. Pretraining is
-   repeated per seed, so the seed intervals cover pretraining, adaptation and fine-tuning alike.
-3. **Classifiers** (kind ``classifier``): for each labelled-set size n in ``label_sizes`` (``all`` = the whole MR
+2. **Language models** (kind ``lm``, per body and seed, the pilot seed included). For the ``pretrained`` arm: a
+   ``LanguageModel`` (``modules.models.classifier``) pretrained on the general corpus until its NLL per token on
+   ``data.general_val`` held-out general sentences is at most ``pretrain.target_nll`` (checked every
+   ``pretrain.val_every`` updates) or ``pretrain.max_updates`` (the cap); the row's ``stages.pretrain`` says which
+   (``stop``: "target" or "cap"), the NLL reached (``val_nll``), its curve, and ``uniform_nll`` (log of the tokens a
+   model can produce: the NLL of knowing nothing). Then adapted (continued LM training, fresh optimiser) on the MR
+   training sentences (text only, no labels), with early stopping on the NLL of MR's validation sentences
+   (``adapt``: ``val_every``, ``patience``, cap ``max_updates``). For the ``adapt_only`` arm (ULMFiT's stage 2
+   alone, key prefix ``lm-adapt-only``): the same adaptation from the random initialisation, no general corpus.
+   Each row's ``nll_mr_test`` is the NLL per token of the MR test sentences before training, after pretraining
+   and after adaptation. Every seed trains its own, so the seed intervals cover pretraining, adaptation and
+   fine-tuning alike.
+3. **Learning-rate pilot** (kind ``pilot``, ``experiments.transfer_pilot``): per body and arm, each rate of
+   ``pilot.lrs`` on the pilot seed at ``pilot.sizes``; the best mean validation accuracy picks the arm's peak rate,
+   written to ``OUT/pilot.json`` and ``OUT/preregistration.json`` before any verdict classifier runs.
+4. **Classifiers** (kind ``classifier``): for each labelled-set size n in ``label_sizes`` (``all`` = the whole MR
    training split) and each seed, a balanced subset of the MR training split (n/2 per class, seeded by the seed,
-   nested: the 50 are among the 100, ...), shared by both arms. Arm ``pretrained``: a ``SentenceClassifier`` whose
-   body is the adapted language model's, with a new head; arm ``scratch``: the same classifier with the body at
-   its random initialisation. Same seed (so the same head initialisation and batch order), same budget
-   (``finetune_updates(n)``: ``epochs`` passes over the subset, clamped to [``min_updates``, ``max_updates``], with
-   early stopping on MR's validation split: the best validation weights are tested),
-   same optimiser (``experiments.presets.GENERATOR_OPTIMIZER``, constant learning rate). Accuracy on the fixed MR
-   test split is the row's ``accuracy``; ``majority_accuracy`` is what always answering the training split's most
-   frequent class scores there.
+   nested: the 50 are among the 100, ...), shared by every arm. Arms: ``pretrained`` and ``adapt_only`` (a
+   ``SentenceClassifier`` whose body is that arm's language model's, with a new head) and ``scratch`` (the body
+   at its random initialisation). Same seed (so the same head initialisation and batch order), same budget
+   (``finetune_updates(n)``: ``epochs`` passes over the subset, clamped to [``min_updates``, ``max_updates``]),
+   same early stopping on MR's validation split (the best validation weights are tested; never stopped before the
+   last layer group is unfrozen), same optimiser (``experiments.presets.GENERATOR_OPTIMIZER``) under
+   ``finetune.schedule`` (ULMFiT's slanted triangular rates, ``cut_frac`` 0.1, ``ratio`` 32, over the planned
+   updates), each arm at its pilot's peak rate. The arms in ``ulmfit.arms`` (those with a language model) are
+   fine-tuned by ULMFiT's recipe (``modules.ulmfit``): discriminative rates (layer group l of G gets
+   ``lr / 2.6 ** (G - 1 - l)``; groups: embedding, each layer, head) and gradual unfreezing (the head alone first,
+   one more group every ``ulmfit.unfreeze_every`` updates). Scratch trains every layer at one rate from the start:
+   its random lower layers hold nothing to protect. Accuracy on the fixed MR test split is the row's
+   ``accuracy``; ``majority_accuracy`` is what always answering the training split's most frequent class scores.
 
 Bodies: ``lstm`` (the RNN family's LSTM) and ``transformer`` (the Transformer's encoder blocks, causal); see
 ``modules/nets/classifier.py``. ``primary_body`` is the one verdict C4 is decided on; the other is reported beside
@@ -32,12 +47,16 @@ it.
 
 **Verdict C4** (``verdict``): the primary cell is, per seed, accuracy(pretrained) - accuracy(scratch) at
 ``primary_size`` (100) labelled examples on the primary body, paired by seed; SESOI ``SESOI`` (0.05 accuracy).
-The precondition (gate): at the largest labelled size both arms beat the counted baselines
+The precondition (gate): at the largest labelled size both arms of that cell beat the counted baselines
 (``experiments.transfer_baselines``: multinomial Naive Bayes and logistic regression on bags of words, fitted on the
 same subsets): each arm's t interval over seeds lies above the better baseline's mean accuracy. Otherwise the
 comparison is between classifiers that do not beat counting words, and C4 is inconclusive, printing each arm's
-margin. Secondary cells: the difference at every other size; descriptively, the labels
-scratch needs to match the pretrained classifier at ``primary_size``.
+margin. Secondary cells: the difference at every other size; at ``primary_size``, adapt_only - scratch and
+pretrained - adapt_only (what adaptation alone gives, and what the general corpus adds to it); descriptively, the
+labels scratch needs to match the pretrained classifier at ``primary_size``.
+
+Presets: ``lecture`` (2 CPU cores), ``gpu`` (larger bodies and pretraining, ``accelerator="auto"``; not yet
+measured) and ``smoke`` (tests).
 
 Runs are resumable: a row in ``OUT/results.jsonl`` (``experiments.results.ResultsTable``, atomic, locked) is not
 redone; the language model's body weights are written (atomically) before its row.
@@ -588,6 +607,7 @@ def run_lm(spec: dict, out: str, wandb_mode: str) -> list[dict]:
                 fit_time += time.perf_counter() - t0
             updates[stage] = int(trainer.global_step)
             stops[stage] = {"val_nll": keep.best, "best_step": keep.best_step, "val_checks": keep.checks,
+                            "curve": keep.history,
                             "stop": ("target" if keep.reached is not None else
                                      "cap" if trainer.global_step >= cfg["max_updates"] else "patience")}
             if stage == "pretrain":

@@ -87,8 +87,8 @@ class KeepBestOnValidation(pl.Callback):
     soon as the monitored value reaches ``target`` (at most it for "min", at least it for "max"; None: no target);
     never stop for patience before update ``min_steps`` (a schedule that is still unfreezing layers gets to finish).
     At the end of fit load the kept weights back, so a later ``trainer.test`` scores the model selected on
-    validation, never on test. ``best``, ``best_step``, ``checks`` and ``reached`` (the step the target was met,
-    None if never) say what was chosen and why training ended."""
+    validation, never on test. ``best``, ``best_step``, ``checks``, ``reached`` (the step the target was met,
+    None if never) and ``history`` ([step, value] per validation) say what was chosen and why training ended."""
 
     def __init__(self, monitor: str = "val/accuracy", mode: str = "max", patience: Optional[int] = 4,
                  target: Optional[float] = None, min_steps: int = 0):
@@ -102,6 +102,7 @@ class KeepBestOnValidation(pl.Callback):
         self.best: Optional[float] = None
         self.reached: Optional[int] = None
         self.best_step, self.checks, self._stale, self._state = 0, 0, 0, None
+        self.history: list[list] = []
 
     def _better(self, value: float) -> bool:
         if self.best is None:
@@ -116,6 +117,7 @@ class KeepBestOnValidation(pl.Callback):
             return
         value = float(trainer.callback_metrics[self.monitor])
         self.checks += 1
+        self.history.append([int(trainer.global_step), value])
         if self._better(value):  # strict: a tie keeps the earlier (fewer updates) weights
             self.best, self.best_step, self._stale = value, int(trainer.global_step), 0
             self._state = {k: v.detach().clone() for k, v in pl_module.state_dict().items()}

@@ -236,6 +236,21 @@ def test_finetune_budget_is_epochs_clamped(n, expected):
                         patience=2)), "transfer.finetune.val_every must be an integer >= 1, got None"),
     (dict(finetune=dict(batch_size=8, epochs=1, min_updates=2, max_updates=5, lr=1e-3, head_dropout=0.0,
                         val_every=5, patience=0)), "transfer.finetune.patience must be an integer >= 1, got 0"),
+    (dict(pilot=dict(seed=1, lrs=[1e-3], sizes=[100])), "transfer.pilot.seed=1 is a verdict seed"),
+    (dict(pilot=dict(seed=9, lrs=[], sizes=[100])), "transfer.pilot.lrs must be a non-empty list"),
+    (dict(pilot=dict(seed=9, lrs=[1e-3], sizes=[64])), "transfer.pilot.sizes=[64] must be among label_sizes"),
+    (dict(arms=["pretrained", "adapt_only"]), "transfer.arms"),
+    (dict(arms=["pretrained", "scratch", "linear"]), "transfer.arms"),
+    (dict(pretrain=dict(target_nll=0, max_updates=10, val_every=5, batch_size=8, lr=1e-3)),
+     "transfer.pretrain.target_nll must be a number > 0"),
+    (dict(pretrain=dict(target_nll=4.0, updates=10, val_every=5, batch_size=8, lr=1e-3)),
+     "transfer.pretrain.max_updates must be an integer >= 0, got None"),
+    (dict(adapt=dict(max_updates=10, val_every=5, batch_size=8, lr=1e-3)),
+     "transfer.adapt.patience must be an integer >= 1, got None"),
+    (dict(ulmfit=dict(arms=["scratch"], lr_factor=2.6, unfreeze_every=5)), "transfer.ulmfit.arms"),
+    (dict(ulmfit=dict(arms=["pretrained"], lr_factor=2.6, unfreeze_every=40)),
+     "transfer.ulmfit.unfreeze_every=40: the transformer body's last layer group would unfreeze at update 120, not "
+     "before finetune.min_updates=100"),
 ])
 def test_bad_settings_are_refused_by_name(overrides, message):
     with pytest.raises(ConfigError, match=message.replace("[", r"\[").replace("(", r"\(")):
@@ -376,9 +391,9 @@ class _Scripted(pl.LightningModule):
         return torch.optim.SGD(self.parameters(), lr=0.1)
 
 
-def _fit_scripted(script, patience, updates=20):
+def _fit_scripted(script, patience, updates=20, mode="max", **kw):
     model = _Scripted(script)
-    keep = KeepBestOnValidation("val/accuracy", "max", patience=patience)
+    keep = KeepBestOnValidation("val/accuracy", mode, patience=patience, **kw)
     data = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(torch.zeros(100, 1)), batch_size=1)
     seen = {}
 
@@ -406,10 +421,36 @@ def test_early_stopping_runs_to_the_cap_while_validation_improves():
     assert model.w.item() == pytest.approx(seen[10])
 
 
+def test_early_stopping_never_stops_for_patience_before_min_steps():
+    # the same script as above: patience 2 would stop at update 8, but layers unfreeze until update 12
+    model, keep, trainer, seen = _fit_scripted([0.5, 0.8, 0.7, 0.6, 0.55, 0.5, 0.5, 0.5], patience=2, min_steps=12)
+    assert trainer.global_step == 12 and keep.best_step == 4
+    assert model.w.item() == pytest.approx(seen[4])
+
+
+@pytest.mark.parametrize("mode, script, target, stop, best", [
+    ("min", [6.0, 5.0, 4.5, 3.9, 3.5, 3.0], 4.0, 8, 8),  # the NLL is at most 4.0 at the fourth check: stop there
+    ("max", [0.5, 0.6, 0.71, 0.9], 0.7, 6, 6),
+])
+def test_training_stops_when_the_target_is_reached(mode, script, target, stop, best):
+    model, keep, trainer, seen = _fit_scripted(script, patience=None, mode=mode, target=target)
+    assert trainer.global_step == stop and keep.reached == stop and keep.best_step == best
+
+
+def test_an_unreached_target_runs_to_the_cap():
+    model, keep, trainer, seen = _fit_scripted([6.0, 5.5, 5.6, 5.7, 5.8], patience=None, updates=10, mode="min",
+                                               target=4.0)
+    assert trainer.global_step == 10 and keep.reached is None
+    assert keep.best == pytest.approx(5.5) and model.w.item() == pytest.approx(seen[4])  # the best, not the last
+
+
 def test_preregistration_names_settings_sesoi_and_gates():
     pre = T.preregistration("lecture")
     assert pre["sesoi"] == T.SESOI and pre["settings"] == T.lecture().to_dict()
     assert set(pre["gates"]["baselines"]) == {"naive_bayes", "logistic"}
+    assert pre["pilot"]["lrs"] == T.lecture().pilot["lrs"] and "validation accuracy" in pre["pilot"]["rule"]
+    chosen = T.preregistration("lecture", {"lstm": {"pretrained": 1e-3, "adapt_only": 3e-3, "scratch": 3e-4}})
+    assert chosen["lr_choices"]["lstm"]["scratch"] == 3e-4 and "lr_choices" not in pre
     json.dumps(pre)
     with pytest.raises(ConfigError, match="transfer preset 'nope'"):
         T.preregistration("nope")
@@ -427,3 +468,21 @@ def test_real_corpora_prepare_without_writing_there(shared_data, tmp_path):
     assert len(mr["test"]) == 100 and sum(label for label, _ in mr["test"]) == 50
     assert len(data["general"]) == 350 and len(data["general_val"]) == 50
     assert sorted((p.relative_to(shared_data), p.stat().st_mtime) for p in shared_data.rglob("*")) == before
+
+
+def test_the_lectures_preregistration_holds_c4s_pilot_and_its_choices(tmp_path):
+    from experiments import lecture
+    from experiments.transfer_pilot import write_choices
+
+    settings = lecture.PRESETS["lecture-smoke"]()
+    before = lecture.preregistration(settings, tmp_path)
+    assert before["settings"]["c4"]["pilot"]["lrs"] == T.smoke().pilot["lrs"]
+    assert "lr_choices" not in before["settings"]["c4"]  # no pilot has run in this folder yet
+    (tmp_path / "c4").mkdir()
+    picked = {"lr": {b: {a: 1e-3 for a in T.ARMS} for b in T.BODIES}, "val_accuracy": None}
+    write_choices(T.smoke(), tmp_path / "c4", picked)
+    after = lecture.preregistration(settings, tmp_path)
+    assert after["settings"]["c4"]["lr_choices"] == picked["lr"] and after["hash"] != before["hash"]
+    other = {"lr": {b: {a: 3e-3 for a in T.ARMS} for b in T.BODIES}, "val_accuracy": None}
+    with pytest.raises(ConfigError, match="pre-registered with"):  # a folder's verdict rows ran at its first choice
+        write_choices(T.smoke(), tmp_path / "c4", other)
