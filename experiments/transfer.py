@@ -145,10 +145,10 @@ class TransferSettings:
     seeds: list[int] = field(default_factory=lambda: [0, 1, 2])
     # pretraining on the general corpus until the validation NLL per token (general_val sentences) is at most
     # target_nll, checked every val_every updates, or max_updates (the cap); the row says which ended it
-    pretrain: dict = field(default_factory=lambda: dict(target_nll=4.0, max_updates=3000, val_every=100,
+    pretrain: dict = field(default_factory=lambda: dict(target_nll=4.0, max_updates=600, val_every=100,
                                                         batch_size=64, lr=2e-3))
     # adaptation on MR's training text: early stopping on the NLL of MR's validation sentences, best weights kept
-    adapt: dict = field(default_factory=lambda: dict(max_updates=600, val_every=50, patience=3, batch_size=64,
+    adapt: dict = field(default_factory=lambda: dict(max_updates=300, val_every=50, patience=3, batch_size=64,
                                                      lr=1e-3))
     # early stopping: a validation on MR's val split every val_every updates, stop after patience checks without a
     # better accuracy (never before the last layer group is unfrozen), test the best weights; max_updates is the
@@ -247,14 +247,22 @@ class TransferSettings:
 
 
 def lecture() -> TransferSettings:
-    """Its share of the lecture preset (2 CPU cores): both bodies, 3 seeds and a pilot seed."""
-    return TransferSettings()
+    """Its share of the lecture preset, sized for about 30 min on 2 CPU cores: the primary body (lstm) only, 3
+    seeds and a pilot seed (the transformer body is the gpu preset's, or ``--bodies lstm transformer``). The
+    budget, from one torch thread's CPU-seconds measured on the shared 2-core machine (docs/experiments.md, C4):
+    a language-model update costs about 0.3 CPU-s on general sentences and 0.5 on MR's longer ones, a classifier
+    update about 0.07 and a validation on MR's 1,066 sentences about 0.4. Four seeds' language models at 600
+    pretraining and at most 300 + 300 adaptation updates are about 1,900 CPU-s, the 45 classifiers (at most 1,713
+    updates per arm and seed) about 800, the pilot about 90 and the counted baselines about 140: about 2,900
+    CPU-s, 25 min on 2 idle cores. Pretraining stops at ``target_nll`` or the 600-update cap."""
+    return TransferSettings(bodies=["lstm"])
 
 
 def gpu() -> TransferSettings:
-    """The larger preset for one GPU (not yet measured): bodies of ULMFiT's shape at a smaller width (a 3-layer
-    LSTM of 400, a 4-block Transformer of 256), pretraining to a lower NLL with a larger cap, 5 seeds."""
-    return TransferSettings(
+    """The larger preset for one GPU (not yet measured): both bodies, of ULMFiT's shape at a smaller width (a
+    3-layer LSTM of 400, a 4-block Transformer of 256), pretraining to a lower NLL with a 50x larger cap, 5 seeds,
+    a pilot at 100 and all labels."""
+    return TransferSettings(bodies=list(BODIES),
         body_args={"lstm": dict(emb_dim=400, hidden_dim=400, num_layers=3, dropout=0.2),
                    "transformer": dict(d_model=256, n_heads=4, n_encoder_layers=4, d_ff=1024, dropout=0.1,
                                        max_len=64)},
@@ -750,7 +758,12 @@ def run(settings: TransferSettings, out: Path, *, workers: int = 2, wandb_mode: 
     choices = choose_rates(settings, [r for r in ResultsTable(out).rows() if r["key"] in pilot_keys])
     write_choices(settings, out, choices)
     lms, jobs = plan(settings, data_path, choices["lr"])
-    phase("verdict", [], jobs)
+    done = ResultsTable(out).keys()
+    missing = [job for job in jobs if job[0]["lm"] is not None and job[0]["lm"] not in done]
+    for job in missing:  # its language model failed above (the run folder's errors say why); rerun to retry
+        echo(f"transfer: not run: {len(job)} {job[0]['body']} {job[0]['arm']} classifiers of seed {job[0]['seed']} "
+             f"(no language model {job[0]['lm']})")
+    phase("verdict", [], [job for job in jobs if job not in missing])
     keys = {s["key"] for s in lms} | {s["key"] for job in jobs for s in job} | baseline_keys | pilot_keys
     return [r for r in ResultsTable(out).rows() if r["key"] in keys]
 

@@ -248,7 +248,10 @@ def test_finetune_budget_is_epochs_clamped(n, expected):
     (dict(adapt=dict(max_updates=10, val_every=5, batch_size=8, lr=1e-3)),
      "transfer.adapt.patience must be an integer >= 1, got None"),
     (dict(ulmfit=dict(arms=["scratch"], lr_factor=2.6, unfreeze_every=5)), "transfer.ulmfit.arms"),
-    (dict(ulmfit=dict(arms=["pretrained"], lr_factor=2.6, unfreeze_every=40)),
+    (dict(ulmfit=dict(arms=["pretrained"], lr_factor=2.6, unfreeze_every=50)),
+     "transfer.ulmfit.unfreeze_every=50: the lstm body's last layer group would unfreeze at update 100, not before "
+     "finetune.min_updates=100"),
+    (dict(bodies=["lstm", "transformer"], ulmfit=dict(arms=["pretrained"], lr_factor=2.6, unfreeze_every=40)),
      "transfer.ulmfit.unfreeze_every=40: the transformer body's last layer group would unfreeze at update 120, not "
      "before finetune.min_updates=100"),
 ])
