@@ -983,7 +983,8 @@ def report_section(rows: list[dict], out: Path) -> tuple[list[str], dict[str, Pa
     the language models' NLL) and its figure ``transfer_accuracy.png`` in ``out``; never the verdict table."""
     out = Path(out)
     clf = _classifier_rows(rows)
-    lms = [r for r in rows if r.get("kind") == "lm"]
+    verdict_seeds = {r["seed"] for r in _classifier_rows(rows)}
+    lms = [r for r in rows if r.get("kind") == "lm" and r["seed"] in verdict_seeds]  # the pilot seed's are not
     lines = ["## C4: transfer learning (ULMFiT) against training from scratch", ""]
     if not clf:
         return lines + ["not run: no classifier rows in this run folder", ""], {}
@@ -1018,8 +1019,9 @@ def report_section(rows: list[dict], out: Path) -> tuple[list[str], dict[str, Pa
         lines.append("")
     if lms:
         lines += ["Language models: NLL per token (nats, EOS counted, UNK not scored) of the MR test sentences, "
-                  "mean and interval over seeds: untrained -> after pretraining -> after adaptation to MR (uniform "
-                  "over the tokens a model can produce: the first number's ceiling). Pretraining runs to its target "
+                  "mean and interval over the verdict seeds: untrained -> after pretraining -> after adaptation to "
+                  "MR; uniform is the NLL of a model that knows nothing (log of the tokens it can produce). "
+                  "Pretraining runs to its target "
                   "NLL on held-out general sentences or to its cap; adaptation stops early on MR's validation "
                   "sentences.", ""]
         for body in sorted({r["body"] for r in lms}):
