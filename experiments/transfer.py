@@ -165,7 +165,8 @@ class TransferSettings:
     # the learning-rate pilot: per body and arm, every rate of lrs on the pilot seed (its own language models and
     # subsets, never a verdict seed's) at the given sizes; the best mean validation accuracy picks the arm's rate
     # (ties: the first in lrs); None: finetune.lr for every arm
-    pilot: Optional[dict] = field(default_factory=lambda: dict(seed=1000, lrs=[3e-4, 1e-3, 3e-3], sizes=[100]))
+    # lecture grid: 1e-3 left every arm still improving or near chance at its cap on real MR (docs/experiments.md)
+    pilot: Optional[dict] = field(default_factory=lambda: dict(seed=1000, lrs=[1e-3, 3e-3, 1e-2], sizes=[100]))
     optimizer: dict = field(default_factory=lambda: dict(GENERATOR_OPTIMIZER))
     eval_batch_size: int = 256
     sesoi: float = SESOI
