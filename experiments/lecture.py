@@ -1,7 +1,7 @@
 """``gvt lecture``: the lecture's road to the Transformer, claims C1-C4 run into one folder and one report.
 
-    gvt lecture [--preset lecture|lecture-smoke] [--out DIR] [--seeds ...] [--workers N] [--wandb-mode MODE]
-                [--only c1,c2,c3,c4] [--c1-device cpu|cuda|cuda:N]
+    gvt lecture [--preset lecture|lecture-gpu|lecture-smoke] [--out DIR] [--seeds ...] [--workers N]
+                [--wandb-mode MODE] [--only c1,c2,c3,c4] [--c1-device cpu|cuda|cuda:N]
 
 Parts (each resumable: a rerun does not redo what is finished in DIR):
 
@@ -212,7 +212,14 @@ def _smoke() -> LectureSettings:
     return LectureSettings("lecture-smoke", c1, c3, c2_preset="smoke", c4_preset="smoke", workers=1)
 
 
-PRESETS: dict[str, Callable[[], LectureSettings]] = {"lecture": _lecture, "lecture-smoke": _smoke}
+def _lecture_gpu() -> LectureSettings:
+    """The lecture preset with C4's larger ``gpu`` preset (bigger bodies, pretraining to a lower NLL): for a
+    machine with one GPU; not yet measured."""
+    return dataclasses.replace(_lecture(), name="lecture-gpu", c4_preset="gpu")
+
+
+PRESETS: dict[str, Callable[[], LectureSettings]] = {"lecture": _lecture, "lecture-gpu": _lecture_gpu,
+                                                     "lecture-smoke": _smoke}
 
 
 def _settings_for(name: str) -> LectureSettings:
@@ -505,12 +512,20 @@ def parse_only(text: Optional[str]) -> list[str]:
     return [p for p in PARTS if p in parts]
 
 
-def preregistration(settings: LectureSettings) -> dict:
-    """The settings that define the lecture's verdicts (preset, SESOIs, gates, alpha) and their hash."""
+def preregistration(settings: LectureSettings, out: Optional[Path] = None) -> dict:
+    """The settings that define the lecture's verdicts (preset, SESOIs, gates, alpha) and their hash; C4's own
+    (``experiments.transfer.preregistration``: settings, gates, learning-rate pilot and, with ``out``, the rates its
+    pilot chose in ``out/c4``) where that module has one."""
     defined = {"preset": settings.to_dict(), "sesoi": {"C1": C1_SESOI, "C3": C3_SESOI},
                "gates": {"C1_parameter_tolerance": PARAMETER_TOLERANCE, "C3_min_task_accuracy": MIN_TASK_ACCURACY},
                "c1_primary_threads": settings.primary_threads, "c1_device": settings.c1.device,
                "c1_rule": C1_RULE_SETTINGS, "c1_replicates": settings.c1.replicates}
+    c4 = import_part(C4_MODULE)
+    if c4 is not None and hasattr(c4, "preregistration") and settings.c4_preset in c4.PRESETS:
+        from experiments.transfer_pilot import read_choices
+
+        choices = read_choices(Path(out) / "c4") if out is not None else None
+        defined["c4"] = c4.preregistration(settings.c4_preset, choices)
     digest = hashlib.sha256(json.dumps(defined, sort_keys=True, default=str).encode()).hexdigest()[:16]
     return {"hash": digest, "settings": defined}
 
@@ -587,7 +602,7 @@ def run_lecture(preset: str = "lecture", out: str | Path = "runs/lecture", *, se
           delegated_verdict("C4", results.get("c4"), alpha, min_seeds, left_out)]
     V.holm(vs, alpha, min_seeds)
     figures = write_figures(settings, out, results, figures_dir)
-    prereg = preregistration(settings)
+    prereg = preregistration(settings, out)
     state["last_invocation"] = {"wall_s": round(time.perf_counter() - start, 2), "only": only,
                                 "machine_before": machine_before, "machine_after": machine(),
                                 "torch_threads_of_runs": settings.c3.threads, "workers": workers}

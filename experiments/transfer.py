@@ -10,21 +10,36 @@ than training from scratch. Tested here on the corpora in ``$GVT_DATA_DIR`` (``.
    One tokenizer (the package's byte-level BPE, lowercased) and one vocabulary (``Vocab``) are fitted on the
    general corpus plus the MR training sentences, so the language model and the classifiers share ids. Sentences
    are truncated to ``max_len`` tokens. The result is cached in ``OUT/data/`` (never in the corpora folder).
-2. **Language model** (one run per body and seed, kind ``lm``): a ``LanguageModel`` (``modules.models.classifier``)
-   pretrained on the general corpus for ``pretrain.updates`` updates, then adapted (continued LM training, fresh
-   optimiser) on the MR training sentences (their text only, no labels) for ``adapt.updates``. Its NLL per token
-   of the MR test sentences is recorded before training, after pretraining and after adaptation. Pretraining is
-   repeated per seed, so the seed intervals cover pretraining, adaptation and fine-tuning alike.
-3. **Classifiers** (kind ``classifier``): for each labelled-set size n in ``label_sizes`` (``all`` = the whole MR
+2. **Language models** (kind ``lm``, per body and seed, the pilot seed included). For the ``pretrained`` arm: a
+   ``LanguageModel`` (``modules.models.classifier``) pretrained on the general corpus until its NLL per token on
+   ``data.general_val`` held-out general sentences is at most ``pretrain.target_nll`` (checked every
+   ``pretrain.val_every`` updates) or ``pretrain.max_updates`` (the cap); the row's ``stages.pretrain`` says which
+   (``stop``: "target" or "cap"), the NLL reached (``val_nll``), its curve, and ``uniform_nll`` (log of the tokens a
+   model can produce: the NLL of knowing nothing). Then adapted (continued LM training, fresh optimiser) on the MR
+   training sentences (text only, no labels), with early stopping on the NLL of MR's validation sentences
+   (``adapt``: ``val_every``, ``patience``, cap ``max_updates``). For the ``adapt_only`` arm (ULMFiT's stage 2
+   alone, key prefix ``lm-adapt-only``): the same adaptation from the random initialisation, no general corpus.
+   Each row's ``nll_mr_test`` is the NLL per token of the MR test sentences before training, after pretraining
+   and after adaptation. Every seed trains its own, so the seed intervals cover pretraining, adaptation and
+   fine-tuning alike.
+3. **Learning-rate pilot** (kind ``pilot``, ``experiments.transfer_pilot``): per body and arm, each rate of
+   ``pilot.lrs`` on the pilot seed at ``pilot.sizes``; the best mean validation accuracy picks the arm's peak rate,
+   written to ``OUT/pilot.json`` and ``OUT/preregistration.json`` before any verdict classifier runs.
+4. **Classifiers** (kind ``classifier``): for each labelled-set size n in ``label_sizes`` (``all`` = the whole MR
    training split) and each seed, a balanced subset of the MR training split (n/2 per class, seeded by the seed,
-   nested: the 50 are among the 100, ...), shared by both arms. Arm ``pretrained``: a ``SentenceClassifier`` whose
-   body is the adapted language model's, with a new head; arm ``scratch``: the same classifier with the body at
-   its random initialisation. Same seed (so the same head initialisation and batch order), same budget
-   (``finetune_updates(n)``: ``epochs`` passes over the subset, clamped to [``min_updates``, ``max_updates``], with
-   early stopping on MR's validation split: the best validation weights are tested),
-   same optimiser (``experiments.presets.GENERATOR_OPTIMIZER``, constant learning rate). Accuracy on the fixed MR
-   test split is the row's ``accuracy``; ``majority_accuracy`` is what always answering the training split's most
-   frequent class scores there.
+   nested: the 50 are among the 100, ...), shared by every arm. Arms: ``pretrained`` and ``adapt_only`` (a
+   ``SentenceClassifier`` whose body is that arm's language model's, with a new head) and ``scratch`` (the body
+   at its random initialisation). Same seed (so the same head initialisation and batch order), same budget
+   (``finetune_updates(n)``: ``epochs`` passes over the subset, clamped to [``min_updates``, ``max_updates``]),
+   same early stopping on MR's validation split (the best validation weights are tested; never stopped before the
+   last layer group is unfrozen), same optimiser (``experiments.presets.GENERATOR_OPTIMIZER``) under
+   ``finetune.schedule`` (ULMFiT's slanted triangular rates, ``cut_frac`` 0.1, ``ratio`` 32, over the planned
+   updates), each arm at its pilot's peak rate. The arms in ``ulmfit.arms`` (those with a language model) are
+   fine-tuned by ULMFiT's recipe (``modules.ulmfit``): discriminative rates (layer group l of G gets
+   ``lr / 2.6 ** (G - 1 - l)``; groups: embedding, each layer, head) and gradual unfreezing (the head alone first,
+   one more group every ``ulmfit.unfreeze_every`` updates). Scratch trains every layer at one rate from the start:
+   its random lower layers hold nothing to protect. Accuracy on the fixed MR test split is the row's
+   ``accuracy``; ``majority_accuracy`` is what always answering the training split's most frequent class scores.
 
 Bodies: ``lstm`` (the RNN family's LSTM) and ``transformer`` (the Transformer's encoder blocks, causal); see
 ``modules/nets/classifier.py``. ``primary_body`` is the one verdict C4 is decided on; the other is reported beside
@@ -32,12 +47,16 @@ it.
 
 **Verdict C4** (``verdict``): the primary cell is, per seed, accuracy(pretrained) - accuracy(scratch) at
 ``primary_size`` (100) labelled examples on the primary body, paired by seed; SESOI ``SESOI`` (0.05 accuracy).
-The precondition (gate): at the largest labelled size both arms beat the counted baselines
+The precondition (gate): at the largest labelled size both arms of that cell beat the counted baselines
 (``experiments.transfer_baselines``: multinomial Naive Bayes and logistic regression on bags of words, fitted on the
 same subsets): each arm's t interval over seeds lies above the better baseline's mean accuracy. Otherwise the
 comparison is between classifiers that do not beat counting words, and C4 is inconclusive, printing each arm's
-margin. Secondary cells: the difference at every other size; descriptively, the labels
-scratch needs to match the pretrained classifier at ``primary_size``.
+margin. Secondary cells: the difference at every other size; at ``primary_size``, adapt_only - scratch and
+pretrained - adapt_only (what adaptation alone gives, and what the general corpus adds to it); descriptively, the
+labels scratch needs to match the pretrained classifier at ``primary_size``.
+
+Presets: ``lecture`` (2 CPU cores), ``gpu`` (larger bodies and pretraining, ``accelerator="auto"``; not yet
+measured) and ``smoke`` (tests).
 
 Runs are resumable: a row in ``OUT/results.jsonl`` (``experiments.results.ResultsTable``, atomic, locked) is not
 redone; the language model's body weights are written (atomically) before its row.
@@ -77,7 +96,11 @@ CLAIM = ("Transfer learning (ULMFiT: pretrain a language model on a general corp
 # difference of that size is not evaluation noise.
 SESOI = 0.05
 BODIES = ("lstm", "transformer")
-ARMS = ("pretrained", "scratch")
+# pretrained: general-corpus pretraining, then adaptation to MR's text; adapt_only: ULMFiT's stage 2 alone (the
+# language model trained on MR's text only, from its random initialisation); scratch: no language model at all
+ARMS = ("pretrained", "adapt_only", "scratch")
+GATED_ARMS = ("pretrained", "scratch")  # the primary cell's two arms: both must beat counting words
+LM_ARMS = {"pretrained": "general", "adapt_only": "none"}  # arm -> the language model's pretraining ("none": skipped)
 ALL = "all"
 DATA_FILE = "prepared.pt"
 
@@ -88,6 +111,7 @@ def _default_data() -> dict:
     return dict(
         general=["$GVT_DATA_DIR/coco/train.txt", "$GVT_DATA_DIR/multi30k/train.en.gz"],
         general_encoding="utf-8",
+        general_val=1000,  # general sentences held out (seeded by split_seed): pretraining's validation NLL
         mr={"neg": "$GVT_DATA_DIR/mr/rt-polarity.neg", "pos": "$GVT_DATA_DIR/mr/rt-polarity.pos"},
         mr_encoding="latin-1",
         val_fraction=0.1, test_fraction=0.2, split_seed=0,
@@ -98,6 +122,12 @@ def _default_data() -> dict:
     )
 
 
+def _layer_groups(body: str, body_args: dict) -> int:
+    """ULMFiT's layer groups of a classifier on ``body`` (``modules.ulmfit.layer_groups``): the embedding, each
+    layer, the head."""
+    return 2 + int(body_args["num_layers"] if body == "lstm" else body_args["n_encoder_layers"])
+
+
 @dataclass
 class TransferSettings:
     """Every knob of the transfer ablation (module docstring)."""
@@ -105,6 +135,7 @@ class TransferSettings:
     data: dict = field(default_factory=_default_data)
     bodies: list[str] = field(default_factory=lambda: list(BODIES))
     primary_body: str = "lstm"
+    arms: list[str] = field(default_factory=lambda: list(ARMS))
     body_args: dict = field(default_factory=lambda: {
         "lstm": dict(emb_dim=64, hidden_dim=128, num_layers=1, dropout=0.1),
         "transformer": dict(d_model=64, n_heads=2, n_encoder_layers=2, d_ff=128, dropout=0.1, max_len=64),
@@ -112,16 +143,35 @@ class TransferSettings:
     label_sizes: list[Size] = field(default_factory=lambda: [50, 100, 500, 2000, ALL])
     primary_size: int = 100
     seeds: list[int] = field(default_factory=lambda: [0, 1, 2])
-    pretrain: dict = field(default_factory=lambda: dict(updates=500, batch_size=64, lr=2e-3))
-    adapt: dict = field(default_factory=lambda: dict(updates=150, batch_size=64, lr=1e-3))
+    # pretraining on the general corpus until the validation NLL per token (general_val sentences) is at most
+    # target_nll, checked every val_every updates, or max_updates (the cap); the row says which ended it
+    pretrain: dict = field(default_factory=lambda: dict(target_nll=4.0, max_updates=600, val_every=100,
+                                                        batch_size=64, lr=2e-3))
+    # adaptation on MR's training text: early stopping on the NLL of MR's validation sentences, best weights kept
+    adapt: dict = field(default_factory=lambda: dict(max_updates=300, val_every=50, patience=3, batch_size=64,
+                                                     lr=1e-3))
     # early stopping: a validation on MR's val split every val_every updates, stop after patience checks without a
-    # better accuracy, test the best weights; max_updates is the cap
+    # better accuracy (never before the last layer group is unfrozen), test the best weights; max_updates is the
+    # cap. lr: every arm's peak rate when there is no pilot (else the pilot's choice); schedule "stlr" (ULMFiT's
+    # slanted triangular, cut_frac, ratio, over the planned updates) or "constant", for every arm
     finetune: dict = field(default_factory=lambda: dict(batch_size=32, epochs=20, min_updates=100, max_updates=600,
-                                                        lr=1e-3, head_dropout=0.1, val_every=25, patience=4))
+                                                        lr=1e-3, head_dropout=0.1, val_every=25, patience=4,
+                                                        schedule="stlr", cut_frac=0.1, ratio=32.0))
+    # ULMFiT's discriminative rates (group l of G: lr / lr_factor ** (G - 1 - l)) and gradual unfreezing (one more
+    # group every unfreeze_every updates, head first) for the arms that start from a language model; scratch
+    # trains every layer at one rate from the start (its layers hold nothing to protect)
+    ulmfit: dict = field(default_factory=lambda: dict(arms=["pretrained", "adapt_only"], lr_factor=2.6,
+                                                      unfreeze_every=25))
+    # the learning-rate pilot: per body and arm, every rate of lrs on the pilot seed (its own language models and
+    # subsets, never a verdict seed's) at the given sizes; the best mean validation accuracy picks the arm's rate
+    # (ties: the first in lrs); None: finetune.lr for every arm
+    # lecture grid: 1e-3 left every arm still improving or near chance at its cap on real MR (docs/experiments.md)
+    pilot: Optional[dict] = field(default_factory=lambda: dict(seed=1000, lrs=[1e-3, 3e-3, 1e-2], sizes=[100]))
     optimizer: dict = field(default_factory=lambda: dict(GENERATOR_OPTIMIZER))
     eval_batch_size: int = 256
     sesoi: float = SESOI
     threads: int = 1  # torch threads per run: the numbers are the same whether runs go in 1 or N workers
+    accelerator: str = "cpu"  # Lightning's: "cpu", or "auto"/"gpu" for the GPU preset
 
     def __post_init__(self):
         for body in self.bodies:
@@ -131,6 +181,10 @@ class TransferSettings:
                 raise ConfigError(f"transfer.body_args has no settings for body {body!r}")
         if self.primary_body not in self.bodies:
             raise ConfigError(f"transfer.primary_body={self.primary_body!r} is not among the bodies {self.bodies}")
+        unknown = [a for a in self.arms if a not in ARMS]
+        if unknown or not set(GATED_ARMS) <= set(self.arms):
+            raise ConfigError(f"transfer.arms: {self.arms} must be among {', '.join(ARMS)} and hold "
+                              f"{' and '.join(GATED_ARMS)} (the primary cell's arms)")
         for size in self.label_sizes:
             if size != ALL and (isinstance(size, bool) or not isinstance(size, int) or size < 2 or size % 2):
                 raise ConfigError(f"transfer.label_sizes: {size!r} is not an even number >= 2 or 'all' "
@@ -139,9 +193,18 @@ class TransferSettings:
             raise ConfigError(f"transfer.primary_size={self.primary_size} is not among label_sizes {self.label_sizes}")
         if not self.seeds:
             raise ConfigError("transfer.seeds is empty")
-        for stage in ("pretrain", "adapt"):
-            if getattr(self, stage)["updates"] < 0:
-                raise ConfigError(f"transfer.{stage}.updates must be >= 0, got {getattr(self, stage)['updates']}")
+        pre = self.pretrain
+        if not (isinstance(pre.get("max_updates"), int) and pre["max_updates"] >= 0):
+            raise ConfigError(f"transfer.pretrain.max_updates must be an integer >= 0, got {pre.get('max_updates')!r}")
+        if not (isinstance(pre.get("target_nll"), (int, float)) and pre["target_nll"] > 0):
+            raise ConfigError(f"transfer.pretrain.target_nll must be a number > 0 (nats per token), got "
+                              f"{pre.get('target_nll')!r}")
+        for stage, knobs in (("pretrain", ("val_every",)), ("adapt", ("max_updates", "val_every", "patience"))):
+            for knob in knobs:
+                value = getattr(self, stage).get(knob)
+                if not isinstance(value, int) or value < (0 if knob == "max_updates" else 1):
+                    raise ConfigError(f"transfer.{stage}.{knob} must be an integer >= "
+                                      f"{0 if knob == 'max_updates' else 1}, got {value!r}")
         ft = self.finetune
         for knob in ("val_every", "patience"):
             if not isinstance(ft.get(knob), int) or ft[knob] < 1:
@@ -149,50 +212,118 @@ class TransferSettings:
         if not 1 <= ft["min_updates"] <= ft["max_updates"]:
             raise ConfigError(f"transfer.finetune needs 1 <= min_updates <= max_updates, got {ft['min_updates']}, "
                               f"{ft['max_updates']}")
+        if ft.get("schedule", "constant") not in ("constant", "stlr"):
+            raise ConfigError(f"transfer.finetune.schedule must be 'constant' or 'stlr', got {ft.get('schedule')!r}")
+        ul = self.ulmfit
+        if [a for a in ul.get("arms", []) if a not in LM_ARMS]:
+            raise ConfigError(f"transfer.ulmfit.arms: {ul['arms']} may only name arms with a language model "
+                              f"({', '.join(LM_ARMS)})")
+        if not (ul.get("lr_factor", 0) >= 1.0 and isinstance(ul.get("unfreeze_every"), int)
+                and ul["unfreeze_every"] >= 0):
+            raise ConfigError(f"transfer.ulmfit needs lr_factor >= 1 and an integer unfreeze_every >= 0, got "
+                              f"{ul.get('lr_factor')!r}, {ul.get('unfreeze_every')!r}")
+        for body in self.bodies:  # every group must get to train within the smallest budget
+            unfrozen = (_layer_groups(body, self.body_args[body]) - 1) * ul["unfreeze_every"]
+            if ul.get("arms") and unfrozen >= ft["min_updates"]:
+                raise ConfigError(f"transfer.ulmfit.unfreeze_every={ul['unfreeze_every']}: the {body} body's last "
+                                  f"layer group would unfreeze at update {unfrozen}, not before "
+                                  f"finetune.min_updates={ft['min_updates']}")
+        if self.pilot is not None:
+            p = self.pilot
+            if p.get("seed") in self.seeds:
+                raise ConfigError(f"transfer.pilot.seed={p.get('seed')} is a verdict seed; the pilot needs its own")
+            if not p.get("lrs") or any(not (isinstance(x, (int, float)) and x > 0) for x in p["lrs"]):
+                raise ConfigError(f"transfer.pilot.lrs must be a non-empty list of rates > 0, got {p.get('lrs')!r}")
+            if not p.get("sizes") or any(x not in self.label_sizes for x in p["sizes"]):
+                raise ConfigError(f"transfer.pilot.sizes={p.get('sizes')!r} must be among label_sizes "
+                                  f"{self.label_sizes}")
 
     def to_dict(self) -> dict:
         return asdict(self)
 
+    @property
+    def lm_seeds(self) -> list[int]:
+        """The seeds that get language models: the verdict seeds, then the pilot's."""
+        return list(self.seeds) + ([int(self.pilot["seed"])] if self.pilot is not None else [])
+
 
 def lecture() -> TransferSettings:
-    """Its share of the lecture preset: both bodies, 3 seeds. About 12 min on 2 CPU cores before early stopping and
-    the 600-update cap; with them not yet measured on quiet cores (one lstm classifier on all labels went from ~10
-    to ~37 CPU-s)."""
-    return TransferSettings()
+    """Its share of the lecture preset, sized for about 30 min on 2 CPU cores: the primary body (lstm) only, 3
+    seeds and a pilot seed (the transformer body is the gpu preset's, or ``--bodies lstm transformer``). The
+    budget, from one torch thread's CPU-seconds measured on the shared 2-core machine (docs/experiments.md, C4):
+    a language-model update costs about 0.3 CPU-s on general sentences and 0.5 on MR's longer ones, a classifier
+    update about 0.07 and a validation on MR's 1,066 sentences about 0.4. Four seeds' language models at 600
+    pretraining and at most 300 + 300 adaptation updates are about 1,900 CPU-s, the 45 classifiers (at most 1,713
+    updates per arm and seed) about 800, the pilot about 90 and the counted baselines about 140: about 2,900
+    CPU-s, 25 min on 2 idle cores. Pretraining stops at ``target_nll`` or the 600-update cap."""
+    return TransferSettings(bodies=["lstm"])
+
+
+def gpu() -> TransferSettings:
+    """The larger preset for one GPU (not yet measured): both bodies, of ULMFiT's shape at a smaller width (a
+    3-layer LSTM of 400, a 4-block Transformer of 256), pretraining to a lower NLL with a 50x larger cap, 5 seeds,
+    a pilot at 100 and all labels."""
+    return TransferSettings(bodies=list(BODIES),
+        body_args={"lstm": dict(emb_dim=400, hidden_dim=400, num_layers=3, dropout=0.2),
+                   "transformer": dict(d_model=256, n_heads=4, n_encoder_layers=4, d_ff=1024, dropout=0.1,
+                                       max_len=64)},
+        seeds=[0, 1, 2, 3, 4],
+        pretrain=dict(target_nll=3.0, max_updates=30000, val_every=500, batch_size=128, lr=1e-3),
+        adapt=dict(max_updates=3000, val_every=100, patience=5, batch_size=64, lr=5e-4),
+        finetune=dict(batch_size=32, epochs=30, min_updates=150, max_updates=1500, lr=1e-3, head_dropout=0.2,
+                      val_every=25, patience=6, schedule="stlr", cut_frac=0.1, ratio=32.0),
+        ulmfit=dict(arms=["pretrained", "adapt_only"], lr_factor=2.6, unfreeze_every=25),
+        pilot=dict(seed=1000, lrs=[1e-4, 3e-4, 1e-3, 3e-3], sizes=[100, ALL]),
+        eval_batch_size=512, accelerator="auto")
 
 
 def smoke() -> TransferSettings:
-    """Seconds, for tests: a slice of the corpora, tiny bodies, a few updates, two sizes."""
-    data = {**_default_data(), "bpe_vocab_size": 300, "max_len": 16, "max_general": 400, "max_mr_train": 200,
-            "max_mr_test": 100}
+    """Seconds, for tests: a slice of the corpora, tiny bodies, a few updates, two sizes, a two-rate pilot."""
+    data = {**_default_data(), "bpe_vocab_size": 300, "max_len": 16, "max_general": 400, "general_val": 50,
+            "max_mr_train": 200, "max_mr_test": 100}
     return TransferSettings(
         data=data,
         body_args={"lstm": dict(emb_dim=16, hidden_dim=16, num_layers=1, dropout=0.0),
                    "transformer": dict(d_model=16, n_heads=2, n_encoder_layers=1, d_ff=32, dropout=0.0, max_len=32)},
         label_sizes=[20, ALL], primary_size=20, seeds=[0, 1],
-        pretrain=dict(updates=8, batch_size=32, lr=3e-3), adapt=dict(updates=4, batch_size=32, lr=1e-3),
+        pretrain=dict(target_nll=4.0, max_updates=8, val_every=4, batch_size=32, lr=3e-3),
+        adapt=dict(max_updates=4, val_every=2, patience=2, batch_size=32, lr=1e-3),
         finetune=dict(batch_size=16, epochs=1, min_updates=4, max_updates=6, lr=1e-3, head_dropout=0.0, val_every=2,
-                      patience=2),
+                      patience=2, schedule="stlr", cut_frac=0.1, ratio=32.0),
+        ulmfit=dict(arms=["pretrained", "adapt_only"], lr_factor=2.6, unfreeze_every=1),
+        pilot=dict(seed=1000, lrs=[1e-3, 3e-3], sizes=[20]),
         eval_batch_size=128,
     )
 
 
-PRESETS: dict[str, Callable[[], TransferSettings]] = {"lecture": lecture, "smoke": smoke}
+PRESETS: dict[str, Callable[[], TransferSettings]] = {"lecture": lecture, "gpu": gpu, "smoke": smoke}
 
 
-def preregistration(preset: str) -> dict:
-    """C4's settings, SESOI and gates as one JSON-able dict, for the lecture's pre-registration hash."""
-    from experiments.transfer_baselines import LOGISTIC_L2, LOGISTIC_MAX_ITER, NB_ALPHA
-
+def preregistration(preset: str, lr_choices: Optional[dict] = None) -> dict:
+    """C4's settings, SESOI, gates and learning-rate pilot (its grid and rule; with ``lr_choices``, what it chose:
+    ``{body: {arm: lr}}``) as one JSON-able dict, for the lecture's pre-registration hash."""
     if preset not in PRESETS:
         raise ConfigError(f"transfer preset {preset!r} unknown; choose from {', '.join(PRESETS)}")
-    return {"question": QUESTION, "preset": preset, "settings": PRESETS[preset]().to_dict(), "sesoi": SESOI,
-            "primary": "acc(pretrained) - acc(scratch) at primary_size on primary_body, paired by seed",
-            "gates": {"counted_baselines": "at the largest labelled size each arm's t interval over seeds lies above "
-                                           "the better counted baseline's mean accuracy",
-                      "baselines": {"naive_bayes": {"alpha": NB_ALPHA},
-                                    "logistic": {"l2": LOGISTIC_L2, "max_iter": LOGISTIC_MAX_ITER,
-                                                 "features": "binary bag of words"}}}}
+    return {"preset": preset, **preregistration_of(PRESETS[preset](), lr_choices)}
+
+
+def preregistration_of(settings: TransferSettings, lr_choices: Optional[dict] = None) -> dict:
+    """``preregistration``'s dict for any settings (a run folder's own, ``--seeds`` and all)."""
+    from experiments.transfer_baselines import LOGISTIC_L2, LOGISTIC_MAX_ITER, NB_ALPHA
+
+    out = {"question": QUESTION, "settings": settings.to_dict(), "sesoi": SESOI,
+           "primary": "acc(pretrained) - acc(scratch) at primary_size on primary_body, paired by seed",
+           "gates": {"counted_baselines": "at the largest labelled size each of the pretrained and scratch arms' t "
+                                          "interval over seeds lies above the better counted baseline's mean accuracy",
+                     "baselines": {"naive_bayes": {"alpha": NB_ALPHA},
+                                   "logistic": {"l2": LOGISTIC_L2, "max_iter": LOGISTIC_MAX_ITER,
+                                                "features": "binary bag of words"}}},
+           "pilot": None if settings.pilot is None else {
+               **settings.pilot, "rule": "per body and arm, the rate with the best mean validation accuracy over the "
+                                         "pilot sizes on the pilot seed (ties: the first listed)"}}
+    if lr_choices is not None:
+        out["lr_choices"] = lr_choices
+    return out
 
 
 def corpora(settings: TransferSettings) -> dict[str, dict]:
@@ -235,6 +366,13 @@ def prepare_data(settings: TransferSettings, out: Path, echo=print) -> Path:
     except GvtError as err:
         raise ConfigError(f"transfer.data.general: {err}") from None
     general = general[: d["max_general"]]
+    if not 0 <= d["general_val"] < len(general):
+        raise ConfigError(f"transfer.data.general_val={d['general_val']} must lie in [0, {len(general)}) (the general "
+                          "sentences read)")
+    # pretraining's validation sentences: a seeded draw, so both corpora are in it, never trained on
+    held = set(random.Random(d["split_seed"]).sample(range(len(general)), d["general_val"]))
+    general_val = [text for i, text in enumerate(general) if i in held]
+    general = [text for i, text in enumerate(general) if i not in held]
     # MR's fixed split: TextDataModule's stratified carving (split_seed), the package's one held-out rule
     mr_module = TextDataModule(train=dict(d["mr"]), format="labeled", encoding=d["mr_encoding"],
                                val_fraction=d["val_fraction"], test_fraction=d["test_fraction"],
@@ -255,6 +393,7 @@ def prepare_data(settings: TransferSettings, out: Path, echo=print) -> Path:
     n = d["max_len"]
     tok = lambda text: tokenizer.tokenize(text)[:n]  # noqa: E731
     general_tokens = [tok(text) for text in general]
+    general_val_tokens = [tok(text) for text in general_val]
     mr_tokens = {split: [(label, tok(text)) for label, text in recs] for split, recs in mr.items()}
     vocab = Vocab.build(general_tokens + [t for _, t in mr_tokens["train"]], labels=labels, min_freq=d["min_freq"])
     index = {label: k for k, label in enumerate(vocab.labels)}
@@ -262,13 +401,14 @@ def prepare_data(settings: TransferSettings, out: Path, echo=print) -> Path:
         "vocab": vocab.state_dict(),
         "tokenizer": tokenizer.state_dict(),
         "general": [vocab.encode(t) for t in general_tokens if t],
+        "general_val": [vocab.encode(t) for t in general_val_tokens if t],
         "mr": {split: [(index[label], vocab.encode(t)) for label, t in items if t] for split, items in mr_tokens.items()},
     }
     with atomic_open(path, "wb") as f:
         torch.save(prepared, f)
     sizes = ", ".join(f"{split} {len(v)}" for split, v in prepared["mr"].items())
     echo(f"transfer: data prepared in {time.perf_counter() - start:.1f}s: {len(prepared['general'])} general "
-         f"sentences, MR {sizes}, vocabulary {len(vocab)} ({d['tokenizer']}) -> {path}")
+         f"sentences (+ {len(prepared['general_val'])} held out), MR {sizes}, vocabulary {len(vocab)} ({d['tokenizer']}) -> {path}")
     return path
 
 
@@ -350,21 +490,34 @@ def _size_label(size: Size) -> str:
     return ALL if size == ALL else str(size)
 
 
-def lm_spec(settings: TransferSettings, body: str, seed: int, data_path: Path) -> dict:
-    spec = {"kind": "lm", "body": body, "seed": seed, "data": settings.data, "body_args": settings.body_args[body],
-            "pretrain": settings.pretrain, "adapt": settings.adapt, "optimizer": settings.optimizer}
-    spec["key"] = f"lm__{body}__seed{seed}__{config_hash(spec)}"
-    spec["data_path"] = str(data_path)
+def lm_spec(settings: TransferSettings, body: str, seed: int, data_path: Path, init: str = "general") -> dict:
+    """A language model's spec; ``init`` "general": pretrained on the general corpus, then adapted (the pretrained
+    arm's); "none": adapted on MR's text from its random initialisation (the adapt_only arm's)."""
+    spec = {"kind": "lm", "body": body, "seed": seed, "init": init, "data": settings.data,
+            "body_args": settings.body_args[body], "pretrain": settings.pretrain if init == "general" else None,
+            "adapt": settings.adapt, "optimizer": settings.optimizer}
+    prefix = "lm" if init == "general" else "lm-adapt-only"
+    spec["key"] = f"{prefix}__{body}__seed{seed}__{config_hash(spec)}"
+    spec.update(data_path=str(data_path), threads=settings.threads, eval_batch_size=settings.eval_batch_size,
+                accelerator=settings.accelerator)
     return spec
 
 
-def classifier_spec(settings: TransferSettings, body: str, arm: str, seed: int, size: Size, lm: dict) -> dict:
-    spec = {"kind": "classifier", "body": body, "arm": arm, "seed": seed, "size": _size_label(size),
-            "data": settings.data, "body_args": settings.body_args[body], "finetune": settings.finetune,
-            "optimizer": settings.optimizer, "lm": lm["key"] if arm == "pretrained" else None}
-    spec["key"] = f"clf__{body}__{arm}__n{_size_label(size)}__seed{seed}__{config_hash(spec)}"
-    spec.update(data_path=lm["data_path"], primary_body=settings.primary_body, primary_size=settings.primary_size,
-                eval_batch_size=settings.eval_batch_size, threads=settings.threads)
+def classifier_spec(settings: TransferSettings, body: str, arm: str, seed: int, size: Size, lm: Optional[dict],
+                    lr: float, data_path: Path, kind: str = "classifier") -> dict:
+    """One classifier run; ``lm``: the arm's language model spec (None for scratch); ``lr``: the arm's peak rate
+    (the pilot's choice); ``kind`` "pilot" for the pilot's runs."""
+    ul = settings.ulmfit
+    recipe = (dict(lr_factor=float(ul["lr_factor"]), unfreeze_every=int(ul["unfreeze_every"]))
+              if arm in ul.get("arms", []) else dict(lr_factor=1.0, unfreeze_every=0))
+    spec = {"kind": kind, "body": body, "arm": arm, "seed": seed, "size": _size_label(size), "data": settings.data,
+            "body_args": settings.body_args[body], "finetune": settings.finetune, "recipe": recipe, "lr": float(lr),
+            "optimizer": settings.optimizer, "lm": lm["key"] if lm is not None else None}
+    prefix = "clf" if kind == "classifier" else "pilot"
+    spec["key"] = f"{prefix}__{body}__{arm}__n{_size_label(size)}__seed{seed}__{config_hash(spec)}"
+    spec.update(data_path=str(data_path), primary_body=settings.primary_body,
+                primary_size=settings.primary_size, eval_batch_size=settings.eval_batch_size, threads=settings.threads,
+                accelerator=settings.accelerator)
     return spec
 
 
@@ -372,14 +525,15 @@ def _run_folder(out: Path, key: str) -> Path:
     return Path(out) / "runs" / key
 
 
-def _trainer(updates: int, loggers, folder: Path, val_every: Optional[int] = None, callbacks=()):
-    """A CPU trainer for ``updates`` updates; with ``val_every``, a validation every that many updates (across
-    epoch ends), else none."""
+def _trainer(updates: int, loggers, folder: Path, val_every: Optional[int] = None, callbacks=(),
+             accelerator: str = "cpu"):
+    """A trainer for ``updates`` updates; with ``val_every``, a validation every that many updates (across epoch
+    ends), else none."""
     import pytorch_lightning as pl
 
     validation = (dict(val_check_interval=int(val_every), check_val_every_n_epoch=None) if val_every
                   else dict(limit_val_batches=0))
-    return pl.Trainer(accelerator="cpu", devices=1, logger=loggers, max_steps=updates, max_epochs=-1,
+    return pl.Trainer(accelerator=accelerator, devices=1, logger=loggers, max_steps=updates, max_epochs=-1,
                       callbacks=list(callbacks), **validation, num_sanity_val_steps=0, enable_checkpointing=False,
                       enable_progress_bar=False, enable_model_summary=False,
                       log_every_n_steps=max(1, min(50, updates // 10)), default_root_dir=str(folder))
@@ -413,7 +567,9 @@ def _test(trainer, model, dm) -> dict:
 
 
 def run_lm(spec: dict, out: str, wandb_mode: str) -> list[dict]:
-    """Pretrain and adapt one language model; write its body weights, then its row. -> [row] (or [] if done)."""
+    """Pretrain (``init`` "general") and adapt one language model; write its body weights, then its row.
+    -> [row] (or [] if done). Pretraining stops at the target validation NLL or the cap; adaptation stops early
+    on MR's validation NLL; each keeps its best validation weights."""
     import pytorch_lightning as pl
     import torch
 
@@ -432,37 +588,54 @@ def run_lm(spec: dict, out: str, wandb_mode: str) -> list[dict]:
     folder = _run_folder(out, spec["key"])
     folder.mkdir(parents=True, exist_ok=True)
     held_out = _lm_examples([ids for _, ids in data["mr"]["test"]])  # the target domain's test sentences
-    stages = [("pretrain", _lm_examples(data["general"])), ("adapt", _lm_examples([ids for _, ids in data["mr"]["train"]]))]
+    mr_val = _lm_examples([ids for _, ids in data["mr"]["val"]])
+    stages = [("adapt", _lm_examples([ids for _, ids in data["mr"]["train"]]), mr_val)]
+    if spec.get("init", "general") == "general":
+        stages.insert(0, ("pretrain", _lm_examples(data["general"]), _lm_examples(data["general_val"])))
     body, seed = spec["body"], int(spec["seed"])
-    nll, updates, fit_time = {}, {}, 0.0
+    nll, updates, stops, fit_time = {}, {}, {}, 0.0
+    accelerator = spec.get("accelerator", "cpu")
     with _quiet_lightning():
         pl.seed_everything(seed, workers=True, verbose=False)
         model = None
-        for stage, train in stages:
+        for stage, train, val in stages:
             cfg = spec[stage]
             previous = model
             model = LanguageModel(len(vocab), body=body, body_args=spec["body_args"], lr=cfg["lr"], **spec["optimizer"])
             if previous is not None:  # adaptation continues the pretrained weights with a fresh optimiser
                 model.net.load_state_dict(previous.net.state_dict())
-            dm = PreparedData({"train": train, "val": held_out, "test": held_out}, vocab, cfg["batch_size"], seed,
-                             spec.get("eval_batch_size", 256))
+            dm = PreparedData({"train": train, "val": val, "test": held_out}, vocab, cfg["batch_size"], seed,
+                              spec.get("eval_batch_size", 256))
             loggers = _loggers(f"{spec['key']}__{stage}", out, f"lm-{stage}", [body, f"seed{seed}"], wandb_mode,
                                {**spec, "stage": stage})
-            trainer = _trainer(int(cfg["updates"]), loggers, folder)
+            # pretraining: to the stated target or the cap (no patience); adaptation: early stopping
+            keep = (KeepBestOnValidation("val/nll_per_token", "min", patience=None, target=float(cfg["target_nll"]))
+                    if stage == "pretrain" else
+                    KeepBestOnValidation("val/nll_per_token", "min", patience=int(cfg["patience"])))
+            trainer = _trainer(int(cfg["max_updates"]), loggers, folder, val_every=int(cfg["val_every"]),
+                               callbacks=[keep], accelerator=accelerator)
             if previous is None:
                 nll["init"] = _test(trainer, model, dm)["nll_per_token"]
-            if cfg["updates"] > 0:
+                producible = int((~model.banned).sum())  # the label tokens are banned by now (setup ran)
+            if cfg["max_updates"] > 0:
                 t0 = time.perf_counter()
                 trainer.fit(model, datamodule=dm)
                 fit_time += time.perf_counter() - t0
             updates[stage] = int(trainer.global_step)
+            stops[stage] = {"val_nll": keep.best, "best_step": keep.best_step, "val_checks": keep.checks,
+                            "curve": keep.history,
+                            "stop": ("target" if keep.reached is not None else
+                                     "cap" if trainer.global_step >= cfg["max_updates"] else "patience")}
+            if stage == "pretrain":
+                stops[stage]["target_nll"] = float(cfg["target_nll"])
             after = {"pretrain": "pretrained", "adapt": "adapted"}[stage]
             nll[after] = _test(trainer, model, dm)["nll_per_token"]
             _finish(loggers, {"key": spec["key"], "stage": stage, "nll_mr_test": nll[after]})
     with atomic_open(folder / "body.pt", "wb") as f:
         torch.save(model.body.state_dict(), f)
-    row = {"key": spec["key"], "kind": "lm", "body": body, "seed": seed, "config_hash": spec["key"].rsplit("__", 1)[1],
-           "nll_mr_test": nll, "updates": updates, "optimizer": model.optimizer_settings(),
+    row = {"key": spec["key"], "kind": "lm", "body": body, "seed": seed, "init": spec.get("init", "general"),
+           "config_hash": spec["key"].rsplit("__", 1)[1], "nll_mr_test": nll, "updates": updates, "stages": stops,
+           "uniform_nll": math.log(producible), "optimizer": model.optimizer_settings(),
            "num_parameters": sum(p.numel() for p in model.body.parameters()),
            "fit_time_s": fit_time, "wall_time_s": time.perf_counter() - start,
            "cpu_time_s": time.process_time() - cpu_start}
@@ -471,13 +644,15 @@ def run_lm(spec: dict, out: str, wandb_mode: str) -> list[dict]:
 
 
 def run_classifiers(specs: list[dict], out: str, wandb_mode: str) -> list[dict]:
-    """The classifier runs of one (body, arm, seed), one per labelled-set size; each row is added when done."""
+    """The classifier runs of one (body, arm, seed[, rate]), one per labelled-set size; each row is added when
+    done. The rows' kind is the spec's (``classifier``, or ``pilot`` for the learning-rate pilot)."""
     import pytorch_lightning as pl
     import torch
 
     from experiments.runner import _quiet_lightning
     from modules.data.vocab import Vocab
     from modules.models.classifier import SentenceClassifier
+    from modules.ulmfit import fully_unfrozen_at
 
     out = Path(out)
     table = ResultsTable(out)
@@ -490,7 +665,7 @@ def run_classifiers(specs: list[dict], out: str, wandb_mode: str) -> list[dict]:
         torch.set_num_threads(int(spec.get("threads") or 1))
         data = load_prepared(Path(spec["data_path"]))
         vocab = Vocab.from_state_dict(data["vocab"])
-        seed, ft = int(spec["seed"]), spec["finetune"]
+        seed, ft, recipe = int(spec["seed"]), spec["finetune"], spec["recipe"]
         train = balanced_subset(data["mr"]["train"], None if spec["size"] == ALL else int(spec["size"]), seed)
         test = _labelled_examples(data["mr"]["test"])
         counts = [sum(1 for label, _ in data["mr"]["train"] if label == k) for k in range(len(vocab.labels))]
@@ -500,28 +675,32 @@ def run_classifiers(specs: list[dict], out: str, wandb_mode: str) -> list[dict]:
         with _quiet_lightning():
             pl.seed_everything(seed, workers=True, verbose=False)
             model = SentenceClassifier(len(vocab), num_classes=len(vocab.labels), body=spec["body"],
-                                       body_args=spec["body_args"], head_dropout=ft["head_dropout"], lr=ft["lr"],
+                                       body_args=spec["body_args"], head_dropout=ft["head_dropout"], lr=spec["lr"],
+                                       lr_factor=recipe["lr_factor"], schedule=ft.get("schedule", "constant"),
+                                       total_updates=updates, cut_frac=ft.get("cut_frac", 0.1),
+                                       ratio=ft.get("ratio", 32.0), unfreeze_every=recipe["unfreeze_every"],
                                        **spec["optimizer"])
-            if spec["arm"] == "pretrained":
+            if spec["lm"] is not None:
                 model.load_body(torch.load(_run_folder(out, spec["lm"]) / "body.pt", weights_only=True))
             # early stopping reads MR's validation split; the test split is scored once, on the kept weights
             dm = PreparedData({"train": _labelled_examples(train), "val": _labelled_examples(data["mr"]["val"]),
                                "test": test}, vocab, ft["batch_size"], seed, spec["eval_batch_size"])
-            keep_best = KeepBestOnValidation("val/accuracy", "max", patience=int(ft["patience"]))
-            loggers = _loggers(spec["key"], out, f"classifier-{spec['arm']}",
+            keep_best = KeepBestOnValidation("val/accuracy", "max", patience=int(ft["patience"]),
+                                             min_steps=fully_unfrozen_at(len(model.groups), recipe["unfreeze_every"]))
+            loggers = _loggers(spec["key"], out, f"{spec['kind']}-{spec['arm']}",
                                [spec["body"], spec["arm"], f"n{spec['size']}", f"seed{seed}"], wandb_mode, spec)
             trainer = _trainer(updates, loggers, _run_folder(out, spec["key"]), val_every=int(ft["val_every"]),
-                               callbacks=[keep_best])
+                               callbacks=[keep_best], accelerator=spec.get("accelerator", "cpu"))
             t0 = time.perf_counter()
             trainer.fit(model, datamodule=dm)
             fit_time = time.perf_counter() - t0
             scores = _test(trainer, model, dm)
-        row = {"key": spec["key"], "kind": "classifier", "body": spec["body"], "arm": spec["arm"], "seed": seed,
+        row = {"key": spec["key"], "kind": spec["kind"], "body": spec["body"], "arm": spec["arm"], "seed": seed,
                "size": spec["size"], "n_labels": len(train), "config_hash": spec["key"].rsplit("__", 1)[1],
-               "lm": spec["lm"], "updates": int(trainer.global_step), "planned_updates": updates,
-               "best_step": keep_best.best_step, "val_accuracy": keep_best.best, "val_checks": keep_best.checks,
-               "accuracy": scores["accuracy"], "test_loss": scores["loss"], "num_test": len(test),
-               "majority_accuracy": majority_accuracy, "primary_body": spec["primary_body"],
+               "lm": spec["lm"], "lr": spec["lr"], "recipe": recipe, "updates": int(trainer.global_step),
+               "planned_updates": updates, "best_step": keep_best.best_step, "val_accuracy": keep_best.best,
+               "val_checks": keep_best.checks, "accuracy": scores["accuracy"], "test_loss": scores["loss"],
+               "num_test": len(test), "majority_accuracy": majority_accuracy, "primary_body": spec["primary_body"],
                "primary_size": spec["primary_size"], "optimizer": model.optimizer_settings(),
                "fit_time_s": fit_time, "wall_time_s": time.perf_counter() - start,
                "cpu_time_s": time.process_time() - cpu_start}
@@ -531,25 +710,32 @@ def run_classifiers(specs: list[dict], out: str, wandb_mode: str) -> list[dict]:
     return rows
 
 
-def plan(settings: TransferSettings, data_path: Path) -> tuple[list[dict], list[list[dict]]]:
-    """-> the language-model specs, and the classifier jobs (lists of specs of one body, arm and seed)."""
-    lms, jobs = [], []
-    for seed in settings.seeds:
-        for body in settings.bodies:
-            lm = lm_spec(settings, body, seed, data_path)
-            lm["threads"], lm["eval_batch_size"] = settings.threads, settings.eval_batch_size
-            lms.append(lm)
-            for arm in ARMS:
-                jobs.append([classifier_spec(settings, body, arm, seed, size, lm) for size in settings.label_sizes])
-    return lms, jobs
+def plan_lms(settings: TransferSettings, data_path: Path) -> dict[tuple[str, int, str], dict]:
+    """-> the language-model specs by (body, seed, arm), for the verdict seeds and the pilot seed."""
+    return {(body, seed, arm): lm_spec(settings, body, seed, data_path, init)
+            for seed in settings.lm_seeds for body in settings.bodies
+            for arm, init in LM_ARMS.items() if arm in settings.arms}
+
+
+def plan(settings: TransferSettings, data_path: Path, lr_choices: dict) -> tuple[list[dict], list[list[dict]]]:
+    """-> the language-model specs, and the verdict's classifier jobs (lists of specs of one body, arm and seed),
+    each arm at its rate ``lr_choices[body][arm]``."""
+    lms = plan_lms(settings, data_path)
+    jobs = [[classifier_spec(settings, body, arm, seed, size, lms.get((body, seed, arm)), lr_choices[body][arm],
+                             data_path) for size in settings.label_sizes]
+            for seed in settings.seeds for body in settings.bodies for arm in settings.arms]
+    return list(lms.values()), jobs
 
 
 def run(settings: TransferSettings, out: Path, *, workers: int = 2, wandb_mode: str = "offline",
         echo=print) -> list[dict]:
     """Run the ablation into ``out`` (resumably: runs with a row in ``out/results.jsonl`` are not redone) and
-    return its rows. Language models first; a pretrained arm's job starts once its language model's row is in;
-    scratch jobs fill the gaps."""
+    return its rows. First every language model and the learning-rate pilot (``experiments.transfer_pilot``:
+    its choices go to ``out/pilot.json`` and ``out/preregistration.json``), then the verdict's classifiers at the
+    chosen rates. A classifier job starts once its language model's row is in."""
     from tqdm.auto import tqdm
+
+    from experiments.transfer_pilot import choose_rates, pilot_jobs, write_choices
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -557,22 +743,36 @@ def run(settings: TransferSettings, out: Path, *, workers: int = 2, wandb_mode: 
                       + "\n")
     data_path = prepare_data(settings, out, echo=echo)
     baseline_keys = run_baselines(settings, out, data_path, echo=echo)
-    lms, jobs = plan(settings, data_path)
+    lms = list(plan_lms(settings, data_path).values())
+    pilot = pilot_jobs(settings, data_path)
+
+    def phase(name: str, lm_specs: list[dict], jobs: list[list[dict]]) -> None:
+        done = ResultsTable(out).keys()
+        todo_lms = [s for s in lm_specs if s["key"] not in done]
+        todo_jobs = [job for job in ([s for s in job if s["key"] not in done] for job in jobs) if job]
+        total = len(todo_lms) + sum(len(job) for job in todo_jobs)
+        skipped = len(lm_specs) + sum(len(job) for job in jobs) - total
+        if skipped:
+            echo(f"transfer ({name}): {skipped} runs already in {out / 'results.jsonl'}; running the other {total}")
+        if total:
+            bar = tqdm(total=total, desc=f"transfer {name}", unit="run", dynamic_ncols=True, file=sys.stderr)
+            try:
+                _schedule(todo_lms, todo_jobs, out, workers, wandb_mode, bar, done)
+            finally:
+                bar.close()
+
+    phase("language models and pilot", lms, pilot)
+    pilot_keys = {s["key"] for job in pilot for s in job}
+    choices = choose_rates(settings, [r for r in ResultsTable(out).rows() if r["key"] in pilot_keys])
+    write_choices(settings, out, choices)
+    lms, jobs = plan(settings, data_path, choices["lr"])
     done = ResultsTable(out).keys()
-    todo_lms = [s for s in lms if s["key"] not in done]
-    todo_jobs = [[s for s in job if s["key"] not in done] for job in jobs]
-    todo_jobs = [job for job in todo_jobs if job]
-    total = len(todo_lms) + sum(len(job) for job in todo_jobs)
-    skipped = len(lms) + sum(len(job) for job in jobs) - total
-    if skipped:
-        echo(f"transfer: {skipped} runs already in {out / 'results.jsonl'}; running the other {total}")
-    if total:
-        bar = tqdm(total=total, desc="transfer", unit="run", dynamic_ncols=True, file=sys.stderr)
-        try:
-            _schedule(todo_lms, todo_jobs, out, workers, wandb_mode, bar, done)
-        finally:
-            bar.close()
-    keys = {s["key"] for s in lms} | {s["key"] for job in jobs for s in job} | baseline_keys
+    missing = [job for job in jobs if job[0]["lm"] is not None and job[0]["lm"] not in done]
+    for job in missing:  # its language model failed above (the run folder's errors say why); rerun to retry
+        echo(f"transfer: not run: {len(job)} {job[0]['body']} {job[0]['arm']} classifiers of seed {job[0]['seed']} "
+             f"(no language model {job[0]['lm']})")
+    phase("verdict", [], [job for job in jobs if job not in missing])
+    keys = {s["key"] for s in lms} | {s["key"] for job in jobs for s in job} | baseline_keys | pilot_keys
     return [r for r in ResultsTable(out).rows() if r["key"] in keys]
 
 
@@ -643,9 +843,12 @@ def _run_task(task: tuple[str, object], out: str, wandb_mode: str) -> list[dict]
 
 def _summary(row: dict) -> str:
     if row["kind"] == "lm":
-        n = row["nll_mr_test"]
-        return (f"{row['key'].rsplit('__', 1)[0]}  MR test NLL/token {n['init']:.2f} -> pretrained "
-                f"{n['pretrained']:.2f} -> adapted {n.get('adapted', float('nan')):.2f}  {row['wall_time_s']:.1f}s")
+        n, stop = row["nll_mr_test"], row.get("stages", {}).get("pretrain")
+        val = "-" if stop is None or stop["val_nll"] is None else f"{stop['val_nll']:.2f}"
+        pre = (f" -> pretrained {n['pretrained']:.2f} (general val {val}, target "
+               f"{stop['target_nll']:.2f}, stopped by {stop['stop']} at {row['updates']['pretrain']})" if stop else "")
+        return (f"{row['key'].rsplit('__', 1)[0]}  MR test NLL/token {n['init']:.2f}{pre} -> adapted "
+                f"{n.get('adapted', float('nan')):.2f} (uniform {row['uniform_nll']:.2f})  {row['wall_time_s']:.1f}s")
     return (f"{row['key'].rsplit('__', 1)[0]}  accuracy {row['accuracy']:.3f} (majority "
             f"{row['majority_accuracy']:.3f})  {row['updates']} updates  {row['wall_time_s']:.1f}s")
 
@@ -670,8 +873,9 @@ def accuracy_by_seed(rows: list[dict], body: str, arm: str, size: str) -> dict[i
             if r["body"] == body and r["arm"] == arm and r["size"] == size and math.isfinite(r["accuracy"])}
 
 
-def _difference(rows, body, size) -> list[float]:
-    pre, scr = accuracy_by_seed(rows, body, "pretrained", size), accuracy_by_seed(rows, body, "scratch", size)
+def _difference(rows, body, size, arm: str = "pretrained", other: str = "scratch") -> list[float]:
+    """Per seed (paired), accuracy(arm) - accuracy(other)."""
+    pre, scr = accuracy_by_seed(rows, body, arm, size), accuracy_by_seed(rows, body, other, size)
     return [pre[s] - scr[s] for s in sorted(pre) if s in scr]
 
 
@@ -700,15 +904,15 @@ def baseline_accuracy(rows: list[dict], size: str) -> dict[str, float]:
 
 
 def baseline_gate(rows: list[dict], body: str, largest: str, alpha: float) -> tuple[list[str], str]:
-    """C4's gate: at the largest labelled size both arms' t intervals over seeds lie above the best counted
-    baseline's mean accuracy there. -> (the reasons it fails, empty if it holds; the text saying it holds). Every
+    """C4's gate: at the largest labelled size both arms of the primary cell (``GATED_ARMS``: pretrained and
+    scratch) have t intervals over seeds above the best counted baseline's mean accuracy there. -> (the reasons it fails, empty if it holds; the text saying it holds). Every
     margin (arm mean - baseline, interval low - baseline) is printed either way."""
     baselines = baseline_accuracy(rows, largest)
     if not baselines:
         return [f"no counted baseline rows at {largest} labels (the gate cannot be checked)"], ""
     method, best = max(baselines.items(), key=lambda kv: kv[1])
     reasons, margins = [], []
-    for arm in ARMS:
+    for arm in GATED_ARMS:
         iv = t_interval(accuracy_by_seed(rows, body, arm, largest).values(), 1.0 - alpha)
         margin = (f"{arm} {iv.fmt(3)}, margin {iv.mean - best:+.3f} (interval low {iv.low - best:+.3f})"
                   if iv.defined else f"{arm} {iv.fmt(3)}")
@@ -732,8 +936,10 @@ def verdict(rows: list[dict], *, alpha: float = 0.05, min_seeds: int = 3) -> Ver
                  f"optimiser), at {size} labelled examples; paired by seed, SESOI {margin} accuracy. Precondition: at "
                  f"the largest labelled size both arms beat the counted baselines (multinomial Naive Bayes and "
                  f"logistic regression on bags of words: each arm's interval over seeds lies above the better "
-                 f"baseline's mean accuracy). Secondary: the same difference at every other size, and (descriptive) the labels "
-                 f"scratch needs to reach the pretrained accuracy at {size}.")
+                 f"baseline's mean accuracy). Fine-tuning: ULMFiT's recipe for the arms with a language model, each "
+                 f"arm's peak learning rate chosen by a pilot on its own seed. Secondary: the same difference at every "
+                 f"other size; the adaptation-only arm against scratch and against pretrained at {size}; and "
+                 f"(descriptive) the labels scratch needs to reach the pretrained accuracy at {size}.")
     primary = f"difference_n{size}"
     body_rows = [r for r in clf if r["body"] == body]
     sizes = _sizes(body_rows)
@@ -752,6 +958,12 @@ def verdict(rows: list[dict], *, alpha: float = 0.05, min_seeds: int = 3) -> Ver
         cells[primary].precondition = met_text if met else "; ".join(reasons)
         if not met:
             gate = "precondition failed: " + "; ".join(reasons) + " (a classifier that does not beat counting words)"
+    if _difference(rows, body, size, "adapt_only", "scratch"):  # what each stage of the recipe adds, descriptive
+        cells[f"adapt_only_minus_scratch_n{size}"] = Cell(
+            f"acc(adapt_only) - acc(scratch) at {size} labels, {body}", _difference(rows, body, size, "adapt_only"))
+        cells[f"pretrained_minus_adapt_only_n{size}"] = Cell(
+            f"acc(pretrained) - acc(adapt_only) at {size} labels, {body} (the general corpus's share)",
+            _difference(rows, body, size, "pretrained", "adapt_only"))
     for other_body in sorted({r["body"] for r in clf}):
         for s in _sizes([r for r in clf if r["body"] == other_body]):
             name = f"difference_n{s}" + ("" if other_body == body else f"_{other_body}")
@@ -759,6 +971,10 @@ def verdict(rows: list[dict], *, alpha: float = 0.05, min_seeds: int = 3) -> Ver
                 cells[name] = Cell(f"acc(pretrained) - acc(scratch) at {s} labels, {other_body}",
                                    _difference(rows, other_body, s))
     details = []
+    rates = sorted({(r["body"], r["arm"], r["lr"]) for r in clf if "lr" in r})
+    if rates:
+        details.append("- peak learning rates (the pilot's choices): "
+                       + ", ".join(f"{b} {a} {lr:g}" for b, a, lr in rates))
     match = labels_to_match(rows, body, size)
     if match:
         said = ", ".join(f"seed {s}: {'more than any size run' if v is None else v}" for s, v in match.items())
@@ -775,42 +991,66 @@ def report_section(rows: list[dict], out: Path) -> tuple[list[str], dict[str, Pa
     the language models' NLL) and its figure ``transfer_accuracy.png`` in ``out``; never the verdict table."""
     out = Path(out)
     clf = _classifier_rows(rows)
-    lms = [r for r in rows if r.get("kind") == "lm"]
+    verdict_seeds = {r["seed"] for r in _classifier_rows(rows)}
+    lms = [r for r in rows if r.get("kind") == "lm" and r["seed"] in verdict_seeds]  # the pilot seed's are not
     lines = ["## C4: transfer learning (ULMFiT) against training from scratch", ""]
     if not clf:
         return lines + ["not run: no classifier rows in this run folder", ""], {}
     seeds = sorted({r["seed"] for r in clf})
+    arms = [a for a in ARMS if any(r["arm"] == a for r in clf)]
     lines += [f"Accuracy on the fixed MR test split ({clf[0]['num_test']} sentences; majority-class baseline "
               f"{clf[0]['majority_accuracy']:.3f}) against the number of labelled training sentences (balanced "
               f"subsets, seeded, nested), mean and 95% t interval over {len(seeds)} seeds ({', '.join(map(str, seeds))}). "
               "pretrained: body from the language model pretrained on COCO captions + Multi30k English and adapted "
-              "on the MR training sentences, new head; scratch: the same classifier from its random initialisation, "
-              "same subset, budget and optimiser. Each seed pretrains its own language model, so the intervals cover "
+              "on the MR training sentences, new head; adapt_only: body from a language model trained on the MR "
+              "training sentences alone; both fine-tuned by ULMFiT's recipe (discriminative rates, slanted "
+              "triangular schedule, gradual unfreezing). scratch: the same classifier from its random "
+              "initialisation, every layer at one rate. Same subset, budget and early stopping for every arm, each "
+              "at the peak rate its pilot chose. Each seed trains its own language models, so the intervals cover "
               "pretraining, adaptation and fine-tuning.", ""]
     figures = {}
     for body in sorted({r["body"] for r in clf}):
         body_rows = [r for r in clf if r["body"] == body]
-        lines += [f"### {body}", "", "| labelled | updates | pretrained | scratch | pretrained - scratch | "
-                  "Naive Bayes | logistic regression |", "|---|---|---|---|---|---|---|"]
+        rates = ", ".join(f"{a} {next(r['lr'] for r in body_rows if r['arm'] == a):g}" for a in arms
+                          if any("lr" in r and r["arm"] == a for r in body_rows))
+        lines += [f"### {body}", "", f"Peak learning rates (the pilot's choices): {rates or 'not recorded'}.", "",
+                  "| labelled | updates (most) | " + " | ".join(arms) + " | pretrained - scratch | Naive Bayes | "
+                  "logistic regression |", "|---|---|" + "---|" * (len(arms) + 3)]
         for size in _sizes(body_rows):
             n = max(r["n_labels"] for r in body_rows if r["size"] == size)
             upd = max(r["updates"] for r in body_rows if r["size"] == size)
-            pre = t_interval(accuracy_by_seed(rows, body, "pretrained", size).values())
-            scr = t_interval(accuracy_by_seed(rows, body, "scratch", size).values())
+            accs = " | ".join(t_interval(accuracy_by_seed(rows, body, a, size).values()).fmt(3) for a in arms)
             diff = t_interval(_difference(rows, body, size))
             base = baseline_accuracy(rows, size)
             counted = " | ".join(f"{base[m]:.3f}" if m in base else "-" for m in ("naive_bayes", "logistic"))
-            lines.append(f"| {n} | {upd} | {pre.fmt(3)} | {scr.fmt(3)} | {diff.fmt(3)} | {counted} |")
+            lines.append(f"| {n} | {upd} | {accs} | {diff.fmt(3)} | {counted} |")
         lines.append("")
     if lms:
         lines += ["Language models: NLL per token (nats, EOS counted, UNK not scored) of the MR test sentences, "
-                  "mean and interval over seeds: untrained -> after pretraining -> after adaptation to MR.", ""]
+                  "mean and interval over the verdict seeds: untrained -> after pretraining -> after adaptation to "
+                  "MR; uniform is the NLL of a model that knows nothing (log of the tokens it can produce). "
+                  "Pretraining runs to its target "
+                  "NLL on held-out general sentences or to its cap; adaptation stops early on MR's validation "
+                  "sentences.", ""]
         for body in sorted({r["body"] for r in lms}):
-            b = [r for r in lms if r["body"] == body]
-            parts = [t_interval(r["nll_mr_test"].get(k) for r in b).fmt(3) for k in ("init", "pretrained", "adapted")]
-            upd = b[0]["updates"]
-            lines.append(f"- {body} ({b[0]['num_parameters']:,} body parameters; {upd.get('pretrain', 0)} pretraining "
-                         f"and {upd.get('adapt', 0)} adaptation updates): {' -> '.join(parts)}")
+            for init in ("general", "none"):
+                b = [r for r in lms if r["body"] == body and r.get("init", "general") == init]
+                if not b:
+                    continue
+                keys = ("init", "pretrained", "adapted") if init == "general" else ("init", "adapted")
+                parts = [t_interval(r["nll_mr_test"].get(k) for r in b).fmt(3) for k in keys]
+                upd = b[0]["updates"]
+                what = "pretrained + adapted" if init == "general" else "adapt_only"
+                said = f"{upd.get('adapt', 0)} adaptation updates"
+                if init == "general" and b[0].get("stages", {}).get("pretrain"):
+                    stops = [r["stages"]["pretrain"] for r in b]
+                    reached = [s["val_nll"] for s in stops if s["val_nll"] is not None]
+                    said = (f"pretraining to general validation NLL {stops[0]['target_nll']:g}: reached "
+                            f"{', '.join(f'{v:.2f}' for v in reached)} after "
+                            f"{', '.join(str(r['updates']['pretrain']) for r in b)} updates (stopped by "
+                            f"{', '.join(s['stop'] for s in stops)}); " + said)
+                lines.append(f"- {body}, {what} ({b[0]['num_parameters']:,} body parameters; {said}; uniform "
+                             f"{b[0].get('uniform_nll', math.nan):.2f}): {' -> '.join(parts)}")
         lines += ["", "The NLL after pretraining measures how far the general corpus (image captions) is from movie "
                   "reviews; adaptation is the recipe's step for closing that gap.", ""]
     cpu = sum(float(r.get("cpu_time_s", math.nan)) for r in rows)
@@ -832,7 +1072,7 @@ def plot_accuracy(rows: list[dict], path: Path) -> Path:
     axes = fig.subplots(1, len(bodies), squeeze=False)[0]
     for ax, body in zip(axes, bodies):
         body_rows = [r for r in clf if r["body"] == body]
-        for arm, colour in zip(ARMS, ("tab:blue", "tab:orange")):
+        for arm, colour in zip(ARMS, ("tab:blue", "tab:green", "tab:orange")):
             xs, means, lows, highs = [], [], [], []
             for size in _sizes(body_rows):
                 iv = t_interval(accuracy_by_seed(rows, body, arm, size).values())
@@ -873,7 +1113,8 @@ def main(argv: list[str]) -> int:
         description="C4: ULMFiT (pretrain a language model on COCO + Multi30k English, adapt it on MR, fine-tune a "
                     "sentiment classifier) against the same classifier from scratch, at labelled-set sizes 50 to all; "
                     "writes OUT/results.jsonl, OUT/report/report.md and OUT/report/verdicts.json.")
-    parser.add_argument("--preset", default="lecture", choices=list(PRESETS))
+    parser.add_argument("--preset", default="lecture", choices=list(PRESETS),
+                        help="lecture (2 CPU cores), gpu (larger bodies and pretraining, one GPU), smoke (tests)")
     parser.add_argument("--out", metavar="RUN_DIR", help="run folder (default runs/transfer/PRESET); rerun to resume")
     parser.add_argument("--seeds", nargs="+", metavar="S", help="seeds (default: the preset's)")
     parser.add_argument("--bodies", nargs="+", metavar="BODY", help=f"bodies among {', '.join(BODIES)} (default: "

@@ -83,34 +83,52 @@ class FlushLogsOnCheckpoint(pl.Callback):
 
 class KeepBestOnValidation(pl.Callback):
     """Early stopping that ends on the best weights: after each validation, keep (in memory) the weights with the
-    best ``monitor`` so far; stop after ``patience`` validations without improvement; at the end of fit load the
-    kept weights back, so a later ``trainer.test`` scores the model selected on validation, never on test.
-    ``best``, ``best_step`` and ``checks`` say what was chosen."""
+    best ``monitor`` so far; stop after ``patience`` validations without improvement (None: never for that), or as
+    soon as the monitored value reaches ``target`` (at most it for "min", at least it for "max"; None: no target);
+    never stop for patience before update ``min_steps`` (a schedule that is still unfreezing layers gets to finish).
+    At the end of fit load the kept weights back, so a later ``trainer.test`` scores the model selected on
+    validation, never on test. ``best``, ``best_step``, ``checks``, ``reached`` (the step the target was met,
+    None if never) and ``history`` ([step, value] per validation) say what was chosen and why training ended."""
 
-    def __init__(self, monitor: str = "val/accuracy", mode: str = "max", patience: int = 4):
+    def __init__(self, monitor: str = "val/accuracy", mode: str = "max", patience: Optional[int] = 4,
+                 target: Optional[float] = None, min_steps: int = 0):
         if mode not in ("max", "min"):
             raise ValueError(f"KeepBestOnValidation: mode must be 'max' or 'min', got {mode!r}")
-        self.monitor, self.mode, self.patience = monitor, mode, int(patience)
+        if patience is not None and int(patience) < 1:
+            raise ValueError(f"KeepBestOnValidation: patience must be >= 1 or None, got {patience!r}")
+        self.monitor, self.mode = monitor, mode
+        self.patience = None if patience is None else int(patience)
+        self.target, self.min_steps = target, int(min_steps)
         self.best: Optional[float] = None
+        self.reached: Optional[int] = None
         self.best_step, self.checks, self._stale, self._state = 0, 0, 0, None
+        self.history: list[list] = []
 
     def _better(self, value: float) -> bool:
         if self.best is None:
             return True
         return value > self.best if self.mode == "max" else value < self.best
 
+    def _meets_target(self, value: float) -> bool:
+        return self.target is not None and (value <= self.target if self.mode == "min" else value >= self.target)
+
     def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if trainer.sanity_checking or self.monitor not in trainer.callback_metrics:
             return
         value = float(trainer.callback_metrics[self.monitor])
         self.checks += 1
+        self.history.append([int(trainer.global_step), value])
         if self._better(value):  # strict: a tie keeps the earlier (fewer updates) weights
             self.best, self.best_step, self._stale = value, int(trainer.global_step), 0
             self._state = {k: v.detach().clone() for k, v in pl_module.state_dict().items()}
         else:
             self._stale += 1
-            if self._stale >= self.patience:
-                trainer.should_stop = True
+        if self._meets_target(value) and self.reached is None:
+            self.reached = int(trainer.global_step)
+            trainer.should_stop = True
+        elif (self.patience is not None and self._stale >= self.patience
+              and int(trainer.global_step) >= self.min_steps):
+            trainer.should_stop = True
 
     def on_fit_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if self._state is not None:

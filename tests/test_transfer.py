@@ -4,6 +4,7 @@ checks, and a resumable end-to-end run."""
 
 import gzip
 import json
+import math
 import random
 from dataclasses import replace
 from pathlib import Path
@@ -16,7 +17,7 @@ from experiments import transfer as T
 from experiments import transfer_baselines as B
 from experiments.runner import _quiet_lightning
 from modules.data.batch import Example, collate
-from modules.data.vocab import NULL_ID, UNK_ID
+from modules.data.vocab import NULL_ID, UNK_ID, Vocab
 from modules.callbacks import KeepBestOnValidation
 from modules.errors import ConfigError
 from modules.models.classifier import LanguageModel, SentenceClassifier
@@ -156,11 +157,15 @@ def write_corpora(root: Path, n_general: int = 60, n_mr: int = 40) -> Path:
 
 def tiny_settings(**overrides) -> T.TransferSettings:
     smoke = T.smoke()
-    data = {**smoke.data, "bpe_vocab_size": 300, "max_general": None, "max_mr_train": None, "max_mr_test": None}
+    data = {**smoke.data, "bpe_vocab_size": 300, "max_general": None, "general_val": 10, "max_mr_train": None,
+            "max_mr_test": None}
     settings = replace(smoke, data=data, body_args=TINY, label_sizes=[4, T.ALL], primary_size=4, seeds=[0],
-                       pretrain=dict(updates=2, batch_size=8, lr=1e-3), adapt=dict(updates=2, batch_size=8, lr=1e-3),
-                       finetune=dict(batch_size=8, epochs=1, min_updates=2, max_updates=3, lr=1e-3, head_dropout=0.0,
-                                     val_every=1, patience=2),
+                       pretrain=dict(target_nll=1.0, max_updates=2, val_every=1, batch_size=8, lr=1e-3),
+                       adapt=dict(max_updates=2, val_every=1, patience=2, batch_size=8, lr=1e-3),
+                       finetune=dict(batch_size=8, epochs=1, min_updates=3, max_updates=3, lr=1e-3, head_dropout=0.0,
+                                     val_every=1, patience=2, schedule="stlr", cut_frac=0.1, ratio=32.0),
+                       ulmfit=dict(arms=["pretrained", "adapt_only"], lr_factor=2.6, unfreeze_every=1),
+                       pilot=dict(seed=1000, lrs=[1e-3, 3e-3], sizes=[4]),
                        eval_batch_size=64)
     return replace(settings, **overrides)
 
@@ -181,7 +186,8 @@ def test_prepared_data_share_one_vocabulary_and_a_stratified_fixed_split(corpora
     mr = data["mr"]
     assert {k: len(v) for k, v in mr.items()} == {"train": 56, "val": 8, "test": 16}  # 80 sentences, 10% / 20%
     assert sorted(label for label, _ in mr["test"]) == [0] * 8 + [1] * 8
-    assert len(data["general"]) == 60
+    assert len(data["general"]) == 50 and len(data["general_val"]) == 10  # 60 sentences, 10 held out
+    assert not set(map(tuple, data["general"])) & set(map(tuple, data["general_val"]))  # the 60 lines differ
     # one vocabulary fitted on both corpora: no training sentence of either has an unknown token
     assert all(UNK_ID not in ids for ids in data["general"])
     assert all(UNK_ID not in ids for _, ids in mr["train"])
@@ -230,6 +236,24 @@ def test_finetune_budget_is_epochs_clamped(n, expected):
                         patience=2)), "transfer.finetune.val_every must be an integer >= 1, got None"),
     (dict(finetune=dict(batch_size=8, epochs=1, min_updates=2, max_updates=5, lr=1e-3, head_dropout=0.0,
                         val_every=5, patience=0)), "transfer.finetune.patience must be an integer >= 1, got 0"),
+    (dict(pilot=dict(seed=1, lrs=[1e-3], sizes=[100])), "transfer.pilot.seed=1 is a verdict seed"),
+    (dict(pilot=dict(seed=9, lrs=[], sizes=[100])), "transfer.pilot.lrs must be a non-empty list"),
+    (dict(pilot=dict(seed=9, lrs=[1e-3], sizes=[64])), "transfer.pilot.sizes=[64] must be among label_sizes"),
+    (dict(arms=["pretrained", "adapt_only"]), "transfer.arms"),
+    (dict(arms=["pretrained", "scratch", "linear"]), "transfer.arms"),
+    (dict(pretrain=dict(target_nll=0, max_updates=10, val_every=5, batch_size=8, lr=1e-3)),
+     "transfer.pretrain.target_nll must be a number > 0"),
+    (dict(pretrain=dict(target_nll=4.0, updates=10, val_every=5, batch_size=8, lr=1e-3)),
+     "transfer.pretrain.max_updates must be an integer >= 0, got None"),
+    (dict(adapt=dict(max_updates=10, val_every=5, batch_size=8, lr=1e-3)),
+     "transfer.adapt.patience must be an integer >= 1, got None"),
+    (dict(ulmfit=dict(arms=["scratch"], lr_factor=2.6, unfreeze_every=5)), "transfer.ulmfit.arms"),
+    (dict(ulmfit=dict(arms=["pretrained"], lr_factor=2.6, unfreeze_every=50)),
+     "transfer.ulmfit.unfreeze_every=50: the lstm body's last layer group would unfreeze at update 100, not before "
+     "finetune.min_updates=100"),
+    (dict(bodies=["lstm", "transformer"], ulmfit=dict(arms=["pretrained"], lr_factor=2.6, unfreeze_every=40)),
+     "transfer.ulmfit.unfreeze_every=40: the transformer body's last layer group would unfreeze at update 120, not "
+     "before finetune.min_updates=100"),
 ])
 def test_bad_settings_are_refused_by_name(overrides, message):
     with pytest.raises(ConfigError, match=message.replace("[", r"\[").replace("(", r"\(")):
@@ -250,18 +274,41 @@ def test_run_is_resumable_and_reports(corpora, tmp_path, monkeypatch):
     out = tmp_path / "out"
     settings = tiny_settings(bodies=["lstm"])
     rows = T.run(settings, out, workers=1, wandb_mode="disabled", echo=lambda m: None)
-    kinds = sorted((r["kind"], r.get("arm") or r.get("method"), r.get("size")) for r in rows)
-    assert kinds == [("baseline", "logistic", "4"), ("baseline", "logistic", "all"),
-                     ("baseline", "naive_bayes", "4"), ("baseline", "naive_bayes", "all"), ("classifier", "pretrained", "4"), ("classifier", "pretrained", "all"),
-                     ("classifier", "scratch", "4"), ("classifier", "scratch", "all"), ("lm", None, None)]
-    lm = next(r for r in rows if r["kind"] == "lm")
+    kinds = sorted((r["kind"], r.get("arm") or r.get("method") or r.get("init"), r.get("size"), r["seed"])
+                   for r in rows if r["kind"] != "pilot")
+    assert kinds == sorted([("baseline", m, n, 0) for m in ("logistic", "naive_bayes") for n in ("4", "all")]
+                           + [("classifier", a, n, 0) for a in T.ARMS for n in ("4", "all")]
+                           + [("lm", init, None, s) for init in ("general", "none") for s in (0, 1000)])
+    pilot = [r for r in rows if r["kind"] == "pilot"]
+    assert sorted((r["arm"], r["lr"], r["seed"]) for r in pilot) == sorted(
+        (a, lr, 1000) for a in T.ARMS for lr in (1e-3, 3e-3))  # every arm at every rate, on the pilot seed only
+    lms = {(r["init"], r["seed"]): r for r in rows if r["kind"] == "lm"}
+    lm, adapt_only = lms[("general", 0)], lms[("none", 0)]
     assert set(lm["nll_mr_test"]) == {"init", "pretrained", "adapted"}
+    assert set(adapt_only["nll_mr_test"]) == {"init", "adapted"} and "pretrain" not in adapt_only["updates"]
+    stop = lm["stages"]["pretrain"]
+    assert stop["stop"] == "cap" and stop["target_nll"] == 1.0 and lm["updates"]["pretrain"] == 2  # 1.0: unreachable
+    assert lm["uniform_nll"] == pytest.approx(math.log(len(Vocab.from_state_dict(
+        T.load_prepared(next((out / "data").rglob("prepared.pt")))["vocab"])) - 4 - 2))  # PAD BOS UNK NULL, 2 labels
     assert (out / "runs" / lm["key"] / "body.pt").is_file()
     clf = [r for r in rows if r["kind"] == "classifier"]
     assert all(0.0 <= r["accuracy"] <= 1.0 and r["majority_accuracy"] == 0.5 for r in clf)
     assert {r["n_labels"] for r in clf} == {4, 56}
     assert all(r["lm"] == lm["key"] for r in clf if r["arm"] == "pretrained")
+    assert all(r["lm"] == adapt_only["key"] for r in clf if r["arm"] == "adapt_only")
+    assert all(r["lm"] is None for r in clf if r["arm"] == "scratch")
     assert all(r["val_checks"] >= 1 and 1 <= r["best_step"] <= r["updates"] for r in clf)  # early stopping ran
+    # the recipe: ULMFiT's for the arms with a language model, one rate and nothing frozen for scratch
+    for r in clf:
+        ulmfit = r["arm"] != "scratch"
+        assert r["recipe"] == (dict(lr_factor=2.6, unfreeze_every=1) if ulmfit else dict(lr_factor=1.0,
+                                                                                           unfreeze_every=0))
+        assert r["optimizer"]["schedule"] == "stlr" and r["optimizer"]["group_lrs"][-1] == r["lr"]
+    # the verdict runs use the pilot's choices, which are written down before them
+    choices = json.loads((out / "pilot.json").read_text())["lr"]
+    assert all(r["lr"] == choices["lstm"][r["arm"]] for r in clf)
+    prereg = json.loads((out / "preregistration.json").read_text())
+    assert prereg["preregistration"]["lr_choices"] == choices and prereg["hash"]
 
     def refuse(*args, **kwargs):
         raise AssertionError("a finished run was run again")
@@ -271,14 +318,17 @@ def test_run_is_resumable_and_reports(corpora, tmp_path, monkeypatch):
     again = T.run(settings, out, workers=1, wandb_mode="disabled", echo=lambda m: None)
     assert sorted(r["key"] for r in again) == sorted(r["key"] for r in rows)
     lines = (out / "results.jsonl").read_text().splitlines()
-    assert len(lines) == 9
+    assert len(lines) == 4 + 6 + 4 + 6  # baselines, classifiers, language models, pilot
     assert all(0.0 <= r["accuracy"] <= 1.0 for r in rows if r["kind"] == "baseline")
 
     section, figures = T.report_section(rows, out / "report")
     assert section[0].startswith("## C4")
+    text = "\n".join(section)
+    assert "adapt_only" in text and "stopped by cap" in text and "pilot's choices" in text
     assert figures["transfer_accuracy"].is_file()
     v = T.verdict(rows)
     assert v.question == "C4" and v.verdict == "inconclusive"  # one seed
+    assert "adapt_only_minus_scratch_n4" in v.cells and "pretrained_minus_adapt_only_n4" in v.cells
     json.dumps(v.to_json(), default=str)
 
 
@@ -344,9 +394,9 @@ class _Scripted(pl.LightningModule):
         return torch.optim.SGD(self.parameters(), lr=0.1)
 
 
-def _fit_scripted(script, patience, updates=20):
+def _fit_scripted(script, patience, updates=20, mode="max", **kw):
     model = _Scripted(script)
-    keep = KeepBestOnValidation("val/accuracy", "max", patience=patience)
+    keep = KeepBestOnValidation("val/accuracy", mode, patience=patience, **kw)
     data = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(torch.zeros(100, 1)), batch_size=1)
     seen = {}
 
@@ -374,10 +424,36 @@ def test_early_stopping_runs_to_the_cap_while_validation_improves():
     assert model.w.item() == pytest.approx(seen[10])
 
 
+def test_early_stopping_never_stops_for_patience_before_min_steps():
+    # the same script as above: patience 2 would stop at update 8, but layers unfreeze until update 12
+    model, keep, trainer, seen = _fit_scripted([0.5, 0.8, 0.7, 0.6, 0.55, 0.5, 0.5, 0.5], patience=2, min_steps=12)
+    assert trainer.global_step == 12 and keep.best_step == 4
+    assert model.w.item() == pytest.approx(seen[4])
+
+
+@pytest.mark.parametrize("mode, script, target, stop, best", [
+    ("min", [6.0, 5.0, 4.5, 3.9, 3.5, 3.0], 4.0, 8, 8),  # the NLL is at most 4.0 at the fourth check: stop there
+    ("max", [0.5, 0.6, 0.71, 0.9], 0.7, 6, 6),
+])
+def test_training_stops_when_the_target_is_reached(mode, script, target, stop, best):
+    model, keep, trainer, seen = _fit_scripted(script, patience=None, mode=mode, target=target)
+    assert trainer.global_step == stop and keep.reached == stop and keep.best_step == best
+
+
+def test_an_unreached_target_runs_to_the_cap():
+    model, keep, trainer, seen = _fit_scripted([6.0, 5.5, 5.6, 5.7, 5.8], patience=None, updates=10, mode="min",
+                                               target=4.0)
+    assert trainer.global_step == 10 and keep.reached is None
+    assert keep.best == pytest.approx(5.5) and model.w.item() == pytest.approx(seen[4])  # the best, not the last
+
+
 def test_preregistration_names_settings_sesoi_and_gates():
     pre = T.preregistration("lecture")
     assert pre["sesoi"] == T.SESOI and pre["settings"] == T.lecture().to_dict()
     assert set(pre["gates"]["baselines"]) == {"naive_bayes", "logistic"}
+    assert pre["pilot"]["lrs"] == T.lecture().pilot["lrs"] and "validation accuracy" in pre["pilot"]["rule"]
+    chosen = T.preregistration("lecture", {"lstm": {"pretrained": 1e-3, "adapt_only": 3e-3, "scratch": 3e-4}})
+    assert chosen["lr_choices"]["lstm"]["scratch"] == 3e-4 and "lr_choices" not in pre
     json.dumps(pre)
     with pytest.raises(ConfigError, match="transfer preset 'nope'"):
         T.preregistration("nope")
@@ -393,5 +469,23 @@ def test_real_corpora_prepare_without_writing_there(shared_data, tmp_path):
     assert len(mr["val"]) == 1066
     assert len(mr["train"]) == 200 and sum(label for label, _ in mr["train"]) == 100
     assert len(mr["test"]) == 100 and sum(label for label, _ in mr["test"]) == 50
-    assert len(data["general"]) == 400
+    assert len(data["general"]) == 350 and len(data["general_val"]) == 50
     assert sorted((p.relative_to(shared_data), p.stat().st_mtime) for p in shared_data.rglob("*")) == before
+
+
+def test_the_lectures_preregistration_holds_c4s_pilot_and_its_choices(tmp_path):
+    from experiments import lecture
+    from experiments.transfer_pilot import write_choices
+
+    settings = lecture.PRESETS["lecture-smoke"]()
+    before = lecture.preregistration(settings, tmp_path)
+    assert before["settings"]["c4"]["pilot"]["lrs"] == T.smoke().pilot["lrs"]
+    assert "lr_choices" not in before["settings"]["c4"]  # no pilot has run in this folder yet
+    (tmp_path / "c4").mkdir()
+    picked = {"lr": {b: {a: 1e-3 for a in T.ARMS} for b in T.BODIES}, "val_accuracy": None}
+    write_choices(T.smoke(), tmp_path / "c4", picked)
+    after = lecture.preregistration(settings, tmp_path)
+    assert after["settings"]["c4"]["lr_choices"] == picked["lr"] and after["hash"] != before["hash"]
+    other = {"lr": {b: {a: 3e-3 for a in T.ARMS} for b in T.BODIES}, "val_accuracy": None}
+    with pytest.raises(ConfigError, match="pre-registered with"):  # a folder's verdict rows ran at its first choice
+        write_choices(T.smoke(), tmp_path / "c4", other)

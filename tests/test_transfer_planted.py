@@ -221,3 +221,118 @@ def test_too_few_seeds_still_inconclusive_when_the_gate_holds():
     v = verdict(rows_for([0, 1], shifted(learned(0.60), 0.2, 1.0), learned(0.60)))
     assert v.verdict == INCONCLUSIVE
     assert "too few seeds" in v.reason
+
+
+# ---- the adaptation-only arm -----------------------------------------------------------------------------------
+
+
+def with_adapt_only(rows, adapt_only):
+    """``rows`` plus an adapt_only arm's classifier rows (``adapt_only(size, k)``), beside the other two."""
+    extra = []
+    seeds = sorted({r["seed"] for r in rows if r["kind"] == "classifier"})
+    for k, seed in enumerate(seeds):
+        for size, n in SIZES.items():
+            extra.append({"key": f"clf__lstm__adapt_only__n{size}__seed{seed}", "kind": "classifier", "body": "lstm",
+                          "arm": "adapt_only", "seed": seed, "size": size, "n_labels": n,
+                          "accuracy": adapt_only(size, k), "majority_accuracy": 0.5, "primary_body": "lstm",
+                          "primary_size": 100, "updates": 60, "num_test": 2132})
+    return rows + extra
+
+
+def test_adapt_only_cells_hold_the_planted_shares_of_each_stage():
+    scratch = learned(0.60)
+    adapt = shifted(learned(0.60), 0.06, wobble_scale=1.0)
+    pretrained = shifted(learned(0.60), 0.10, wobble_scale=0.5)
+    v = verdict(with_adapt_only(rows_for(SEEDS5, pretrained, scratch), adapt))
+    assert v.cells["adapt_only_minus_scratch_n100"].values == pytest.approx(
+        [adapt("100", k) - scratch("100", k) for k in range(5)])
+    assert v.cells["pretrained_minus_adapt_only_n100"].values == pytest.approx(
+        [pretrained("100", k) - adapt("100", k) for k in range(5)])
+    assert v.verdict == SUPPORTED  # the primary cell is still pretrained - scratch
+
+
+def test_adapt_only_at_chance_neither_decides_nor_gates_the_primary_cell():
+    at_chance = lambda size, k: 0.5 + WOBBLE[k] / 4  # noqa: E731
+    rows = rows_for(SEEDS5, shifted(learned(0.60), 0.12, 1.0), learned(0.60))
+    v = verdict(with_adapt_only(rows, at_chance))
+    assert v.verdict == SUPPORTED and v.primary_cell.precondition_met is True
+
+
+@pytest.mark.parametrize("failing_arm", ["pretrained", "scratch"])
+def test_the_gate_still_holds_both_primary_arms_with_adapt_only_beside_them(failing_arm):
+    good, at_chance = shifted(learned(0.60), 0.15, wobble_scale=1.0), (lambda size, k: 0.5 + WOBBLE[k] / 4)
+    arms = {"pretrained": good, "scratch": learned(0.60)}
+    arms[failing_arm] = at_chance
+    v = verdict(with_adapt_only(rows_for(SEEDS5, arms["pretrained"], arms["scratch"]), learned(0.70)))
+    assert v.verdict == INCONCLUSIVE and "precondition failed" in v.reason and failing_arm in v.reason
+
+
+# ---- the learning-rate pilot -----------------------------------------------------------------------------------
+
+
+def _pilot_settings(**pilot):
+    from dataclasses import replace
+
+    from experiments.transfer import smoke
+
+    return replace(smoke(), bodies=["lstm"], pilot={"seed": 1000, "lrs": [1e-3, 3e-3, 1e-2], "sizes": [20, "all"],
+                                                    **pilot})
+
+
+def _pilot_rows(val, test=None):
+    """Pilot rows: ``val(arm, lr, size)`` their validation accuracy, ``test`` (default: val) their test accuracy."""
+    test = test or val
+    return [{"key": f"pilot__lstm__{arm}__n{size}__lr{lr}", "kind": "pilot", "body": "lstm", "arm": arm,
+             "seed": 1000, "size": size, "lr": lr, "val_accuracy": val(arm, lr, size),
+             "accuracy": test(arm, lr, size)}
+            for arm in ("pretrained", "adapt_only", "scratch") for lr in (1e-3, 3e-3, 1e-2) for size in ("20", "all")]
+
+
+def test_pilot_chooses_each_arms_best_validation_rate():
+    from experiments.transfer_pilot import choose_rates
+
+    best = {"pretrained": 1e-3, "adapt_only": 3e-3, "scratch": 1e-2}  # planted: each arm peaks elsewhere
+    val = lambda arm, lr, size: 0.7 - (0.05 if lr != best[arm] else 0.0) + (0.03 if size == "all" else 0.0)  # noqa
+    choices = choose_rates(_pilot_settings(), _pilot_rows(val))
+    assert choices["lr"] == {"lstm": best}
+    assert choices["val_accuracy"]["lstm"]["scratch"]["0.01"] == pytest.approx(0.715)
+
+
+def test_pilot_reads_validation_never_test_accuracy():
+    from experiments.transfer_pilot import choose_rates
+
+    val = lambda arm, lr, size: 0.7 if lr == 3e-3 else 0.6  # noqa: E731
+    test = lambda arm, lr, size: 0.9 if lr == 1e-2 else 0.5  # noqa: E731  the test split prefers another rate
+    choices = choose_rates(_pilot_settings(), _pilot_rows(val, test))
+    assert set(choices["lr"]["lstm"].values()) == {3e-3}
+
+
+def test_pilot_averages_over_its_sizes_and_breaks_ties_by_the_first_rate():
+    from experiments.transfer_pilot import choose_rates
+
+    # 1e-2 is best at 20 labels but worst at all labels; 1e-3 and 3e-3 tie on the mean
+    table = {(1e-3, "20"): 0.6, (1e-3, "all"): 0.8, (3e-3, "20"): 0.6, (3e-3, "all"): 0.8, (1e-2, "20"): 0.75,
+             (1e-2, "all"): 0.5}
+    choices = choose_rates(_pilot_settings(), _pilot_rows(lambda arm, lr, size: table[(lr, size)]))
+    assert set(choices["lr"]["lstm"].values()) == {1e-3}
+
+
+def test_pilot_with_missing_runs_refuses_to_choose():
+    from experiments.transfer_pilot import choose_rates
+    from modules.errors import ConfigError
+
+    rows = [r for r in _pilot_rows(lambda arm, lr, size: 0.7) if not (r["arm"] == "scratch" and r["lr"] == 1e-2
+                                                                       and r["size"] == "all")]
+    with pytest.raises(ConfigError, match="the lstm scratch pilot at lr 0.01 has 1 of 2 finished runs"):
+        choose_rates(_pilot_settings(), rows)
+
+
+def test_no_pilot_gives_every_arm_the_fixed_rate():
+    from dataclasses import replace
+
+    from experiments.transfer import smoke
+    from experiments.transfer_pilot import choose_rates
+
+    settings = replace(smoke(), pilot=None)
+    choices = choose_rates(settings, [])
+    assert choices["lr"]["lstm"] == {a: settings.finetune["lr"] for a in settings.arms}

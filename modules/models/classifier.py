@@ -19,8 +19,13 @@ Logged metrics:
   sentences whose argmax class is the label), ``{val,test}/loss``.
 
 Optimiser of both: ``optimizer`` (adamw or adam) with ``lr``, ``betas`` and ``weight_decay`` on matrices only,
-the package's one generator rule (``generator_optimizer``), constant learning rate, gradients clipped by norm at
-``gradient_clip``; the experiments pass ``experiments.presets.GENERATOR_OPTIMIZER``.
+the package's one generator rule (``generator_optimizer``), gradients clipped by norm at ``gradient_clip``; the
+experiments pass ``experiments.presets.GENERATOR_OPTIMIZER``. The language model's learning rate is constant. The
+classifier can fine-tune by ULMFiT's recipe (``modules.ulmfit``): ``lr_factor`` (discriminative learning rates,
+2.6 in ULMFiT: layer group l of G gets ``lr / lr_factor ** (G - 1 - l)``; 1 = one rate), ``schedule="stlr"``
+(slanted triangular over ``total_updates``, ``cut_frac``, ``ratio``; else constant) and ``unfreeze_every``
+(gradual unfreezing: the head alone first, one more group below it every that many updates; 0 = all train from
+the start). The defaults are the plain recipe (one constant rate, nothing frozen).
 """
 
 from __future__ import annotations
@@ -38,9 +43,10 @@ from modules.data.vocab import BOS_ID, NULL_ID, PAD_ID, SPECIAL_TOKENS, UNK_ID
 from modules.errors import ConfigError
 from modules.metrics import SequenceNLL
 from modules.models.base import mle_loss
-from modules.models.transformer_seq2seq import check_mle_settings, generator_optimizer
+from modules.models.transformer_seq2seq import OPTIMIZERS, check_mle_settings, generator_optimizer
 from modules.nets.classifier import BODY_KINDS, ClassifierNet, LanguageModelNet, make_body
 from modules.sampling import target_log_probs
+from modules import ulmfit
 
 # Never a next token: PAD, BOS, UNK, NULL and every id between the special tokens and the words (label tokens).
 _NEVER_PRODUCED = (PAD_ID, BOS_ID, UNK_ID, NULL_ID)
@@ -166,14 +172,30 @@ class SentenceClassifier(_BodyModule):
         betas: tuple[float, float] = (0.9, 0.98),
         weight_decay: float = 0.01,
         gradient_clip: float = 1.0,
+        lr_factor: float = 1.0,
+        schedule: Literal["constant", "stlr"] = "constant",
+        total_updates: int = 0,
+        cut_frac: float = ulmfit.ULMFIT_CUT_FRAC,
+        ratio: float = ulmfit.ULMFIT_RATIO,
+        unfreeze_every: int = 0,
     ):
         super().__init__(vocab_size, body, body_args, lr, optimizer, betas, weight_decay, gradient_clip)
         if num_classes < 2:
             raise ConfigError(f"model.num_classes must be >= 2, got {num_classes}")
         if not 0.0 <= head_dropout < 1.0:
             raise ConfigError(f"model.head_dropout must lie in [0, 1), got {head_dropout}")
+        if lr_factor < 1.0:
+            raise ConfigError(f"model.lr_factor must be >= 1 (1: one rate for every layer), got {lr_factor}")
+        if schedule not in ("constant", "stlr"):
+            raise ConfigError(f"model.schedule must be 'constant' or 'stlr', got {schedule!r}")
+        if schedule == "stlr" and (total_updates < 1 or not 0.0 < cut_frac < 1.0 or ratio < 1.0):
+            raise ConfigError(f"model.schedule='stlr' needs total_updates >= 1, 0 < cut_frac < 1 and ratio >= 1, got "
+                              f"{total_updates}, {cut_frac}, {ratio}")
+        if unfreeze_every < 0:
+            raise ConfigError(f"model.unfreeze_every must be >= 0 (0: nothing frozen), got {unfreeze_every}")
         self.save_hyperparameters()
         self.net = ClassifierNet(self._make_body(), num_classes, head_dropout)
+        self.groups = ulmfit.layer_groups(self.net)  # bottom (embedding) to top (head)
         # torchmetrics states: summed over processes under DDP, so every number is the whole split's
         self.accuracy = torch.nn.ModuleDict({s: MulticlassAccuracy(num_classes, average="micro")
                                              for s in ("val", "test")})
@@ -198,6 +220,39 @@ class SentenceClassifier(_BodyModule):
         if batch.label is None:
             raise ValueError("a classifier needs labelled batches (batch.label is None)")
         return batch.label
+
+    def optimizer_settings(self) -> dict:
+        hp = self.hparams
+        return {**super().optimizer_settings(), "lr_factor": float(hp.lr_factor), "group_lrs": self.group_lrs(),
+                "schedule": hp.schedule, "total_updates": int(hp.total_updates), "cut_frac": float(hp.cut_frac),
+                "ratio": float(hp.ratio), "unfreeze_every": int(hp.unfreeze_every)}
+
+    def group_lrs(self) -> list[float]:
+        """The peak learning rate of each layer group, bottom to top (discriminative when ``lr_factor`` > 1)."""
+        return ulmfit.discriminative_lrs(self.hparams.lr, len(self.groups), self.hparams.lr_factor)
+
+    def configure_optimizers(self):
+        hp = self.hparams
+        decay = hp.weight_decay
+        param_groups = []
+        for group, lr in zip(self.groups, self.group_lrs()):
+            # the package's one weight-decay rule (generator_optimizer), inside each layer group
+            param_groups += [{"params": [p for _, p in group if p.dim() >= 2], "weight_decay": decay, "lr": lr},
+                             {"params": [p for _, p in group if p.dim() < 2], "weight_decay": 0.0, "lr": lr}]
+        optimizer = OPTIMIZERS[hp.optimizer]([g for g in param_groups if g["params"]], lr=hp.lr, betas=tuple(hp.betas))
+        if hp.schedule != "stlr":
+            return optimizer
+        total, cut_frac, ratio = int(hp.total_updates), float(hp.cut_frac), float(hp.ratio)
+        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: ulmfit.stlr(step, total, cut_frac, ratio))
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+
+    def on_train_batch_start(self, batch, batch_idx: int) -> None:
+        if self.hparams.unfreeze_every > 0:  # gradual unfreezing, by the update about to be taken
+            n = ulmfit.trainable_groups(self.global_step, len(self.groups), self.hparams.unfreeze_every)
+            ulmfit.freeze_to(self.groups, n)
+
+    def on_train_end(self) -> None:
+        ulmfit.freeze_to(self.groups, len(self.groups))  # a finished classifier has no frozen layer left
 
     def training_step(self, batch: Batch, batch_idx: int) -> torch.Tensor:
         loss = F.cross_entropy(self(batch), self._labels(batch))
