@@ -586,6 +586,11 @@ def preregistration(settings: LectureSettings) -> dict:
     defined = {"preset": settings.to_dict(), "sesoi": {"C1": C1_SESOI, "C3": C3_SESOI},
                "gates": {"C1_parameter_tolerance": PARAMETER_TOLERANCE, "C3_min_task_accuracy": MIN_TASK_ACCURACY},
                "c1_primary_threads": settings.primary_threads}
+    # C2's and C4's own settings, rules and gates (their pilots' grids among them), from their modules
+    for question, module_name, preset in (("C2", C2_MODULE, settings.c2_preset), ("C4", C4_MODULE, settings.c4_preset)):
+        module = import_part(module_name)
+        if module is not None and hasattr(module, "preregistration"):
+            defined.setdefault("parts", {})[question] = module.preregistration(preset)
     digest = hashlib.sha256(json.dumps(defined, sort_keys=True, default=str).encode()).hexdigest()[:16]
     return {"hash": digest, "settings": defined}
 
