@@ -204,7 +204,8 @@ class BottleneckSettings:
 
 
 def lecture() -> BottleneckSettings:
-    """The lecture preset: 3 seeds, a pilot of 3 rates on 1 seed, a cap of 3,000 updates (its time: docs/experiments.md)."""
+    """The lecture preset: 3 seeds; a pilot of 3 rates per family on 1 seed; reverse capped at 3,000 updates (its
+    cost: docs/experiments.md, C2)."""
     return BottleneckSettings()
 
 

@@ -60,12 +60,34 @@ def test_the_pilot_tries_every_rate_per_family_on_its_own_seeds():
     settings = B.lecture()
     pilot = B.pilot_plan(settings)
     assert len(pilot) == len({s["key"] for s in pilot}) == 3 * len(settings.pilot_lrs) * len(settings.pilot_seeds)
-    assert {(s["family"], s["model"]["lr"]) for s in pilot} == {(f, lr) for f in B.FAMILIES for lr in settings.pilot_lrs}
+    grid = {(f, lr) for f in B.FAMILIES for lr in settings.pilot_lrs}
+    assert {(s["family"], s["model"]["lr"]) for s in pilot} == grid
     assert {s["seed"] for s in pilot}.isdisjoint(settings.seeds)
     assert all(s["kind"] == "bottleneck_pilot" and s["train"]["test"] is False for s in pilot)  # never reads test
     # the pilot trains exactly like the verdict's runs, but for its seed and rate
     verdict_run = next(s for s in B.plan(settings, RATES) if s["dataset"] == "reverse")
     assert pilot[0]["train"] | {"test": True} == verdict_run["train"]
+
+
+def pilot_row(family, lr, seed, acc):
+    return {"key": f"{family}{lr}{seed}", "kind": "bottleneck_pilot", "family": family, "lr": lr, "seed": seed,
+            "val_token_accuracy": acc}
+
+
+@pytest.mark.parametrize("grid, chosen", [
+    ({1e-3: (0.5, 0.6), 3e-3: (0.9, 0.7), 1e-2: (0.2, 0.3)}, 3e-3),  # the best mean over the pilot seeds
+    ({1e-3: (0.9, 0.1), 3e-3: (0.5, 0.45)}, 1e-3),  # the mean, not the best seed (0.5 > 0.475)
+    ({1e-3: (0.8, 0.8), 3e-3: (0.8, 0.8)}, 1e-3),  # a tie goes to the smaller rate
+    ({1e-3: (0.05, 0.05), 1e-2: (float("nan"), None)}, 1e-3),  # a diverged run counts as 0, never chosen
+])
+def test_the_pilot_keeps_the_rate_with_the_best_mean_validation_accuracy(grid, chosen):
+    from experiments.bottleneck_pilot import choose_rates
+
+    rows = [pilot_row("rnn", lr, 100 + i, acc) for lr, accs in grid.items() for i, acc in enumerate(accs)]
+    rows += [{**pilot_row("rnn", 1.0, 0, 1.0), "kind": "bottleneck"}]  # a verdict run is never a pilot run
+    choice = choose_rates(rows, ["rnn", "transformer"])
+    assert set(choice) == {"rnn"}  # no pilot rows, no choice
+    assert choice["rnn"]["lr"] == chosen and choice["rnn"]["seeds"] == [100, 101]
 
 
 def test_plan_trains_every_family_on_mixed_lengths_at_its_own_rate():
@@ -276,7 +298,8 @@ def test_report_section_has_tables_with_intervals_and_figures(tmp_path):
     text = "\n".join(lines)
     assert "| rnn-attention | 0.96 [0.935, 0.985] (n=3) | 0.61 [0.585, 0.635] (n=3) |" in text
     assert "| rnn | 0.400 | **0.700** |" in text  # the pilot, its choice in bold
-    assert "- rnn: lr 0.003; stopped at 400 (best 200), 401 (best 200), 402 (best 200) updates; 1 of 3 at the cap 402" in text
+    assert ("- rnn: lr 0.003; stopped at 400 (best 200), 401 (best 200), 402 (best 200) updates; 1 of 3 at the cap "
+            "402") in text
     assert "18 runs and 6 pilot runs" in text
     assert "### oracle\n\nnot run in this folder" in text
     assert "Test pairs per bucket: <=10: 5, >10: 7." in text
