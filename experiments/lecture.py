@@ -526,6 +526,10 @@ def preregistration(settings: LectureSettings, out: Optional[Path] = None) -> di
 
         choices = read_choices(Path(out) / "c4") if out is not None else None
         defined["c4"] = c4.preregistration(settings.c4_preset, choices)
+    # C2's own settings, rule and gates (its pilot's grid among them), from its module
+    c2 = import_part(C2_MODULE)
+    if c2 is not None and hasattr(c2, "preregistration"):
+        defined.setdefault("parts", {})["C2"] = c2.preregistration(settings.c2_preset)
     digest = hashlib.sha256(json.dumps(defined, sort_keys=True, default=str).encode()).hexdigest()[:16]
     return {"hash": digest, "settings": defined}
 

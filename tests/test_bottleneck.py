@@ -53,21 +53,63 @@ def test_bucket_of(length, expected):
     assert expected in B.bucket_names((10, 15, 20))
 
 
-def test_plan_trains_every_family_at_an_equal_budget():
+RATES = {"rnn": 1e-3, "rnn-attention": 3e-3, "transformer": 1e-2}
+
+
+def test_the_pilot_tries_every_rate_per_family_on_its_own_seeds():
     settings = B.lecture()
-    specs = B.plan(settings)
-    expected = (len(settings.task_lengths) + len(settings.oracle_lengths) + 1) * 3 * len(settings.seeds)
+    pilot = B.pilot_plan(settings)
+    assert len(pilot) == len({s["key"] for s in pilot}) == 3 * len(settings.pilot_lrs) * len(settings.pilot_seeds)
+    grid = {(f, lr) for f in B.FAMILIES for lr in settings.pilot_lrs}
+    assert {(s["family"], s["model"]["lr"]) for s in pilot} == grid
+    assert {s["seed"] for s in pilot}.isdisjoint(settings.seeds)
+    assert all(s["kind"] == "bottleneck_pilot" and s["train"]["test"] is False for s in pilot)  # never reads test
+    # the pilot trains exactly like the verdict's runs, but for its seed and rate
+    verdict_run = next(s for s in B.plan(settings, RATES) if s["dataset"] == "reverse")
+    assert pilot[0]["train"] | {"test": True} == verdict_run["train"]
+
+
+def pilot_row(family, lr, seed, acc):
+    return {"key": f"{family}{lr}{seed}", "kind": "bottleneck_pilot", "family": family, "lr": lr, "seed": seed,
+            "val_token_accuracy": acc}
+
+
+@pytest.mark.parametrize("grid, chosen", [
+    ({1e-3: (0.5, 0.6), 3e-3: (0.9, 0.7), 1e-2: (0.2, 0.3)}, 3e-3),  # the best mean over the pilot seeds
+    ({1e-3: (0.9, 0.1), 3e-3: (0.5, 0.45)}, 1e-3),  # the mean, not the best seed (0.5 > 0.475)
+    ({1e-3: (0.8, 0.8), 3e-3: (0.8, 0.8)}, 1e-3),  # a tie goes to the smaller rate
+    ({1e-3: (0.05, 0.05), 1e-2: (float("nan"), None)}, 1e-3),  # a diverged run counts as 0, never chosen
+])
+def test_the_pilot_keeps_the_rate_with_the_best_mean_validation_accuracy(grid, chosen):
+    from experiments.bottleneck_pilot import choose_rates
+
+    rows = [pilot_row("rnn", lr, 100 + i, acc) for lr, accs in grid.items() for i, acc in enumerate(accs)]
+    rows += [{**pilot_row("rnn", 1.0, 0, 1.0), "kind": "bottleneck"}]  # a verdict run is never a pilot run
+    choice = choose_rates(rows, ["rnn", "transformer"])
+    assert set(choice) == {"rnn"}  # no pilot rows, no choice
+    assert choice["rnn"]["lr"] == chosen and choice["rnn"]["seeds"] == [100, 101]
+
+
+def test_plan_trains_every_family_on_mixed_lengths_at_its_own_rate():
+    settings = B.lecture()
+    specs = B.plan(settings, RATES)
+    expected = (1 + len(settings.oracle_lengths) + 1) * 3 * len(settings.seeds)
     assert len(specs) == len({s["key"] for s in specs}) == expected
     for dataset in B.DATASETS:
         group = [s for s in specs if s["dataset"] == dataset]
         assert {s["family"] for s in group} == set(B.FAMILIES)
-        assert len({(s["updates"], s["batch_size"]) for s in group}) == 1  # same samples for every family
-        for name, value in settings.shared.items():  # the same optimiser settings for every family
+        assert len({(s["updates"], s["batch_size"]) for s in group}) == 1  # the same cap for every family
+        for name, value in settings.shared.items():  # the same optimiser settings, the rate apart
             assert {json.dumps(s["model"][name]) for s in group} == {json.dumps(value)}
-    # at one seed and length every family sees the same data
-    reverse = [s for s in specs if s["dataset"] == "reverse" and s["seed"] == 1 and s["src_len"] == 8]
-    assert len({json.dumps(s["data"], sort_keys=True) for s in reverse}) == 1
-    assert reverse[0]["data"]["init_args"]["task_seed"] == 1
+        assert {(s["family"], s["model"]["lr"]) for s in group} == set(RATES.items())
+    reverse = [s for s in specs if s["dataset"] == "reverse"]
+    assert len(reverse) == 3 * len(settings.seeds)  # one model per family and seed, every length in it
+    args = reverse[0]["data"]["init_args"]
+    assert (args["min_len"], args["max_len"]) == (4, 32) and reverse[0]["train"]["eval_lengths"] == [4, 8, 16, 32]
+    # at one seed every family sees the same data
+    at_seed = [s for s in reverse if s["seed"] == 1]
+    assert len({json.dumps(s["data"], sort_keys=True) for s in at_seed}) == 1 and args["task_seed"] == 0
+    assert B.plan(settings, {"rnn": 1e-3}) and {s["family"] for s in B.plan(settings, {"rnn": 1e-3})} == {"rnn"}
 
 
 def test_lecture_nets_have_matched_parameter_counts():
@@ -78,7 +120,7 @@ def test_lecture_nets_have_matched_parameter_counts():
     for family in B.FAMILIES:
         fam = get_family(family)
         model = fam.load_class()(vocab_size=settings.task_num_words + 5,
-                                 **fam.init_kwargs({**settings.shared, **settings.models[family]}))
+                                 **fam.init_kwargs({**settings.shared, **settings.models[family], "lr": 1e-3}))
         counts[family] = sum(p.numel() for p in model.generator.parameters())
     assert max(counts.values()) / min(counts.values()) < 1.05, counts
 
@@ -87,7 +129,13 @@ def test_lecture_nets_have_matched_parameter_counts():
     ({"datasets": ("reverse", "wmt")}, "bottleneck.datasets: unknown"),
     ({"task_lengths": (8, 4)}, "bottleneck.task_lengths must be increasing"),
     ({"oracle_lengths": ()}, "bottleneck.oracle_lengths must be increasing"),
-    ({"task_updates": 0}, "bottleneck.task_updates must be >= 1"),
+    ({"task_max_updates": 0}, "bottleneck.task_max_updates must be >= 1"),
+    ({"task_patience": 0}, "bottleneck.task_patience must be >= 1"),
+    ({"task_val_every": 5000}, r"bottleneck.task_val_every \(5000\) must be <= task_max_updates"),
+    ({"pilot_lrs": ()}, "bottleneck.pilot_lrs must be learning rates > 0"),
+    ({"pilot_lrs": (1e-3, -1.0)}, "bottleneck.pilot_lrs must be learning rates > 0"),
+    ({"pilot_seeds": (2, 100)}, r"bottleneck.pilot_seeds \[2\] are also verdict seeds"),
+    ({"shared": {"lr": 1e-3}}, "bottleneck.shared must not set lr"),
     ({"multi30k_buckets": (20, 10)}, "bottleneck.multi30k_buckets must be increasing"),
     ({"seeds": ()}, "bottleneck.seeds"),
     ({"families": ("rnn", "lstm-gan")}, "bottleneck.models has no net settings for"),
@@ -108,18 +156,46 @@ def test_unknown_preset_is_refused():
 # ---- runs ------------------------------------------------------------------------------------------------------
 
 
-def smoke_spec(dataset="reverse", family="rnn-attention"):
-    return next(s for s in B.plan(B.smoke()) if s["dataset"] == dataset and s["family"] == family)
+def smoke_spec(dataset="reverse", family="rnn-attention", settings=None):
+    return next(s for s in B.plan(settings or B.smoke(), RATES) if s["dataset"] == dataset and s["family"] == family)
 
 
-def test_a_run_is_reproduced_by_its_seed(tmp_path):
+def test_a_run_is_reproduced_by_its_seed_and_scored_per_length(tmp_path):
     spec = smoke_spec()
     a, b = B.run_spec(spec, tmp_path / "a", "disabled"), B.run_spec(spec, tmp_path / "b", "disabled")
-    for name in ("token_accuracy", "exact_match", "nll_test_per_token", "final_train_loss", "num_parameters"):
+    for name in ("by_length", "final_train_loss", "num_parameters", "val_token_accuracy", "best_step", "stopped_at"):
         assert a[name] == b[name], name
-    assert a["updates"] == spec["updates"] and a["samples_seen"] == spec["updates"] * spec["batch_size"]
-    assert 0.0 <= a["token_accuracy"] <= 1.0 and a["chance_token_accuracy"] == pytest.approx(1 / 6)
+    assert a["lengths"] == [3, 5] and sorted(a["by_length"], key=int) == ["3", "5"]
+    for bucket in a["by_length"].values():
+        assert 0.0 <= bucket["token_accuracy"] <= 1.0 and bucket["num_test"] == 16
+    assert a["updates"] == a["stopped_at"] <= spec["updates"] and a["samples_seen"] == a["updates"] * spec["batch_size"]
+    assert a["lr"] == RATES["rnn-attention"] and a["max_updates"] == spec["updates"] == 30
+    assert a["hit_cap"] == (a["stopped_at"] == 30) and a["best_step"] in (10, 20, 30) and a["val_checks"] >= 1
+    assert a["chance_token_accuracy"] == pytest.approx(1 / 6)
     assert 0.0 < a["cpu_time_s"] and 0.0 < a["fit_time_s"] < a["wall_time_s"]
+
+
+def test_a_run_stops_early_on_a_validation_plateau_and_keeps_the_best_check(tmp_path):
+    settings = B.smoke()
+    settings.task_max_updates, settings.task_val_every, settings.task_patience = 200, 10, 1
+    spec = smoke_spec(settings=settings)
+    spec["model"]["lr"] = 1e-9  # nothing is learned: the validation accuracy never improves after the first check
+    row = B.run_spec(spec, tmp_path, "disabled")
+    assert (row["best_step"], row["stopped_at"], row["hit_cap"], row["val_checks"]) == (10, 20, False, 2)
+
+
+def test_each_length_bucket_is_tested_on_sources_of_that_length_unseen_in_training():
+    from experiments.datamodules import build_datamodule
+
+    spec = smoke_spec()
+    dm = build_datamodule(spec["data"], 8, 0)
+    dm.prepare()
+    seen = {tuple(ex.src) for split in ("train", "val") for ex in dm.examples(split)}
+    assert {len(ex.src) for ex in dm.examples("train")} == {3, 4, 5}  # mixed lengths in training
+    sets = B.length_test_sets(spec["data"], dm, [3, 5], 8, 0)
+    for length, at in sets.items():
+        test = [tuple(ex.src) for ex in at.examples("test")]
+        assert len(test) == 16 and {len(t) for t in test} == {length} and not seen & set(test)
 
 
 def test_an_oracle_run_reports_the_excess_over_the_oracle_entropy(tmp_path):
@@ -149,10 +225,11 @@ def test_multi30k_runs_are_scored_per_source_length_bucket(tmp_path):
     write_corpus(tmp_path, {"train": [pair() for _ in range(200)], "val": [pair() for _ in range(10)],
                             "test": [pair() for _ in range(40)]})
     settings = B.smoke()
-    settings.datasets, settings.families = ("multi30k",), ("rnn-attention",)
+    settings.datasets, settings.families, settings.pilot_lrs = ("multi30k",), ("rnn-attention",), (3e-3,)
     rows = B.run(settings, tmp_path / "out", workers=1, wandb_mode="disabled", echo=lambda *_: None,
                  multi30k_root=str(tmp_path))
-    assert len(rows) == 1
+    rows = [r for r in rows if r["kind"] == "bottleneck"]  # the pilot (on reverse) chose the rate
+    assert len(rows) == 1 and rows[0]["lr"] == 3e-3
     buckets = rows[0]["buckets"]
     assert rows[0]["bucket_names"] == B.bucket_names(settings.multi30k_buckets)
     assert set(buckets) == set(rows[0]["bucket_names"])
@@ -172,9 +249,15 @@ def test_the_command_runs_resumes_and_writes_the_report(tmp_path, capsys):
     first = capsys.readouterr().out
     assert "C2 inconclusive" in first  # one smoke seed: too few for a verdict
     rows = [json.loads(line) for line in (out / "results.jsonl").read_text().splitlines()]
-    assert len(rows) == len(B.plan(B.smoke()))
+    pilot = json.loads((out / "pilot.json").read_text())
+    assert set(pilot["chosen"]) == set(B.FAMILIES) and len(pilot["runs"]) == len(B.pilot_plan(B.smoke()))
+    rates = {f: c["lr"] for f, c in pilot["chosen"].items()}
+    assert len(rows) == len(B.pilot_plan(B.smoke())) + len(B.plan(B.smoke(), rates))
+    for row in rows:  # every verdict run at its family's chosen rate
+        assert row["kind"] == "bottleneck_pilot" or row["lr"] == rates[row["family"]]
     report = (out / "report" / "report.md").read_text()
     assert "## C2: the context vector is the bottleneck" in report and "too few seeds (1 < 3)" in report
+    assert "Learning-rate pilot (seeds 100" in report and "learning rates chosen by the pilot: rnn" in report
     assert (out / "report" / "bottleneck_reverse.png").is_file()
     assert json.loads((out / "report" / "verdicts.json").read_text())["questions"]["C2"]["verdict"] == "inconclusive"
     assert gvt(argv) == 0  # resumed: nothing is run again
@@ -193,11 +276,16 @@ def test_the_command_refuses_bad_input(capsys):
 def synthetic_rows():
     rows = []
     for family in B.FAMILIES:
+        for lr, acc in ((1e-3, 0.4), (3e-3, 0.7)):
+            rows.append({"key": f"p{family}{lr}", "kind": "bottleneck_pilot", "dataset": "reverse", "family": family,
+                         "seed": 100, "lr": lr, "val_token_accuracy": acc, "wall_time_s": 1.0})
         for seed in range(3):
-            for length, acc in ((4, 0.95), (16, 0.6)):
-                rows.append({"key": f"r{family}{seed}{length}", "kind": "bottleneck", "dataset": "reverse",
-                             "family": family, "seed": seed, "src_len": length, "token_accuracy": acc + seed / 100,
-                             "exact_match": acc / 2, "num_parameters": 100, "wall_time_s": 1.0})
+            by_length = {str(n): {"token_accuracy": acc + seed / 100, "exact_match": acc / 2, "num_test": 10}
+                         for n, acc in ((4, 0.95), (16, 0.6))}
+            rows.append({"key": f"r{family}{seed}", "kind": "bottleneck", "dataset": "reverse", "family": family,
+                         "seed": seed, "src_len": None, "lengths": [4, 16], "by_length": by_length, "lr": 3e-3,
+                         "stopped_at": 400 + seed, "best_step": 200, "hit_cap": seed == 2, "max_updates": 402,
+                         "num_parameters": 100, "wall_time_s": 1.0})
             rows.append({"key": f"m{family}{seed}", "kind": "bottleneck", "dataset": "multi30k", "family": family,
                          "seed": seed, "src_len": None, "num_parameters": 1000, "wall_time_s": 1.0,
                          "buckets": {"<=10": {"num_test": 5, "bleu4": 0.2 + seed / 100, "nll_test_per_token": 3.0},
@@ -208,7 +296,11 @@ def synthetic_rows():
 def test_report_section_has_tables_with_intervals_and_figures(tmp_path):
     lines, figures = B.report_section(synthetic_rows(), tmp_path)
     text = "\n".join(lines)
-    assert "| rnn-attention | 0.96 [0.935, 0.985] (n=3) |" in text
+    assert "| rnn-attention | 0.96 [0.935, 0.985] (n=3) | 0.61 [0.585, 0.635] (n=3) |" in text
+    assert "| rnn | 0.400 | **0.700** |" in text  # the pilot, its choice in bold
+    assert ("- rnn: lr 0.003; stopped at 400 (best 200), 401 (best 200), 402 (best 200) updates; 1 of 3 at the cap "
+            "402") in text
+    assert "18 runs and 6 pilot runs" in text
     assert "### oracle\n\nnot run in this folder" in text
     assert "Test pairs per bucket: <=10: 5, >10: 7." in text
     assert set(figures) == {"bottleneck_reverse", "bottleneck_multi30k"}
@@ -223,8 +315,9 @@ def test_report_section_without_runs_says_so(tmp_path):
 def test_without_the_corpus_multi30k_is_skipped_saying_so(tmp_path):
     settings = B.smoke()
     settings.datasets, settings.families, settings.task_lengths = ("reverse", "multi30k"), ("rnn",), (3,)
+    settings.pilot_lrs = (3e-3,)
     said = []
     rows = B.run(settings, tmp_path / "out", workers=1, wandb_mode="disabled", echo=said.append,
                  multi30k_root=str(tmp_path / "nowhere"))
-    assert [r["dataset"] for r in rows] == ["reverse"]
+    assert [(r["kind"], r["dataset"]) for r in rows] == [("bottleneck_pilot", "reverse"), ("bottleneck", "reverse")]
     assert any(line.startswith("bottleneck: multi30k not run: no corpus at") for line in said)
