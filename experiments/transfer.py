@@ -67,6 +67,7 @@ from __future__ import annotations
 import argparse
 import copy
 import functools
+import hashlib
 import json
 import math
 import random
@@ -81,6 +82,7 @@ from experiments.presets import GENERATOR_OPTIMIZER
 from experiments.results import ResultsTable
 from experiments.runner import config_hash
 from experiments.stats import t_interval
+from experiments.transfer_pilot import choose_rates
 from experiments.verdicts import Cell, Verdict, VerdictSettings, _not_run, _standard
 from modules.data.base import SequenceDataModule
 from modules.callbacks import KeepBestOnValidation
@@ -727,6 +729,39 @@ def plan(settings: TransferSettings, data_path: Path, lr_choices: dict) -> tuple
     return list(lms.values()), jobs
 
 
+
+def pilot_jobs(settings, data_path: Path) -> list[list[dict]]:
+    """The pilot's classifier jobs: one per (body, arm, rate), its specs one per pilot size."""
+    if settings.pilot is None:
+        return []
+    seed = int(settings.pilot["seed"])
+    lms = plan_lms(settings, data_path)
+    return [[classifier_spec(settings, body, arm, seed, size, lms.get((body, seed, arm)), lr, data_path,
+                             kind="pilot") for size in settings.pilot["sizes"]]
+            for body in settings.bodies for arm in settings.arms for lr in settings.pilot["lrs"]]
+
+
+def write_choices(settings, out: Path, choices: dict) -> dict:
+    """``OUT/pilot.json`` (the choices and every rate's score) and ``OUT/preregistration.json`` (C4's settings,
+    SESOI, gates, pilot rule and the chosen rates, with their hash). -> the pre-registration. Refuses a folder
+    whose earlier pre-registration chose other rates: the verdict rows there were run at those."""
+    out = Path(out)
+    prereg = preregistration_of(settings, choices["lr"])
+    digest = hashlib.sha256(json.dumps(prereg, sort_keys=True, default=str).encode()).hexdigest()[:16]
+    record = {"question": QUESTION, "hash": digest, "preregistration": prereg}
+    path = out / "preregistration.json"
+    if path.is_file():
+        before = json.loads(path.read_text())
+        if before.get("preregistration", {}).get("lr_choices") != choices["lr"]:
+            raise ConfigError(f"{path}: the pilot now chooses {choices['lr']}, but this run folder was "
+                              f"pre-registered with {before.get('preregistration', {}).get('lr_choices')}; use a new "
+                              "--out folder")
+    atomic_write_text(out / "pilot.json", json.dumps(
+        {"pilot": settings.pilot, "lr": choices["lr"], "val_accuracy": choices["val_accuracy"]}, indent=2) + "\n")
+    atomic_write_text(path, json.dumps(record, indent=2, sort_keys=True, default=str) + "\n")
+    return record
+
+
 def run(settings: TransferSettings, out: Path, *, workers: int = 2, wandb_mode: str = "offline",
         echo=print) -> list[dict]:
     """Run the ablation into ``out`` (resumably: runs with a row in ``out/results.jsonl`` are not redone) and
@@ -734,8 +769,6 @@ def run(settings: TransferSettings, out: Path, *, workers: int = 2, wandb_mode: 
     its choices go to ``out/pilot.json`` and ``out/preregistration.json``), then the verdict's classifiers at the
     chosen rates. A classifier job starts once its language model's row is in."""
     from tqdm.auto import tqdm
-
-    from experiments.transfer_pilot import choose_rates, pilot_jobs, write_choices
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)

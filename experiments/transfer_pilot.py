@@ -8,7 +8,7 @@ budget, recipe and early stopping; rows of kind ``pilot``. Per body and arm the 
 accuracy (MR's validation split, the kept weights'; mean over the pilot sizes) is chosen; ties go to the first rate
 listed. Test accuracy is recorded in the rows but never read here.
 
-The choice is written to ``OUT/pilot.json`` (every rate's validation accuracy, the choice) and, with C4's settings,
+The choice is written (``experiments.transfer.write_choices``, beside the pilot's jobs ``pilot_jobs``) to ``OUT/pilot.json`` (every rate's validation accuracy, the choice) and, with C4's settings,
 to ``OUT/preregistration.json`` (``transfer.preregistration``) before any verdict classifier runs; the verdict
 classifiers' specs (and so their keys) carry the chosen rate. Without a pilot (``pilot`` None) every arm gets
 ``finetune.lr``.
@@ -16,26 +16,11 @@ classifiers' specs (and so their keys) carry the chosen rate. Without a pilot (`
 
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 from pathlib import Path
 
 from modules.errors import ConfigError
-from modules.files import atomic_write_text
-
-
-def pilot_jobs(settings, data_path: Path) -> list[list[dict]]:
-    """The pilot's classifier jobs: one per (body, arm, rate), its specs one per pilot size."""
-    from experiments.transfer import classifier_spec, plan_lms
-
-    if settings.pilot is None:
-        return []
-    seed = int(settings.pilot["seed"])
-    lms = plan_lms(settings, data_path)
-    return [[classifier_spec(settings, body, arm, seed, size, lms.get((body, seed, arm)), lr, data_path,
-                             kind="pilot") for size in settings.pilot["sizes"]]
-            for body in settings.bodies for arm in settings.arms for lr in settings.pilot["lrs"]]
 
 
 def choose_rates(settings, rows: list[dict]) -> dict:
@@ -65,33 +50,10 @@ def choose_rates(settings, rows: list[dict]) -> dict:
     return {"lr": chosen, "val_accuracy": table}
 
 
-def write_choices(settings, out: Path, choices: dict) -> dict:
-    """``OUT/pilot.json`` (the choices and every rate's score) and ``OUT/preregistration.json`` (C4's settings,
-    SESOI, gates, pilot rule and the chosen rates, with their hash). -> the pre-registration. Refuses a folder
-    whose earlier pre-registration chose other rates: the verdict rows there were run at those."""
-    from experiments.transfer import QUESTION, preregistration_of
-
-    out = Path(out)
-    prereg = preregistration_of(settings, choices["lr"])
-    digest = hashlib.sha256(json.dumps(prereg, sort_keys=True, default=str).encode()).hexdigest()[:16]
-    record = {"question": QUESTION, "hash": digest, "preregistration": prereg}
-    path = out / "preregistration.json"
-    if path.is_file():
-        before = json.loads(path.read_text())
-        if before.get("preregistration", {}).get("lr_choices") != choices["lr"]:
-            raise ConfigError(f"{path}: the pilot now chooses {choices['lr']}, but this run folder was "
-                              f"pre-registered with {before.get('preregistration', {}).get('lr_choices')}; use a new "
-                              "--out folder")
-    atomic_write_text(out / "pilot.json", json.dumps(
-        {"pilot": settings.pilot, "lr": choices["lr"], "val_accuracy": choices["val_accuracy"]}, indent=2) + "\n")
-    atomic_write_text(path, json.dumps(record, indent=2, sort_keys=True, default=str) + "\n")
-    return record
-
-
 def read_choices(out: Path):
     """The pilot's choices written in ``out`` (``{body: {arm: rate}}``), or None where there are none."""
     path = Path(out) / "pilot.json"
     return json.loads(path.read_text())["lr"] if path.is_file() else None
 
 
-__all__ = ["choose_rates", "pilot_jobs", "read_choices", "write_choices"]
+__all__ = ["choose_rates", "read_choices"]

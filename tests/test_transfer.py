@@ -475,7 +475,7 @@ def test_real_corpora_prepare_without_writing_there(shared_data, tmp_path):
 
 def test_the_lectures_preregistration_holds_c4s_pilot_and_its_choices(tmp_path):
     from experiments import lecture
-    from experiments.transfer_pilot import write_choices
+    from experiments.transfer import write_choices
 
     settings = lecture.PRESETS["lecture-smoke"]()
     before = lecture.preregistration(settings, tmp_path)
