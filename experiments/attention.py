@@ -207,10 +207,11 @@ def masking_test(model, dm, split: str = "test", batch_size: int = 32, max_examp
     (``<unk>``, a token the tasks never train on, so it carries no word) and the prediction at row t is taken
     again; the control replaces a uniformly drawn other source position instead (``seed``). Both rates are shares
     of the example's output words whose prediction changed. Only examples with at least two source words count."""
-    examples = [ex for ex in dm.examples(split)[:max_examples]]
+    examples = dm.examples(split)[:max_examples]
     kept = [ex for ex in examples if len(ex.src) >= 2]
     vocab = getattr(dm, "vocab", None)
-    banned = [i for i in (vocab.non_output_ids if vocab is not None else []) if i != mask_id] + [mask_id]
+    # the prediction greedy decoding would make: the sampler bans what a generator never emits (<unk> among them)
+    banned = sorted(set(vocab.non_output_ids if vocab is not None else []) | {mask_id})
     device = next(_net(model).parameters()).device
     gen = torch.Generator().manual_seed(seed)
     attended, control = [], []
