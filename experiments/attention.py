@@ -6,9 +6,17 @@ context vector); attention weights show the alignment. Measured here:
 - ``attention_maps``: the teacher-forced cross-attention of a net, (B, T, S) averaged and, for the Transformer,
   per layer and head (B, L, H, T, S). Row t is what the decoder read to predict target token t + 1 (the word at
   output position t; the last real row predicts the EOS).
-- ``alignment_accuracy``: on copy and reverse (``TaskDataModule``), the fraction of output words whose argmax
-  attention falls on the true source position, per example (so a report can put seed intervals on it), with the
-  chance level of a uniform guess (1 / source length).
+- ``alignment_accuracy``: on a ``TaskDataModule`` (copy, reverse, sort with distinct words), the fraction of output
+  words whose argmax attention falls on the true source position, per example (so a report can put seed intervals
+  on it), beside two baselines: chance, a uniform guess (1 / source length), and the **positional baseline**
+  (``positional_baseline``), the best fixed source position per (source length, output position), fitted on the
+  training split: the prior a model that never reads the words could follow. On copy and reverse it is the diagonal
+  or anti-diagonal and scores 1, so attention there shows nothing a positional rule would not; on sort it is about
+  chance, so attention above it has found the words.
+- ``masking_test``: is the argmax attention *faithful*, does the output depend on what it points at? Per output
+  word (teacher-forced), the attended source token is replaced by ``<unk>`` and, as the control, a random other
+  source token is; the share of output words whose prediction changes, for each. Faithful attention changes the
+  output far more often when its own token is masked.
 - ``write_heatmaps``: PNG heatmaps for given source/target pairs (one per pair for the RNN; the Transformer's
   mean over layers and heads, and a grid of every layer's heads), and ``log_heatmaps`` to W&B through the run's
   loggers when a WandbLogger is among them. ``AttentionHeatmaps`` is the callback that does both at every
@@ -21,6 +29,8 @@ refuse it with a ValueError that says so, which is the lecture's point, not a ga
 from __future__ import annotations
 
 import logging
+import math
+from collections import Counter, defaultdict
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional, Sequence
@@ -30,7 +40,7 @@ import torch
 from torch import Tensor
 
 from modules.data.batch import Example, collate
-from modules.data.vocab import PAD_ID
+from modules.data.vocab import PAD_ID, UNK_ID
 from modules.errors import ConfigError
 
 log = logging.getLogger(__name__)
@@ -47,23 +57,28 @@ def _net(model):
 
 
 @torch.no_grad()
-def attention_maps(model, src: Tensor, src_pad_mask: Tensor, tgt_in: Tensor) -> AttentionMaps:
-    """Teacher-forced cross-attention of ``model`` (a LightningModule with a ``generator`` net, or the net)."""
+def _forward(model, src: Tensor, src_pad_mask: Tensor, tgt_in: Tensor) -> tuple[Optional[Tensor], AttentionMaps]:
+    """Teacher-forced logits (B, T, V) and cross-attention maps, in eval mode."""
     net = _net(model)
     if not hasattr(net, "cross_attention"):
         raise ValueError(f"{type(net).__name__} has no cross-attention to show")
     was_training = net.training
     net.eval()
     try:
-        _, weights = net.cross_attention(src, src_pad_mask, tgt_in)
+        logits, weights = net.cross_attention(src, src_pad_mask, tgt_in)
     finally:
         net.train(was_training)
     weights = weights.float()
     if weights.dim() == 3:  # the RNN: one attention per output position
-        return AttentionMaps(mean=weights, heads=None)
+        return logits, AttentionMaps(mean=weights, heads=None)
     if getattr(net, "z_dim", 0) > 0:
         weights = weights[..., 1:]  # the latent z's memory slot is not a source position
-    return AttentionMaps(mean=weights.mean(dim=(1, 2)), heads=weights)
+    return logits, AttentionMaps(mean=weights.mean(dim=(1, 2)), heads=weights)
+
+
+def attention_maps(model, src: Tensor, src_pad_mask: Tensor, tgt_in: Tensor) -> AttentionMaps:
+    """Teacher-forced cross-attention of ``model`` (a LightningModule with a ``generator`` net, or the net)."""
+    return _forward(model, src, src_pad_mask, tgt_in)[1]
 
 
 # ---- alignment accuracy -------------------------------------------------------------------------------------------
@@ -86,25 +101,66 @@ def alignment_hits(weights: Tensor, src_lens: Sequence[int], alignments: Sequenc
     return torch.stack(accuracy)
 
 
+def positional_prior(fit: Sequence[Sequence[int]]) -> dict[tuple[int, int], int]:
+    """The best fixed source position per (source length, output position) over the alignments ``fit``: the most
+    frequent true position there (the lowest on a tie, so the prior is deterministic)."""
+    counts: dict[tuple[int, int], Counter] = defaultdict(Counter)
+    for alignment in fit:
+        for t, j in enumerate(alignment):
+            counts[(len(alignment), t)][j] += 1
+    return {key: max(c.items(), key=lambda kv: (kv[1], -kv[0]))[0] for key, c in counts.items()}
+
+
+def positional_hits(fit: Sequence[Sequence[int]], scored: Sequence[Sequence[int]]) -> Tensor:
+    """Per-example accuracy (N,) on the alignments ``scored`` of the positional prior fitted on ``fit``.
+
+    A (length, position) that ``fit`` never holds (a longer test range) takes the prior of ``scored`` itself: the
+    best any fixed rule could do there in hindsight, so the baseline errs on the side of being hard to beat."""
+    prior = positional_prior(fit)
+    hindsight = positional_prior(scored)
+    accuracy = []
+    for alignment in scored:
+        if not alignment:
+            raise ValueError("an example with no output words has no alignment to score")
+        n = len(alignment)
+        hits = [prior.get((n, t), hindsight[(n, t)]) == j for t, j in enumerate(alignment)]
+        accuracy.append(sum(hits) / n)
+    return torch.tensor(accuracy)
+
+
+def positional_baseline(dm, split: str = "test", max_examples: Optional[int] = None,
+                        fit_split: str = "train") -> Tensor:
+    """Per-example accuracy (N,) of the best fixed positional pattern on ``split`` of a ``TaskDataModule``, fitted
+    on ``fit_split`` (``positional_hits``): 1 on copy and reverse, about chance on sort with distinct words."""
+    fit = [dm.alignment(ex.src) for ex in dm.examples(fit_split)]
+    return positional_hits(fit, [dm.alignment(ex.src) for ex in dm.examples(split)[:max_examples]])
+
+
 @dataclass
 class AlignmentResult:
     accuracy: Tensor  # (N,) per example: fraction of output words attended at their true source position
     chance: Tensor  # (N,) the expected accuracy of a uniformly random argmax: 1 / source length
     src_len: Tensor  # (N,)
+    positional: Optional[Tensor] = None  # (N,) the positional baseline's accuracy (positional_baseline)
 
     def summary(self) -> dict:
-        return {"alignment_accuracy": float(self.accuracy.mean()), "alignment_chance": float(self.chance.mean()),
-                "num_examples": int(self.accuracy.numel())}
+        out = {"alignment_accuracy": float(self.accuracy.mean()), "alignment_chance": float(self.chance.mean()),
+               "num_examples": int(self.accuracy.numel())}
+        if self.positional is not None:
+            out["alignment_positional"] = float(self.positional.mean())
+        return out
 
 
 def alignment_accuracy(model, dm, split: str = "test", batch_size: int = 128,
                        max_examples: Optional[int] = None, layer: Optional[int] = None) -> AlignmentResult:
-    """Alignment accuracy of a trained model on a copy or reverse ``TaskDataModule`` split, per example.
+    """Alignment accuracy of a trained model on a ``TaskDataModule`` split, per example, with chance and the
+    positional baseline beside it.
 
     The attention is read on the true target (teacher forcing), so it scores where the model looks, not whether
     its output is right (``modules.data.tasks.greedy_task_scores`` does that). Transformer: the mean over every
     decoder layer and head, or over the heads of decoder ``layer`` alone."""
     examples = dm.examples(split)[:max_examples]
+    alignments = [dm.alignment(ex.src) for ex in examples]  # first: a task without one is refused before any work
     device = next(_net(model).parameters()).device
     accuracy = []
     for start in range(0, len(examples), batch_size):
@@ -112,10 +168,87 @@ def alignment_accuracy(model, dm, split: str = "test", batch_size: int = 128,
         batch = collate(chunk).to(device)
         maps = attention_maps(model, batch.src, batch.src_pad_mask, batch.tgt_in)
         weights = maps.mean if layer is None or maps.heads is None else maps.heads[:, layer].mean(dim=1)
-        src_lens = [len(ex.src) for ex in chunk]
-        accuracy.append(alignment_hits(weights.cpu(), src_lens, [dm.true_alignment(n) for n in src_lens]))
+        accuracy.append(alignment_hits(weights.cpu(), [len(ex.src) for ex in chunk],
+                                       alignments[start:start + batch_size]))
     src_len = torch.tensor([len(ex.src) for ex in examples])
-    return AlignmentResult(torch.cat(accuracy), 1.0 / src_len.float(), src_len)
+    return AlignmentResult(torch.cat(accuracy), 1.0 / src_len.float(), src_len,
+                           positional_baseline(dm, split, max_examples))
+
+
+# ---- faithfulness: masking the attended source token -------------------------------------------------------------
+
+@dataclass
+class MaskingResult:
+    attended: Tensor  # (N,) per example: share of output words whose prediction changes, attended token masked
+    random: Tensor  # (N,) the same with a random other source token masked (the control)
+    skipped: int  # examples left out: a single source word has no other token for the control
+
+    def summary(self) -> dict:
+        return {"mask_flip_attended": float(self.attended.mean()) if self.attended.numel() else math.nan,
+                "mask_flip_random": float(self.random.mean()) if self.random.numel() else math.nan,
+                "mask_examples": int(self.attended.numel()), "mask_skipped": self.skipped}
+
+
+def _predict(logits: Tensor, banned: Sequence[int]) -> Tensor:
+    if banned:
+        logits = logits.clone()
+        logits[..., list(banned)] = -math.inf
+    return logits.argmax(dim=-1)
+
+
+@torch.no_grad()
+def masking_test(model, dm, split: str = "test", batch_size: int = 32, max_examples: Optional[int] = None,
+                 seed: int = 0, mask_id: int = UNK_ID) -> MaskingResult:
+    """Does masking the attended source token change the output more often than masking a random other one?
+
+    Per example and output word t (teacher forcing on the true target, so every row sees the same prefix): the
+    prediction is the argmax of the logits at row t (tokens a generator never emits banned). The source token at
+    the argmax of row t's attention (the Transformer's mean over layers and heads) is replaced by ``mask_id``
+    (``<unk>``, a token the tasks never train on, so it carries no word) and the prediction at row t is taken
+    again; the control replaces a uniformly drawn other source position instead (``seed``). Both rates are shares
+    of the example's output words whose prediction changed. Only examples with at least two source words count."""
+    examples = dm.examples(split)[:max_examples]
+    kept = [ex for ex in examples if len(ex.src) >= 2]
+    vocab = getattr(dm, "vocab", None)
+    # the prediction greedy decoding would make: the sampler bans what a generator never emits (<unk> among them)
+    banned = sorted(set(vocab.non_output_ids if vocab is not None else []) | {mask_id})
+    device = next(_net(model).parameters()).device
+    gen = torch.Generator().manual_seed(seed)
+    attended, control = [], []
+    for start in range(0, len(kept), batch_size):
+        chunk = kept[start:start + batch_size]
+        batch = collate(chunk).to(device)
+        logits, maps = _forward(model, batch.src, batch.src_pad_mask, batch.tgt_in)
+        if logits is None:
+            raise ValueError(f"{type(_net(model)).__name__}.cross_attention gives no logits: nothing to mask against")
+        base = _predict(logits, banned).cpu()
+        rows, srcs, which = [], [], []  # one masked copy of a source per (example, output word, kind)
+        for i, ex in enumerate(chunk):
+            n_src, n_out = len(ex.src), len(ex.tgt)
+            for t in range(n_out):
+                j_att = int(maps.mean[i, t, :n_src].argmax())
+                j_rnd = int(torch.randint(n_src - 1, (1,), generator=gen))
+                j_rnd += j_rnd >= j_att  # uniform over the other positions
+                for kind, j in ((0, j_att), (1, j_rnd)):
+                    src = batch.src[i].clone()
+                    src[j] = mask_id
+                    rows.append((i, t))
+                    srcs.append(src)
+                    which.append(kind)
+        flips = {(i, kind): [] for i in range(len(chunk)) for kind in (0, 1)}
+        for s in range(0, len(srcs), 512):  # the masked copies, in batches of their own
+            idx = range(s, min(s + 512, len(srcs)))
+            ex_of = torch.tensor([rows[k][0] for k in idx], device=device)
+            out, _ = _forward(model, torch.stack([srcs[k] for k in idx]), batch.src_pad_mask[ex_of],
+                              batch.tgt_in[ex_of])
+            pred = _predict(out, banned).cpu()
+            for r, k in enumerate(idx):
+                i, t = rows[k]
+                flips[(i, which[k])].append(float(pred[r, t] != base[i, t]))
+        for i in range(len(chunk)):
+            attended.append(sum(flips[(i, 0)]) / len(flips[(i, 0)]))
+            control.append(sum(flips[(i, 1)]) / len(flips[(i, 1)]))
+    return MaskingResult(torch.tensor(attended), torch.tensor(control), len(examples) - len(kept))
 
 
 # ---- heatmaps -----------------------------------------------------------------------------------------------------

@@ -12,9 +12,14 @@ from experiments.attention import (
     attention_maps,
     encode_pairs,
     log_heatmaps,
+    masking_test,
+    positional_baseline,
+    positional_hits,
+    positional_prior,
     write_heatmaps,
 )
 from modules.data import TaskDataModule
+from modules.data.vocab import EOS_ID, UNK_ID
 from modules.models import RNNSeq2Seq, TransformerSeq2Seq
 from modules.nets.transformer import EncoderDecoderTransformer, TransformerConfig
 
@@ -143,9 +148,143 @@ def test_alignment_accuracy_of_planted_models():
     assert alignment_accuracy(anti, reverse).accuracy.tolist() == [1.0] * 100
 
 
-def test_sort_has_no_alignment_to_score():
+def test_sort_has_no_alignment_to_score_with_repeated_words():
     with pytest.raises(ValueError, match="no unique true alignment"):
         alignment_accuracy(PlantedAttention(lambda t, n: t), make_dm("sort"))
+
+
+class AlignedAttention(PlantedAttention):
+    """One-hot attention on each example's true source position (``dm.alignment``), found from the source."""
+
+    def __init__(self, dm):
+        super().__init__(None)
+        self.dm = dm
+
+    def cross_attention(self, src, src_pad_mask, tgt_in):
+        B, S = src.shape
+        weights = torch.zeros(B, tgt_in.size(1), S)
+        for b, (row, pad) in enumerate(zip(src.tolist(), src_pad_mask.tolist())):
+            source = [x for x, p in zip(row, pad) if not p]
+            for t, j in enumerate(self.dm.alignment(source)):
+                weights[b, t, j] = 1.0
+        return None, weights
+
+
+def test_sort_alignment_is_scored_with_distinct_words():
+    dm = make_dm("sort", distinct=True)
+    result = alignment_accuracy(AlignedAttention(dm), dm)
+    assert result.accuracy.tolist() == [1.0] * 100
+    diagonal = alignment_accuracy(PlantedAttention(lambda t, n: t), dm)
+    # a fixed pattern on a random permutation: right 1 / L of the time on average
+    assert diagonal.accuracy.mean().item() == pytest.approx(result.chance.mean().item(), abs=0.06)
+
+
+# ---- the positional baseline ---------------------------------------------------------------------------------------
+
+def test_positional_prior_is_the_most_frequent_position_per_length_and_output_position():
+    fit = [[0, 1], [0, 1], [1, 0], [2, 1, 0], [0, 1, 2], [2, 1, 0]]
+    assert positional_prior(fit) == {(2, 0): 0, (2, 1): 1, (3, 0): 2, (3, 1): 1, (3, 2): 0}
+    assert positional_prior([[0, 1], [1, 0]]) == {(2, 0): 0, (2, 1): 0}  # a tie: the lowest position
+
+
+def test_positional_hits_score_the_fitted_prior_and_fall_back_on_hindsight():
+    fit = [[0, 1], [0, 1], [1, 0]]
+    assert positional_hits(fit, [[0, 1], [1, 0]]).tolist() == [1.0, 0.0]
+    # length 3 is never in fit: its prior is the scored examples' own most frequent positions ([2, 1, 0])
+    assert positional_hits(fit, [[2, 1, 0], [2, 1, 0], [0, 1, 2]]).tolist() == pytest.approx([1.0, 1.0, 1 / 3])
+    with pytest.raises(ValueError, match="no output words"):
+        positional_hits(fit, [[]])
+
+
+@pytest.mark.parametrize("task", ["copy", "reverse"])
+def test_positional_baseline_solves_the_positional_tasks(task):
+    dm = make_dm(task)
+    assert positional_baseline(dm).tolist() == [1.0] * 100  # the diagonal / anti-diagonal, fitted on train
+    assert alignment_accuracy(PlantedAttention(lambda t, n: t), dm).positional.tolist() == [1.0] * 100
+
+
+def test_positional_baseline_of_sort_is_about_chance():
+    dm = make_dm("sort", distinct=True, num_test=400, max_len=5)  # lengths 3-5
+    baseline = positional_baseline(dm)
+    chance = torch.tensor([1 / len(ex.src) for ex in dm.examples("test")])
+    assert baseline.shape == (400,)
+    # the mean of 400 per-example hit rates of a fixed pattern on random permutations: chance +- about 0.03
+    assert baseline.mean().item() == pytest.approx(chance.mean().item(), abs=0.05)
+    summary = alignment_accuracy(AlignedAttention(dm), dm).summary()
+    assert summary["alignment_positional"] == pytest.approx(baseline.mean().item())
+
+
+# ---- the masking test ------------------------------------------------------------------------------------------------
+
+class ReadingNet(nn.Module):
+    """A hand-built attention model: output word t attends to source position ``look(t, n)`` and emits the word at
+    ``read(t, n)`` (EOS past the last word). With look == read the attention is faithful; otherwise it is not."""
+
+    def __init__(self, vocab_size, look, read, logits=True):
+        super().__init__()
+        self.vocab_size, self.look, self.read, self.logits = vocab_size, look, read, logits
+        self.dummy = nn.Parameter(torch.zeros(1))
+
+    def cross_attention(self, src, src_pad_mask, tgt_in):
+        B, S = src.shape
+        T = tgt_in.size(1)
+        weights, logits = torch.zeros(B, T, S), torch.zeros(B, T, self.vocab_size)
+        for b, n in enumerate((~src_pad_mask).sum(1).tolist()):
+            for t in range(T):
+                weights[b, t, self.look(t, n) if t < n else 0] = 1.0
+                logits[b, t, src[b, self.read(t, n)] if t < n else EOS_ID] = 1.0
+        return (logits if self.logits else None), weights
+
+
+def test_masking_the_token_a_faithful_model_reads_always_changes_its_output():
+    dm = make_dm("copy")
+    result = masking_test(ReadingNet(dm.vocab_size, lambda t, n: t, lambda t, n: t), dm, batch_size=7)
+    # masked to <unk> (never emitted), the output word changes; another token masked, nothing changes
+    assert result.attended.tolist() == [1.0] * 100 and result.random.tolist() == [0.0] * 100
+    assert result.summary() == {"mask_flip_attended": 1.0, "mask_flip_random": 0.0, "mask_examples": 100,
+                                "mask_skipped": 0}
+
+
+def test_masking_exposes_attention_that_is_not_what_the_output_reads():
+    dm = make_dm("copy", distinct=True, min_len=2, max_len=2, num_train=20, num_val=5, num_test=15)
+    shifted = ReadingNet(dm.vocab_size, lambda t, n: t, lambda t, n: (t + 1) % n)  # looks at t, reads t + 1
+    result = masking_test(shifted, dm)
+    # two source words: the attended one never matters; the random other one is always the word read
+    assert result.attended.tolist() == [0.0] * 15 and result.random.tolist() == [1.0] * 15
+
+    dm = make_dm("copy", min_len=3, max_len=6)
+    result = masking_test(ReadingNet(dm.vocab_size, lambda t, n: t, lambda t, n: (t + 1) % n), dm, seed=3)
+    expected = torch.tensor([1 / (len(ex.src) - 1) for ex in dm.examples("test")])  # the read word drawn by chance
+    assert result.attended.sum() == 0
+    assert result.random.mean().item() == pytest.approx(expected.mean().item(), abs=0.08)
+
+
+def test_masking_skips_single_word_sources_and_needs_logits():
+    dm = make_dm("copy", test_min_len=1, test_max_len=2, num_test=50)
+    single = sum(len(ex.src) == 1 for ex in dm.examples("test"))
+    assert single > 0
+    result = masking_test(ReadingNet(dm.vocab_size, lambda t, n: t, lambda t, n: t), dm)
+    assert result.skipped == single and result.attended.numel() == 50 - single
+    with pytest.raises(ValueError, match="gives no logits"):
+        masking_test(ReadingNet(dm.vocab_size, lambda t, n: t, lambda t, n: t, logits=False), dm)
+
+
+def test_masking_uses_unk_and_the_seed():
+    dm = make_dm("copy")
+    seen = []
+
+    class Spy(ReadingNet):
+        def cross_attention(self, src, src_pad_mask, tgt_in):
+            seen.append(src.clone())
+            return super().cross_attention(src, src_pad_mask, tgt_in)
+
+    net = Spy(dm.vocab_size, lambda t, n: t, lambda t, n: t)
+    masking_test(net, dm, max_examples=5)
+    masked = torch.cat([s for s in seen[1:]])  # seen[0]: the unmasked batch
+    assert (masked == UNK_ID).sum(dim=1).tolist() == [1] * masked.size(0)  # one token masked per copy
+    a = masking_test(ReadingNet(dm.vocab_size, lambda t, n: t, lambda t, n: (t + 1) % n), dm, seed=1)
+    b = masking_test(ReadingNet(dm.vocab_size, lambda t, n: t, lambda t, n: (t + 1) % n), dm, seed=1)
+    assert a.random.tolist() == b.random.tolist()
 
 
 @pytest.mark.parametrize("task", ["copy", "reverse"])
@@ -162,6 +301,9 @@ def test_briefly_trained_attention_aligns_far_above_chance(task):
     chance = after.chance.mean().item()  # about 0.23 for sources of 3 to 6 words
     assert before.accuracy.mean().item() < chance + 0.15  # untrained: no better than guessing
     assert after.accuracy.mean().item() > chance + 0.4
+    assert after.positional.tolist() == [1.0] * 100  # a positional task: a fixed pattern aligns it perfectly
+    masked = masking_test(model, dm).summary()
+    assert masked["mask_flip_attended"] > masked["mask_flip_random"] + 0.3  # it reads what it attends to
 
 
 def test_a_model_without_attention_is_refused():

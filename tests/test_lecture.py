@@ -78,6 +78,22 @@ def test_report_has_every_claim_the_times_and_the_machine(smoke):
 
 
 @pytest.mark.slow
+def test_c3_section_reports_both_baselines_and_the_masking_test(smoke):
+    text = (smoke["out"] / "report" / "report.md").read_text()
+    assert "| positional baseline |" in text and "| changed: attended masked | changed: random masked |" in text
+    assert "| rnn-attention | sort (primary) |" in text and "| transformer | copy |" in text
+    scores = [json.loads(p.read_text()) for p in (smoke["out"] / "c3" / "runs").glob("*/c3_scores.json")]
+    for row in scores:
+        assert {"alignment_positional", "mask_flip_attended", "mask_flip_random"} <= set(row)
+        if row["task"] == "copy":
+            assert row["alignment_positional"] == 1.0  # the diagonal
+        assert 0.0 <= row["mask_flip_random"] <= 1.0 and 0.0 <= row["mask_flip_attended"] <= 1.0
+    c3 = json.loads((smoke["out"] / "report" / "verdicts.json").read_text())["questions"]["C3"]
+    assert c3["primary"] == "alignment_above_baseline"
+    assert {"masking_rnn-attention_sort", "alignment_above_baseline_transformer_copy"} <= set(c3["cells"])
+
+
+@pytest.mark.slow
 def test_verdicts_json_has_the_q_report_schema(smoke):
     data = json.loads((smoke["out"] / "report" / "verdicts.json").read_text())
     assert data["correction"] == "holm" and data["alpha"] == 0.05 and data["preregistration"]["hash"]
@@ -109,7 +125,8 @@ def test_c2_and_c4_come_from_their_modules(smoke):
 def test_figures_and_heatmaps_are_pngs(smoke):
     report = smoke["out"] / "report"
     names = ["c1_step_time.png", "c3_alignment.png", "heatmaps/c3_copy_rnn-attention_0.png",
-             "heatmaps/c3_copy_transformer_0.png", "heatmaps/c3_copy_transformer_0_heads.png", "fake_C2.png"]
+             "heatmaps/c3_copy_transformer_0.png", "heatmaps/c3_copy_transformer_0_heads.png",
+             "heatmaps/c3_sort_rnn-attention_0.png", "heatmaps/c3_sort_transformer_0.png", "fake_C2.png"]
     for name in names:
         assert (report / name).read_bytes()[:8] == PNG_MAGIC, name
         assert f"]({name})" in (report / "report.md").read_text() or name.startswith("fake")
@@ -123,7 +140,7 @@ def test_a_rerun_redoes_nothing(smoke):
     assert smoke["first"]["state"]["parts"]["c1"]["resumed"] is False
     assert state["parts"]["c1"]["resumed"] is True and len(state["parts"]["c1"]["wall_s"]) == 2
     c3_scores = sorted((out / "c3" / "runs").glob("*/c3_scores.json"))
-    assert len(c3_scores) == 2  # rnn-attention and transformer on copy, seed 0
+    assert len(c3_scores) == 4  # rnn-attention and transformer on copy and sort, seed 0
 
 
 def test_absent_modules_leave_not_run_sections(tmp_path, monkeypatch):
@@ -170,9 +187,28 @@ def test_only_rejects_unknown_parts(text):
         lecture.parse_only(text)
 
 
-def test_c3_settings_refuse_a_task_without_alignment():
-    with pytest.raises(lecture.ConfigError, match="c3.tasks: 'sort' has no unique true alignment"):
-        lecture.C3Settings(tasks=["sort"], models={"rnn-attention": {}, "transformer": {}})
+MODELS = {"rnn-attention": {}, "transformer": {}}
+
+
+@pytest.mark.parametrize("kwargs, match", [
+    (dict(tasks=["sort"], task_data={}), "c3.tasks: 'sort' has no unique true alignment unless c3.task_data.distinct"),
+    (dict(tasks=["rotate"]), "c3.tasks: unknown task 'rotate'"),
+    (dict(tasks=["copy", "reverse"]), r"c3.primary_tasks \['sort'\] are not among c3.tasks"),
+    (dict(primary_tasks=[]), "c3.primary_tasks must name at least one task"),
+])
+def test_c3_settings_refuse_what_cannot_be_scored(kwargs, match):
+    with pytest.raises(lecture.ConfigError, match=match):
+        lecture.C3Settings(models=MODELS, **kwargs)
+
+
+def test_c3_presets_decide_on_the_content_task():
+    for name in lecture.PRESETS:
+        c3 = lecture.PRESETS[name]().c3
+        assert c3.primary_tasks == ["sort"] and "sort" in c3.tasks and c3.task_data["distinct"] is True
+    prereg = lecture.preregistration(lecture.PRESETS["lecture"]())
+    assert prereg["settings"]["c3"]["primary_tasks"] == ["sort"]
+    assert prereg["settings"]["c3"]["primary"] == "alignment_above_baseline"
+    assert "max(chance, positional baseline)" in prereg["settings"]["c3"]["rule"]
 
 
 def test_gvt_dispatches_lecture(tmp_path):

@@ -87,8 +87,42 @@ def test_true_alignments():
             alignment = dm.true_alignment(len(ex.src))
             assert sorted(alignment) == list(range(len(ex.src)))
             assert [ex.src[j] for j in alignment] == ex.tgt  # output word t is the source word at alignment[t]
-    with pytest.raises(ValueError, match="no unique true alignment"):
-        make_dm("sort").true_alignment(3)
+    with pytest.raises(ValueError, match="depends on the words"):
+        make_dm("sort", distinct=True).true_alignment(3)
+
+
+def test_sort_alignment_needs_distinct_words():
+    with pytest.raises(ValueError, match="no unique true alignment unless data.distinct"):
+        make_dm("sort").alignment([7, 5, 6])
+
+
+def test_distinct_sources_never_repeat_a_word():
+    for task in EXPECTED:
+        dm = make_dm(task, distinct=True)
+        for split in SPLITS:
+            for ex in dm.examples(split):
+                assert len(set(ex.src)) == len(ex.src)
+    assert any(len(set(ex.src)) < len(ex.src) for ex in make_dm("copy").examples("train"))  # the default repeats
+
+
+@pytest.mark.parametrize("task", EXPECTED)
+def test_every_alignment_points_at_the_source_word_of_each_output_word(task):
+    dm = make_dm(task, distinct=True)
+    for ex in dm.examples("test"):
+        alignment = dm.alignment(ex.src)
+        assert sorted(alignment) == list(range(len(ex.src)))  # a permutation: each source word is read once
+        assert [ex.src[j] for j in alignment] == ex.tgt
+
+
+def test_sort_alignment_by_hand():
+    dm = make_dm("sort", distinct=True)
+    # t3 t0 t2 -> t0 t2 t3: the smallest word is at position 1, then 2, then 0
+    ids = [dm.vocab.stoi[w] for w in ("t3", "t0", "t2")]
+    assert dm.alignment(ids) == [1, 2, 0]
+    assert make_dm("reverse", distinct=True).alignment(ids) == [2, 1, 0]
+    assert make_dm("copy", distinct=True).alignment(ids) == [0, 1, 2]
+    # the sort alignment depends on the words: the same length, another order
+    assert dm.alignment([dm.vocab.stoi[w] for w in ("t0", "t3", "t2")]) == [0, 2, 1]
 
 
 @pytest.mark.parametrize("kwargs,match", [
@@ -99,11 +133,20 @@ def test_true_alignments():
     ({"test_min_len": 5, "test_max_len": 2}, "data.test_max_len"),
     ({"num_test": 0}, "data.num_test"),
     ({"num_words": 2, "min_len": 2, "max_len": 3}, "too few distinct sequences"),
+    ({"num_words": 6, "min_len": 3, "max_len": 7, "distinct": True}, "data.distinct needs sources of at most"),
+    ({"num_words": 6, "min_len": 3, "max_len": 4, "test_max_len": 7, "distinct": True}, "data.distinct"),
+    # 60 + 120 + 120 sequences of 3-5 distinct words of 5: too few for 300 + 40 unique examples (with repetition,
+    # 5**3 + 5**4 + 5**5 are plenty: test_distinct_words_shrink_the_sequence_space)
+    ({"num_words": 5, "min_len": 3, "max_len": 5, "distinct": True}, "too few distinct sequences"),
 ])
 def test_bad_settings_name_the_setting(kwargs, match):
     args = dict(num_words=10, min_len=3, max_len=7, num_train=300, num_val=40, num_test=60)
     with pytest.raises(DataError, match=match):
         TaskDataModule(**{**args, **kwargs})
+
+
+def test_distinct_words_shrink_the_sequence_space():
+    TaskDataModule(num_words=5, min_len=3, max_len=5, num_train=300, num_val=40, num_test=60)  # with repetition
 
 
 def test_score_predictions_counts_words_and_the_end():

@@ -1,15 +1,24 @@
 """Sequence tasks with known answers: copy, reverse and sort of random token sequences.
 
-Every source is a random sequence of task words ``t0 .. t{num_words-1}`` (uniform, with repetition), of a length
-drawn uniformly from a range; the target is the source copied, reversed or sorted (by word index). The batch
-contract is the shared one: ``src`` = the input sequence, ``tgt`` = BOS output EOS. For copy and reverse the true
-alignment (which source position each output word comes from) is known, so attention can be scored against it
-(``true_alignment``); the task itself is scored by greedy decoding through the shared sampler
-(``greedy_task_scores``: exact match and token accuracy per example).
+Every source is a random sequence of task words ``t0 .. t{num_words-1}`` (uniform, with repetition, or with
+``distinct=True`` without: no word twice in a source), of a length drawn uniformly from a range; the target is the
+source copied, reversed or sorted (by word index). The batch contract is the shared one: ``src`` = the input
+sequence, ``tgt`` = BOS output EOS.
+
+The true alignment (which source position each output word comes from) is known, so attention can be scored against
+it (``alignment``). Copy and reverse are *positional* tasks: their alignment is a function of the position alone
+(the diagonal, the anti-diagonal), the same for every source of a length, so a model could follow it without
+reading the words. Sort is a *content* task: where the t-th smallest word sits depends on the words, and with
+distinct words the source order is a random permutation, so no fixed position beats chance. Its alignment is
+unique only with distinct words (two equal words could be read from either position), so it is refused without.
+
+The task itself is scored by greedy decoding through the shared sampler (``greedy_task_scores``: exact match and
+token accuracy per example).
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Literal, Optional, Sequence
 
@@ -22,6 +31,8 @@ from modules.data.vocab import PAD_ID, Vocab
 from modules.errors import ConfigError
 
 TASKS = ("copy", "reverse", "sort")
+POSITIONAL_TASKS = ("copy", "reverse")  # alignment fixed by position alone (module docstring)
+CONTENT_TASKS = ("sort",)  # alignment fixed by the words
 
 
 def task_target(task: str, source: Sequence[int]) -> list[int]:
@@ -32,6 +43,21 @@ def task_target(task: str, source: Sequence[int]) -> list[int]:
         return list(reversed(source))
     if task == "sort":
         return sorted(source)
+    raise ConfigError(f"unknown task {task!r}; choose one of {', '.join(TASKS)}")
+
+
+def task_alignment(task: str, source: Sequence[int], distinct: bool) -> list[int]:
+    """For each output word position t, the source position it is a copy of: copy t, reverse L-1-t, sort the
+    position of the t-th smallest word (refused unless the words of a source are ``distinct``)."""
+    if task == "copy":
+        return list(range(len(source)))
+    if task == "reverse":
+        return list(range(len(source) - 1, -1, -1))
+    if task == "sort":
+        if not distinct:
+            raise ConfigError("the 'sort' task has no unique true alignment unless data.distinct is true (equal "
+                              "words may be swapped)")
+        return sorted(range(len(source)), key=lambda j: source[j])
     raise ConfigError(f"unknown task {task!r}; choose one of {', '.join(TASKS)}")
 
 
@@ -46,6 +72,9 @@ class TaskDataModule(SequenceDataModule):
             validation splits.
         test_min_len, test_max_len: the test split's length range (default: the training range); a longer range
             tests length generalisation.
+        distinct: no word twice within a source (drawn without replacement), so each output word comes from one
+            source position and every task's alignment is unique (sort needs it for one). Lengths must then be at
+            most ``num_words``.
         num_train, num_val, num_test: examples per split. No source occurs twice in the whole data set, so every
             validation and test example is unseen in training; too small a sequence space is refused.
         task_seed: seed of the generated splits (the data; ``seed`` is the training loader's shuffling).
@@ -65,6 +94,7 @@ class TaskDataModule(SequenceDataModule):
         num_val: int = 500,
         num_test: int = 1000,
         task_seed: int = 0,
+        distinct: bool = False,
         batch_size: int = 64,
         eval_batch_size: Optional[int] = None,
         seed: int = 0,
@@ -93,11 +123,17 @@ class TaskDataModule(SequenceDataModule):
         self.test_length_range = (test_min_len, test_max_len)
         self.num_train, self.num_val, self.num_test = num_train, num_val, num_test
         self.task_seed = task_seed
+        self.distinct = bool(distinct)
+        if self.distinct and max(max_len, test_max_len) > num_words:
+            raise DataError(f"data.distinct needs sources of at most data.num_words={num_words} words, but the "
+                            f"lengths reach {max(max_len, test_max_len)}")
         self._check_space()
 
     def _check_space(self) -> None:
         """Unique sources are drawn by rejection: refuse settings that leave too few distinct sequences."""
         def space(lo: int, hi: int) -> int:
+            if self.distinct:
+                return sum(math.perm(self.num_words, n) for n in range(lo, hi + 1))
             return sum(self.num_words ** n for n in range(lo, hi + 1))
 
         train_val = self.num_train + self.num_val
@@ -127,7 +163,11 @@ class TaskDataModule(SequenceDataModule):
             examples = []
             while len(examples) < n:
                 length = int(torch.randint(lo, hi + 1, (1,), generator=gen))
-                source = tuple((torch.randint(self.num_words, (length,), generator=gen) + offset).tolist())
+                if self.distinct:
+                    words = torch.randperm(self.num_words, generator=gen)[:length]
+                else:
+                    words = torch.randint(self.num_words, (length,), generator=gen)
+                source = tuple((words + offset).tolist())
                 if source in seen:
                     continue
                 seen.add(source)
@@ -135,14 +175,18 @@ class TaskDataModule(SequenceDataModule):
             splits[split] = examples
         return splits, vocab
 
+    def alignment(self, source: Sequence[int]) -> list[int]:
+        """For each output word position t of ``source``'s target, the source position it is a copy of (copy: t;
+        reverse: L-1-t; sort: where the t-th smallest word is, which needs ``distinct``)."""
+        return task_alignment(self.task, source, self.distinct)
+
     def true_alignment(self, src_len: int) -> list[int]:
-        """For each output word position t, the source position it is a copy of (copy: t; reverse: L-1-t)."""
-        if self.task == "copy":
-            return list(range(src_len))
-        if self.task == "reverse":
-            return list(range(src_len - 1, -1, -1))
-        raise ConfigError(f"the {self.task!r} task has no unique true alignment (equal words may be swapped); "
-                         "alignments are defined for copy and reverse")
+        """The alignment of a positional task (copy, reverse) from the source length alone; sort's depends on the
+        words (``alignment(source)``)."""
+        if self.task not in POSITIONAL_TASKS:
+            raise ConfigError(f"the {self.task!r} task's alignment depends on the words, not the length alone: use "
+                              "alignment(source)")
+        return task_alignment(self.task, [0] * src_len, self.distinct)
 
 
 # ---- scoring a model on a task --------------------------------------------------------------------------------
