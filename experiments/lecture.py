@@ -62,7 +62,6 @@ import hashlib
 import importlib
 import json
 import math
-import os
 import sys
 import time
 from dataclasses import asdict, dataclass
@@ -454,10 +453,6 @@ def subsection(lines: list[str]) -> list[str]:
 def _busy(machine: dict) -> bool:
     load, cores = (machine.get("load_average_1_5_15") or [math.nan])[0], machine.get("cpu_count")
     return bool(cores) and finite(load) and load > cores
-
-
-def _rel(path: Path, folder: Path) -> str:
-    return os.path.relpath(path, folder)
 
 
 def _wall(state: dict, part: str) -> str:

@@ -32,6 +32,7 @@ from __future__ import annotations
 import copy
 import json
 import math
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional
@@ -380,9 +381,6 @@ PATTERN = {"copy": "the diagonal", "reverse": "the anti-diagonal",
 
 def c3_section(settings, c3: dict, figures: dict[str, Path], folder: Path) -> list[str]:
     """C3's part of the lecture report (``settings``: the lecture's, with ``settings.c3``)."""
-    import os
-
-    rel = lambda p: os.path.relpath(p, folder)  # noqa: E731
     s = settings.c3
     rows = c3["rows"]
     L = [f"Families {', '.join(s.families)} trained on {', '.join(s.tasks)} (`TaskDataModule`: "
@@ -416,7 +414,8 @@ def c3_section(settings, c3: dict, figures: dict[str, Path], folder: Path) -> li
     if c3.get("failed"):
         L += [f"Failed runs (see `c3/errors.jsonl`): {', '.join(c3['failed'])}", ""]
     if "c3_alignment" in figures:
-        L += [f"![C3: alignment accuracy against chance and the positional baseline]({rel(figures['c3_alignment'])})",
+        figure = os.path.relpath(figures["c3_alignment"], folder)
+        L += [f"![C3: alignment accuracy against chance and the positional baseline]({figure})",
               ""]
     heat = c3.get("heatmaps", {})
     for task in [*s.tasks, "translation"]:
@@ -435,7 +434,7 @@ def c3_section(settings, c3: dict, figures: dict[str, Path], folder: Path) -> li
         else:
             L += [f"**{task}** (seed {s.seeds[0]}'s models, test examples): the true alignment is "
                   f"{PATTERN.get(task, 'known')}. `_heads`: every decoder layer's heads.", ""]
-        L += [f"![{n}]({rel(heat[n])})" for n in names] + [""]
+        L += [f"![{n}]({os.path.relpath(heat[n], folder)})" for n in names] + [""]
     if s.translation_data is None:
         L += ["No translation heatmaps: this preset names no translation data.", ""]
     return L

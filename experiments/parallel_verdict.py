@@ -250,10 +250,6 @@ def c1_verdict(record: Optional[dict], *, threads: Optional[int] = None, margin:
     return v.at_level(1.0 - alpha, min_seeds)
 
 
-def _rel(path: Path, folder: Path) -> str:
-    return os.path.relpath(path, folder)
-
-
 def c1_section(record: dict, primary_threads: int, figure: Optional[Path], folder: Path) -> list[str]:
     """C1's part of the lecture report: what was timed, per thread count the slopes and a table per length."""
     s = record["settings"]
@@ -294,5 +290,5 @@ def c1_section(record: dict, primary_threads: int, figure: Optional[Path], folde
           f"({m0.get('processor')}), torch {m0.get('torch')}; load average (1, 5, 15 min) "
           f"{m0.get('load_average_1_5_15')} before, {m1.get('load_average_1_5_15')} after.", ""]
     if figure:
-        L += [f"![C1: step time and tokens/s against length]({_rel(figure, folder)})", ""]
+        L += [f"![C1: step time and tokens/s against length]({os.path.relpath(figure, folder)})", ""]
     return L

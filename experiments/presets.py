@@ -269,7 +269,8 @@ def _standard() -> Preset:
     # it trains with the from-scratch MLE family's rate.
     models.update(_pretrained_arms(models, gan_lr=LEARNABLE_ARM_GAN_LR * STANDARD_ARM_RATE))
     models["mle-continued"]["lr"] = LEARNABLE_MLE_LR * STANDARD_ARM_RATE
-    models["gan-reinforce-pt"] = _pretrained_arms(models, gan_lr=LEARNABLE_ARM_GAN_LR)["gan-reinforce-pt"]
+    models["gan-reinforce-pt"] = merge_args(models["gan-reinforce-pt"], {"generator": {"lr": LEARNABLE_ARM_GAN_LR},
+                                                                       "discriminator": {"lr": LEARNABLE_ARM_GAN_LR}})
     data = _learnable_oracle()
     _z_draws(models, 8)
     seeds = list(range(8))

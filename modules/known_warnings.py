@@ -52,7 +52,7 @@ _SEED_LOGGERS = ("lightning_fabric.utilities.seed", "lightning.fabric.utilities.
 
 
 class _DropKnownLines(logging.Filter):
-    def __init__(self, starts: tuple[str, ...] = KNOWN_INFO_LINES):
+    def __init__(self, starts: tuple[str, ...]):
         super().__init__()
         self.starts = starts
 
@@ -61,10 +61,10 @@ class _DropKnownLines(logging.Filter):
 
 
 @contextlib.contextmanager
-def lightning_banner_dropped() -> Iterator[None]:
-    """Drop ``BANNER_LINES`` from Lightning's loggers for the duration of the block (nothing process-wide)."""
-    drop = _DropKnownLines(BANNER_LINES)
-    loggers = [logging.getLogger(name) for name in _RANK_ZERO_LOGGERS + _SEED_LOGGERS]
+def _lines_dropped(starts: tuple[str, ...], logger_names: tuple[str, ...]) -> Iterator[None]:
+    """Drop the records starting with ``starts`` from the named loggers for the duration of the block."""
+    drop = _DropKnownLines(starts)
+    loggers = [logging.getLogger(name) for name in logger_names]
     for logger in loggers:
         logger.addFilter(drop)
     try:
@@ -75,20 +75,19 @@ def lightning_banner_dropped() -> Iterator[None]:
 
 
 @contextlib.contextmanager
+def lightning_banner_dropped() -> Iterator[None]:
+    """Drop ``BANNER_LINES`` from Lightning's loggers for the duration of the block (nothing process-wide)."""
+    with _lines_dropped(BANNER_LINES, _RANK_ZERO_LOGGERS + _SEED_LOGGERS):
+        yield
+
+
+@contextlib.contextmanager
 def known_warnings_filtered() -> Iterator[None]:
     """Filter exactly the messages listed above, for the duration of the block (usable as a decorator too)."""
-    drop = _DropKnownLines()
-    loggers = [logging.getLogger(name) for name in _RANK_ZERO_LOGGERS]
-    with warnings.catch_warnings():
+    with warnings.catch_warnings(), _lines_dropped(KNOWN_INFO_LINES, _RANK_ZERO_LOGGERS):
         for message, category, module in KNOWN_WARNINGS:
             warnings.filterwarnings("ignore", message=message, category=category, module=module)
-        for logger in loggers:
-            logger.addFilter(drop)
-        try:
-            yield
-        finally:
-            for logger in loggers:
-                logger.removeFilter(drop)
+        yield
 
 
 __all__ = ["BANNER_LINES", "KNOWN_INFO_LINES", "KNOWN_WARNINGS", "known_warnings_filtered", "lightning_banner_dropped"]

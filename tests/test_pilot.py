@@ -318,33 +318,7 @@ def test_a_negative_max_rounds_is_refused(tmp_path):
 def test_the_pilot_extends_the_grid_until_the_optimum_is_interior_or_the_cap(tmp_path, monkeypatch):
     """Planted validation J: the transformer's best rate lies at x0.125, the GAN's beyond every cap (J keeps
     falling with the rate). The pilot must find the first and report the second as still at an end."""
-    ran: list[dict] = []
-
-    class Done:
-        failed: list = []
-
-    def fake_execute(specs, out, **kw):
-        ran.extend(specs)
-        return Done()
-
-    def planted_rows(out, specs):
-        rows = []
-        for s in specs:
-            if s["kind"] == "pretrain":
-                continue
-            log_m = math.log2(s["lr_multiplier"])
-            j = (log_m + 3) ** 2 if s["family"] == "transformer" else -log_m
-            rows.append({**s, "j": j})
-        return rows
-
-    monkeypatch.setattr(P, "execute", fake_execute)
-    monkeypatch.setattr(P, "pilot_rows", planted_rows)
-    preset = get_preset("smoke", pilot=False)
-    monkeypatch.setattr(P, "get_preset", lambda name, pilot: preset)
-    preset.sweep.families = ["transformer", "gan-gumbel"]
-    preset.sweep.batch_sizes = [8]
-    data = P.run_pilot("smoke", seeds=[100], out=tmp_path / "run", target=tmp_path / "smoke.json",
-                       wandb_mode="disabled", echo=lambda m: None)
+    data, ran = _planted_pilot(tmp_path, monkeypatch)
     chosen = {c["family"]: c for c in data["choices"]}
     assert chosen["transformer"]["multiplier"] == 0.125
     assert set(chosen["transformer"]["mean_j"]) == {"0.0625", "0.125", "0.25", "0.5", "1", "2"}
