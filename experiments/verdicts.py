@@ -919,7 +919,8 @@ def preregistration(plan: Optional[dict], settings: VerdictSettings) -> dict:
     scaling and the learning-rate pilot's file hash, temperatures, data) and grid (families, batch sizes, seeds),
     and the verdict settings (SESOIs, alpha, primary cells) - and their hash. The hash is printed in the report and verdicts.json;
     committing it before the verdict run pins what the run may be judged by."""
-    experiments = {name: {k: exp.get(k) for k in ("preset", "settings", "grid")}
+    experiments = {name: {"preset": exp.get("preset"), "settings": exp.get("settings"),
+                          "grid": canonical_grid(exp.get("grid"))}
                    for name, exp in ((plan or {}).get("experiments") or {}).items()}
     # the committed learning-rate pilot's file hash (experiments.pilot), also inside the settings: named here
     pilots = {name: ((exp.get("settings") or {}).get("lr_pilot") or {}).get("sha256")
@@ -927,8 +928,32 @@ def preregistration(plan: Optional[dict], settings: VerdictSettings) -> dict:
     defined = {"experiments": experiments, "verdicts": settings.to_dict()}
     if any(pilots.values()):  # (absent without a pilot, so that the hashes of runs without one stay as they were)
         defined["lr_pilot"] = {k: v for k, v in pilots.items() if v}
-    digest = hashlib.sha256(json.dumps(defined, sort_keys=True, default=str).encode()).hexdigest()[:16]
-    return {"hash": digest, "settings": defined}
+    return {"hash": preregistration_hash(defined), "settings": defined}
+
+
+def _grid_order(value) -> tuple:
+    # numbers by value, then text: the order is a property of the set, not of how the plan was built
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return (0, value, "")
+    return (1, 0, value if isinstance(value, str) else json.dumps(value, sort_keys=True, default=str))
+
+
+def canonical_grid(grid: Optional[dict]) -> Optional[dict]:
+    """A grid (families, batch sizes, seeds) with every list in one fixed order. A grid is a set of cells: the plan
+    written before a run lists it in the preset's order, the plan of a resumed or merged run in another, and both
+    must give one pre-registration hash."""
+    if grid is None:
+        return None
+    return {k: sorted(v, key=_grid_order) if isinstance(v, list) else v for k, v in grid.items()}
+
+
+def preregistration_hash(defined: dict) -> str:
+    """The hash of a pre-registration's settings (``preregistration(...)["settings"]``), with each experiment's grid
+    in canonical order, so that a committed file's settings can be re-hashed and compared with a report's."""
+    experiments = {name: {**exp, "grid": canonical_grid(exp.get("grid"))} if isinstance(exp, dict) else exp
+                   for name, exp in (defined.get("experiments") or {}).items()}
+    canonical = {**defined, "experiments": experiments}
+    return hashlib.sha256(json.dumps(canonical, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
 def noise_table(rows: list[dict], ref_bs: int) -> list[tuple[str, str, Interval]]:
@@ -947,4 +972,4 @@ def noise_table(rows: list[dict], ref_bs: int) -> list[tuple[str, str, Interval]
 
 
 __all__ = ["Cell", "INCONCLUSIVE", "NOT_RUN", "NOT_SUPPORTED", "SUPPORTED", "Verdict", "VerdictSettings",
-           "all_verdicts", "holm", "j_score", "preregistration", "rule"]
+           "all_verdicts", "canonical_grid", "holm", "j_score", "preregistration", "preregistration_hash", "rule"]

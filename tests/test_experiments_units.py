@@ -6,6 +6,7 @@ import multiprocessing
 
 import pytest
 import torch
+from pathlib import Path
 
 from experiments import verdicts as V
 from experiments.batch_size_sweep import sweep_specs, updates_for
@@ -16,6 +17,8 @@ from experiments.presets import get_preset
 from experiments.results import ResultsTable
 from experiments.stats import log_t_interval, seeds_needed, t_interval, t_quantile
 from experiments.temperature import dominated_fraction, lower_envelope, matched_gap
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 # ---- results table --------------------------------------------------------------------------------------------
@@ -210,6 +213,28 @@ def test_preregistration_hash_pins_seeds_budgets_and_sesois():
     assert len({base, V.preregistration(more_seeds, V.VerdictSettings())["hash"],
                 V.preregistration(other_lr, V.VerdictSettings())["hash"],
                 V.preregistration(plan, other_sesoi)["hash"]}) == 4
+
+
+def test_preregistration_hash_does_not_depend_on_the_grids_order():
+    def plan(families, sizes, seeds):
+        return {"experiments": {"batch-size": {"preset": "quick", "settings": {"budget_value": 512},
+                                               "grid": {"families": families, "batch_sizes": sizes, "seeds": seeds}}}}
+    base = V.preregistration(plan(["transformer", "gan-gumbel"], [4, 16, 64], [0, 1]), V.VerdictSettings())
+    shuffled = V.preregistration(plan(["gan-gumbel", "transformer"], [64, 4, 16], [1, 0]), V.VerdictSettings())
+    assert shuffled["hash"] == base["hash"]
+    assert base["settings"]["experiments"]["batch-size"]["grid"]["batch_sizes"] == [4, 16, 64]  # by value, not text
+    assert V.preregistration(plan(["transformer", "gan-gumbel"], [4, 16, 32], [0, 1]),
+                             V.VerdictSettings())["hash"] != base["hash"]  # another cell is another registration
+    assert V.preregistration_hash(shuffled["settings"]) == base["hash"]
+
+
+@pytest.mark.parametrize("report_dir, preset", [("example_report", "quick"), ("standard_report", "standard")])
+def test_each_committed_report_was_judged_by_its_committed_preregistration(report_dir, preset):
+    # the report's recorded settings and the file committed before its run, re-hashed: one registration
+    report = json.loads((ROOT / "docs" / report_dir / "verdicts.json").read_text())["preregistration"]
+    committed = json.loads((ROOT / "configs/preregistration" / f"{preset}.json").read_text())
+    assert V.preregistration_hash(report["settings"]) == committed["hash"]
+    assert V.preregistration_hash(committed["settings"]) == committed["hash"]
 
 
 def test_verdict_settings_come_from_the_plan_and_reject_unknown_names():
