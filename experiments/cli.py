@@ -274,12 +274,16 @@ def _run_experiments(args, command: str, which: list[str]) -> int:
     failed = 0
     for experiment, experiment_specs in planned:
         print(f"{experiment}: {len(experiment_specs)} runs ({preset.name} preset) -> {out}", file=sys.stderr)
-        outcome = execute(experiment_specs, out, workers=workers, workers_per_device=args.workers_per_device,
-                          desc=experiment, echo=lambda m: print(m, file=sys.stderr))
-        failed += len(outcome.failed)
-        if outcome.failed:
-            print(f"{experiment}: {len(outcome.failed)} run(s) failed (see {out / 'errors.jsonl'}); "
-                  "rerun the same command to retry them", file=sys.stderr)
+    # One pool for every experiment's runs: the ablation's conditional checkpoints train beside the sweep's shared
+    # ones instead of after the whole sweep, with a worker idle meanwhile (each run's numbers are its own: one
+    # thread per run, keyed by its spec)
+    names = "+".join(experiment for experiment, _ in planned)
+    outcome = execute(specs, out, workers=workers, workers_per_device=args.workers_per_device, desc=names,
+                      echo=lambda m: print(m, file=sys.stderr))
+    failed += len(outcome.failed)
+    if outcome.failed:
+        print(f"{names}: {len(outcome.failed)} run(s) failed (see {out / 'errors.jsonl'}); "
+              "rerun the same command to retry them", file=sys.stderr)
     print(f"experiments finished in {time.perf_counter() - start:.0f} s", file=sys.stderr)
     if not args.no_report:
 
