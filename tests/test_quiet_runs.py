@@ -1,11 +1,13 @@
-"""A sweep prints only the package's own lines: no Lightning banner, no "weights_only" notice, no third-party
-warning, also from worker processes (issue 22 item 2)."""
+"""A sweep, `gvt fit` and `gvt lecture` print only the package's own lines: no Lightning banner, no "weights_only"
+notice, no third-party warning, also from worker processes (issue 22 item 2)."""
 
 import os
 import re
 import subprocess
 import sys
 from pathlib import Path
+
+import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -48,3 +50,58 @@ def test_gvt_fit_and_its_resume_print_no_banner_and_no_warning(tmp_path):
         lines = [line.strip() for line in (done.stdout + "\n" + done.stderr).splitlines() if line.strip()]
         foreign = [line for line in lines if not any(p.search(line) for p in allowed)]
         assert not foreign, f"{extra}: lines that are not the package's own:\n" + "\n".join(foreign[:20])
+
+
+# `gvt lecture`'s own line formats (experiments/lecture.py and the claims' modules): headers, tqdm bars, one line
+# per finished run, the verdict table and the report's path.
+NUMBER = r"-?\d+(\.\d+)?"
+LECTURE_OWN = [re.compile(p) for p in (
+    r"^C[1-4]: ",  # a claim's header and progress lines (C3's bar too)
+    rf"^C1:   replicate \d+/\d+, \d+ thread\(s\): {NUMBER} s$",
+    r"^(bottleneck (pilot|verdict)|transfer (language models and pilot|verdict)): +\d+%\|",  # tqdm bars
+    rf"^pilot lr {NUMBER} +\S+ +seed \d+  val token acc {NUMBER}  best at \d+  \({NUMBER}s\)$",
+    rf"^(copy|reverse|sort|lookup) +\S+ +seed \d+  token acc( L\d+ {NUMBER})+  stopped at \d+ \([^)]+\)  "
+    rf"\({NUMBER}s\)$",
+    rf"^oracle L=\d+ +\S+ +seed \d+  excess NLL {NUMBER}  NLL_oracle {NUMBER}  \({NUMBER}s\)$",
+    r"^bottleneck: learning rates chosen by the pilot: (\S+ \S+ \(val token accuracy [\d.]+\)(, )?)+$",
+    rf"^\S+__bs\d+__seed\d+  NLL_test {NUMBER}  {NUMBER}s$",  # C3's training runs
+    r"^transfer: (data prepared in |counted baselines )",
+    r"^lm(-adapt-only)?__\S+__seed\d+  MR test NLL/token ",
+    rf"^(clf|pilot)__\S+  accuracy {NUMBER} \(majority {NUMBER}\)  \d+ updates  {NUMBER}s$",
+    r"^report: (verdicts, figures, heatmaps|\S+report\.md)$",
+    r"^Verdicts \(each question's primary cell against its SESOI",
+    r"^C[1-4]   (supported|not supported|inconclusive|not run)  ",
+    r"^lecture: report in \S+ \(\d+ s\)$",
+)]
+
+
+@pytest.mark.slow
+def test_gvt_lecture_prints_only_its_own_lines(tmp_path):
+    """The whole `gvt lecture --preset lecture-smoke` (C1's timing processes, C2-C4's worker processes, the real
+    corpora of ../shared/data) in a fresh interpreter without PYTHONWARNINGS: every line is one of the package's
+    own formats, and the lines a reader needs are all there."""
+    env = {**os.environ, "WANDB_MODE": "disabled", "GVT_CACHE_DIR": str(tmp_path / "cache")}
+    env.pop("PYTHONWARNINGS", None)
+    cmd = [sys.executable, "-m", "experiments.gvt", "lecture", "--preset", "lecture-smoke", "--out",
+           str(tmp_path / "run"), "--wandb-mode", "disabled"]
+    done = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
+    assert done.returncode == 0, done.stderr[-3000:]
+    lines = [line.strip() for line in (done.stdout + "\n" + done.stderr).replace("\r", "\n").splitlines()]
+    lines = [line for line in lines if line]
+    foreign = [line for line in lines if not any(p.search(line) for p in LECTURE_OWN)]
+    assert not foreign, "lines that are not the package's own:\n" + "\n".join(foreign[:20])
+    verdicts = {line.split()[0] for line in lines if LECTURE_OWN[-2].search(line)}
+    assert verdicts == {"C1", "C2", "C3", "C4"}, verdicts
+    assert any(LECTURE_OWN[-1].search(line) for line in lines)
+    assert (tmp_path / "run" / "report" / "report.md").is_file()
+
+
+@pytest.mark.parametrize("line", [
+    "GPU available: False, used: False",
+    "TPU available: False, using: 0 TPU cores",
+    "`Trainer.fit` stopped: `max_steps=1024` reached.",
+    "/x/torch/serialization.py:1: FutureWarning: You are using `torch.load` with `weights_only=False`",
+    "C2 warning: something",
+])
+def test_the_lecture_line_formats_do_not_admit_third_party_lines(line):
+    assert not any(p.search(line) for p in LECTURE_OWN)
