@@ -97,6 +97,20 @@ def test_seeds_differ_from_each_other(family_runs):
     assert len(set(finals)) == len(finals)
 
 
+@pytest.mark.parametrize("change", [{"game__d_steps": 2}, {"discriminator__labels": "shuffled"}],
+                         ids=["two-d-steps", "shuffled-labels"])
+def test_the_gumbel_gans_shared_unroll_gives_the_single_runs_numbers(tmp_path, change):
+    """The vectorised Gumbel GAN unrolls G once for all the player updates of a batch (d_steps D updates, then G's):
+    with two D updates, and with D's shuffled labels (their swaps drawn with the noise), each seed still gets its
+    single Lightning run's numbers."""
+    vectorised = run_group(specs_for("gan-gumbel", seeds=[0, 1], **change), tmp_path / "group")
+    single = [run_one(s, tmp_path / "single") for s in specs_for("gan-gumbel", seeds=[0, 1], engine="lightning",
+                                                                 **change)]
+    for v, s in zip(vectorised, single):
+        assert v["engine"] == "vectorised" and s["engine"] == "lightning" and v["updates"] == s["updates"] > 20
+        assert_close_rows(v, s, TOL)
+
+
 @pytest.mark.parametrize("family", ["transformer", "gan-gumbel"])
 def test_a_vectorised_run_does_not_depend_on_its_group(tmp_path, family):
     together = run_group(specs_for(family), tmp_path / "together")

@@ -480,8 +480,13 @@ class GumbelEstimator(nn.Module):
     def generator_loss(self, gan: "TextGAN", batch: "Batch", real: Tensor, real_pad: Tensor, L: int,
                        noise: UpdateNoise | None = None) -> tuple[Tensor, dict]:
         noise = noise if noise is not None else self.draw(gan, len(batch), L)
+        out = self._unroll(gan, batch, L, gan.temperature, noise)
+        return self.generator_loss_on(gan, batch, real, real_pad, out, noise)
+
+    def generator_loss_on(self, gan: "TextGAN", batch: "Batch", real: Tensor, real_pad: Tensor,
+                          out: GumbelOutput, noise: UpdateNoise) -> tuple[Tensor, dict]:
+        """G's loss on its output ``out`` (``_unroll`` with the update's noise) -> (loss, logged extras)."""
         beta = gan.temperature
-        out = self._unroll(gan, batch, L, beta, noise)
         D = gan.discriminator  # its parameters are frozen by the optimizer toggle: no gradient reaches them
         d_fake = D(out.onehots, batch.src, batch.src_pad_mask, out.pad_mask, dropout_mask=noise.d_mask(0))  # (B,)
         d_real = (D(real, batch.src, batch.src_pad_mask, real_pad, dropout_mask=noise.d_mask(1))

@@ -15,6 +15,9 @@ the stacked weights into a template copy of the module). Each seed keeps everyth
   S single steps; gradient-norm clipping is per seed (the norm over that seed's parameters, as
   ``torch.nn.utils.clip_grad_norm_`` computes it); the learning-rate schedule, the Gumbel beta and the update count
   are shared because every live seed is at the same update;
+- its generation: the Gumbel GAN's G makes the fakes of every D update and the relaxed one-hots of its own update
+  in one unroll (D's updates leave G unchanged; each row keeps its update's noise), where a single run unrolls once
+  per player update;
 - its divergence detection: a seed whose loss turns non-finite stops there, its state is kept as it was after
   that update (what its single run ends with), and the others go on.
 
@@ -35,6 +38,7 @@ from torch.func import functional_call
 
 from modules.data.batch import Batch
 from modules.data.vocab import PAD_ID
+from modules.models.gan_estimators import GumbelOutput, real_for_discriminator
 from modules.models.gan_losses import update_log
 from modules.models.noise import UpdateNoise
 from modules.models.text_gan import TextGAN
@@ -114,9 +118,8 @@ class _Apply(nn.Module):
         self.m = template
         self.fn: Optional[Callable] = None
 
-    def forward(self, batch: dict, noise: dict):
-        out = self.fn(self.m, Batch(**batch), UpdateNoise.from_dict(noise))
-        return out
+    def forward(self, batch: dict, noise: dict, extra: dict):
+        return self.fn(self.m, Batch(**batch), UpdateNoise.from_dict(noise), **extra)
 
 
 class _Player:
@@ -213,17 +216,19 @@ class SeedGroup:
         draws = [self.template.draw_noise(batch_size, gen).as_dict() for gen in self.generators]
         return {k: torch.stack([d[k] for d in draws]) for k in draws[0]}
 
-    def _vmap(self, fn: Callable, batch: dict[str, Tensor], noise: dict[str, Tensor]):
-        """``fn(model, batch, noise)`` for every seed at once, with its own weights, buffers, batch and noise."""
+    def _vmap(self, fn: Callable, batch: dict[str, Tensor], noise: dict[str, Tensor],
+              extra: Optional[dict[str, Tensor]] = None):
+        """``fn(model, batch, noise, **extra)`` for every seed at once, with its own weights, buffers, batch, noise
+        and ``extra`` tensors (each (S, ...))."""
         self.apply.fn = fn
         params = {"m." + n: t for n, t in self.params.items()}
         params.update({"m." + alias: self.params[name] for alias, name in self.aliases.items()})
         buffers = {"m." + n: t for n, t in self.buffers.items()}
 
-        def one_seed(p, b, batch_s, noise_s):
-            return functional_call(self.apply, (p, b), (batch_s, noise_s), tie_weights=False, strict=False)
+        def one_seed(p, b, batch_s, noise_s, extra_s):
+            return functional_call(self.apply, (p, b), (batch_s, noise_s, extra_s), tie_weights=False, strict=False)
 
-        return torch.vmap(one_seed)(params, buffers, batch, noise)
+        return torch.vmap(one_seed)(params, buffers, batch, noise, extra or {})
 
     def update(self, batches: Sequence[Batch]) -> list[dict[str, float]]:
         """One training update of every seed on its batch -> per seed, the values its single run logs (a stopped
@@ -267,17 +272,59 @@ class SeedGroup:
 
     def _gan_update(self, batch: dict, B: int) -> list[dict[str, float]]:
         m = self.template
+        if m.game.estimator == "gumbel":
+            return self._gumbel_update(batch, B)
         for _ in range(m.game.d_steps):
             d_loss, d_real, d_fake = self._vmap(lambda gan, b, n: gan.discriminator_update_loss(b, n), batch,
                                                 self._noise(B))
             d_norm = self.players["discriminator"].step(d_loss)
-        beta = m.temperature if m.game.estimator == "gumbel" else None
 
         def g_step(gan, b, n):
             loss, extras = gan.generator_update_loss(b, n)
             return loss, {k: v for k, v in extras.items() if isinstance(v, Tensor)}
 
         g_loss, extras = self._vmap(g_step, batch, self._noise(B))
+        return self._gan_logs(d_loss, d_real, d_fake, d_norm, g_loss, extras, None)
+
+    def _gumbel_update(self, batch: dict, B: int) -> list[dict[str, float]]:
+        """The Gumbel GAN's update with one unroll of G for all its player updates. D's updates do not change G, so
+        the fakes of each D update and the relaxed one-hots of G's update come from the same weights: one unroll of
+        (d_steps + 1) x B rows, each row with its own update's noise (drawn in the single run's order: every D
+        update's, then G's), computes them all at once; a row's numbers do not depend on the rows beside it. The
+        D updates read their rows detached, as the single run's no-grad fakes; G's update reads its rows with
+        gradients and scores them with D as D's updates left it."""
+        m = self.template
+        updates, L = m.game.d_steps + 1, m.generation_lengths()[1]
+        noises = [self._noise(B) for _ in range(updates)]  # each name -> (S, ...); the single run's order of draws
+        rows = {name: torch.cat([t] * updates, dim=1) for name, t in batch.items()}  # (S, k B, ...)
+        unroll_noise = {"tokens": torch.cat([n["tokens"] for n in noises], dim=2)}  # (S, L, k B, V)
+        if "z" in noises[0]:
+            unroll_noise["z"] = torch.cat([n["z"] for n in noises], dim=1)  # (S, k B, z)
+
+        def unroll(gan, b, n):
+            out = gan.estimator._unroll(gan, b, L, gan.temperature, n)
+            return out.onehots, out.pad_mask  # (k B, L, V), (k B, L)
+
+        onehots, pads = self._vmap(unroll, rows, unroll_noise)  # (S, k B, L, V), (S, k B, L)
+        for step in range(updates - 1):
+            rows_of_step = slice(step * B, (step + 1) * B)
+            fakes = {"fake": onehots[:, rows_of_step].detach(), "fake_pad": pads[:, rows_of_step]}
+            d_loss, d_real, d_fake = self._vmap(lambda gan, b, n, fake, fake_pad: gan.discriminator_loss_on(
+                b, fake, fake_pad, n), batch, noises[step], fakes)
+            d_norm = self.players["discriminator"].step(d_loss)
+
+        def g_step(gan, b, n, fake, fake_pad):
+            real, real_pad = real_for_discriminator(b.tgt, L)
+            out = GumbelOutput(fake, None, fake_pad)
+            loss, extras = gan.estimator.generator_loss_on(gan, b, real, real_pad, out, n)
+            return loss, {k: v for k, v in extras.items() if isinstance(v, Tensor)}
+
+        g_loss, extras = self._vmap(g_step, batch, noises[-1], {"fake": onehots[:, -B:], "fake_pad": pads[:, -B:]})
+        return self._gan_logs(d_loss, d_real, d_fake, d_norm, g_loss, extras, m.temperature)
+
+    def _gan_logs(self, d_loss, d_real, d_fake, d_norm, g_loss, extras, beta) -> list[dict[str, float]]:
+        """G's step, then each seed's logged values (its single run's names); ``beta``: the Gumbel temperature."""
+        m = self.template
         g_norm = self.players["generator"].step(g_loss)
         m.g_update_count += 1
         logs = []

@@ -144,9 +144,13 @@ class TextGAN(GeneratorModule):
     def discriminator_update_loss(self, batch: Batch, noise: UpdateNoise):
         """D's loss of one update -> (loss, d_real, d_fake detached), against fakes made as G's next update would
         show them (no gradient to G)."""
-        real, real_pad = real_for_discriminator(batch.tgt, self.generation_lengths()[1])  # (B, L)
         with torch.no_grad():
-            fake, fake_pad = self.estimator.fakes(self, batch, real.size(1), noise=noise)
+            fake, fake_pad = self.estimator.fakes(self, batch, self.generation_lengths()[1], noise=noise)
+        return self.discriminator_loss_on(batch, fake, fake_pad, noise)
+
+    def discriminator_loss_on(self, batch: Batch, fake: torch.Tensor, fake_pad: torch.Tensor, noise: UpdateNoise):
+        """D's loss of one update on G's fakes for it (with the update's dropout masks and label swaps)."""
+        real, real_pad = real_for_discriminator(batch.tgt, self.generation_lengths()[1])  # (B, L)
         if noise.swap is not None:  # shuffled labels: D learns nothing about the population
             real, real_pad, fake, fake_pad = swap_rows(real, real_pad, fake, fake_pad, noise.swap,
                                                        self.hparams.vocab_size)
