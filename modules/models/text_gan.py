@@ -142,8 +142,7 @@ class TextGAN(GeneratorModule):
         return self.estimator.draw(self, batch_size, self.generation_lengths()[1], generator)
 
     def discriminator_update_loss(self, batch: Batch, noise: UpdateNoise):
-        """D's loss of one update -> (loss, d_real, d_fake detached), against fakes made as G's next update would
-        show them (no gradient to G)."""
+        """D's loss of one update -> (loss, d_real, d_fake detached), on fakes made without gradient to G."""
         with torch.no_grad():
             fake, fake_pad = self.estimator.fakes(self, batch, self.generation_lengths()[1], noise=noise)
         return self.discriminator_loss_on(batch, fake, fake_pad, noise)
