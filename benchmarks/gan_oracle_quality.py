@@ -28,7 +28,7 @@ import pytorch_lightning as pl
 import torch
 
 from modules.data import OracleDataModule
-from experiments.families import merge_args
+from experiments.core.families import merge_args
 from modules.models import TextGAN
 
 # TextGAN's sections (modules.models.configs), merged per variant

@@ -8,7 +8,7 @@ Budget:
 
 Learning rates are the preset's rates at the reference batch size, scaled by ``lr_scaling`` (none, linear, sqrt),
 times the committed learning-rate pilot's multiplier of the (family, batch size) where it chose one
-(``settings.lr_pilot``, ``experiments.pilot``; the spec's ``lr_multiplier``).
+(``settings.lr_pilot``, ``experiments.core.pilot``; the spec's ``lr_multiplier``).
 Runs at the reference batch size also get the gradient noise scale and a temperature curve (configurable).
 
 Pretrained arms: a family registered with ``init_from="pretrain"`` (``gan-gumbel-pt``, ``gan-reinforce-pt``,
@@ -19,7 +19,7 @@ reference batch size) for the sweep's own budget, as a run of kind ``pretrained-
 ``init_from: {"key": <the pretrain run's key>}`` (temperature curve where the sweep measures one; no noise
 scale). Pretraining happens once, at one batch size, so an MLE phase at batch size 1 never hides inside an arm's
 result; the arms' rows are kept apart from the sweep's (``kind``), so they are compared with each other
-(``experiments.report``), not with the from-scratch families. ``pretrained_family_batch_sizes`` gives a family its
+(``experiments.core.report``), not with the from-scratch families. ``pretrained_family_batch_sizes`` gives a family its
 own batch sizes (the minibatch-std arm ``gan-mbstd-pt`` at the reference only), and at ``equal_update_batch_sizes``
 each arm runs once more for the reference batch size's number of updates (kind ``equal-updates``, a steps budget,
 row field ``equal_updates_of``), reported descriptively beside the equal-samples arms.
@@ -35,9 +35,9 @@ import copy
 import inspect
 import math
 
-from experiments.families import MAX_G_UPDATES, get_arg, get_family, lr_factor, set_arg
-from experiments.presets import SweepSettings
-from experiments.runner import make_spec
+from experiments.core.families import MAX_G_UPDATES, get_arg, get_family, lr_factor, set_arg
+from experiments.core.presets import SweepSettings
+from experiments.core.runner import make_spec
 from modules.errors import ConfigError
 
 

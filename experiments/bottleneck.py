@@ -39,13 +39,13 @@ and otherwise the same optimiser settings (``shared``), batch size and seeds, on
 The oracle and Multi30k are secondary (reported, not decided): they keep fixed budgets, and the rate their runs use
 is the one piloted on reverse.
 
-Every run is one row of ``OUT/results.jsonl`` (``experiments.results.ResultsTable``: atomic, one row per key),
+Every run is one row of ``OUT/results.jsonl`` (``experiments.core.results.ResultsTable``: atomic, one row per key),
 keyed by its settings' hash; rerunning the command skips finished runs (resumable), the pilot's too (rows of kind
 ``bottleneck_pilot``). Each run seeds everything from its seed (``pl.seed_everything``; the task's data are drawn
 with ``task_seed`` = the seed, the same data for every family at a seed), runs on 1 torch thread, so a run is
 reproduced exactly by its seed on CPU.
 
-**Verdict C2** (``verdict``; the rule of ``experiments.verdicts``): per seed on reverse, the drop of ``rnn``'s
+**Verdict C2** (``verdict``; the rule of ``experiments.core.verdicts``): per seed on reverse, the drop of ``rnn``'s
 token accuracy from the shortest to the longest length minus the same drop of ``rnn-attention`` (paired by
 seed; positive: the model without attention loses more with length). SESOI ``C2_SESOI`` = 0.1 token accuracy.
 Gates, in this order (any failing one makes C2 inconclusive, its margin in the reason):
@@ -78,12 +78,12 @@ from pathlib import Path
 from typing import Callable, Optional, Sequence
 
 from experiments import bottleneck_pilot as P
-from experiments.execute import run_tasks
-from experiments.report import nan_to_none
-from experiments.results import ResultsTable
-from experiments.runner import config_hash
-from experiments.stats import finite, t_interval
-from experiments.verdicts import (INCONCLUSIVE, NOT_RUN, Cell, Verdict, VerdictSettings, _not_run, _standard,
+from experiments.core.execute import run_tasks
+from experiments.core.report import nan_to_none
+from experiments.core.results import ResultsTable
+from experiments.core.runner import config_hash
+from experiments.core.stats import finite, t_interval
+from experiments.core.verdicts import (INCONCLUSIVE, NOT_RUN, Cell, Verdict, VerdictSettings, _not_run, _standard,
                                   paired, per_seed, verdict_rows)
 from modules.errors import ConfigError
 from modules.files import atomic_write_text
@@ -262,11 +262,11 @@ def multi30k_available(root: Optional[str] = None) -> bool:
 
 
 def corpora(settings: BottleneckSettings, multi30k_root: Optional[str] = None) -> dict[str, dict]:
-    """The lecture's corpus contract (``experiments.corpus_check``): Multi30k, where the settings name it, is not
+    """The lecture's corpus contract (``experiments.core.corpus_check``): Multi30k, where the settings name it, is not
     needed for C2's verdict (the reverse task decides it); without it ``run`` leaves its buckets out."""
     if "multi30k" not in settings.datasets:
         return {}
-    from experiments.corpus_check import text_data_files
+    from experiments.core.corpus_check import text_data_files
 
     return {"multi30k": {"files": text_data_files(multi30k_data(settings, multi30k_root)), "needed": False,
                          "part": "The Multi30k buckets"}}
@@ -397,7 +397,7 @@ def length_test_sets(data: dict, dm, lengths: Sequence[int], batch_size: int, se
     """Per length L, a data module whose test split holds sources of exactly L words, none of them in ``dm``'s
     training or validation split: the same settings and ``task_seed`` draw the same training and validation
     examples first, and the test sources are then drawn unique against them."""
-    from experiments.datamodules import build_datamodule
+    from experiments.core.datamodules import build_datamodule
 
     out = {}
     for length in lengths:
@@ -462,9 +462,9 @@ def run_spec(spec: dict, out: str | Path, wandb_mode: str = "disabled") -> dict:
     import pytorch_lightning as pl
     import torch
 
-    from experiments.datamodules import build_datamodule
-    from experiments.families import get_family
-    from experiments.runner import BudgetCallback, _finish_wandb, _quiet_lightning
+    from experiments.core.datamodules import build_datamodule
+    from experiments.core.families import get_family
+    from experiments.core.runner import BudgetCallback, _finish_wandb, _quiet_lightning
 
     start, cpu_start = time.perf_counter(), time.process_time()
     out = Path(out)
@@ -534,7 +534,7 @@ def run_spec(spec: dict, out: str | Path, wandb_mode: str = "disabled") -> dict:
 
 
 def _min_updates() -> int:
-    from experiments.verdicts import MIN_VERDICT_UPDATES
+    from experiments.core.verdicts import MIN_VERDICT_UPDATES
 
     return MIN_VERDICT_UPDATES
 
@@ -952,7 +952,7 @@ def preregistration(preset: str) -> dict:
 
 
 def write_report(rows: list[dict], out: Path, v: Verdict, settings: BottleneckSettings) -> Path:
-    from experiments.report import cells_table, verdict_table_text
+    from experiments.core.report import cells_table, verdict_table_text
 
     folder = Path(out) / "report"
     lines, _ = report_section(rows, folder)

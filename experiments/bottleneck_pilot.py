@@ -24,7 +24,7 @@ import math
 from pathlib import Path
 from typing import Optional
 
-from experiments.stats import finite
+from experiments.core.stats import finite
 from modules.files import atomic_write_text
 
 PILOT_KIND = "bottleneck_pilot"

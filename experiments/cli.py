@@ -13,7 +13,7 @@ the ``gvt`` command).
                           validation J against samples per family, with the counted baselines
                           (experiments.learning_curve): choose a preset's budgets from it
     gvt sweep pilot       [--preset P] [--seeds ...] [--out RUN_DIR] [--pilot-file PATH]
-                          the learning-rate pilot: writes configs/pilot/PRESET.json (experiments.pilot)
+                          the learning-rate pilot: writes configs/pilot/PRESET.json (experiments.core.pilot)
     gvt ablate conditioning [--preset ...] [--families ...] [--conditions none,label,source] [--strengths ...]
                           [--z-dims ...] [--seeds ...] [--out RUN_DIR] [--workers N] [--wandb-mode MODE] [--no-report]
                           [--plan-only | --launcher local|wandb | --emit-wandb-sweep FILE]
@@ -49,19 +49,19 @@ from pathlib import Path
 
 from experiments.batch_size_sweep import sweep_specs
 from experiments.conditioning import ablation_specs
-from experiments.datamodules import datamodule_for_checkpoint
-from experiments.execute import _summary, execute
-from experiments.families import get_family
-from experiments.launch import PLAN, accepted_hashes, read_run_plan, run_planned, write_run_plan
-from experiments.merge import merge_run_folders, rows_from_wandb
-from experiments.plan import register
-from experiments.plots import plot_quality_diversity
-from experiments.presets import DEFAULT_TEMPERATURES, PRESETS, get_preset
-from experiments.report import make_report
-from experiments.results import ResultsTable, atomic_write_text, read_plan
+from experiments.core.datamodules import datamodule_for_checkpoint
+from experiments.core.execute import _summary, execute
+from experiments.core.families import get_family
+from experiments.core.launch import PLAN, accepted_hashes, read_run_plan, run_planned, write_run_plan
+from experiments.core.merge import merge_run_folders, rows_from_wandb
+from experiments.core.plan import register
+from experiments.core.plots import plot_quality_diversity
+from experiments.core.presets import DEFAULT_TEMPERATURES, PRESETS, get_preset
+from experiments.core.report import make_report
+from experiments.core.results import ResultsTable, atomic_write_text, read_plan
 from experiments.temperature import quality_diversity_axes, temperature_curve, write_curve
-from experiments.verdicts import VerdictSettings, preregistration
-from experiments.wandb_sweep import SweepServerError, create_sweep, sweep_config, sweep_yaml
+from experiments.core.verdicts import VerdictSettings, preregistration
+from experiments.core.wandb_sweep import SweepServerError, create_sweep, sweep_config, sweep_yaml
 from modules.errors import ConfigError, GvtError, MissingInputError
 
 DEFAULT_ROOT = "runs/experiments"
@@ -294,7 +294,7 @@ def _run_experiments(args, command: str, which: list[str]) -> int:
 
 
 def _run_one(argv: list[str]) -> int:
-    """``gvt sweep run-one RUN_DIR --key KEY``: exactly one planned run (see experiments.launch)."""
+    """``gvt sweep run-one RUN_DIR --key KEY``: exactly one planned run (see experiments.core.launch)."""
 
     parser = argparse.ArgumentParser(prog="gvt sweep run-one", description="Run exactly one planned run of RUN_DIR's "
                                      "plan.json and add its row to RUN_DIR/results.jsonl (a crash goes to "
@@ -438,9 +438,9 @@ def main(command: str, argv: list[str]) -> int:
         except GvtError as err:  # bad input: one line (anything else is a bug and keeps its traceback)
             print(f"gvt sweep run-one: error: {err}", file=sys.stderr)
             return 2
-    if command == "sweep" and argv[:1] == ["pilot"]:  # the learning-rate pilot (experiments.pilot)
+    if command == "sweep" and argv[:1] == ["pilot"]:  # the learning-rate pilot (experiments.core.pilot)
         os.environ.setdefault("WANDB_SILENT", "true")
-        from experiments.pilot import main as pilot_main
+        from experiments.core.pilot import main as pilot_main
 
         return pilot_main(argv[1:])
     if command == "sweep" and argv[:1] == ["learning-curve"]:  # J against samples (experiments.learning_curve)

@@ -22,9 +22,9 @@ from __future__ import annotations
 import copy
 
 from experiments.batch_size_sweep import PRETRAIN_FAMILY, check_pretrained_arm, model_args, updates_for
-from experiments.families import get_family, set_arg, z_dim_path
-from experiments.presets import AblationSettings
-from experiments.runner import make_spec
+from experiments.core.families import get_family, set_arg, z_dim_path
+from experiments.core.presets import AblationSettings
+from experiments.core.runner import make_spec
 from modules.errors import ConfigError
 
 

@@ -248,7 +248,7 @@ class RunMeasurements:
     def as_lightning(self):
         import pytorch_lightning as pl
 
-        from experiments.families import generator_updates
+        from experiments.core.families import generator_updates
 
         outer = self
 

@@ -5,7 +5,7 @@
 A verdict compares models only once they have learned more than a counted bigram; the budget at which they have is
 measured here, not guessed. For each budget (samples; default ``default_budgets``: powers of 4 up to 4x the
 preset's largest budget) every family of the preset's sweep is trained from its start at the reference batch size
-on the pilot seeds (``experiments.pilot_file.DEFAULT_SEEDS``, apart from the verdict seeds), each budget a run of
+on the pilot seeds (``experiments.core.pilot_file.DEFAULT_SEEDS``, apart from the verdict seeds), each budget a run of
 its own (so a GAN's temperature annealing and a schedule end where a run of that budget ends them), evaluated on
 the validation split, with the rule's learning rates (no pilot multiplier: the curve comes before the pilot):
 
@@ -14,7 +14,7 @@ the validation split, with the rule's learning rates (no pilot multiplier: the c
 - the arms that start from the shared MLE checkpoint (``gan-gumbel-pt``, ``mle-continued``, ...) over ``budget``
   samples after it; the checkpoint itself is the preset's (``pretrain_budget`` samples), drawn as a line.
 
-J = (NLL_val - H(oracle)) + (NLL_oracle - H(model)) per token (``experiments.baselines``), 0 for the oracle
+J = (NLL_val - H(oracle)) + (NLL_oracle - H(model)) per token (``experiments.core.baselines``), 0 for the oracle
 itself. Written to ``DIR/learning_curve.json`` (per family and budget: mean J, its 95% t-interval, per-seed J) and
 ``DIR/learning_curve.png`` (J against samples, log scale, with the counted unigram's and bigram's J and the
 oracle's 0; the bigram counted on the preset's ``baseline_samples``). Resumable: a rerun skips finished runs.
@@ -30,15 +30,15 @@ import time
 from pathlib import Path
 from typing import Optional, Sequence
 
-from experiments.baselines import baselines_for
+from experiments.core.baselines import baselines_for
 from experiments.batch_size_sweep import sweep_specs
-from experiments.execute import execute
-from experiments.families import get_family
-from experiments.pilot import pilot_rows, pilot_settings, validation_spec, words
-from experiments.pilot_file import DEFAULT_SEEDS
-from experiments.plots import _band, _color, _plt
-from experiments.presets import PRESETS, get_preset
-from experiments.stats import finite, t_interval
+from experiments.core.execute import execute
+from experiments.core.families import get_family
+from experiments.core.pilot import pilot_rows, pilot_settings, validation_spec, words
+from experiments.core.pilot_file import DEFAULT_SEEDS
+from experiments.core.plots import _band, _color, _plt
+from experiments.core.presets import PRESETS, get_preset
+from experiments.core.stats import finite, t_interval
 from modules.errors import ConfigError, GvtError
 from modules.files import atomic_write_text
 
@@ -59,7 +59,7 @@ def default_budgets(preset) -> list[int]:
 def curve_specs(preset, budgets: Sequence[int], seeds: Sequence[int], families: Optional[Sequence[str]] = None,
                 tracking: Optional[dict] = None) -> list[dict]:
     """The runs of the curve: each family at the reference batch size for each budget (samples), on ``seeds``,
-    evaluated on the validation split, without measurements (``experiments.pilot.validation_spec``)."""
+    evaluated on the validation split, without measurements (``experiments.core.pilot.validation_spec``)."""
     if not budgets or any(int(b) < 1 for b in budgets):
         raise ConfigError(f"learning-curve budgets must be sample counts >= 1, got {list(budgets)}")
     families = list(families or preset.sweep.families)

@@ -25,16 +25,16 @@ C2 and C4 come from their own modules through one contract (``PRESETS``, ``run``
 ``report_section``, optionally ``corpora``); where a module is not there, its section says so and its verdict is
 "inconclusive: not run".
 
-**Missing corpora** (``experiments.corpus_check``): a part whose verdict needs an absent corpus (C4: the general
+**Missing corpora** (``experiments.core.corpus_check``): a part whose verdict needs an absent corpus (C4: the general
 corpus and MR) is not run, its section and verdict saying "not run: corpus X not found at PATH (set
 GVT_DATA_DIR)"; a descriptive part that needs one (C2's Multi30k buckets, C3's translation heatmaps) is left out
 and named in its section. Every other part runs, the report lists what did not run, and ``gvt lecture`` exits 0.
 
 Then ``DIR/report/report.md`` (the verdict table, one section per claim, wall times, machine, settings),
-``DIR/report/verdicts.json`` (the schema of the Q1-Q4 report's, ``experiments.report.verdicts_json``) and the PNG
+``DIR/report/verdicts.json`` (the schema of the Q1-Q4 report's, ``experiments.core.report.verdicts_json``) and the PNG
 figures; with W&B on, the figures and heatmaps are logged as W&B images.
 
-**Verdicts** use the one rule of ``experiments.verdicts`` (primary cell of per-replicate values, SESOI, three
+**Verdicts** use the one rule of ``experiments.core.verdicts`` (primary cell of per-replicate values, SESOI, three
 outcomes; C1 a stricter form of it) and Holm's correction across C1-C4:
 
 - **C1** primary ``slope_difference``: per replicate (an independent timing process), the slope of log(step
@@ -68,15 +68,15 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Callable, Optional
 
-from experiments import corpus_check
-from experiments import verdicts as V
+from experiments.core import corpus_check
+from experiments.core import verdicts as V
 from experiments.lecture_c3 import (C3_CLAIM, C3_PRIMARY, C3_RULE, C3_SESOI, MIN_TASK_ACCURACY,  # noqa: F401
                                     C3Settings, c3_heatmaps, c3_section, c3_specs, c3_verdict, plot_alignment,
                                     run_c3, score_task_run)
 from experiments.parallel import ParallelSettings
 from experiments.parallel_verdict import CLAIM as C1_CLAIM, PARAMETER_TOLERANCE, RULE_SETTINGS as C1_RULE_SETTINGS
 from experiments.parallel_verdict import SESOI as C1_SESOI, c1_section, c1_verdict, load_warning  # noqa: F401
-from experiments.stats import finite
+from experiments.core.stats import finite
 from modules.errors import ConfigError, GvtError
 from modules.files import atomic_write_text
 
@@ -400,7 +400,7 @@ def run_lecture(preset: str = "lecture", out: str | Path = "runs/lecture", *, se
     atomic_write_text(out / "lecture.json", json.dumps(state, indent=1) + "\n")
     report = figures_dir / "report.md"
     write_report(report, settings, state, results, vs, figures, prereg, out)
-    from experiments.report import verdicts_json
+    from experiments.core.report import verdicts_json
 
     vj = figures_dir / "verdicts.json"
     atomic_write_text(vj, json.dumps(verdicts_json(vs, prereg, V.VerdictSettings(alpha=alpha, min_seeds=min_seeds),
@@ -470,14 +470,14 @@ def _wall(state: dict, part: str) -> str:
 
 def write_report(path: Path, settings: LectureSettings, state: dict, results: dict, vs: list[V.Verdict],
                  figures: dict[str, Path], prereg: dict, out: Path) -> None:
-    from experiments.report import cells_table, verdict_table_text
+    from experiments.core.report import cells_table, verdict_table_text
 
     folder = path.parent
     last = state.get("last_invocation", {})
     m0, m1 = last.get("machine_before", {}), last.get("machine_after", {})
     L = ["# The lecture's road to the Transformer: claims C1-C4", "",
          f"Preset `{settings.name}`, run folder `{out}`. Each claim is decided by the rule of the Q1-Q4 report "
-         f"(`experiments.verdicts`): one primary cell of per-seed (C1: per-round) values, a SESOI, three outcomes, "
+         f"(`experiments.core.verdicts`): one primary cell of per-seed (C1: per-round) values, a SESOI, three outcomes, "
          f"a gate where a precondition fails, and Holm's correction across C1-C4 at family-wise "
          f"{1 - settings.alpha:.0%}. Pre-registration hash {prereg['hash']} (the preset, SESOIs and gates).", "",
          "```", verdict_table_text(vs, prereg["hash"], settings.alpha), "```", "",
@@ -596,7 +596,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     except GvtError as err:  # bad settings are one line; anything else is a bug and keeps its traceback
         print(f"gvt lecture: error: {err}", file=sys.stderr)
         return 2
-    from experiments.report import verdict_table_text
+    from experiments.core.report import verdict_table_text
 
     print(verdict_table_text(result.verdicts, result.prereg["hash"], result.prereg["settings"]["preset"]["alpha"]))
     print(f"report: {result.report}")

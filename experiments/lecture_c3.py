@@ -37,8 +37,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional
 
-from experiments import verdicts as V
-from experiments.stats import finite, t_interval
+from experiments.core import verdicts as V
+from experiments.core.stats import finite, t_interval
 from modules.data.tasks import CONTENT_TASKS, POSITIONAL_TASKS, TASKS
 from modules.errors import ConfigError
 from modules.files import atomic_write_text
@@ -117,7 +117,7 @@ class C3Settings:
 def c3_specs(c3: C3Settings, tracking: dict) -> list[dict]:
     """One run spec per (task, family, seed), plus one per family on the translation data (seed 0)."""
     from experiments.batch_size_sweep import model_args
-    from experiments.runner import make_spec
+    from experiments.core.runner import make_spec
 
     specs = []
     for task in c3.tasks:
@@ -141,7 +141,7 @@ def c3_specs(c3: C3Settings, tracking: dict) -> list[dict]:
 
 def _load_run(run_dir: Path, spec: dict):
     """(trained model, its data module) of a finished run (its final checkpoint)."""
-    from experiments.datamodules import build_datamodule
+    from experiments.core.datamodules import build_datamodule
     from modules.checkpoints import load_model
 
     model = load_model(str(run_dir / "runs" / spec["key"] / "final.ckpt"))
@@ -174,8 +174,8 @@ def score_task_run(run_dir: Path, spec: dict, max_examples: Optional[int] = None
 
 def run_c3(settings, folder: Path, workers: int, wandb_mode: str, echo) -> dict:
     """Train and score C3's runs (``settings``: the lecture's, with ``settings.c3``) into ``folder``."""
-    from experiments.execute import execute
-    from experiments.results import ResultsTable
+    from experiments.core.execute import execute
+    from experiments.core.results import ResultsTable
 
     c3 = settings.c3
     specs = c3_specs(c3, {"wandb_mode": wandb_mode, "group": f"lecture-{folder.parent.name}",
@@ -307,7 +307,7 @@ def no_attention_message(c3: C3Settings) -> str:
     import torch
 
     from experiments.attention import attention_maps
-    from experiments.families import get_family
+    from experiments.core.families import get_family
 
     args = {k: v for k, v in c3.models.get("rnn", {}).items() if k != "evaluation"}
     model = get_family("rnn").load_class()(vocab_size=10, **args)

@@ -39,10 +39,10 @@ import os
 from pathlib import Path
 from typing import Optional
 
-from experiments import verdicts as V
+from experiments.core import verdicts as V
 from experiments.parallel import (FAMILIES, lengths_of, replicate_seconds, slopes_per_replicate, target_tokens,
                                   thread_counts, thread_scaling)
-from experiments.stats import finite, t_interval, t_p_value
+from experiments.core.stats import finite, t_interval, t_p_value
 
 CLAIM = "An RNN is sequential (step t needs step t-1), so it is hard to parallelise; a Transformer is not."
 

@@ -19,7 +19,7 @@ NLL_test.
 
 Two curves are compared where they can be: quality at matched diversity and diversity at matched quality
 (``matched_gap``), each curve interpolated between neighbouring temperatures and reduced to its lower envelope.
-The default temperatures (``experiments.presets.DEFAULT_TEMPERATURES``, 0.3 to 2.5) are wide so that they overlap.
+The default temperatures (``experiments.core.presets.DEFAULT_TEMPERATURES``, 0.3 to 2.5) are wide so that they overlap.
 """
 
 from __future__ import annotations
@@ -33,7 +33,7 @@ from typing import Optional, Sequence
 
 import torch
 
-from experiments.presets import DEFAULT_TEMPERATURES  # one grid for the presets and `gvt temperature`
+from experiments.core.presets import DEFAULT_TEMPERATURES  # one grid for the presets and `gvt temperature`
 from modules.errors import ConfigError
 from modules.files import atomic_write_text
 from modules.metrics import SequenceNLL

@@ -32,7 +32,7 @@ than training from scratch. Tested here on the corpora in ``$GVT_DATA_DIR`` (``.
    at its random initialisation). Same seed (so the same head initialisation and batch order), same budget
    (``finetune_updates(n)``: ``epochs`` passes over the subset, clamped to [``min_updates``, ``max_updates``]),
    same early stopping on MR's validation split (the best validation weights are tested; never stopped before the
-   last layer group is unfrozen), same optimiser (``experiments.presets.GENERATOR_OPTIMIZER``) under
+   last layer group is unfrozen), same optimiser (``experiments.core.presets.GENERATOR_OPTIMIZER``) under
    ``finetune.schedule`` (ULMFiT's slanted triangular rates, ``cut_frac`` 0.1, ``ratio`` 32, over the planned
    updates), each arm at its pilot's peak rate. The arms in ``ulmfit.arms`` (those with a language model) are
    fine-tuned by ULMFiT's recipe (``modules.ulmfit``): discriminative rates (layer group l of G gets
@@ -58,7 +58,7 @@ labels scratch needs to match the pretrained classifier at ``primary_size``.
 Presets: ``lecture`` (2 CPU cores), ``gpu`` (larger bodies and pretraining, ``accelerator="auto"``; not yet
 measured) and ``smoke`` (tests).
 
-Runs are resumable: a row in ``OUT/results.jsonl`` (``experiments.results.ResultsTable``, atomic, locked) is not
+Runs are resumable: a row in ``OUT/results.jsonl`` (``experiments.core.results.ResultsTable``, atomic, locked) is not
 redone; the language model's body weights are written (atomically) before its row.
 """
 
@@ -77,13 +77,13 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Callable, Optional, Sequence, Union
 
-from experiments.execute import run_tasks
-from experiments.presets import GENERATOR_OPTIMIZER
-from experiments.results import ResultsTable
-from experiments.runner import config_hash
-from experiments.stats import t_interval
+from experiments.core.execute import run_tasks
+from experiments.core.presets import GENERATOR_OPTIMIZER
+from experiments.core.results import ResultsTable
+from experiments.core.runner import config_hash
+from experiments.core.stats import t_interval
 from experiments.transfer_pilot import choose_rates
-from experiments.verdicts import Cell, Verdict, VerdictSettings, _not_run, _standard
+from experiments.core.verdicts import Cell, Verdict, VerdictSettings, _not_run, _standard
 from modules.data.base import SequenceDataModule
 from modules.callbacks import KeepBestOnValidation
 from modules.errors import ConfigError, GvtError
@@ -329,7 +329,7 @@ def preregistration_of(settings: TransferSettings, lr_choices: Optional[dict] = 
 
 
 def corpora(settings: TransferSettings) -> dict[str, dict]:
-    """The lecture's corpus contract (``experiments.corpus_check``): C4's verdict needs both the general corpus
+    """The lecture's corpus contract (``experiments.core.corpus_check``): C4's verdict needs both the general corpus
     and MR, so neither is optional."""
     return {"general": {"files": list(settings.data["general"]), "needed": True},
             "MR": {"files": list(settings.data["mr"].values()), "needed": True}}
@@ -550,7 +550,7 @@ def _loggers(name: str, out: Path, job_type: str, tags: list[str], wandb_mode: s
 
 def _finish(loggers, row: dict) -> None:
     """The row's scalars into the W&B run's summary (``result/...``), then close it so the next fit is a new run."""
-    from experiments.results import flat_scalars
+    from experiments.core.results import flat_scalars
 
     for logger in loggers:
         if type(logger).__name__ != "WandbLogger":
@@ -575,7 +575,7 @@ def run_lm(spec: dict, out: str, wandb_mode: str) -> list[dict]:
     import pytorch_lightning as pl
     import torch
 
-    from experiments.runner import _quiet_lightning
+    from experiments.core.runner import _quiet_lightning
     from modules.data.vocab import Vocab
     from modules.models.classifier import LanguageModel
 
@@ -651,7 +651,7 @@ def run_classifiers(specs: list[dict], out: str, wandb_mode: str) -> list[dict]:
     import pytorch_lightning as pl
     import torch
 
-    from experiments.runner import _quiet_lightning
+    from experiments.core.runner import _quiet_lightning
     from modules.data.vocab import Vocab
     from modules.models.classifier import SentenceClassifier
     from modules.ulmfit import fully_unfrozen_at
@@ -958,7 +958,7 @@ def baseline_gate(rows: list[dict], body: str, largest: str, alpha: float) -> tu
 
 
 def verdict(rows: list[dict], *, alpha: float = 0.05, min_seeds: int = 3) -> Verdict:
-    """Verdict C4 (module docstring) from the ablation's rows, by ``experiments.verdicts``' one rule."""
+    """Verdict C4 (module docstring) from the ablation's rows, by ``experiments.core.verdicts``' one rule."""
     settings = VerdictSettings(alpha=alpha, min_seeds=min_seeds)
     clf = _classifier_rows(rows)
     body = clf[0].get("primary_body", "lstm") if clf else "lstm"

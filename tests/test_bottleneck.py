@@ -113,7 +113,7 @@ def test_plan_trains_every_family_on_mixed_lengths_at_its_own_rate():
 
 
 def test_lecture_nets_have_matched_parameter_counts():
-    from experiments.families import get_family
+    from experiments.core.families import get_family
 
     settings = B.lecture()
     counts = {}
@@ -185,7 +185,7 @@ def test_a_run_stops_early_on_a_validation_plateau_and_keeps_the_best_check(tmp_
 
 
 def test_each_length_bucket_is_tested_on_sources_of_that_length_unseen_in_training():
-    from experiments.datamodules import build_datamodule
+    from experiments.core.datamodules import build_datamodule
 
     spec = smoke_spec()
     dm = build_datamodule(spec["data"], 8, 0)

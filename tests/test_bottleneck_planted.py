@@ -6,7 +6,7 @@ import pytest
 
 from experiments.bottleneck import C2_SESOI, CONTROL_MAX_DROP, LEARNED_ACCURACY, verdict
 from experiments.bottleneck_pilot import PILOT_KIND
-from experiments.verdicts import INCONCLUSIVE, NOT_RUN, NOT_SUPPORTED, SUPPORTED
+from experiments.core.verdicts import INCONCLUSIVE, NOT_RUN, NOT_SUPPORTED, SUPPORTED
 
 SHORT, MIDDLE, LONG = 4, 16, 32
 NOISE = (0.0, 0.012, -0.009, 0.02, -0.015)  # per-seed jitter of rnn's long length, so no interval has zero width

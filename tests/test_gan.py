@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 
 from modules.data import OracleDataModule
-from experiments.families import merge_args
+from experiments.core.families import merge_args
 from modules.models import TextGAN
 from modules.models.configs import nest_flat_args
 from modules.models.gan_estimators import (

@@ -9,15 +9,15 @@ import pytest
 import pytorch_lightning as pl
 import torch
 
-from experiments import report as R
-from experiments import verdicts as V
+from experiments.core import report as R
+from experiments.core import verdicts as V
 from experiments.batch_size_sweep import sweep_specs
-from experiments.families import get_family
-from experiments.presets import PRESETS, get_preset
-from experiments.results import ResultsTable
-from experiments.runner import _finish_wandb, run_one
+from experiments.core.families import get_family
+from experiments.core.presets import PRESETS, get_preset
+from experiments.core.results import ResultsTable
+from experiments.core.runner import _finish_wandb, run_one
 from modules.data import OracleDataModule
-from experiments.families import merge_args
+from experiments.core.families import merge_args
 from modules.models import TextGAN, TransformerSeq2Seq
 from modules.models.configs import nest_flat_args
 from checkpointing import SaveAtEpochEnd

@@ -6,7 +6,7 @@ import pytest
 
 from experiments import learning_curve as LC
 from experiments.cli import main as cli_main
-from experiments.presets import get_preset
+from experiments.core.presets import get_preset
 from modules.errors import ConfigError
 
 

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from experiments import lecture
-from experiments import verdicts as V
+from experiments.core import verdicts as V
 
 ROOT = Path(__file__).resolve().parents[1]
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"

@@ -8,8 +8,10 @@ import sys
 
 import pytest
 
-from experiments import corpus_check, lecture
-from experiments import verdicts as V
+from experiments.core import corpus_check
+
+from experiments import lecture
+from experiments.core import verdicts as V
 
 
 @pytest.fixture()

@@ -7,7 +7,7 @@ import random
 
 import pytest
 
-from experiments import verdicts as V
+from experiments.core import verdicts as V
 from experiments.lecture import C3_SESOI, MIN_TASK_ACCURACY, c1_verdict, c3_verdict
 from experiments.lecture_c3 import baseline_of
 from tests.test_parallel_verdict import timings

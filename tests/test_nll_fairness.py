@@ -17,7 +17,7 @@ from modules.data import OracleDataModule
 from modules.data.batch import Example, collate
 from modules.data.text_datamodule import TextDataModule
 from modules.data.vocab import BOS_ID, EOS_ID, NULL_ID, PAD_ID, UNK_ID, Vocab
-from experiments.families import merge_args
+from experiments.core.families import merge_args
 from modules.models import TextGAN, TransformerSeq2Seq
 from modules.models.configs import EvaluationConfig, nest_flat_args
 from modules.models.base import GeneratorModule, mle_loss

@@ -7,10 +7,10 @@ import random
 
 import pytest
 
-from experiments import verdicts as V
+from experiments.core import verdicts as V
 from experiments.parallel_verdict import (MIN_LENGTHS, PRIMARY, SESOI, WITHOUT_LONGEST, C1Verdict, c1_verdict,
                                           thread_scaling_line)
-from experiments.stats import t_p_value
+from experiments.core.stats import t_p_value
 
 LENGTHS = (16, 32, 64, 128, 256)
 

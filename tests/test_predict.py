@@ -10,7 +10,7 @@ import pytorch_lightning as pl
 import torch
 
 from modules.data import OracleDataModule
-from experiments.families import merge_args
+from experiments.core.families import merge_args
 from modules.models import TextGAN, TransformerSeq2Seq
 from modules.models.configs import nest_flat_args
 from modules.models.base import PredictionSettings

@@ -13,13 +13,13 @@ from torch import nn
 import modules.models.gan_estimators as estimators
 from experiments.batch_size_sweep import pretrained_batch_sizes, sweep_specs
 from experiments.conditioning import ablation_specs
-from experiments.families import get_arg, get_family, z_dim_path
+from experiments.core.families import get_arg, get_family, z_dim_path
 from experiments.game import RunMeasurements, evenly_spaced_updates, roughness
 from experiments.noise_scale import loss_terms
-from experiments.presets import get_preset
+from experiments.core.presets import get_preset
 from experiments.probes import distinct_greedy_across_z
-from experiments.results import ResultsTable
-from experiments.runner import build_datamodule, load_init_from, run_one
+from experiments.core.results import ResultsTable
+from experiments.core.runner import build_datamodule, load_init_from, run_one
 from modules.data import OracleDataModule
 from modules.data.batch import collate
 from modules.models import TextGAN, TransformerSeq2Seq

@@ -15,7 +15,7 @@ import torch
 
 from experiments import transfer as T
 from experiments import transfer_baselines as B
-from experiments.runner import _quiet_lightning
+from experiments.core.runner import _quiet_lightning
 from modules.data.batch import Example, collate
 from modules.data.vocab import NULL_ID, UNK_ID, Vocab
 from modules.callbacks import KeepBestOnValidation

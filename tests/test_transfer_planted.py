@@ -6,7 +6,7 @@ import math
 import pytest
 
 from experiments.transfer import SESOI, labels_to_match, verdict
-from experiments.verdicts import INCONCLUSIVE, NOT_SUPPORTED, SUPPORTED
+from experiments.core.verdicts import INCONCLUSIVE, NOT_SUPPORTED, SUPPORTED
 
 SIZES = {"50": 50, "100": 100, "500": 500, "all": 7464}
 # small, fixed per-seed wobbles (no randomness in a test): the intervals are never of zero width

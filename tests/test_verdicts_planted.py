@@ -11,8 +11,8 @@ import random
 
 import pytest
 
-from experiments import verdicts as V
-from experiments.stats import t_interval
+from experiments.core import verdicts as V
+from experiments.core.stats import t_interval
 
 SESOI = V.DEFAULT_SESOI
 H_ORACLE, H_MODEL, UNIGRAM_J, BIGRAM_J = 3.3, 4.0, 3.5, 3.3
@@ -116,7 +116,7 @@ def row(family, seed, j_final, *, bs=REF_BS, j_init=4.0, kind="sweep", adversari
 
 
 def test_planted_rows_have_the_planted_j():
-    from experiments.baselines import j_score, learning
+    from experiments.core.baselines import j_score, learning
 
     r = row("transformer", 0, 3.1, nll_oracle=5.0)
     assert j_score(r) == pytest.approx(3.1, abs=0.01) and learning(r) == pytest.approx(0.9, abs=0.01)

@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Optional
 from urllib.parse import urlparse
 
-from experiments.results import _clean, _json_default, flat_scalars
+from experiments.core.results import _clean, _json_default, flat_scalars
 
 ROW_ARTIFACT = "gvt-row"
 DEFAULT_BASE_URL = "https://api.wandb.ai"

@@ -1,7 +1,7 @@
 """``gvt report RUN_DIR``: plots (PNG) and a Markdown report with the verdict table for Q1-Q4.
 
 Reads the run folder's results table (and each run's ``curves.csv``), never re-trains anything, and can be run
-on a partial sweep. The verdicts come from ``experiments.verdicts``; the figures behind each are in the report.
+on a partial sweep. The verdicts come from ``experiments.core.verdicts``; the figures behind each are in the report.
 The report's figures and tables are also logged to W&B (offline by default) in the sweep's group.
 """
 
@@ -15,15 +15,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
 
-from experiments import verdicts as V
-from experiments.baselines import attach_references, j_score, learning, references_of
-from experiments.families import ESTIMATOR, FAMILIES, LOSS, get_arg, merge_args
-from experiments.plots import (plot_dose_response, plot_handover_curves, plot_losses, plot_metrics_vs_batch, plot_mi, plot_noise,
+from experiments.core import verdicts as V
+from experiments.core.baselines import attach_references, j_score, learning, references_of
+from experiments.core.families import ESTIMATOR, FAMILIES, LOSS, get_arg, merge_args
+from experiments.core.plots import (plot_dose_response, plot_handover_curves, plot_losses, plot_metrics_vs_batch, plot_mi, plot_noise,
                                plot_quality_diversity, variant_label)
-from experiments.presets import DEFAULT_TEMPERATURES
-from experiments.results import ResultsTable, atomic_write_text, flat_scalars, read_plan
-from experiments.runner import COLLAPSE_DISTINCT2_RATIO, COLLAPSE_UNIQUE, DIVERGENCE_NATS
-from experiments.stats import Interval, finite, t_interval
+from experiments.core.presets import DEFAULT_TEMPERATURES
+from experiments.core.results import ResultsTable, atomic_write_text, flat_scalars, read_plan
+from experiments.core.runner import COLLAPSE_DISTINCT2_RATIO, COLLAPSE_UNIQUE, DIVERGENCE_NATS
+from experiments.core.stats import Interval, finite, t_interval
 from experiments.temperature import costs, dominated_fraction, read_curve
 from modules.errors import MissingInputError
 
@@ -426,7 +426,7 @@ def write_markdown(path: Path, run_dir: Path, rows, plan, vs: list[V.Verdict], f
               "budgets, learning rates and their scaling, temperatures, data - and grids - families, batch sizes, "
               "seeds - and of the verdict settings: SESOIs, alpha, primary cells; `verdicts.json` lists them). "
               "A verdict run is judged by the settings this hash was committed with.", ""]
-    from experiments.pilot import report_section
+    from experiments.core.pilot import report_section
 
     L += report_section(plan)
     sesois = ", ".join(f"{q} {m:g} ({V.SESOI_UNITS.get(q, '')})" for q, m in settings.sesoi.items())

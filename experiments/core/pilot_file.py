@@ -1,6 +1,6 @@
 """The learning-rate pilot's committed file (configs/pilot/<preset>.json): read, checked and applied to a preset.
 
-The pilot itself (its runs and the choice) is ``experiments.pilot``; this half is what every preset reads, so it
+The pilot itself (its runs and the choice) is ``experiments.core.pilot``; this half is what every preset reads, so it
 depends on nothing else of the experiments.
 """
 
@@ -14,7 +14,7 @@ from typing import Optional, Sequence
 from modules.errors import ConfigError
 
 DEFAULT_SEEDS = (1000, 1001)  # far from every preset's verdict seeds (0, 1, 2, ...)
-PILOT_DIR = Path(__file__).resolve().parent.parent / "configs" / "pilot"
+PILOT_DIR = Path(__file__).resolve().parents[2] / "configs" / "pilot"  # experiments/core/ -> the project root
 FORMAT_VERSION = 1
 
 

@@ -43,10 +43,10 @@ import math
 from pathlib import Path
 from typing import Optional, Sequence
 
-from experiments.datamodules import build_datamodule
-from experiments.families import get_arg
-from experiments.results import atomic_write_text
-from experiments.stats import Interval, finite, t_interval
+from experiments.core.datamodules import build_datamodule
+from experiments.core.families import get_arg
+from experiments.core.results import atomic_write_text
+from experiments.core.stats import Interval, finite, t_interval
 from modules.errors import ConfigError
 from modules.nets.categorical import sample_from_probs
 

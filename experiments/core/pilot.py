@@ -15,14 +15,14 @@ reason that has nothing to do with its objective. So, once per preset and before
 3. Every pilot run is evaluated on the validation split (its spec's ``eval_split: "val"``; Lightning names
    ``val/...``), never on the test split the verdicts read.
 4. Per (family, batch size) the multiplier with the lowest mean validation J over the pilot seeds is chosen
-   (J = (NLL_val - H(oracle)) + (NLL_oracle - H(model)) per token, ``experiments.baselines``; a diverged run
+   (J = (NLL_val - H(oracle)) + (NLL_oracle - H(model)) per token, ``experiments.core.baselines``; a diverged run
    counts as J = inf; ties go to the multiplier nearest 1). **The grid finds interior optima**: a cell whose best
    multiplier is the smallest or largest it tried is run again at half the smallest or twice the largest
    (x0.25, x0.125, ...; x4, x8, ...), until its best is interior or ``EXTENSION_CAP`` (x1/16 .. x16) is reached;
    the file lists the cells still at an end (``extension.still_at_an_end``) and so does the report. The choices and their evidence (mean J per
    multiplier, per-seed J, the seeds, the pilot's run folder) are written to ``configs/pilot/<preset>.json``.
 
-Commit that file with the preset. From then on ``experiments.presets.get_preset`` reads it (``apply_pilot``) into
+Commit that file with the preset. From then on ``experiments.core.presets.get_preset`` reads it (``apply_pilot``) into
 ``SweepSettings.lr_pilot``: each chosen multiplier enters its runs' specs (``lr_multiplier``; so their keys change
 with the choice), the report prints the choices, and the file's sha256 is part of the pre-registration hash.
 (family, batch size) cells the file does not name keep the rule's rates and their old keys; the conditioning
@@ -40,12 +40,12 @@ import time
 from pathlib import Path
 from typing import Optional, Sequence
 
-from experiments.baselines import ENTROPY_SAMPLES, j_score
+from experiments.core.baselines import ENTROPY_SAMPLES, j_score
 from experiments.batch_size_sweep import pretrained_batch_sizes, sweep_specs
-from experiments.datamodules import build_datamodule
-from experiments.execute import execute
-from experiments.families import get_family
-from experiments.pilot_file import (  # noqa: F401  (the committed file's half, importable from here too)
+from experiments.core.datamodules import build_datamodule
+from experiments.core.execute import execute
+from experiments.core.families import get_family
+from experiments.core.pilot_file import (  # noqa: F401  (the committed file's half, importable from here too)
     DEFAULT_SEEDS,
     FORMAT_VERSION,
     PILOT_DIR,
@@ -56,9 +56,9 @@ from experiments.pilot_file import (  # noqa: F401  (the committed file's half, 
     read_pilot,
     verdict_seeds,
 )
-from experiments.presets import PRESETS, get_preset
-from experiments.results import ResultsTable
-from experiments.runner import run_key
+from experiments.core.presets import PRESETS, get_preset
+from experiments.core.results import ResultsTable
+from experiments.core.runner import run_key
 from modules.errors import ConfigError, GvtError
 from modules.files import atomic_write_text
 

@@ -17,7 +17,7 @@ against the SESOI otherwise); the k-th of m is decided on intervals at level 1 -
 first one that stays inconclusive stops the procedure (the rest are inconclusive, saying so). Every interval of
 a question is printed at the level its verdict used.
 
-**Learning** is the drop in J = KL(p || q) + KL(q || p) per token (``experiments.baselines``), which a model
+**Learning** is the drop in J = KL(p || q) + KL(q || p) per token (``experiments.core.baselines``), which a model
 cannot improve by sharpening alone; rows need ``model_entropy_per_token`` and the oracle's entropy for it.
 
 The questions (cells named as in ``verdicts.json``):
@@ -54,9 +54,9 @@ import random
 from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Callable, Optional
 
-from experiments.baselines import j_score, learning, missing_j_reason, usable
-from experiments.families import get_arg
-from experiments.stats import Interval, finite, log_t_interval, seeds_needed, t_interval, t_p_value
+from experiments.core.baselines import j_score, learning, missing_j_reason, usable
+from experiments.core.families import get_arg
+from experiments.core.stats import Interval, finite, log_t_interval, seeds_needed, t_interval, t_p_value
 from experiments.temperature import axis_range, costs, dominated_fraction, matched_gap
 from modules.errors import ConfigError
 
@@ -230,7 +230,7 @@ class Verdict:
     def power(self) -> Optional[dict]:
         """Did the run have the seeds issue 10 sizes for? The primary cell's interval half-width (at the level the
         verdict was decided at) against the target, half the SESOI, and the seeds its observed spread would need
-        (``experiments.stats.seeds_needed``); None when there is no primary cell with a spread or no SESOI."""
+        (``experiments.core.stats.seeds_needed``); None when there is no primary cell with a spread or no SESOI."""
         cell = self.primary_cell
         if cell is None or cell.status == NOT_RUN or self.margin is None or not self.margin > 0:
             return None
@@ -922,7 +922,7 @@ def preregistration(plan: Optional[dict], settings: VerdictSettings) -> dict:
     experiments = {name: {"preset": exp.get("preset"), "settings": exp.get("settings"),
                           "grid": canonical_grid(exp.get("grid"))}
                    for name, exp in ((plan or {}).get("experiments") or {}).items()}
-    # the committed learning-rate pilot's file hash (experiments.pilot), also inside the settings: named here
+    # the committed learning-rate pilot's file hash (experiments.core.pilot), also inside the settings: named here
     pilots = {name: ((exp.get("settings") or {}).get("lr_pilot") or {}).get("sha256")
               for name, exp in experiments.items()}
     defined = {"experiments": experiments, "verdicts": settings.to_dict()}

@@ -13,7 +13,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Optional
 
-from experiments.results import read_plan, write_plan
+from experiments.core.results import read_plan, write_plan
 
 GRID_FIELDS = {"families", "batch_sizes", "seeds", "conditions", "strengths", "z_dims"}
 # Settings that do not change any number a run produces may differ between invocations.

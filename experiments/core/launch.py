@@ -9,7 +9,7 @@ thing for a key::
      "history": [{"part": H, "plan_hash": H_after, "runs": n, "command": "sweep batch-size --preset ...",
                   "time": "..."}, ...]}      # each planning invocation that added runs
 
-A key ends in its spec's config hash (``experiments.runner.run_key``), so a key names one exact computation:
+A key ends in its spec's config hash (``experiments.core.runner.run_key``), so a key names one exact computation:
 a spec edited by hand no longer matches its key and the plan is refused. The plan hash of a set of runs is
 the hash of their keys. Planning again into a folder adds runs (the grid may grow) and never changes a planned
 one; every hash the plan has had, and the hash of every set of runs added to it (a *part*: what one
@@ -37,8 +37,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator, Optional, Sequence
 
-from experiments.results import ResultsTable, atomic_write_text
-from experiments.runner import run_group, run_key, run_one
+from experiments.core.results import ResultsTable, atomic_write_text
+from experiments.core.runner import run_group, run_key, run_one
 from modules.errors import ConfigError, GvtError
 from modules.files import file_lock
 
@@ -237,8 +237,8 @@ def run_planned(run_dir: str | Path, key: str, *, expect_hash: Optional[str] = N
 
 def run_planned_group(run_dir: str | Path, keys: Sequence[str], *, expect_hash: Optional[str] = None,
                       wandb_mode: Optional[str] = None, threads: Optional[int] = None) -> list[RunResult]:
-    """The planned runs ``keys`` (one configuration, several seeds: ``experiments.runner.group_key``) trained as
-    one vectorised group (``experiments.runner.run_group``; a configuration that cannot be vectorised runs seed by
+    """The planned runs ``keys`` (one configuration, several seeds: ``experiments.core.runner.group_key``) trained as
+    one vectorised group (``experiments.core.runner.run_group``; a configuration that cannot be vectorised runs seed by
     seed there), with everything ``run_planned`` does per key: each key's lock, producer first, rows already there
     skipped, a crash recorded for every key of the group, each row added atomically. -> one result per key."""
     run_dir = Path(run_dir)

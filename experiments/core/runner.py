@@ -17,7 +17,7 @@ What a run does, in order:
    held-out loss curve and the game checkpoints are taken along the way (``experiments.game``, fixed batch and
    noise, the training RNG untouched).
 4. ``trainer.test`` again: the ``final`` metrics (NLL_oracle, NLL_test, BLEU, Self-BLEU, distinct-n, ...).
-   A spec with ``eval_split: "val"`` (the learning-rate pilot's runs, ``experiments.pilot``) is evaluated on the
+   A spec with ``eval_split: "val"`` (the learning-rate pilot's runs, ``experiments.core.pilot``) is evaluated on the
    validation split instead, in steps 2 and 4 (``trainer.validate``, Lightning names ``val/...``); its row says
    ``eval_split``, and its ``init``/``final`` NLL_test is then the NLL of the validation split.
 5. Optionally: the gradient noise scale, a temperature curve, the conditioning probes.
@@ -31,7 +31,7 @@ Mode collapse (``collapsed``): fewer than ``COLLAPSE_UNIQUE`` of the evaluation 
 distinct-2 is below ``COLLAPSE_DISTINCT2_RATIO`` times the distinct-2 of as many test references (the data's
 own diversity at the same sample count).
 
-Underpowered (``underpowered``): the run was planned with fewer than ``experiments.verdicts.MIN_VERDICT_UPDATES``
+Underpowered (``underpowered``): the run was planned with fewer than ``experiments.core.verdicts.MIN_VERDICT_UPDATES``
 generator updates; it is reported but kept out of every verdict.
 
 A row also records ``final_beta`` (the Gumbel beta of the last generator update; None without the Gumbel
@@ -59,12 +59,12 @@ from typing import Any, Optional
 
 import torch
 
-from experiments.datamodules import build_datamodule
-from experiments.families import generator_updates, get_arg, get_family, z_dim_path
-from experiments.results import ResultsTable
+from experiments.core.datamodules import build_datamodule
+from experiments.core.families import generator_updates, get_arg, get_family, z_dim_path
+from experiments.core.results import ResultsTable
 from experiments.temperature import temperature_curve, write_curve
-from experiments.verdicts import MIN_VERDICT_UPDATES
-from experiments.wandb_sweep import log_row
+from experiments.core.verdicts import MIN_VERDICT_UPDATES
+from experiments.core.wandb_sweep import log_row
 from modules.errors import ConfigError
 from modules.files import atomic_write_text
 from modules.known_warnings import known_warnings_filtered

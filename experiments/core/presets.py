@@ -2,12 +2,12 @@
 minutes; both in the learnable regime of issue 19: ``_learnable_oracle``), ``smoke`` (tests), ``paper`` (GPU), ``coco``.
 
 A preset fixes everything a sweep or an ablation needs; command-line options override single fields. The model
-arguments of each family are merged over the family's registry defaults (``experiments.families``), and the GAN
+arguments of each family are merged over the family's registry defaults (``experiments.core.families``), and the GAN
 families use the very encoder-decoder Transformer of the MLE family as their generator (plus z), so that a
 difference between families is a difference of objective, not of architecture.
 
 Learning rates are the rates at ``reference_batch_size``; ``lr_scaling`` rescales them for other batch sizes
-(``experiments.families.lr_factor``).
+(``experiments.core.families.lr_factor``).
 
 The generator of every family gets the same optimiser (``GENERATOR_OPTIMIZER``: class, betas, weight decay,
 gradient clipping; the GAN's discriminator keeps its own), so that a difference between families is not a
@@ -22,8 +22,8 @@ import copy
 from dataclasses import asdict, dataclass, field, replace
 from typing import Optional
 
-from experiments.families import merge_args
-from experiments.pilot_file import apply_pilot
+from experiments.core.families import merge_args
+from experiments.core.pilot_file import apply_pilot
 from modules.errors import ConfigError
 
 ORACLE = "modules.data.OracleDataModule"
@@ -145,11 +145,11 @@ class SweepSettings:
     # checkpoint_batch_sizes (None: the reference batch size only); None: not measured.
     checkpoints: Optional[dict] = None
     checkpoint_batch_sizes: Optional[list[int]] = None
-    # The committed learning-rate pilot (``experiments.pilot``; read from configs/pilot/<preset>.json by
+    # The committed learning-rate pilot (``experiments.core.pilot``; read from configs/pilot/<preset>.json by
     # ``get_preset``): {"file", "sha256", "multipliers": {family: {batch size: m}}, "choices": [...]}. A run whose
     # (family, batch size) has a multiplier gets its learning rates times m on top of ``lr_scaling``; None: none.
     lr_pilot: Optional[dict] = None
-    # How runs train (experiments.runner.engine_of): "vectorised" (the seeds of one configuration as one vectorised
+    # How runs train (experiments.core.runner.engine_of): "vectorised" (the seeds of one configuration as one vectorised
     # model wherever it allows, else Lightning's loop) or "lightning" (Lightning's fit loop, one run at a time)
     engine: str = "vectorised"
 
@@ -383,7 +383,7 @@ PRESETS = {"quick": _quick, "standard": _standard, "smoke": _smoke, "paper": _pa
 
 def get_preset(name: str, *, pilot: bool = True) -> Preset:
     """The preset ``name``; with ``pilot`` (default) its committed learning-rate pilot applied, when there is one
-    (``experiments.pilot_file.apply_pilot``: configs/pilot/<name>.json)."""
+    (``experiments.core.pilot_file.apply_pilot``: configs/pilot/<name>.json)."""
     if name not in PRESETS:
         raise ConfigError(f"unknown preset {name!r}; choose one of {', '.join(PRESETS)}")
     preset = copy.deepcopy(PRESETS[name]())

@@ -1,14 +1,14 @@
 """Runs a list of run specs into a run folder: resumable, one progress bar, optionally several worker processes.
 
 The specs are first added to the folder's plan (``plan.json``), and every run goes through
-``experiments.launch.run_planned``, the very path of ``gvt sweep run-one``: a run is the same wherever it runs.
+``experiments.core.launch.run_planned``, the very path of ``gvt sweep run-one``: a run is the same wherever it runs.
 
 Resuming is by key: a spec whose key is already in the results table is skipped, so running the same command
 again finishes what a killed invocation left and redoes nothing. A run that raises is logged to
 ``errors.jsonl`` (not to the table) and retried next time; the others go on.
 
 ``workers > 1`` trains that many runs at once in spawned processes. Each worker has its own slot
-(``experiments.launch.assign_workers``): on a machine with GPUs (and specs that use an accelerator) its own GPU,
+(``experiments.core.launch.assign_workers``): on a machine with GPUs (and specs that use an accelerator) its own GPU,
 round robin, ``workers_per_device`` workers sharing one; and ``cores // workers`` torch threads for specs that
 leave ``threads`` open (the CPU presets fix one thread per run: a tiny model at a small batch size is bound by
 Python overhead, not arithmetic, and one thread keeps the numbers identical however the runs are spread). Each
@@ -32,10 +32,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Optional
 
-from experiments.launch import (run_planned, run_planned_group, slot_threads, take_slot, worker_slots,
+from experiments.core.launch import (run_planned, run_planned_group, slot_threads, take_slot, worker_slots,
                                write_run_plan)
-from experiments.results import ResultsTable
-from experiments.runner import group_key
+from experiments.core.results import ResultsTable
+from experiments.core.runner import group_key
 
 
 @dataclass
@@ -89,7 +89,7 @@ def run_task(specs: list[dict], run_dir: str) -> list[tuple[str, bool, str]]:
 
 def tasks_of(specs: list[dict], vectorise: bool = True) -> list[list[dict]]:
     """The specs as tasks, in planning order: with ``vectorise``, the seeds of one configuration
-    (``experiments.runner.group_key``) form one task (a vectorised group), placed where its first seed was;
+    (``experiments.core.runner.group_key``) form one task (a vectorised group), placed where its first seed was;
     otherwise one spec per task."""
     if not vectorise:
         return [[s] for s in specs]  # (the same numbers: a vectorised run's do not depend on its group)
@@ -104,7 +104,7 @@ def tasks_of(specs: list[dict], vectorise: bool = True) -> list[list[dict]]:
 
 
 def producer_of(spec: dict) -> Optional[str]:
-    """The key of the run ``spec`` starts from (``init_from``), or None (``experiments.runner`` validates it)."""
+    """The key of the run ``spec`` starts from (``init_from``), or None (``experiments.core.runner`` validates it)."""
     init = spec.get("init_from")
     return init.get("key") if isinstance(init, dict) else None
 
@@ -159,7 +159,7 @@ def run_tasks(tasks, fn: Callable, settle: Callable, workers: int = 1) -> None:
 def execute(specs: list[dict], run_dir: str | Path, *, workers: int = 1, desc: str = "sweep",
             echo=print, workers_per_device: int = 1, vectorise: bool = True) -> Outcome:
     """Run ``specs`` into ``run_dir`` (module docstring). ``vectorise``: the seeds of one configuration train as
-    one vectorised group (``experiments.runner.run_group``), the default; False runs every spec on its own."""
+    one vectorised group (``experiments.core.runner.run_group``), the default; False runs every spec on its own."""
     from tqdm.auto import tqdm
 
     run_dir = Path(run_dir)

@@ -22,10 +22,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable, Optional
 
-from experiments.launch import merge_run_plans, read_run_plan
-from experiments.results import (ERRORS, TABLE, CSV_TABLE, ResultsTable, _clean, _json_default, _restore,
+from experiments.core.launch import merge_run_plans, read_run_plan
+from experiments.core.results import (ERRORS, TABLE, CSV_TABLE, ResultsTable, _clean, _json_default, _restore,
                                  atomic_write_text, read_plan, rows_to_csv, write_plan)
-from experiments.wandb_sweep import ROW_ARTIFACT
+from experiments.core.wandb_sweep import ROW_ARTIFACT
 from modules.errors import ConfigError, DataError, GvtError, MissingInputError
 
 # provenance: the plan hash, and how many seeds a vectorised run trained with (its numbers are the same either way)

@@ -1,4 +1,4 @@
-"""Every figure of the package: the report's plots (experiments/report.py) and the quality-diversity curves of
+"""Every figure of the package: the report's plots (experiments/core/report.py) and the quality-diversity curves of
 `gvt temperature`, each a PNG written to the path given (matplotlib's Agg backend, no display needed).
 
 matplotlib is imported inside ``_plt()``, when a figure is drawn: the report's tables, the verdicts and the worker
@@ -10,10 +10,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Optional
 
-from experiments import verdicts as V
-from experiments.baselines import learning, references_of
-from experiments.families import get_arg
-from experiments.stats import finite, t_interval
+from experiments.core import verdicts as V
+from experiments.core.baselines import learning, references_of
+from experiments.core.families import get_arg
+from experiments.core.stats import finite, t_interval
 from experiments.temperature import quality_diversity_axes
 
 COLORS = {"transformer": "#1f77b4", "gan-gumbel": "#d62728", "gan-reinforce": "#2ca02c",
