@@ -19,10 +19,10 @@ the ``gvt`` command).
                           [--plan-only | --launcher local|wandb | --emit-wandb-sweep FILE]
     gvt ablate bottleneck [--preset lecture|smoke] [--datasets reverse,oracle,multi30k] [--seeds ...] [--out RUN_DIR]
                           [--workers N] [--wandb-mode MODE]
-                          C2: rnn / rnn-attention / transformer against source length (experiments.bottleneck)
+                          C2: rnn / rnn-attention / transformer against source length (experiments.c2_bottleneck.bottleneck)
     gvt ablate transfer   [--preset lecture|smoke] [--seeds ...] [--bodies lstm,transformer] [--out RUN_DIR]
                           [--workers N] [--wandb-mode MODE]
-                          C4: ULMFiT against training from scratch (experiments.transfer)
+                          C4: ULMFiT against training from scratch (experiments.c4_transfer.transfer)
     gvt temperature       --checkpoint PATH [--data-config YAML] | --run-dir RUN_DIR [--families ...]
                           [--batch-sizes ...]   [--temperatures ...] [--num-samples N] [--out DIR]
     gvt report RUN_DIR    [--out DIR] [--wandb-mode MODE]
@@ -448,14 +448,14 @@ def main(command: str, argv: list[str]) -> int:
         from experiments.learning_curve import main as learning_curve_main
 
         return learning_curve_main(argv[1:])
-    if command == "ablate" and argv[:1] == ["bottleneck"]:  # C2, the context-vector bottleneck (experiments.bottleneck)
+    if command == "ablate" and argv[:1] == ["bottleneck"]:  # C2, the context-vector bottleneck (experiments.c2_bottleneck.bottleneck)
         os.environ.setdefault("WANDB_SILENT", "true")
-        from experiments.bottleneck import main as bottleneck_main
+        from experiments.c2_bottleneck.bottleneck import main as bottleneck_main
 
         return bottleneck_main(argv[1:])
-    if command == "ablate" and argv[:1] == ["transfer"]:  # C4, the transfer ablation (experiments.transfer)
+    if command == "ablate" and argv[:1] == ["transfer"]:  # C4, the transfer ablation (experiments.c4_transfer.transfer)
         os.environ.setdefault("WANDB_SILENT", "true")
-        from experiments.transfer import main as transfer_main
+        from experiments.c4_transfer.transfer import main as transfer_main
 
         return transfer_main(argv[1:])
     if command == "sweep":

@@ -5,21 +5,21 @@
 
 Parts (each resumable: a rerun does not redo what is finished in DIR):
 
-- **C1** (an RNN is sequential; a Transformer is not): ``experiments.parallel``'s training-step timing of the
+- **C1** (an RNN is sequential; a Transformer is not): ``experiments.c1_parallel.measure``'s training-step timing of the
   LSTM seq2seq and the Transformer at matched parameter counts against sequence length, for each torch thread
   count of the preset, each replicate an independent process (``measure_replicates``), on ``--c1-device`` (cpu by
   default; cuda is an error where CUDA is not available), alone on the machine (no other part runs meanwhile).
-  Written to ``DIR/c1/parallel.json``; rule, verdict and section in ``experiments.parallel_verdict``.
-- **C2** (the context vector is the bottleneck; attention removes it): ``experiments.bottleneck`` into ``DIR/c2``.
-- **C3** (attention shows alignments; an RNN gives none): ``experiments.lecture_c3`` (settings, runs, rule, report
+  Written to ``DIR/c1/parallel.json``; rule, verdict and section in ``experiments.c1_parallel.verdict``.
+- **C2** (the context vector is the bottleneck; attention removes it): ``experiments.c2_bottleneck.bottleneck`` into ``DIR/c2``.
+- **C3** (attention shows alignments; an RNN gives none): ``experiments.c3_attention.claim`` (settings, runs, rule, report
   section). ``rnn-attention`` (additive attention) and ``transformer`` trained on copy, reverse and sort of distinct
   words (``modules.data.TaskDataModule``) for every seed through the experiment runner (run folder ``DIR/c3``);
   each trained model is scored on the test split: greedy token accuracy and exact match, alignment accuracy against
   the true source position beside chance and the positional baseline, and the masking faithfulness test
-  (``experiments.attention``), cached beside the run as ``c3_scores.json``. Heatmaps: task examples of seed 0's
+  (``experiments.c3_attention.attention``), cached beside the run as ``c3_scores.json``. Heatmaps: task examples of seed 0's
   models and, where the preset names translation data (Multi30k de->en), held-out test pairs of a small model of
   each family trained briefly on it.
-- **C4** (transfer learning needs far fewer labelled examples): ``experiments.transfer`` into ``DIR/c4``.
+- **C4** (transfer learning needs far fewer labelled examples): ``experiments.c4_transfer.transfer`` into ``DIR/c4``.
 
 C2 and C4 come from their own modules through one contract (``PRESETS``, ``run``, ``verdict``,
 ``report_section``, optionally ``corpora``); where a module is not there, its section says so and its verdict is
@@ -42,7 +42,7 @@ outcomes; C1 a stricter form of it) and Holm's correction across C1-C4:
   the preset measures, the most parallel hardware the machine offers). SESOI ``C1_SESOI``. Supported needs the
   interval's lower bound at or above the SESOI and the estimate without the longest length at or above it too;
   not supported the upper bound below the SESOI and the estimate without the longest length below it too; else
-  inconclusive with the reason named (e.g. "rests on the longest length"); ``experiments.parallel_verdict``.
+  inconclusive with the reason named (e.g. "rests on the longest length"); ``experiments.c1_parallel.verdict``.
   Gate: parameter counts matched within ``PARAMETER_TOLERANCE``. The reason names the device and threads
   ("CPU with 2 torch thread(s)"); on a CPU the confound is stated beside the verdict (no parallel hardware of the
   kind the claim is about) and the section gives each net's thread scaling, what a CPU can show.
@@ -70,19 +70,19 @@ from typing import Callable, Optional
 
 from experiments.core import corpus_check
 from experiments.core import verdicts as V
-from experiments.lecture_c3 import (C3_CLAIM, C3_PRIMARY, C3_RULE, C3_SESOI, MIN_TASK_ACCURACY,  # noqa: F401
+from experiments.c3_attention.claim import (C3_CLAIM, C3_PRIMARY, C3_RULE, C3_SESOI, MIN_TASK_ACCURACY,  # noqa: F401
                                     C3Settings, c3_heatmaps, c3_section, c3_specs, c3_verdict, plot_alignment,
                                     run_c3, score_task_run)
-from experiments.parallel import ParallelSettings
-from experiments.parallel_verdict import CLAIM as C1_CLAIM, PARAMETER_TOLERANCE, RULE_SETTINGS as C1_RULE_SETTINGS
-from experiments.parallel_verdict import SESOI as C1_SESOI, c1_section, c1_verdict, load_warning  # noqa: F401
+from experiments.c1_parallel.measure import ParallelSettings
+from experiments.c1_parallel.verdict import CLAIM as C1_CLAIM, PARAMETER_TOLERANCE, RULE_SETTINGS as C1_RULE_SETTINGS
+from experiments.c1_parallel.verdict import SESOI as C1_SESOI, c1_section, c1_verdict, load_warning  # noqa: F401
 from experiments.core.stats import finite
 from modules.errors import ConfigError, GvtError
 from modules.files import atomic_write_text
 
 PARTS = ("c1", "c2", "c3", "c4")
 
-C2_MODULE, C4_MODULE = "experiments.bottleneck", "experiments.transfer"
+C2_MODULE, C4_MODULE = "experiments.c2_bottleneck.bottleneck", "experiments.c4_transfer.transfer"
 CLAIMS = {
     "C1": C1_CLAIM,
     "C2": "In seq2seq the context vector is the bottleneck of the whole model; attention over all encoder states "
@@ -101,8 +101,8 @@ class LectureSettings:
     c1: ParallelSettings
     c3: C3Settings
     c1_primary_threads: Optional[int] = None  # None: the largest thread count measured (module docstring)
-    c2_preset: str = "lecture"  # the name in experiments.bottleneck.PRESETS
-    c4_preset: str = "lecture"  # the name in experiments.transfer.PRESETS
+    c2_preset: str = "lecture"  # the name in experiments.c2_bottleneck.bottleneck.PRESETS
+    c4_preset: str = "lecture"  # the name in experiments.c4_transfer.transfer.PRESETS
     workers: int = 2
     alpha: float = 0.05
     min_seeds: int = 3
@@ -193,7 +193,7 @@ def _settings_for(name: str) -> LectureSettings:
 def run_c1(settings: LectureSettings, folder: Path, echo) -> tuple[dict, bool]:
     """The C1 record (measured now, each replicate in its own process, or read from ``folder`` when an earlier
     invocation finished it) and whether it was resumed."""
-    from experiments.parallel import check_device, measure_replicates
+    from experiments.c1_parallel.measure import check_device, measure_replicates
 
     path = folder / "parallel.json"
     if path.is_file():
@@ -297,7 +297,7 @@ def parse_only(text: Optional[str]) -> list[str]:
 
 def preregistration(settings: LectureSettings, out: Optional[Path] = None) -> dict:
     """The settings that define the lecture's verdicts (preset, SESOIs, gates, alpha) and their hash; C4's own
-    (``experiments.transfer.preregistration``: settings, gates, learning-rate pilot and, with ``out``, the rates its
+    (``experiments.c4_transfer.transfer.preregistration``: settings, gates, learning-rate pilot and, with ``out``, the rates its
     pilot chose in ``out/c4``) where that module has one."""
     defined = {"preset": settings.to_dict(), "sesoi": {"C1": C1_SESOI, "C3": C3_SESOI},
                "gates": {"C1_parameter_tolerance": PARAMETER_TOLERANCE, "C3_min_task_accuracy": MIN_TASK_ACCURACY},
@@ -308,7 +308,7 @@ def preregistration(settings: LectureSettings, out: Optional[Path] = None) -> di
                       "primary_family": settings.c3.primary_family, "rule": C3_RULE}}
     c4 = import_part(C4_MODULE)
     if c4 is not None and hasattr(c4, "preregistration") and settings.c4_preset in c4.PRESETS:
-        from experiments.transfer_pilot import read_choices
+        from experiments.c4_transfer.pilot import read_choices
 
         choices = read_choices(Path(out) / "c4") if out is not None else None
         defined["c4"] = c4.preregistration(settings.c4_preset, choices)
@@ -326,7 +326,7 @@ def run_lecture(preset: str = "lecture", out: str | Path = "runs/lecture", *, se
                 echo=print) -> LectureResult:
     """Run the selected parts into ``out`` (resumably) and write the report (module docstring). ``c1_device``
     (cpu, cuda, cuda:N) overrides the preset's C1 device; it is part of the pre-registration."""
-    from experiments.parallel import machine
+    from experiments.c1_parallel.measure import machine
 
     start = time.perf_counter()
     settings = settings or _settings_for(preset)
@@ -414,7 +414,7 @@ def run_lecture(preset: str = "lecture", out: str | Path = "runs/lecture", *, se
 # ---- figures ----------------------------------------------------------------------------------------------------
 
 def write_figures(settings: LectureSettings, out: Path, results: dict, folder: Path) -> dict[str, Path]:
-    from experiments.parallel import plot
+    from experiments.c1_parallel.measure import plot
 
     figures: dict[str, Path] = {}
     if "c1" in results:
@@ -532,7 +532,7 @@ def write_report(path: Path, settings: LectureSettings, state: dict, results: di
           "machine.",
           "- `c3/results.jsonl`, `c3/runs/<key>/`: the training runs (curves, checkpoints); "
           "`c3/runs/<key>/c3_scores.json`: their task and alignment scores.",
-          "- `c2/`, `c4/`: the runs of experiments.bottleneck and experiments.transfer.",
+          "- `c2/`, `c4/`: the runs of experiments.c2_bottleneck.bottleneck and experiments.c4_transfer.transfer.",
           "- `report/verdicts.json`: the verdicts, machine-readable (the Q1-Q4 report's schema); "
           "`lecture.json`: wall times and machine per invocation.", ""]
     atomic_write_text(path, "\n".join(L))

@@ -1,4 +1,4 @@
-"""C2 (experiments/bottleneck.py): the plan at equal budgets, the runs and their measurements, resuming, the report
+"""C2 (experiments/c2_bottleneck/bottleneck.py): the plan at equal budgets, the runs and their measurements, resuming, the report
 section, the command; and the translation BLEU it reports (modules.metrics.bleu.corpus_bleu)."""
 
 import gzip
@@ -7,7 +7,7 @@ import random
 
 import pytest
 
-from experiments import bottleneck as B
+from experiments.c2_bottleneck import bottleneck as B
 from modules.errors import ConfigError
 from modules.metrics.bleu import corpus_bleu
 
@@ -81,7 +81,7 @@ def pilot_row(family, lr, seed, acc):
     ({1e-3: (0.05, 0.05), 1e-2: (float("nan"), None)}, 1e-3),  # a diverged run counts as 0, never chosen
 ])
 def test_the_pilot_keeps_the_rate_with_the_best_mean_validation_accuracy(grid, chosen):
-    from experiments.bottleneck_pilot import choose_rates
+    from experiments.c2_bottleneck.pilot import choose_rates
 
     rows = [pilot_row("rnn", lr, 100 + i, acc) for lr, accs in grid.items() for i, acc in enumerate(accs)]
     rows += [{**pilot_row("rnn", 1.0, 0, 1.0), "kind": "bottleneck"}]  # a verdict run is never a pilot run

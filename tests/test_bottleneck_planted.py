@@ -4,8 +4,8 @@ inconclusive, each for the stated reason."""
 
 import pytest
 
-from experiments.bottleneck import C2_SESOI, CONTROL_MAX_DROP, LEARNED_ACCURACY, verdict
-from experiments.bottleneck_pilot import PILOT_KIND
+from experiments.c2_bottleneck.bottleneck import C2_SESOI, CONTROL_MAX_DROP, LEARNED_ACCURACY, verdict
+from experiments.c2_bottleneck.pilot import PILOT_KIND
 from experiments.core.verdicts import INCONCLUSIVE, NOT_RUN, NOT_SUPPORTED, SUPPORTED
 
 SHORT, MIDDLE, LONG = 4, 16, 32

@@ -49,7 +49,7 @@ def test_the_smoke_lecture_without_corpora_reports_what_did_not_run_and_exits_0(
 
 
 def test_c4_declares_both_corpora_as_needed(empty_data):
-    from experiments import transfer
+    from experiments.c4_transfer import transfer
 
     why, notes = corpus_check.check(transfer.corpora(transfer.smoke()))
     assert why == f"not run: corpus general not found at {empty_data / 'coco' / 'train.txt'} (set GVT_DATA_DIR)"
@@ -57,7 +57,7 @@ def test_c4_declares_both_corpora_as_needed(empty_data):
 
 
 def test_c4_with_the_general_corpus_but_no_mr_names_mr(empty_data):
-    from experiments import transfer
+    from experiments.c4_transfer import transfer
 
     for rel in ("coco/train.txt", "multi30k/train.en.gz"):
         (empty_data / rel).parent.mkdir(parents=True, exist_ok=True)
@@ -67,7 +67,7 @@ def test_c4_with_the_general_corpus_but_no_mr_names_mr(empty_data):
 
 
 def test_c2_without_multi30k_runs_the_rest_and_names_the_missing_buckets(empty_data):
-    from experiments import bottleneck
+    from experiments.c2_bottleneck import bottleneck
 
     why, notes = corpus_check.check(bottleneck.corpora(bottleneck.lecture()))
     assert why is None  # the reverse task decides C2

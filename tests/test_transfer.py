@@ -13,8 +13,8 @@ import pytest
 import pytorch_lightning as pl
 import torch
 
-from experiments import transfer as T
-from experiments import transfer_baselines as B
+from experiments.c4_transfer import transfer as T
+from experiments.c4_transfer import baselines as B
 from experiments.core.runner import _quiet_lightning
 from modules.data.batch import Example, collate
 from modules.data.vocab import NULL_ID, UNK_ID, Vocab
@@ -475,7 +475,7 @@ def test_real_corpora_prepare_without_writing_there(shared_data, tmp_path):
 
 def test_the_lectures_preregistration_holds_c4s_pilot_and_its_choices(tmp_path):
     from experiments import lecture
-    from experiments.transfer import write_choices
+    from experiments.c4_transfer.transfer import write_choices
 
     settings = lecture.PRESETS["lecture-smoke"]()
     before = lecture.preregistration(settings, tmp_path)

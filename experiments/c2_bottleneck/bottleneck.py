@@ -6,7 +6,7 @@ decoder that attends over every encoder state does not have that bottleneck.
 
 What runs: the families ``rnn`` (LSTM encoder-decoder, no attention), ``rnn-attention`` (additive attention) and
 ``transformer`` (roughly matched parameter counts, recorded in every row as ``num_parameters``), each at its own
-learning rate, chosen by a pilot (``experiments.bottleneck_pilot``: a small grid ``pilot_lrs`` on the pilot seeds
+learning rate, chosen by a pilot (``experiments.c2_bottleneck.pilot``: a small grid ``pilot_lrs`` on the pilot seeds
 ``pilot_seeds``, apart from the verdict's seeds; the choice is in ``OUT/pilot.json`` and in every row as ``lr``),
 and otherwise the same optimiser settings (``shared``), batch size and seeds, on
 
@@ -77,7 +77,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Optional, Sequence
 
-from experiments import bottleneck_pilot as P
+from experiments.c2_bottleneck import pilot as P
 from experiments.core.execute import run_tasks
 from experiments.core.report import nan_to_none
 from experiments.core.results import ResultsTable
@@ -487,7 +487,7 @@ def run_spec(spec: dict, out: str | Path, wandb_mode: str = "disabled") -> dict:
         updates = int(spec["updates"])
         budget = BudgetCallback(updates, int(spec["batch_size"]), every=max(1, updates // 20))
         callbacks, validation, keep_best = [budget.as_lightning()], dict(limit_val_batches=0), None
-        if spec.get("train"):  # reverse: to convergence on validation under the cap (experiments.bottleneck_pilot)
+        if spec.get("train"):  # reverse: to convergence on validation under the cap (experiments.c2_bottleneck.pilot)
             from modules.callbacks import KeepBestOnValidation
 
             keep_best = KeepBestOnValidation(P.MONITOR, "max", patience=int(spec["train"]["patience"]))

@@ -8,7 +8,7 @@ budget, recipe and early stopping; rows of kind ``pilot``. Per body and arm the 
 accuracy (MR's validation split, the kept weights'; mean over the pilot sizes) is chosen; ties go to the first rate
 listed. Test accuracy is recorded in the rows but never read here.
 
-The choice is written (``experiments.transfer.write_choices``, beside the pilot's jobs ``pilot_jobs``) to ``OUT/pilot.json`` (every rate's validation accuracy, the choice) and, with C4's settings,
+The choice is written (``experiments.c4_transfer.transfer.write_choices``, beside the pilot's jobs ``pilot_jobs``) to ``OUT/pilot.json`` (every rate's validation accuracy, the choice) and, with C4's settings,
 to ``OUT/preregistration.json`` (``transfer.preregistration``) before any verdict classifier runs; the verdict
 classifiers' specs (and so their keys) carry the chosen rate. Without a pilot (``pilot`` None) every arm gets
 ``finetune.lr``.

@@ -365,7 +365,7 @@ def log_heatmaps(loggers, images: dict[str, Path], step: Optional[int] = None, p
 class AttentionHeatmaps(pl.Callback):
     """At every validation epoch end: heatmaps of the first ``num_pairs`` validation pairs, written to
     ``<run>/attention/step<N>/`` and logged to W&B when a WandbLogger runs. Add it to a config's
-    ``trainer.callbacks`` (``class_path: experiments.attention.AttentionHeatmaps``)."""
+    ``trainer.callbacks`` (``class_path: experiments.c3_attention.attention.AttentionHeatmaps``)."""
 
     def __init__(self, num_pairs: int = 2):
         if num_pairs < 1:
@@ -386,12 +386,12 @@ class AttentionHeatmaps(pl.Callback):
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    """``python -m experiments.attention --checkpoint CKPT --src TEXT --tgt TEXT [--src ... --tgt ...] --out DIR``"""
+    """``python -m experiments.c3_attention.attention --checkpoint CKPT --src TEXT --tgt TEXT [--src ... --tgt ...] --out DIR``"""
     import argparse
 
     from modules.checkpoints import load_model
 
-    parser = argparse.ArgumentParser(prog="python -m experiments.attention",
+    parser = argparse.ArgumentParser(prog="python -m experiments.c3_attention.attention",
                                      description="cross-attention heatmap PNGs of a checkpoint for source/target pairs")
     parser.add_argument("--checkpoint", required=True)
     parser.add_argument("--src", action="append", required=True, help="a source sentence (repeat for more pairs)")

@@ -1,5 +1,5 @@
 """C3 of ``gvt lecture``: attention shows alignments; an RNN gives none. Settings, runs, scores, rule, verdict,
-report section and figure (``experiments.lecture`` calls them; ``experiments.attention`` measures).
+report section and figure (``experiments.lecture`` calls them; ``experiments.c3_attention.attention`` measures).
 
 ``rnn-attention`` (additive attention) and ``transformer`` are trained on copy, reverse and sort
 (``modules.data.TaskDataModule``, distinct words per source so every alignment is unique) for every seed through
@@ -13,7 +13,7 @@ as ``c3_scores.json``):
   words). On copy and reverse the positional baseline is the diagonal / anti-diagonal and scores 1, so no
   attention can beat it there: those tasks show the maps, they cannot show content alignment. On sort the true
   position of each output word depends on the words and the positional baseline is about chance;
-- the masking test (``experiments.attention.masking_test``): the share of output words whose prediction changes when
+- the masking test (``experiments.c3_attention.attention.masking_test``): the share of output words whose prediction changes when
   the attended source token is masked, against masking a random other source token.
 
 **Rule (pre-registered, ``lecture.preregistration``).** Primary cell ``alignment_above_baseline``: per seed, the
@@ -153,7 +153,7 @@ def _load_run(run_dir: Path, spec: dict):
 def score_task_run(run_dir: Path, spec: dict, max_examples: Optional[int] = None) -> dict:
     """Greedy task scores, alignment accuracy with its baselines and the masking test of one finished task run on
     the test split (cached beside it)."""
-    from experiments.attention import alignment_accuracy, masking_test
+    from experiments.c3_attention.attention import alignment_accuracy, masking_test
     from modules.data.tasks import greedy_task_scores
 
     cache = run_dir / "runs" / spec["key"] / "c3_scores.json"
@@ -306,7 +306,7 @@ def no_attention_message(c3: C3Settings) -> str:
     """What the attention code says of the plain ``rnn`` family (no attention): its own error, quoted."""
     import torch
 
-    from experiments.attention import attention_maps
+    from experiments.c3_attention.attention import attention_maps
     from experiments.core.families import get_family
 
     args = {k: v for k, v in c3.models.get("rnn", {}).items() if k != "evaluation"}
@@ -321,7 +321,7 @@ def no_attention_message(c3: C3Settings) -> str:
 
 def c3_heatmaps(run_dir: Path, specs: list[dict], c3: C3Settings, figures: Path) -> dict[str, Path]:
     """Heatmap PNGs into ``figures``: task examples of seed 0's models, held-out translation pairs."""
-    from experiments.attention import write_heatmaps
+    from experiments.c3_attention.attention import write_heatmaps
 
     out = {}
     done = {s["key"] for s in specs if (run_dir / "runs" / s["key"] / "final.ckpt").is_file()}

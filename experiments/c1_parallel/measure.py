@@ -12,7 +12,7 @@ tokens per row):
 The LSTM's hidden size is chosen so that its parameter count matches the Transformer's (``matched_hidden_dim``).
 
 **Replicates are processes.** ``measure_replicates`` (what ``gvt lecture`` and ``benchmarks/bench_parallel.py``
-run) starts one fresh Python process per replicate and thread count (``python -m experiments.parallel``, one after
+run) starts one fresh Python process per replicate and thread count (``python -m experiments.c1_parallel.measure``, one after
 the other, never two at once), each building the nets, warming up and timing on its own: a state one process falls
 into (an allocator's layout, a oneDNN kernel choice, a burst of load) is one replicate's, not every round's. Inside
 a process the timed steps are interleaved, round by round over every length and family (``time_steps``), so a
@@ -23,7 +23,7 @@ fitted to the median over that process's rounds at each length; the verdict's in
 
 ``measure_replicates`` returns a JSON-able record (settings, the device, parameter counts, machine, every timed
 step with its replicate and round); ``benchmarks/bench_parallel.py`` prints it as a table and
-``experiments.parallel_verdict`` decides verdict C1 from it. ``plot`` draws step time and tokens/s against L.
+``experiments.c1_parallel.verdict`` decides verdict C1 from it. ``plot`` draws step time and tokens/s against L.
 ``device`` may be ``cuda`` (or ``cuda:N``): the steps then run there, timed between ``torch.cuda.synchronize``
 calls; asking for it without a GPU is a ``ConfigError``.
 
@@ -31,7 +31,7 @@ Reading CPU figures: with one or two cores there is little parallel hardware for
 attention costs O(L^2); the claim is about parallel hardware, so a GPU's figures say more. What a CPU can show is
 how each net's step time scales with threads (``thread_scaling``). With torch 2.13 on CPU, oneDNN's LSTM backward
 was seen to jump 7x to 12x between L = 128 and 256 in one process and not in a rerun: the local slopes
-(``local_slopes``) show such a jump, and C1's rule (``experiments.parallel_verdict``) refuses a verdict that rests
+(``local_slopes``) show such a jump, and C1's rule (``experiments.c1_parallel.verdict``) refuses a verdict that rests
 on the longest length.
 """
 
@@ -261,18 +261,18 @@ def measure(s: ParallelSettings, echo: Callable[[str], None] = print, replicate:
 def _child_env() -> dict:
     """The environment of a replicate process: this one's, with the folder holding this ``experiments`` package
     first on PYTHONPATH, so the child times the same code as the parent whatever is installed."""
-    root = str(Path(__file__).resolve().parents[1])
+    root = str(Path(__file__).resolve().parents[2])  # experiments/c1_parallel/ -> the project root
     paths = [root] + [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p and p != root]
     return {**os.environ, "PYTHONPATH": os.pathsep.join(paths)}
 
 
 def run_replicate(s: ParallelSettings, replicate: int, threads: int, folder: Path, timeout_s: float = 3600) -> dict:
-    """One replicate at one thread count in a fresh process (``python -m experiments.parallel``); its record."""
+    """One replicate at one thread count in a fresh process (``python -m experiments.c1_parallel.measure``); its record."""
     one = ParallelSettings(**{**s.to_dict(), "threads": [threads], "replicates": 1})
     settings_path = folder / f"settings_{replicate}_{threads}.json"
     out_path = folder / f"record_{replicate}_{threads}.json"
     settings_path.write_text(json.dumps(one.to_dict()))
-    cmd = [sys.executable, "-m", "experiments.parallel", "--settings", str(settings_path), "--replicate",
+    cmd = [sys.executable, "-m", "experiments.c1_parallel.measure", "--settings", str(settings_path), "--replicate",
            str(replicate), "--out", str(out_path)]
     done = subprocess.run(cmd, env=_child_env(), capture_output=True, text=True, timeout=timeout_s)
     if done.returncode != 0 or not out_path.is_file():
@@ -444,7 +444,7 @@ def plot(record: dict, path: str | Path, statistic: str = "median", title: str =
 
 def main(argv: Optional[list[str]] = None) -> int:
     """One replicate process: ``--settings FILE`` (ParallelSettings as JSON), ``--replicate R``, ``--out FILE``."""
-    parser = argparse.ArgumentParser(prog="python -m experiments.parallel",
+    parser = argparse.ArgumentParser(prog="python -m experiments.c1_parallel.measure",
                                      description="One C1 timing replicate (measure_replicates starts these).")
     parser.add_argument("--settings", required=True)
     parser.add_argument("--replicate", type=int, default=0)

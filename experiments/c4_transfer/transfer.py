@@ -22,7 +22,7 @@ than training from scratch. Tested here on the corpora in ``$GVT_DATA_DIR`` (``.
    Each row's ``nll_mr_test`` is the NLL per token of the MR test sentences before training, after pretraining
    and after adaptation. Every seed trains its own, so the seed intervals cover pretraining, adaptation and
    fine-tuning alike.
-3. **Learning-rate pilot** (kind ``pilot``, ``experiments.transfer_pilot``): per body and arm, each rate of
+3. **Learning-rate pilot** (kind ``pilot``, ``experiments.c4_transfer.pilot``): per body and arm, each rate of
    ``pilot.lrs`` on the pilot seed at ``pilot.sizes``; the best mean validation accuracy picks the arm's peak rate,
    written to ``OUT/pilot.json`` and ``OUT/preregistration.json`` before any verdict classifier runs.
 4. **Classifiers** (kind ``classifier``): for each labelled-set size n in ``label_sizes`` (``all`` = the whole MR
@@ -48,7 +48,7 @@ it.
 **Verdict C4** (``verdict``): the primary cell is, per seed, accuracy(pretrained) - accuracy(scratch) at
 ``primary_size`` (100) labelled examples on the primary body, paired by seed; SESOI ``SESOI`` (0.05 accuracy).
 The precondition (gate): at the largest labelled size both arms of that cell beat the counted baselines
-(``experiments.transfer_baselines``: multinomial Naive Bayes and logistic regression on bags of words, fitted on the
+(``experiments.c4_transfer.baselines``: multinomial Naive Bayes and logistic regression on bags of words, fitted on the
 same subsets): each arm's t interval over seeds lies above the better baseline's mean accuracy. Otherwise the
 comparison is between classifiers that do not beat counting words, and C4 is inconclusive, printing each arm's
 margin. Secondary cells: the difference at every other size; at ``primary_size``, adapt_only - scratch and
@@ -82,7 +82,7 @@ from experiments.core.presets import GENERATOR_OPTIMIZER
 from experiments.core.results import ResultsTable
 from experiments.core.runner import config_hash
 from experiments.core.stats import t_interval
-from experiments.transfer_pilot import choose_rates
+from experiments.c4_transfer.pilot import choose_rates
 from experiments.core.verdicts import Cell, Verdict, VerdictSettings, _not_run, _standard
 from modules.data.base import SequenceDataModule
 from modules.callbacks import KeepBestOnValidation
@@ -311,7 +311,7 @@ def preregistration(preset: str, lr_choices: Optional[dict] = None) -> dict:
 
 def preregistration_of(settings: TransferSettings, lr_choices: Optional[dict] = None) -> dict:
     """``preregistration``'s dict for any settings (a run folder's own, ``--seeds`` and all)."""
-    from experiments.transfer_baselines import LOGISTIC_L2, LOGISTIC_MAX_ITER, NB_ALPHA
+    from experiments.c4_transfer.baselines import LOGISTIC_L2, LOGISTIC_MAX_ITER, NB_ALPHA
 
     out = {"question": QUESTION, "settings": settings.to_dict(), "sesoi": SESOI,
            "primary": "acc(pretrained) - acc(scratch) at primary_size on primary_body, paired by seed",
@@ -765,7 +765,7 @@ def write_choices(settings, out: Path, choices: dict) -> dict:
 def run(settings: TransferSettings, out: Path, *, workers: int = 2, wandb_mode: str = "offline",
         echo=print) -> list[dict]:
     """Run the ablation into ``out`` (resumably: runs with a row in ``out/results.jsonl`` are not redone) and
-    return its rows. First every language model and the learning-rate pilot (``experiments.transfer_pilot``:
+    return its rows. First every language model and the learning-rate pilot (``experiments.c4_transfer.pilot``:
     its choices go to ``out/pilot.json`` and ``out/preregistration.json``), then the verdict's classifiers at the
     chosen rates. A classifier job starts once its language model's row is in."""
     from tqdm.auto import tqdm
@@ -813,7 +813,7 @@ def run_baselines(settings: TransferSettings, out: Path, data_path: Path, echo=p
     """The counted baselines at every labelled size and seed, in-process (about 2 CPU-minutes for the lecture
     preset, mostly logistic regression on the whole split), each row added to ``out/results.jsonl`` unless there;
     -> their keys."""
-    from experiments.transfer_baselines import baseline_rows
+    from experiments.c4_transfer.baselines import baseline_rows
     from modules.data.vocab import Vocab
 
     data = load_prepared(Path(data_path))
