@@ -25,7 +25,7 @@ import time
 import pytorch_lightning as pl
 import torch
 
-from experiments.batch_size_sweep import sweep_specs
+from experiments.q2_batch_size.sweep import sweep_specs
 from experiments.core.datamodules import build_datamodule
 from experiments.core.families import get_family
 from experiments.core.presets import get_preset

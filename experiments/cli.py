@@ -11,7 +11,7 @@ the ``gvt`` command).
                           exactly one planned run (what a W&B agent runs)
     gvt sweep learning-curve [--preset P] [--budgets N ...] [--families ...] [--out RUN_DIR]
                           validation J against samples per family, with the counted baselines
-                          (experiments.learning_curve): choose a preset's budgets from it
+                          (experiments.q2_batch_size.learning_curve): choose a preset's budgets from it
     gvt sweep pilot       [--preset P] [--seeds ...] [--out RUN_DIR] [--pilot-file PATH]
                           the learning-rate pilot: writes configs/pilot/PRESET.json (experiments.core.pilot)
     gvt ablate conditioning [--preset ...] [--families ...] [--conditions none,label,source] [--strengths ...]
@@ -47,8 +47,8 @@ import time
 import uuid
 from pathlib import Path
 
-from experiments.batch_size_sweep import sweep_specs
-from experiments.conditioning import ablation_specs
+from experiments.q2_batch_size.sweep import sweep_specs
+from experiments.q3_conditioning.ablation import ablation_specs
 from experiments.core.datamodules import datamodule_for_checkpoint
 from experiments.core.execute import _summary, execute
 from experiments.core.families import get_family
@@ -59,7 +59,7 @@ from experiments.core.plots import plot_quality_diversity
 from experiments.core.presets import DEFAULT_TEMPERATURES, PRESETS, get_preset
 from experiments.core.report import make_report
 from experiments.core.results import ResultsTable, atomic_write_text, read_plan
-from experiments.temperature import quality_diversity_axes, temperature_curve, write_curve
+from experiments.q4_temperature.temperature import quality_diversity_axes, temperature_curve, write_curve
 from experiments.core.verdicts import VerdictSettings, preregistration
 from experiments.core.wandb_sweep import SweepServerError, create_sweep, sweep_config, sweep_yaml
 from modules.errors import ConfigError, GvtError, MissingInputError
@@ -443,9 +443,9 @@ def main(command: str, argv: list[str]) -> int:
         from experiments.core.pilot import main as pilot_main
 
         return pilot_main(argv[1:])
-    if command == "sweep" and argv[:1] == ["learning-curve"]:  # J against samples (experiments.learning_curve)
+    if command == "sweep" and argv[:1] == ["learning-curve"]:  # J against samples (experiments.q2_batch_size.learning_curve)
         os.environ.setdefault("WANDB_SILENT", "true")
-        from experiments.learning_curve import main as learning_curve_main
+        from experiments.q2_batch_size.learning_curve import main as learning_curve_main
 
         return learning_curve_main(argv[1:])
     if command == "ablate" and argv[:1] == ["bottleneck"]:  # C2, the context-vector bottleneck (experiments.c2_bottleneck.bottleneck)

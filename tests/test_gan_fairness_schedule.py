@@ -11,7 +11,7 @@ import torch
 
 from experiments.core import report as R
 from experiments.core import verdicts as V
-from experiments.batch_size_sweep import sweep_specs
+from experiments.q2_batch_size.sweep import sweep_specs
 from experiments.core.families import get_family
 from experiments.core.presets import PRESETS, get_preset
 from experiments.core.results import ResultsTable

@@ -22,7 +22,7 @@ import yaml
 
 import experiments.core.launch as launch
 import experiments.core.runner as runner
-from experiments.batch_size_sweep import sweep_specs
+from experiments.q2_batch_size.sweep import sweep_specs
 from experiments.cli import main as gvt_main
 from experiments.core.launch import (PlanError, WorkerSlot, assign_workers, read_run_plan, run_planned, uses_accelerator,
                                 write_run_plan)

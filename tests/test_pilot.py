@@ -13,7 +13,7 @@ import pytest
 
 from experiments.core import pilot as P
 from experiments.core import pilot_file
-from experiments.batch_size_sweep import sweep_specs
+from experiments.q2_batch_size.sweep import sweep_specs
 from experiments.core.families import get_arg, get_family, set_arg
 from modules.errors import ConfigError
 from experiments.core.presets import get_preset

@@ -16,7 +16,7 @@ import math
 import pytest
 import torch
 
-from experiments.batch_size_sweep import sweep_specs
+from experiments.q2_batch_size.sweep import sweep_specs
 from experiments.core.execute import execute, tasks_of
 from experiments.core.families import register_family
 from experiments.core.merge import comparable

@@ -5,7 +5,7 @@ class (``modules.models.TextGAN``) with a different ``estimator``. Register your
 every experiment accepts it by name (``--families transformer,my-family``).
 
 A family with ``init_from="pretrain"`` starts from the generator weights of its seed's shared MLE checkpoint (the
-sweep's ``pretrain`` run, made once per seed at the reference batch size; see ``experiments.batch_size_sweep``)
+sweep's ``pretrain`` run, made once per seed at the reference batch size; see ``experiments.q2_batch_size.sweep``)
 instead of from random weights. ``gan-gumbel-pt`` and ``gan-reinforce-pt`` train it adversarially,
 ``mle-continued`` by MLE for the same samples, ``gan-frozen-d-pt`` (the null GAN) and ``gan-mbstd-pt`` (D with the
 minibatch-std feature) are the controls of the batch-size question: a further arm from the same checkpoint is one

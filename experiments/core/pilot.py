@@ -41,7 +41,7 @@ from pathlib import Path
 from typing import Optional, Sequence
 
 from experiments.core.baselines import ENTROPY_SAMPLES, j_score
-from experiments.batch_size_sweep import pretrained_batch_sizes, sweep_specs
+from experiments.q2_batch_size.sweep import pretrained_batch_sizes, sweep_specs
 from experiments.core.datamodules import build_datamodule
 from experiments.core.execute import execute
 from experiments.core.families import get_family

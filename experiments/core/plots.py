@@ -14,7 +14,7 @@ from experiments.core import verdicts as V
 from experiments.core.baselines import learning, references_of
 from experiments.core.families import get_arg
 from experiments.core.stats import finite, t_interval
-from experiments.temperature import quality_diversity_axes
+from experiments.q4_temperature.temperature import quality_diversity_axes
 
 COLORS = {"transformer": "#1f77b4", "gan-gumbel": "#d62728", "gan-reinforce": "#2ca02c",
           "gan-gumbel-lstm": "#ff7f0e", "gan-reinforce-lstm": "#9467bd", "gan-frozen-d": "#7f7f7f",

@@ -138,10 +138,10 @@ class SweepSettings:
     # reference batch size makes under the sweep's budget (a steps budget; kind "equal-updates", row field
     # equal_updates_of): the equal-update comparison, reported descriptively beside the equal-samples arms.
     equal_update_batch_sizes: Optional[list[int]] = None
-    # The held-out loss curve and its roughness (experiments.game: dict(points, rows)) on every pretrained and
+    # The held-out loss curve and its roughness (experiments.q1_game.game: dict(points, rows)) on every pretrained and
     # equal-update arm; None: not measured.
     held_out: Optional[dict] = None
-    # Q1's game checkpoints (experiments.game: dict(count, rows, num_samples, num_test)) on the sweep's runs at
+    # Q1's game checkpoints (experiments.q1_game.game: dict(count, rows, num_samples, num_test)) on the sweep's runs at
     # checkpoint_batch_sizes (None: the reference batch size only); None: not measured.
     checkpoints: Optional[dict] = None
     checkpoint_batch_sizes: Optional[list[int]] = None
@@ -176,7 +176,7 @@ class AblationSettings:
     save_checkpoints: bool = False
     threads: Optional[int] = 1
     engine: str = "vectorised"  # as SweepSettings.engine
-    # The samples of each seed's and setting's own conditional MLE checkpoint (experiments.conditioning), from
+    # The samples of each seed's and setting's own conditional MLE checkpoint (experiments.q3_conditioning.ablation), from
     # which the families with init_from (mle-continued, gan-gumbel-pt) start; None: those families are left out
     pretrain_budget: Optional[int] = None
 

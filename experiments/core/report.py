@@ -24,7 +24,7 @@ from experiments.core.presets import DEFAULT_TEMPERATURES
 from experiments.core.results import ResultsTable, atomic_write_text, flat_scalars, read_plan
 from experiments.core.runner import COLLAPSE_DISTINCT2_RATIO, COLLAPSE_UNIQUE, DIVERGENCE_NATS
 from experiments.core.stats import Interval, finite, t_interval
-from experiments.temperature import costs, dominated_fraction, read_curve
+from experiments.q4_temperature.temperature import costs, dominated_fraction, read_curve
 from modules.errors import MissingInputError
 
 @dataclass

@@ -14,7 +14,7 @@ What a run does, in order:
    measured from here).
 3. ``trainer.fit`` until the budget of generator updates is spent (``BudgetCallback``), recording the loss
    curves every few updates and stopping at the first non-finite loss; where the spec's ``measure`` asks, the
-   held-out loss curve and the game checkpoints are taken along the way (``experiments.game``, fixed batch and
+   held-out loss curve and the game checkpoints are taken along the way (``experiments.q1_game.game``, fixed batch and
    noise, the training RNG untouched).
 4. ``trainer.test`` again: the ``final`` metrics (NLL_oracle, NLL_test, BLEU, Self-BLEU, distinct-n, ...).
    A spec with ``eval_split: "val"`` (the learning-rate pilot's runs, ``experiments.core.pilot``) is evaluated on the
@@ -38,7 +38,7 @@ A row also records ``final_beta`` (the Gumbel beta of the last generator update;
 estimator), ``optimizer`` (the generator's optimiser: class, lr, betas, weight_decay, gradient_clip; None for
 a class that does not say), ``equal_updates_of`` (for an equal-update arm, the batch size whose update count it
 matches; else None) and, where measured, ``held_out_curve``, ``roughness``, ``game_checkpoints``,
-``oracle_entropy_per_token`` and ``held_out_time_s`` (``experiments.game``).
+``oracle_entropy_per_token`` and ``held_out_time_s`` (``experiments.q1_game.game``).
 """
 
 from __future__ import annotations
@@ -62,7 +62,7 @@ import torch
 from experiments.core.datamodules import build_datamodule
 from experiments.core.families import generator_updates, get_arg, get_family, z_dim_path
 from experiments.core.results import ResultsTable
-from experiments.temperature import temperature_curve, write_curve
+from experiments.q4_temperature.temperature import temperature_curve, write_curve
 from experiments.core.verdicts import MIN_VERDICT_UPDATES
 from experiments.core.wandb_sweep import log_row
 from modules.errors import ConfigError
@@ -71,7 +71,7 @@ from modules.known_warnings import known_warnings_filtered
 from modules.metrics import DistinctN
 
 # pytorch_lightning, and the modules that import it (modules.tracking, the data and model code that
-# experiments.noise_scale and experiments.probes use), load inside run_one, in the worker that trains: the sweep's
+# experiments.q2_batch_size.noise_scale and experiments.q3_conditioning.probes use), load inside run_one, in the worker that trains: the sweep's
 # parent process imports this module for run keys and stays light.
 
 DIVERGENCE_NATS = 1.0
@@ -420,9 +420,9 @@ def _prepare(spec: dict, run_dir: Path, concurrent: bool = False) -> _Run:
     budget = BudgetCallback(updates, batch_size, every=max(1, updates // int(spec.get("curve_points", 100))))
     extras = spec.get("measure", {})
     callbacks = [budget.as_lightning()]
-    along = None  # measurements along the run on the fixed held-out batch (experiments.game)
+    along = None  # measurements along the run on the fixed held-out batch (experiments.q1_game.game)
     if extras.get("held_out") or extras.get("checkpoints"):
-        from experiments.game import RunMeasurements
+        from experiments.q1_game.game import RunMeasurements
 
         along = RunMeasurements(dm, updates, batch_size, held_out=extras.get("held_out"),
                                 checkpoints=extras.get("checkpoints"))
@@ -508,7 +508,7 @@ def _finish(run: _Run, run_dir: Path, fit_time: float, done_updates: int,
             if name in row:
                 write_csv(folder / f"{name}.csv", row[name])
     if extras.get("noise") and healthy:
-        from experiments.noise_scale import measure_noise_scale
+        from experiments.q2_batch_size.noise_scale import measure_noise_scale
 
         row["noise"] = measure_noise_scale(model, dm, seed=seed, **extras["noise"])
     if extras.get("temperatures") and healthy:
@@ -516,7 +516,7 @@ def _finish(run: _Run, run_dir: Path, fit_time: float, done_updates: int,
         write_curve(folder / "temperature.csv", points)
         row["temperature"] = points
     if extras.get("probes") and healthy:
-        from experiments.probes import condition_probes
+        from experiments.q3_conditioning.probes import condition_probes
 
         row["probes"] = condition_probes(model, dm, seed=seed, **extras["probes"])
     if spec.get("save_checkpoint", True):

@@ -57,7 +57,7 @@ from typing import Callable, Optional
 from experiments.core.baselines import j_score, learning, missing_j_reason, usable
 from experiments.core.families import get_arg
 from experiments.core.stats import Interval, finite, log_t_interval, seeds_needed, t_interval, t_p_value
-from experiments.temperature import axis_range, costs, dominated_fraction, matched_gap
+from experiments.q4_temperature.temperature import axis_range, costs, dominated_fraction, matched_gap
 from modules.errors import ConfigError
 
 SUPPORTED, NOT_SUPPORTED, INCONCLUSIVE = "supported", "not supported", "inconclusive"

@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import Optional, Sequence
 
 from experiments.core.baselines import baselines_for
-from experiments.batch_size_sweep import sweep_specs
+from experiments.q2_batch_size.sweep import sweep_specs
 from experiments.core.execute import execute
 from experiments.core.families import get_family
 from experiments.core.pilot import pilot_rows, pilot_settings, validation_spec, words

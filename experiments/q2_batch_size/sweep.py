@@ -24,7 +24,7 @@ own batch sizes (the minibatch-std arm ``gan-mbstd-pt`` at the reference only), 
 each arm runs once more for the reference batch size's number of updates (kind ``equal-updates``, a steps budget,
 row field ``equal_updates_of``), reported descriptively beside the equal-samples arms.
 
-Measurements along a run (``experiments.game``): the held-out loss curve and its roughness on every pretrained and
+Measurements along a run (``experiments.q1_game.game``): the held-out loss curve and its roughness on every pretrained and
 equal-update arm (``held_out``), and Q1's game checkpoints on the sweep's runs and the pretrained arms (which Q1 compares) at ``checkpoint_batch_sizes``
 (``checkpoints``; default the reference batch size).
 """

@@ -1,5 +1,5 @@
 """The conditioning ablation (Q3): families x condition (none, label, source) x condition strength x z_dim x
-seeds, on the conditional oracles, each run followed by the probes of ``experiments.probes`` (mutual information
+seeds, on the conditional oracles, each run followed by the probes of ``experiments.q3_conditioning.probes`` (mutual information
 against the oracle's true MI, condition accuracy, output change under z / condition / sampling-noise changes,
 and the swapped-condition test).
 
@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import copy
 
-from experiments.batch_size_sweep import PRETRAIN_FAMILY, check_pretrained_arm, model_args, updates_for
+from experiments.q2_batch_size.sweep import PRETRAIN_FAMILY, check_pretrained_arm, model_args, updates_for
 from experiments.core.families import get_family, set_arg, z_dim_path
 from experiments.core.presets import AblationSettings
 from experiments.core.runner import make_spec
