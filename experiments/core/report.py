@@ -1,7 +1,8 @@
 """``gvt report RUN_DIR``: plots (PNG) and a Markdown report with the verdict table for Q1-Q4.
 
 Reads the run folder's results table (and each run's ``curves.csv``), never re-trains anything, and can be run
-on a partial sweep. The verdicts come from ``experiments.core.verdicts``; the figures behind each are in the report.
+on a partial sweep. The verdicts come from each question's ``rule`` module
+(``experiments.q1_game.rule`` ... ``experiments.q4_temperature.rule``), decided together by ``all_verdicts``; the figures behind each are in the report.
 The report's figures and tables are also logged to W&B (offline by default) in the sweep's group.
 """
 
@@ -13,7 +14,7 @@ import math
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional
+from typing import Callable, Optional
 
 from experiments.core import verdicts as V
 from experiments.core.baselines import attach_references, j_score, learning, references_of
@@ -24,6 +25,10 @@ from experiments.core.presets import DEFAULT_TEMPERATURES
 from experiments.core.results import ResultsTable, atomic_write_text, flat_scalars, read_plan
 from experiments.core.runner import COLLAPSE_DISTINCT2_RATIO, COLLAPSE_UNIQUE, DIVERGENCE_NATS
 from experiments.core.stats import Interval, finite, t_interval
+from experiments.q1_game.rule import q1
+from experiments.q2_batch_size.rule import noise_table, q2
+from experiments.q3_conditioning.rule import q3_condition, q3_latent
+from experiments.q4_temperature.rule import q4
 from experiments.q4_temperature.temperature import costs, dominated_fraction, read_curve
 from modules.errors import MissingInputError
 
@@ -562,6 +567,18 @@ def log_to_wandb(plan: Optional[dict], folder: Path, figures: dict[str, Path], v
         print(f"report: W&B logging skipped ({type(err).__name__}: {err})")
 
 
+# ---- the verdicts ---------------------------------------------------------------------------------------------
+
+
+def all_verdicts(rows: list[dict], curves: dict[str, list[dict]], temperature_of: Callable[[dict], list[dict]],
+                 ref_bs: int, settings: Optional[V.VerdictSettings] = None) -> list[V.Verdict]:
+    """Q1, Q2, Q3, Q3z, Q4a, Q4b decided together (Holm across them)."""
+    settings = settings or V.VerdictSettings()
+    vs = [q1(rows, curves, ref_bs, settings), q2(rows, ref_bs, settings), q3_condition(rows, settings),
+          q3_latent(rows, settings), *q4(rows, temperature_of, ref_bs, settings)]
+    return V.holm(vs, settings.alpha, settings.min_seeds)
+
+
 # ---- entry point -------------------------------------------------------------------------------------------
 
 
@@ -584,8 +601,8 @@ def make_report(run_dir: str | Path, out: Optional[str | Path] = None, wandb_mod
     prereg = V.preregistration(plan, settings)
 
     # underpowered runs are reported, never decided on (every question also filters through V.verdict_rows)
-    vs = V.all_verdicts(V.verdict_rows(rows), curves, temps, ref_bs, settings)
-    noise = V.noise_table(rows, ref_bs)
+    vs = all_verdicts(V.verdict_rows(rows), curves, temps, ref_bs, settings)
+    noise = noise_table(rows, ref_bs)
 
     qd = {}
     for r in rows:
