@@ -49,20 +49,20 @@ def test_the_smoke_lecture_without_corpora_reports_what_did_not_run_and_exits_0(
 
 
 def test_c4_declares_both_corpora_as_needed(empty_data):
-    from experiments.c4_transfer import transfer
+    from experiments.c4_transfer import settings as c4_settings
 
-    why, notes = corpus_check.check(transfer.corpora(transfer.smoke()))
+    why, notes = corpus_check.check(c4_settings.corpora(c4_settings.smoke()))
     assert why == f"not run: corpus general not found at {empty_data / 'coco' / 'train.txt'} (set GVT_DATA_DIR)"
     assert notes == []
 
 
 def test_c4_with_the_general_corpus_but_no_mr_names_mr(empty_data):
-    from experiments.c4_transfer import transfer
+    from experiments.c4_transfer import settings as c4_settings
 
     for rel in ("coco/train.txt", "multi30k/train.en.gz"):
         (empty_data / rel).parent.mkdir(parents=True, exist_ok=True)
         (empty_data / rel).write_text("a line\n")
-    why, _ = corpus_check.check(transfer.corpora(transfer.smoke()))
+    why, _ = corpus_check.check(c4_settings.corpora(c4_settings.smoke()))
     assert why == f"not run: corpus MR not found at {empty_data / 'mr' / 'rt-polarity.neg'} (set GVT_DATA_DIR)"
 
 

@@ -1,11 +1,12 @@
-"""Planted effects for verdict C4 (experiments.c4_transfer.transfer.verdict): synthetic classifier rows with a known
+"""Planted effects for verdict C4 (experiments.c4_transfer.verdict): synthetic classifier rows with a known
 difference between the pretrained and the scratch arm reach every outcome of the rule, and the gate."""
 
 import math
 
 import pytest
 
-from experiments.c4_transfer.transfer import SESOI, labels_to_match, verdict
+from experiments.c4_transfer.settings import SESOI
+from experiments.c4_transfer.verdict import labels_to_match, verdict
 from experiments.core.verdicts import INCONCLUSIVE, NOT_SUPPORTED, SUPPORTED
 
 SIZES = {"50": 50, "100": 100, "500": 500, "all": 7464}
@@ -273,7 +274,7 @@ def test_the_gate_still_holds_both_primary_arms_with_adapt_only_beside_them(fail
 def _pilot_settings(**pilot):
     from dataclasses import replace
 
-    from experiments.c4_transfer.transfer import smoke
+    from experiments.c4_transfer.settings import smoke
 
     return replace(smoke(), bodies=["lstm"], pilot={"seed": 1000, "lrs": [1e-3, 3e-3, 1e-2], "sizes": [20, "all"],
                                                     **pilot})
@@ -330,7 +331,7 @@ def test_pilot_with_missing_runs_refuses_to_choose():
 def test_no_pilot_gives_every_arm_the_fixed_rate():
     from dataclasses import replace
 
-    from experiments.c4_transfer.transfer import smoke
+    from experiments.c4_transfer.settings import smoke
     from experiments.c4_transfer.pilot import choose_rates
 
     settings = replace(smoke(), pilot=None)
