@@ -4,8 +4,9 @@ inconclusive, each for the stated reason."""
 
 import pytest
 
-from experiments.c2_bottleneck.bottleneck import C2_SESOI, CONTROL_MAX_DROP, LEARNED_ACCURACY, verdict
 from experiments.c2_bottleneck.pilot import PILOT_KIND
+from experiments.c2_bottleneck.settings import C2_SESOI, CONTROL_MAX_DROP, LEARNED_ACCURACY
+from experiments.c2_bottleneck.verdict import verdict
 from experiments.core.verdicts import INCONCLUSIVE, NOT_RUN, NOT_SUPPORTED, SUPPORTED
 
 SHORT, MIDDLE, LONG = 4, 16, 32

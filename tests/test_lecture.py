@@ -348,14 +348,14 @@ def test_a_module_section_sits_one_heading_level_below_the_claim():
 def test_the_preregistration_holds_c2s_pilot_grid_cap_and_gates(monkeypatch):
     import dataclasses
 
-    from experiments.c2_bottleneck import bottleneck
+    from experiments.c2_bottleneck import settings as c2_settings
 
     settings = lecture._settings_for("lecture")
     prereg = lecture.preregistration(settings)
     c2 = prereg["settings"]["parts"]["C2"]
-    assert c2["settings"]["pilot_lrs"] == list(bottleneck.lecture().pilot_lrs) and c2["pilot_rule"]
-    assert c2["settings"]["task_max_updates"] == bottleneck.lecture().task_max_updates
-    assert c2["gates"]["control_max_drop"] == bottleneck.CONTROL_MAX_DROP
-    monkeypatch.setitem(bottleneck.PRESETS, "lecture", lambda: dataclasses.replace(bottleneck.lecture(),
+    assert c2["settings"]["pilot_lrs"] == list(c2_settings.lecture().pilot_lrs) and c2["pilot_rule"]
+    assert c2["settings"]["task_max_updates"] == c2_settings.lecture().task_max_updates
+    assert c2["gates"]["control_max_drop"] == c2_settings.CONTROL_MAX_DROP
+    monkeypatch.setitem(c2_settings.PRESETS, "lecture", lambda: dataclasses.replace(c2_settings.lecture(),
                                                                                    pilot_lrs=(1e-3,)))
     assert lecture.preregistration(settings)["hash"] != prereg["hash"]  # another grid is another registration

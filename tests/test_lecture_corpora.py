@@ -68,12 +68,13 @@ def test_c4_with_the_general_corpus_but_no_mr_names_mr(empty_data):
 
 def test_c2_without_multi30k_runs_the_rest_and_names_the_missing_buckets(empty_data):
     from experiments.c2_bottleneck import bottleneck
+    from experiments.c2_bottleneck import settings as c2_settings
 
-    why, notes = corpus_check.check(bottleneck.corpora(bottleneck.lecture()))
+    why, notes = corpus_check.check(bottleneck.corpora(c2_settings.lecture()))
     assert why is None  # the reverse task decides C2
     assert notes == [f"The Multi30k buckets not run: corpus multi30k not found at "
                      f"{empty_data / 'multi30k' / 'train.de.gz'} (set GVT_DATA_DIR); the rest of the part ran."]
-    assert bottleneck.corpora(bottleneck.smoke()) == {}  # the smoke preset names no corpus
+    assert bottleneck.corpora(c2_settings.smoke()) == {}  # the smoke preset names no corpus
 
 
 def test_a_part_whose_needed_corpus_is_missing_is_never_started(empty_data, tmp_path, monkeypatch):
