@@ -47,21 +47,21 @@ import time
 import uuid
 from pathlib import Path
 
-from experiments.q2_batch_size.sweep import sweep_specs
-from experiments.q3_conditioning.ablation import ablation_specs
 from experiments.core.datamodules import datamodule_for_checkpoint
 from experiments.core.execute import _summary, execute
 from experiments.core.families import get_family
 from experiments.core.launch import PLAN, accepted_hashes, read_run_plan, run_planned, write_run_plan
 from experiments.core.merge import merge_run_folders, rows_from_wandb
 from experiments.core.plan import register
-from experiments.core.plots import plot_quality_diversity
 from experiments.core.presets import DEFAULT_TEMPERATURES, PRESETS, get_preset
 from experiments.core.report import make_report
 from experiments.core.results import ResultsTable, atomic_write_text, read_plan
-from experiments.q4_temperature.temperature import quality_diversity_axes, temperature_curve, write_curve
 from experiments.core.verdicts import VerdictSettings, preregistration
 from experiments.core.wandb_sweep import SweepServerError, create_sweep, sweep_config, sweep_yaml
+from experiments.q2_batch_size.sweep import sweep_specs
+from experiments.q3_conditioning.ablation import ablation_specs
+from experiments.q4_temperature.plots import plot_quality_diversity
+from experiments.q4_temperature.temperature import quality_diversity_axes, temperature_curve, write_curve
 from modules.errors import ConfigError, GvtError, MissingInputError
 
 DEFAULT_ROOT = "runs/experiments"

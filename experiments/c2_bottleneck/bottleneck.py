@@ -83,9 +83,9 @@ from experiments.c2_bottleneck.settings import (BottleneckSettings, C2_SESOI, CO
                                                 preregistration)
 from experiments.c2_bottleneck.verdict import verdict
 from experiments.core.execute import run_tasks
-from experiments.core.report import nan_to_none
 from experiments.core.results import ResultsTable
 from experiments.core.runner import config_hash
+from experiments.core.tables import nan_to_none
 from experiments.core.verdicts import Verdict
 from modules.errors import ConfigError
 from modules.files import atomic_write_text

@@ -10,24 +10,29 @@ from __future__ import annotations
 
 import csv
 import json
-import math
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Optional
 
 from experiments.core import verdicts as V
-from experiments.core.baselines import attach_references, j_score, learning, references_of
+from experiments.core.baselines import attach_references, references_of
 from experiments.core.families import ESTIMATOR, FAMILIES, LOSS, get_arg, merge_args
-from experiments.core.plots import (plot_dose_response, plot_handover_curves, plot_losses, plot_metrics_vs_batch, plot_mi, plot_noise,
-                               plot_quality_diversity, variant_label)
 from experiments.core.presets import DEFAULT_TEMPERATURES
 from experiments.core.results import ResultsTable, atomic_write_text, flat_scalars, read_plan
-from experiments.core.runner import COLLAPSE_DISTINCT2_RATIO, COLLAPSE_UNIQUE, DIVERGENCE_NATS
 from experiments.core.stats import Interval, finite, t_interval
+from experiments.core.tables import nan_to_none
+from experiments.q1_game import report as q1_report
+from experiments.q1_game.plots import plot_losses
 from experiments.q1_game.rule import q1
+from experiments.q2_batch_size import report as q2_report
+from experiments.q2_batch_size.plots import plot_dose_response, plot_metrics_vs_batch, plot_noise
 from experiments.q2_batch_size.rule import noise_table, q2
+from experiments.q3_conditioning import report as q3_report
+from experiments.q3_conditioning.plots import plot_mi
 from experiments.q3_conditioning.rule import q3_condition, q3_latent
+from experiments.q4_temperature import report as q4_report
+from experiments.q4_temperature.plots import plot_handover_curves, plot_quality_diversity
 from experiments.q4_temperature.rule import q4
 from experiments.q4_temperature.temperature import costs, dominated_fraction, read_curve
 from modules.errors import MissingInputError
@@ -185,131 +190,6 @@ def pretrained_section(rows: list[dict], temperature_of, figure: Optional[Path])
 # ---- Markdown ------------------------------------------------------------------------------------------------
 
 
-def _fmt(iv, digits=3):
-    return iv.fmt(digits)
-
-
-def _baseline_cells(b: dict, keys: list[str]) -> list[str]:
-    return [f"{b[k]:.3f}" if finite(b.get(k)) else "-" for k in keys]
-
-
-def baseline_rows(rows: list[dict], keys: list[str], width: int, lead: int) -> list[str]:
-    """Table rows for the counted baselines of ``rows``' data: ``lead`` label columns, then ``keys`` (baseline
-    fields or "-"), padded with "-" to ``width`` columns in all."""
-    out = []
-    for ref in references_of(rows):
-        for b in (ref["unigram"], ref["bigram"]):
-            label = f"*{b['name']} (counted, add-{b['k']:g})*"
-            cells = [label] + ["-"] * (lead - 1) + _baseline_cells(b, keys)
-            out.append("| " + " | ".join(cells + ["-"] * (width - len(cells))) + " |")
-    return out
-
-
-def metrics_table(rows: list[dict]) -> list[str]:
-    """Final metrics per family and batch size, and the counted baselines on the same data (J: lower is better;
-    learning: the drop in J from the untrained model)."""
-    sweep = [r for r in rows if r["kind"] == "sweep"]
-    if not sweep:
-        return []
-    oracle = any(finite(get_arg(r, "final.nll_oracle_per_token")) for r in sweep)
-    cols = ([("NLL_oracle", "final.nll_oracle_per_token", "nll_oracle_per_token")] if oracle else []) + [
-        ("NLL_test", "final.nll_test_per_token", "nll_test_per_token"),
-        ("H(model)", "final.model_entropy_per_token", "entropy_per_token")]
-    cols += [("J", j_score, "j"), ("learning (drop in J)", learning, None)] if oracle else []
-    cols += [("BLEU-3", "final.bleu3", None), ("Self-BLEU-3", "final.self_bleu3", None),
-             ("distinct-2", "final.distinct2", None)]
-    lines = ["| family | batch | updates | " + " | ".join(c for c, _, _ in cols) + " | failed | time (s) |",
-             "|---|---:|---:|" + "---|" * len(cols) + "---:|---:|"]
-    for fam in V.families_of(sweep):
-        for b in sorted({r["batch_size"] for r in V._by(sweep, family=fam)}):
-            rs = V._by(sweep, family=fam, batch_size=b)
-            cells = [_fmt(t_interval([k(r) if callable(k) else get_arg(r, k) for r in rs]), 3) for _, k, _ in cols]
-            fails = sum(bool(r.get("diverged") or r.get("collapsed")) for r in rs)
-            wall = sum(r.get("wall_time_s", 0) for r in rs) / len(rs)
-            updates = f"{rs[0].get('updates')}" + (" (underpowered)" if any(V.is_underpowered(r) for r in rs) else "")
-            lines.append(f"| {fam} | {b} | {updates} | " + " | ".join(cells) +
-                         f" | {fails}/{len(rs)} | {wall:.1f} |")
-    lines += baseline_rows(sweep, [b or "" for _, _, b in cols], width=3 + len(cols) + 2, lead=3)
-    return lines
-
-
-def tempered_unigram_table(rows: list[dict]) -> list[str]:
-    """The counted unigram at each temperature of the sweep: the quality-diversity curve of a model that learned
-    word frequencies and nothing else."""
-    refs = [ref for ref in references_of([r for r in rows if r["kind"] == "sweep"]) if ref.get("unigram_tempered")]
-    if not refs:
-        return []
-    lines = ["| T | NLL_test | NLL_oracle | H | J |", "|---:|---:|---:|---:|---:|"]
-    for p in refs[0]["unigram_tempered"]:
-        lines.append(f"| {p['temperature']:g} | " + " | ".join(_baseline_cells(p, ["nll_test_per_token",
-                                                                                    "nll_oracle_per_token",
-                                                                                    "entropy_per_token", "j"])) + " |")
-    return lines
-
-
-# Which training horizons count generator updates and which count samples (quoted in every report).
-HORIZONS = ("Horizons: Adam's moment averages (beta1, beta2) and their bias correction, the learning-rate warmup "
-            "(`warmup_steps`) and D's schedule count optimizer updates, so at an equal sample budget a large batch "
-            "size gets fewer of them. The Gumbel beta anneal and the cosine learning-rate schedule run over each "
-            "run's own planned updates, so every batch size ends at the same beta and learning-rate factor. "
-            "Runs planned with fewer than {n} generator updates are marked *underpowered*: reported, but kept out "
-            "of every verdict.")
-
-
-def optimizer_table(rows: list[dict]) -> list[str]:
-    """The generator's optimiser per family and batch size (the ``optimizer`` row field) and the final Gumbel
-    beta (mean over seeds; '-' without the Gumbel estimator)."""
-    runs = [r for r in rows if r["kind"] == "sweep" and r.get("optimizer")]
-    if not runs:
-        return []
-    lines = ["| family | batch | generator optimiser | lr | betas | weight decay | gradient clip | final beta | "
-             "in verdicts |", "|---|---:|---|---:|---|---:|---:|---:|---|"]
-    for fam in V.families_of(runs):
-        for b in sorted({r["batch_size"] for r in V._by(runs, family=fam)}):
-            rs = V._by(runs, family=fam, batch_size=b)
-            o = rs[0]["optimizer"]
-            betas = [r["final_beta"] for r in rs if finite(r.get("final_beta"))]
-            beta = f"{sum(betas) / len(betas):.3g}" if betas else "-"
-            used = "no (underpowered)" if any(V.is_underpowered(r) for r in rs) else "yes"
-            lines.append(f"| {fam} | {b} | {o.get('class')} | {o.get('lr', float('nan')):.3g} | "
-                         f"{tuple(o.get('betas', ()))} | {o.get('weight_decay')} | {o.get('gradient_clip')} | "
-                         f"{beta} | {used} |")
-    return lines
-
-
-def ablation_table(rows: list[dict]) -> list[str]:
-    abl = [r for r in rows if r["kind"] == "ablation" and "probes" in r]
-    if not abl:
-        return []
-    lines = ["| model | condition | strength | J | own I(c; y) (nats) | data's I(c; y) | dependence (own / data's) | "
-             "oracle's bound on samples (a bound, not the model's MI) | accuracy (chance, oracle) | "
-             "change: noise / z / condition | swap follow / stick |",
-             "|---|---|---:|---|---|---|---|---|---|---|---|"]
-    keys = []
-    for r in abl:
-        k = (variant_label(r), r["condition"], r.get("condition_strength"))
-        if k not in keys:
-            keys.append(k)
-    for variant, cond, strength in keys:
-        rs = [r for r in abl if (variant_label(r), r["condition"], r.get("condition_strength")) == (variant, cond, strength)]
-        p = lambda k: t_interval([r["probes"].get(k) for r in rs])  # noqa: E731
-        chance, oracle_acc = p("chance_accuracy").mean, p("oracle_accuracy").mean
-        lines.append(
-            f"| {variant} | {cond} | {strength if strength is not None else '-'} | "
-            f"{_fmt(t_interval(j_score(r) for r in rs))} | {_fmt(p('mi_self'))} | "
-            f"{p('mi_oracle').fmt(3)} | {_fmt(p('mi_self_fraction'))} | {_fmt(p('mi_model'))} | "
-            f"{_fmt(p('accuracy'))} ({chance:.2f}, {oracle_acc:.2f}) | "
-            f"{p('change_noise').mean:.2f} / {p('change_z').mean:.2f} / {p('change_condition').mean:.2f} | "
-            f"{p('swap_follow').mean:.2f} / {p('swap_stick').mean:.2f} |")
-    for ref in references_of(abl):
-        args = ref.get("data", {}).get("init_args", {})
-        where = f"{args.get('condition', 'none')}, strength {args.get('condition_strength', '-')}"
-        for b in (ref["unigram"], ref["bigram"]):
-            lines.append(f"| *{b['name']} (counted, ignores the condition)* | {where} | | {b['j']:.3f} | 0 | | 0 | | "
-                         "| | |")
-    return lines
-
-
 def baselines_summary(rows: list[dict]) -> list[str]:
     lines = []
     for ref in references_of(rows):
@@ -412,6 +292,10 @@ def _plan_summary(plan: Optional[dict]) -> list[str]:
     return out
 
 
+# Each question's section of the report: its title and figure, and what it adds before and after the figure.
+SECTIONS = {"Q1": q1_report, "Q2": q2_report, "Q3": q3_report, "Q3z": q3_report, "Q4a": q4_report, "Q4b": q4_report}
+
+
 def write_markdown(path: Path, run_dir: Path, rows, plan, vs: list[V.Verdict], figures: dict[str, Path],
                    noise, ref_bs: int, n_errors: int, prereg: Optional[dict] = None,
                    settings: Optional[V.VerdictSettings] = None, pretrained: Optional[list[str]] = None) -> None:
@@ -459,16 +343,9 @@ def write_markdown(path: Path, run_dir: Path, rows, plan, vs: list[V.Verdict], f
           "table below prints them; a family is usable only where the upper bound of its J's interval lies below the "
           "bigram's):", ""]
     L += baselines_summary(rows) + [""]
-    sections = {
-        "Q1": ("losses", "Q1: two losses in a game vs one cooperative loss"),
-        "Q2": ("metrics", "Q2: batch size, down to one sample"),
-        "Q3": ("mi", "Q3: does the output depend on the condition?"),
-        "Q3z": (None, "Q3 (z): does a GAN's output depend on z?"),
-        "Q4a": ("qd", "Q4: quality vs diversity across temperatures"),
-        "Q4b": (None, None),
-    }
     for v in vs:
-        fig, title = sections.get(v.question, (None, v.question))
+        part = SECTIONS.get(v.question)
+        fig, title = part.SECTIONS[v.question] if part else (None, v.question)
         if title:
             L += [f"## {title}", ""]
         L += [f"**{v.question} - {v.verdict}** ({v.reason}). {v.claim}", "", f"Rule: {v.rule}", ""]
@@ -476,61 +353,12 @@ def write_markdown(path: Path, run_dir: Path, rows, plan, vs: list[V.Verdict], f
                                                                  if v.holm.get("rank") else "") + ".")
         L += [level, ""] + cells_table(v) + [""]
         L += v.details + [""]
-        if v.question == "Q1" and isinstance(v.extra.get("null"), dict):
-            null = v.extra["null"]
-            L += [f"Null (checkpoint order permuted, {null['permutations']} times): {null['mean']:.3g}, 95% within "
-                  f"[{null['interval'][0]:.3g}, {null['interval'][1]:.3g}].", ""]
-        if v.question == "Q2":
-            L += ["Budgets per batch size (samples seen / generator updates): " + ", ".join(
-                f"bs {b}: {v.extra['budgets']['samples'][b]} / {v.extra['budgets']['steps'][b]}"
-                for b in v.extra["budgets"]["samples"]), "",
-                  "Controls: " + "; ".join(f"{k}: {c if isinstance(c, str) else json.dumps(nan_to_none(c))}"
-                                           for k, c in v.extra["controls"].items()), ""]
+        L += part.before_figure(v) if part else []
         if fig and figures.get(fig):
             L += [f"![{fig}]({figures[fig].name})", ""]
-        if v.question == "Q2" and figures.get("dose_response"):
-            L += ["Dose-response: each arm's learning against batch size, at equal samples and at equal updates.",
-                  "", f"![dose_response]({figures['dose_response'].name})", ""]
-        if v.question == "Q2":
-            L += ["Final metrics per family and batch size (mean [95% t-interval] (seeds)), and the counted "
-                  "baselines:", ""]
-            L += metrics_table(rows) + [""]
-            L += [f"Divergence: a non-finite training loss or final NLL, or a final NLL_oracle per token more than "
-                  f"{DIVERGENCE_NATS} nat above the untrained model's. Mode collapse: fewer than "
-                  f"{COLLAPSE_UNIQUE:.0%} distinct samples, or distinct-2 below {COLLAPSE_DISTINCT2_RATIO} x the "
-                  "distinct-2 of as many test sentences.", ""]
-            L += ["Training settings per family and batch size (the generator's optimiser; the final Gumbel beta):",
-                  ""] + optimizer_table(rows) + ["", HORIZONS.format(n=V.MIN_VERDICT_UPDATES), ""]
-        if v.question == "Q4b":
-            L += ["The counted unigram across the same temperatures (the floor of the quality-diversity plot):", ""]
-            L += tempered_unigram_table(rows) + [""]
-        if v.question == "Q3":
-            L += ablation_table(rows) + [""]
-            L += ["Own I(c; y): H(c) + E[log q(c | y)] with the model's own likelihood over model samples (exact "
-                  "marginal over the K classes for labels; InfoNCE over the true and contrast sources for sources; "
-                  "for a GAN with z, at the z each sample was drawn with). The data's I(c; y) is the oracle's, "
-                  "`true_mutual_information()`, with the same estimator. The oracle's bound on samples, "
-                  "H(c) + E[log p_oracle(c | y)], lower-bounds the model's MI and is high only when the samples carry "
-                  "the condition the way the data do (very negative when the oracle confidently attributes them to "
-                  "other conditions). Changes are token Hamming distances between paired samples drawn with common "
-                  "random numbers.", ""]
+        L += part.after_figure(v, rows, figures) if part else []
     L += pretrained or []
-    L += ["## Gradient noise scale", "",
-          "Simple noise scale B_simple = tr(Sigma) / |G|^2 (McCandlish et al. 2018) at the end of training, "
-          f"for each loss with respect to the parameters it trains, at batch size {ref_bs}; the unbiased two-batch-"
-          "size estimators of the paper's appendix A.1, averaged over rounds before the ratio. It estimates the "
-          "critical batch size: above it, larger batches stop paying for themselves.", ""]
-    if noise:
-        L += ["| family | loss | B_simple: geometric mean over seeds [95% interval] |", "|---|---|---|"]
-        L += [f"| {fam} | {loss} | {iv.fmt(3)} |" for fam, loss, iv in noise]
-        mle = [iv for fam, loss, iv in noise if not fam.startswith("gan")]
-        if mle and finite(mle[0].mean) and mle[0].mean > 0:
-            L += [""] + [f"- {fam} {loss}: {iv.mean / mle[0].mean:.3g} x the MLE family's critical batch size"
-                         for fam, loss, iv in noise if fam.startswith("gan") and finite(iv.mean)]
-        if figures.get("noise"):
-            L += ["", f"![noise]({figures['noise'].name})"]
-    else:
-        L += ["(not measured in this run folder)"]
+    L += q2_report.noise_section(noise, figures, ref_bs)
     L += ["", "## Files", "", "- `results.jsonl` / `results.csv` in the run folder: one row per run; "
           "`runs/<key>/curves.csv`: loss curves; `runs/<key>/temperature.csv`: temperature curves.",
           "- `verdicts.json`: the verdicts above, machine-readable.", ""]
@@ -637,17 +465,6 @@ def make_report(run_dir: str | Path, out: Optional[str | Path] = None, wandb_mod
 
 def _json_value(value):
     raise TypeError(f"cannot write {type(value).__name__} to verdicts.json")
-
-
-def nan_to_none(value):
-    """``value`` with every non-finite float (nested in dicts, lists, tuples) as None: what JSON can hold."""
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if isinstance(value, dict):
-        return {k: nan_to_none(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [nan_to_none(v) for v in value]
-    return value
 
 
 def verdicts_json(vs: list[V.Verdict], prereg: dict, settings: V.VerdictSettings, rows: list[dict]) -> dict:
