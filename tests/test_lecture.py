@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from experiments import lecture
+from experiments import lecture, lecture_report
 from experiments.core import verdicts as V
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -341,7 +341,7 @@ def test_bench_parallel_script_prints_its_table_and_plot(tmp_path):
 
 def test_a_module_section_sits_one_heading_level_below_the_claim():
     lines = ["## C2: the bottleneck", "text", "### reverse", "#### detail", "## second"]
-    assert lecture.subsection(lines) == ["### Tables and figures", "text", "#### reverse", "##### detail",
+    assert lecture_report.subsection(lines) == ["### Tables and figures", "text", "#### reverse", "##### detail",
                                          "### second"]
 
 

@@ -10,7 +10,7 @@ import pytest
 
 from experiments.core import corpus_check
 
-from experiments import lecture
+from experiments import lecture, lecture_settings
 from experiments.core import verdicts as V
 
 
@@ -24,8 +24,8 @@ def empty_data(tmp_path, monkeypatch):
 
 def smoke_with_translation():
     """The smoke preset with translation heatmaps asked for (the lecture preset's Multi30k), so C3 needs a corpus."""
-    settings = lecture._smoke()
-    settings.c3 = lecture.dataclasses.replace(settings.c3, translation_data=copy.deepcopy(lecture.MULTI30K))
+    settings = lecture_settings._smoke()
+    settings.c3 = lecture.dataclasses.replace(settings.c3, translation_data=copy.deepcopy(lecture_settings.MULTI30K))
     return settings
 
 
@@ -102,6 +102,6 @@ def test_present_corpora_are_not_reported_missing(tmp_path, monkeypatch):
 
 
 def test_text_data_files_lists_every_split_under_its_root():
-    files = corpus_check.text_data_files(lecture.MULTI30K)
+    files = corpus_check.text_data_files(lecture_settings.MULTI30K)
     assert files == [f"$GVT_DATA_DIR/multi30k/{n}" for n in ("train.de.gz", "train.en.gz", "val.de.gz", "val.en.gz",
                                                              "test_2016_flickr.de.gz", "test_2016_flickr.en.gz")]
