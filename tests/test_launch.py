@@ -22,16 +22,16 @@ import yaml
 
 import experiments.core.launch as launch
 import experiments.core.runner as runner
-from experiments.q2_batch_size.sweep import sweep_specs
 from experiments.cli import main as gvt_main
 from experiments.core.launch import (PlanError, WorkerSlot, assign_workers, read_run_plan, run_planned, uses_accelerator,
                                 write_run_plan)
 from experiments.core.merge import RowConflict, comparable, merge_rows, merge_run_folders, rows_from_wandb
 from experiments.core.presets import get_preset
 from experiments.core.results import ResultsTable, write_plan
-from experiments.core.runner import run_key
+from experiments.core.specs import run_key
 from experiments.core.wandb_sweep import (COMMITTED, ROW_ARTIFACT, SweepServerError, agent_argv, create_sweep, log_row,
                                      sweep_config)
+from experiments.q2_batch_size.sweep import sweep_specs
 
 ROOT = Path(__file__).resolve().parents[1]
 SMOKE = ["--preset", "smoke", "--families", "transformer"]

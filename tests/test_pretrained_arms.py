@@ -8,12 +8,13 @@ import pytest
 import torch
 
 import experiments.core.execute as execute_module
-from experiments.q2_batch_size.sweep import sweep_specs
 from experiments.core.execute import execute
 from experiments.core.presets import get_preset
 from experiments.core.report import adversarial_phase_effects, handover_curve_comparison, make_report, pretrained_section
 from experiments.core.results import ResultsTable
-from experiments.core.runner import load_init_from, run_key
+from experiments.core.runner import load_init_from
+from experiments.core.specs import run_key
+from experiments.q2_batch_size.sweep import sweep_specs
 from modules.models import TextGAN, TransformerSeq2Seq
 
 ARCH = dict(d_model=16, n_heads=2, n_encoder_layers=1, n_decoder_layers=1, d_ff=32)

@@ -16,13 +16,14 @@ import math
 import pytest
 import torch
 
-from experiments.q2_batch_size.sweep import sweep_specs
 from experiments.core.execute import execute, tasks_of
 from experiments.core.families import register_family
 from experiments.core.merge import comparable
 from experiments.core.presets import get_preset
 from experiments.core.results import ResultsTable
-from experiments.core.runner import run_group, run_key, run_one
+from experiments.core.runner import run_group, run_one
+from experiments.core.specs import run_key
+from experiments.q2_batch_size.sweep import sweep_specs
 from modules.models import TransformerSeq2Seq
 from modules.models.seed_group import vectorisable
 

@@ -84,7 +84,7 @@ from experiments.c2_bottleneck.settings import (BottleneckSettings, C2_SESOI, CO
 from experiments.c2_bottleneck.verdict import verdict
 from experiments.core.execute import run_tasks
 from experiments.core.results import ResultsTable
-from experiments.core.runner import config_hash
+from experiments.core.specs import config_hash
 from experiments.core.tables import nan_to_none
 from experiments.core.verdicts import Verdict
 from modules.errors import ConfigError

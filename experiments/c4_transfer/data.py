@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Optional, Sequence
 
 from experiments.c4_transfer.settings import DATA_FILE, TransferSettings
-from experiments.core.runner import config_hash
+from experiments.core.specs import config_hash
 from modules.data.base import SequenceDataModule
 from modules.errors import ConfigError, GvtError
 from modules.files import atomic_open

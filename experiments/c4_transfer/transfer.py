@@ -84,7 +84,7 @@ from experiments.c4_transfer.settings import (ALL, BODIES, LM_ARMS, PRESETS, QUE
 from experiments.c4_transfer.verdict import verdict
 from experiments.core.execute import run_tasks
 from experiments.core.results import ResultsTable
-from experiments.core.runner import config_hash
+from experiments.core.specs import config_hash
 from experiments.core.verdicts import Verdict
 from modules.callbacks import KeepBestOnValidation
 from modules.errors import ConfigError, GvtError

@@ -9,7 +9,7 @@ thing for a key::
      "history": [{"part": H, "plan_hash": H_after, "runs": n, "command": "sweep batch-size --preset ...",
                   "time": "..."}, ...]}      # each planning invocation that added runs
 
-A key ends in its spec's config hash (``experiments.core.runner.run_key``), so a key names one exact computation:
+A key ends in its spec's config hash (``experiments.core.specs.run_key``), so a key names one exact computation:
 a spec edited by hand no longer matches its key and the plan is refused. The plan hash of a set of runs is
 the hash of their keys. Planning again into a folder adds runs (the grid may grow) and never changes a planned
 one; every hash the plan has had, and the hash of every set of runs added to it (a *part*: what one
@@ -38,7 +38,8 @@ from pathlib import Path
 from typing import Iterator, Optional, Sequence
 
 from experiments.core.results import ResultsTable, atomic_write_text
-from experiments.core.runner import run_group, run_key, run_one
+from experiments.core.runner import run_group, run_one
+from experiments.core.specs import run_key
 from modules.errors import ConfigError, GvtError
 from modules.files import file_lock
 

@@ -41,7 +41,6 @@ from pathlib import Path
 from typing import Optional, Sequence
 
 from experiments.core.baselines import ENTROPY_SAMPLES, j_score
-from experiments.q2_batch_size.sweep import pretrained_batch_sizes, sweep_specs
 from experiments.core.datamodules import build_datamodule
 from experiments.core.execute import execute
 from experiments.core.families import get_family
@@ -58,7 +57,8 @@ from experiments.core.pilot_file import (  # noqa: F401  (the committed file's h
 )
 from experiments.core.presets import PRESETS, get_preset
 from experiments.core.results import ResultsTable
-from experiments.core.runner import run_key
+from experiments.core.specs import run_key
+from experiments.q2_batch_size.sweep import pretrained_batch_sizes, sweep_specs
 from modules.errors import ConfigError, GvtError
 from modules.files import atomic_write_text
 

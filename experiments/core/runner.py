@@ -60,86 +60,20 @@ from typing import Any, Optional
 import torch
 
 from experiments.core.datamodules import build_datamodule
+from experiments.core.evaluate import _reference_distinct2, eval_split, evaluate, final_losses, judge
 from experiments.core.families import generator_updates, get_arg, get_family, z_dim_path
 from experiments.core.results import ResultsTable
-from experiments.q4_temperature.temperature import temperature_curve, write_curve
+from experiments.core.specs import _NOT_HASHED, config_hash, init_from_key, run_key
 from experiments.core.verdicts import MIN_VERDICT_UPDATES
 from experiments.core.wandb_sweep import log_row
+from experiments.q4_temperature.temperature import temperature_curve, write_curve
 from modules.errors import ConfigError
 from modules.files import atomic_write_text
 from modules.known_warnings import known_warnings_filtered
-from modules.metrics import DistinctN
 
 # pytorch_lightning, and the modules that import it (modules.tracking, the data and model code that
 # experiments.q2_batch_size.noise_scale and experiments.q3_conditioning.probes use), load inside run_one, in the worker that trains: the sweep's
 # parent process imports this module for run keys and stays light.
-
-DIVERGENCE_NATS = 1.0
-COLLAPSE_UNIQUE = 0.5
-COLLAPSE_DISTINCT2_RATIO = 0.5
-
-# Settings that change nothing about a run's numbers are left out of its identity.
-_NOT_HASHED = ("tracking", "key", "threads", "plan_hash")
-
-
-def config_hash(spec: dict) -> str:
-    ident = {k: v for k, v in spec.items() if k not in _NOT_HASHED}
-    return hashlib.sha256(json.dumps(ident, sort_keys=True, default=str).encode()).hexdigest()[:10]
-
-
-def run_key(spec: dict) -> str:
-    parts = [spec["family"], f"bs{spec['batch_size']}"]
-    if spec.get("kind") == "pretrain":  # apart from the sweep's own run of the same family and batch size
-        parts.insert(0, "pretrain")
-    if spec.get("kind") == "equal-updates":  # apart from the arm of the same batch size at equal samples
-        parts.append(f"steps{spec['budget']['updates']}")
-    if spec.get("kind") == "ablation":
-        data = spec["data"]["init_args"]
-        z_dim = get_arg(spec["model"], z_dim_path(spec["family"]), 0)
-        parts.append(f"{data.get('condition', 'none')}-s{data.get('condition_strength', 0)}-z{z_dim}")
-    parts += [f"seed{spec['seed']}", config_hash(spec)]
-    return "__".join(parts)
-
-
-def make_spec(kind: str, settings, *, family: str, batch_size: int, seed: int, data: dict, model: dict,
-              updates: int, lr_factor: float, measure: dict, tracking: dict, budget: Optional[dict] = None,
-              save_checkpoint: Optional[bool] = None, **extra) -> dict:
-    """One run of a sweep or an ablation, keyed; ``settings`` gives what every run of an experiment shares.
-
-    ``budget`` / ``save_checkpoint`` override the experiment's (a pretrain run has its own budget and always
-    keeps its checkpoint). ``extra`` may hold ``init_from={"key": K}``: the run starts from run K's generator
-    weights (see ``load_init_from``), and K is then part of this run's identity.
-    """
-    spec = {
-        "kind": kind,
-        "family": family,
-        "batch_size": batch_size,
-        "seed": seed,
-        "data": data,
-        "model": model,
-        "budget": budget or {"kind": settings.budget, "value": settings.budget_value, "updates": updates},
-        "lr_factor": lr_factor,
-        "trainer": dict(settings.trainer),
-        "measure": measure,
-        "curve_points": settings.curve_points,
-        "save_checkpoint": settings.save_checkpoints if save_checkpoint is None else save_checkpoint,
-        "tracking": dict(tracking),
-        "threads": settings.threads,
-        "engine": getattr(settings, "engine", "vectorised"),
-        **extra,
-    }
-    spec["key"] = run_key(spec)
-    return spec
-
-
-def init_from_key(spec: dict) -> Optional[str]:
-    """The key of the run that ``spec`` starts from (its ``init_from``), or None for a run from scratch."""
-    init = spec.get("init_from")
-    if init is None:
-        return None
-    if not isinstance(init, dict) or set(init) != {"key"} or not isinstance(init["key"], str) or not init["key"]:
-        raise ValueError(f'init_from must be {{"key": "<key of a run in the same run folder>"}}, got {init!r}')
-    return init["key"]
 
 
 def _is_latent(name: str, latent_modules: tuple[str, ...]) -> bool:
@@ -260,74 +194,6 @@ def optimizer_steps_per_update(model) -> int:
     if getattr(model, "family", None) == "gan":
         return 1 + int(model.game.d_steps)
     return 1
-
-
-def _metrics(result: dict, split: str = "test") -> dict:
-    return {k.split("/", 1)[1]: float(v) for k, v in result.items() if k.startswith(f"{split}/")}
-
-
-EVAL_SPLITS = ("test", "val")
-
-
-def eval_split(spec: dict) -> str:
-    """The split a run's ``init`` and ``final`` evaluations read: the spec's ``eval_split``, default ``test``.
-    The learning-rate pilot's runs say ``val``, so no choice is ever made on the test split."""
-    split = spec.get("eval_split", "test")
-    if split not in EVAL_SPLITS:
-        raise ConfigError(f"eval_split must be one of {EVAL_SPLITS}, got {split!r}")
-    return split
-
-
-def evaluate(trainer, model, dm, split: str) -> dict:
-    """The model's metrics on ``split`` (Lightning's ``test/...`` or ``val/...`` names, prefix dropped)."""
-    if split == "test":
-        return _metrics(trainer.test(model, datamodule=dm, verbose=False)[0], "test")
-    # the fit itself runs without validation (limit_val_batches=0): open the val split for this evaluation only
-    trainer.limit_val_batches = 1.0
-    try:
-        return _metrics(trainer.validate(model, datamodule=dm, verbose=False)[0], "val")
-    finally:
-        trainer.limit_val_batches = 0
-
-
-def _reference_distinct2(dm, num: int, split: str = "test") -> float:
-    metric = DistinctN(n_values=(2,))
-    metric.update(dm.reference_ids(split)[:num])
-    return float(metric.compute()["distinct2"])
-
-
-def judge(init: dict, final: dict, nonfinite: Optional[str], ref_distinct2: float) -> dict:
-    """The divergence and collapse flags (rules in the module docstring), with the reason for each."""
-    diverged, reason = False, ""
-    if nonfinite:
-        diverged, reason = True, nonfinite
-    else:
-        for k in ("nll_oracle_per_token", "nll_test_per_token"):
-            if k in final and not math.isfinite(final[k]):
-                diverged, reason = True, f"final {k} is not finite"
-                break
-        else:
-            a, b = init.get("nll_oracle_per_token"), final.get("nll_oracle_per_token")
-            if a is not None and b is not None and b > a + DIVERGENCE_NATS:
-                diverged, reason = True, f"NLL_oracle {b:.3f} > untrained {a:.3f} + {DIVERGENCE_NATS}"
-    collapsed, why = False, ""
-    unique, d2 = final.get("unique_fraction"), final.get("distinct2")
-    if unique is not None and math.isfinite(unique) and unique < COLLAPSE_UNIQUE:
-        collapsed, why = True, f"unique fraction {unique:.3f} < {COLLAPSE_UNIQUE}"
-    elif d2 is not None and math.isfinite(d2) and d2 < COLLAPSE_DISTINCT2_RATIO * ref_distinct2:
-        collapsed, why = True, f"distinct-2 {d2:.3f} < {COLLAPSE_DISTINCT2_RATIO} x data's {ref_distinct2:.3f}"
-    return {"diverged": diverged, "diverged_reason": reason, "collapsed": collapsed, "collapse_reason": why}
-
-
-def final_losses(curve: list[dict], tail: float = 0.1) -> dict:
-    """Each logged training quantity averaged over the last ``tail`` of the curve (one step is mostly noise)."""
-    points = curve[-max(1, int(len(curve) * tail)):]
-    keys = {k for p in points for k in p if k.startswith("train/")}
-    out = {}
-    for k in sorted(keys):
-        vals = [p[k] for p in points if k in p]
-        out[k] = sum(vals) / len(vals) if vals and all(math.isfinite(v) for v in vals) else math.nan
-    return out
 
 
 def write_csv(path: Path, rows: list[dict]) -> None:

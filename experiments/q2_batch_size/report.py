@@ -8,8 +8,8 @@ from pathlib import Path
 
 from experiments.core import verdicts as V
 from experiments.core.baselines import j_score, learning
+from experiments.core.evaluate import COLLAPSE_DISTINCT2_RATIO, COLLAPSE_UNIQUE, DIVERGENCE_NATS
 from experiments.core.families import get_arg
-from experiments.core.runner import COLLAPSE_DISTINCT2_RATIO, COLLAPSE_UNIQUE, DIVERGENCE_NATS
 from experiments.core.stats import finite, t_interval
 from experiments.core.tables import _fmt, baseline_rows, nan_to_none
 from experiments.core.verdicts import Verdict

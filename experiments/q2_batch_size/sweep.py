@@ -37,7 +37,7 @@ import math
 
 from experiments.core.families import MAX_G_UPDATES, get_arg, get_family, lr_factor, set_arg
 from experiments.core.presets import SweepSettings
-from experiments.core.runner import make_spec
+from experiments.core.specs import make_spec
 from modules.errors import ConfigError
 
 
