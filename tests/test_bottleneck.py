@@ -8,6 +8,7 @@ import random
 import pytest
 
 from experiments.c2_bottleneck import bottleneck as B
+from experiments.c2_bottleneck import measure as BM
 from experiments.c2_bottleneck import report as BR
 from experiments.c2_bottleneck import settings as BS
 from modules.errors import ConfigError
@@ -51,8 +52,8 @@ def test_corpus_bleu_refuses_unpaired_input():
 
 @pytest.mark.parametrize("length, expected", [(1, "<=10"), (10, "<=10"), (11, "11-15"), (20, "16-20"), (21, ">20")])
 def test_bucket_of(length, expected):
-    assert B.bucket_of(length, (10, 15, 20)) == expected
-    assert expected in B.bucket_names((10, 15, 20))
+    assert BM.bucket_of(length, (10, 15, 20)) == expected
+    assert expected in BM.bucket_names((10, 15, 20))
 
 
 RATES = {"rnn": 1e-3, "rnn-attention": 3e-3, "transformer": 1e-2}
@@ -194,7 +195,7 @@ def test_each_length_bucket_is_tested_on_sources_of_that_length_unseen_in_traini
     dm.prepare()
     seen = {tuple(ex.src) for split in ("train", "val") for ex in dm.examples(split)}
     assert {len(ex.src) for ex in dm.examples("train")} == {3, 4, 5}  # mixed lengths in training
-    sets = B.length_test_sets(spec["data"], dm, [3, 5], 8, 0)
+    sets = BM.length_test_sets(spec["data"], dm, [3, 5], 8, 0)
     for length, at in sets.items():
         test = [tuple(ex.src) for ex in at.examples("test")]
         assert len(test) == 16 and {len(t) for t in test} == {length} and not seen & set(test)
@@ -233,7 +234,7 @@ def test_multi30k_runs_are_scored_per_source_length_bucket(tmp_path):
     rows = [r for r in rows if r["kind"] == "bottleneck"]  # the pilot (on reverse) chose the rate
     assert len(rows) == 1 and rows[0]["lr"] == 3e-3
     buckets = rows[0]["buckets"]
-    assert rows[0]["bucket_names"] == B.bucket_names(settings.multi30k_buckets)
+    assert rows[0]["bucket_names"] == BM.bucket_names(settings.multi30k_buckets)
     assert set(buckets) == set(rows[0]["bucket_names"])
     assert sum(b["num_test"] for b in buckets.values()) == rows[0]["num_test"] == 40
     for b in buckets.values():
