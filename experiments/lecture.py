@@ -188,7 +188,7 @@ def parse_only(text: Optional[str]) -> list[str]:
 
 def preregistration(settings: LectureSettings, out: Optional[Path] = None) -> dict:
     """The settings that define the lecture's verdicts (preset, SESOIs, gates, alpha) and their hash; C4's own
-    (``experiments.c4_transfer.transfer.preregistration``: settings, gates, learning-rate pilot and, with ``out``, the rates its
+    (``experiments.c4_transfer.settings.preregistration``: settings, gates, learning-rate pilot and, with ``out``, the rates its
     pilot chose in ``out/c4``) where that module has one."""
     defined = {"preset": settings.to_dict(), "sesoi": {"C1": C1_SESOI, "C3": C3_SESOI},
                "gates": {"C1_parameter_tolerance": PARAMETER_TOLERANCE, "C3_min_task_accuracy": MIN_TASK_ACCURACY},
