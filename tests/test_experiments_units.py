@@ -9,13 +9,14 @@ import torch
 from pathlib import Path
 
 from experiments.core import verdicts as V
-from experiments.q2_batch_size.sweep import sweep_specs, updates_for
 from experiments.core.families import get_family, lr_factor, register_family
-from experiments.q2_batch_size.noise_scale import estimate_from_norms
 from experiments.core.plan import PlanMismatch, register
 from experiments.core.presets import get_preset
 from experiments.core.results import ResultsTable
+from experiments.core.scaling import updates_for
 from experiments.core.stats import log_t_interval, seeds_needed, t_interval, t_quantile
+from experiments.q2_batch_size.noise_scale import estimate_from_norms
+from experiments.q2_batch_size.sweep import sweep_specs
 from experiments.q4_temperature.temperature import dominated_fraction, lower_envelope, matched_gap
 
 ROOT = Path(__file__).resolve().parents[1]

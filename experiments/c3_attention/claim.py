@@ -116,7 +116,7 @@ class C3Settings:
 
 def c3_specs(c3: C3Settings, tracking: dict) -> list[dict]:
     """One run spec per (task, family, seed), plus one per family on the translation data (seed 0)."""
-    from experiments.q2_batch_size.sweep import model_args
+    from experiments.core.scaling import model_args
     from experiments.core.specs import make_spec
 
     specs = []
