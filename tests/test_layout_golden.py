@@ -42,7 +42,8 @@ def differences(expected, actual, where: str = "") -> list[str]:
 def test_differences_names_the_row_and_field():
     golden = {"rows": {"sweep": {"k1": {"final": {"bleu2": 0.5}, "family": "rnn"}}}}
     assert differences(golden, golden) == []
-    assert differences(golden, {"rows": {"sweep": {"k1": {"final": {"bleu2": 0.5 * (1 + 1e-9)}, "family": "rnn"}}}}) == []
+    close = {"rows": {"sweep": {"k1": {"final": {"bleu2": 0.5 * (1 + 1e-9)}, "family": "rnn"}}}}
+    assert differences(golden, close) == []
     changed = {"rows": {"sweep": {"k1": {"final": {"bleu2": 0.51}, "family": "rnn"}}}}
     assert differences(golden, changed) == ["/rows/sweep/k1/final/bleu2: 0.5 expected, 0.51 found"]
     assert "keys missing ['family']" in differences(golden, {"rows": {"sweep": {"k1": {"final": {"bleu2": 0.5}}}}})[0]

@@ -1,8 +1,9 @@
 """``gvt report RUN_DIR``: plots (PNG) and a Markdown report with the verdict table for Q1-Q4.
 
 Reads the run folder's results table (and each run's ``curves.csv``), never re-trains anything, and can be run
-on a partial sweep. The verdicts come from each question's ``rule`` module
-(``experiments.q1_game.rule`` ... ``experiments.q4_temperature.rule``), decided together by ``all_verdicts``; the figures behind each are in the report.
+on a partial sweep. The verdicts come from each question's ``rule`` module (``experiments.q1_game.rule`` ...
+``experiments.q4_temperature.rule``), decided together by ``all_verdicts``; each question's section and figures
+come from its own ``report`` and ``plots`` modules (``SECTIONS``); the figures behind each verdict are in the report.
 The report's figures and tables are also logged to W&B (offline by default) in the sweep's group.
 """
 
