@@ -28,8 +28,8 @@ from pathlib import Path
 import torch
 
 from experiments.c1_parallel.measure import (FAMILIES, STATISTICS, ParallelSettings, loglog_slope, lengths_of,
-                                  measure_replicates, plot, slopes_per_replicate, summary_seconds, table_lines,
-                                  thread_counts, thread_scaling)
+                                             measure_replicates, plot, slopes_per_replicate, summary_seconds,
+                                             table_lines, thread_counts, thread_scaling)
 
 
 def main():

@@ -11,12 +11,12 @@ from pathlib import Path
 import pytest
 import torch
 
-from experiments.q2_batch_size.sweep import sweep_specs
 from experiments.core.families import register_family
 from experiments.core.presets import get_preset
-from experiments.q3_conditioning.probes import condition_probes
 from experiments.core.results import ResultsTable
 from experiments.core.runner import run_one
+from experiments.q2_batch_size.sweep import sweep_specs
+from experiments.q3_conditioning.probes import condition_probes
 from modules.data import OracleDataModule
 from modules.models import TransformerSeq2Seq
 from modules.sampling import SampleOutput

@@ -11,8 +11,8 @@ import torch
 import modules.models.gan_estimators as estimators
 import modules.models.gan_losses as gan_losses
 import modules.sampling as sampling
-from modules.data import OracleDataModule
 from experiments.core.families import merge_args
+from modules.data import OracleDataModule
 from modules.models import TextGAN
 from modules.models.configs import nest_flat_args
 from modules.models.gan_estimators import (

@@ -13,14 +13,14 @@ import torch.nn.functional as F
 from torch import nn
 
 import modules.sampling as sampling
+from experiments.core.families import merge_args
 from modules.data import OracleDataModule
 from modules.data.batch import Example, collate
 from modules.data.text_datamodule import TextDataModule
 from modules.data.vocab import BOS_ID, EOS_ID, NULL_ID, PAD_ID, UNK_ID, Vocab
-from experiments.core.families import merge_args
 from modules.models import TextGAN, TransformerSeq2Seq
-from modules.models.configs import EvaluationConfig, nest_flat_args
 from modules.models.base import GeneratorModule, mle_loss
+from modules.models.configs import EvaluationConfig, nest_flat_args
 from modules.nets.lstm_generator import LSTMGenerator
 from modules.sampling import generate, position_banned_mask, sampling_log_probs
 

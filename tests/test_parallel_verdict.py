@@ -7,9 +7,9 @@ import random
 
 import pytest
 
-from experiments.core import verdicts as V
 from experiments.c1_parallel.verdict import (MIN_LENGTHS, PRIMARY, SESOI, WITHOUT_LONGEST, C1Verdict, c1_verdict,
                                           thread_scaling_line)
+from experiments.core import verdicts as V
 from experiments.core.stats import t_p_value
 
 LENGTHS = (16, 32, 64, 128, 256)

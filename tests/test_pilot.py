@@ -13,10 +13,10 @@ import pytest
 
 from experiments.core import pilot as P
 from experiments.core import pilot_file
-from experiments.q2_batch_size.sweep import sweep_specs
 from experiments.core.families import get_arg, get_family, set_arg
-from modules.errors import ConfigError
 from experiments.core.presets import get_preset
+from experiments.q2_batch_size.sweep import sweep_specs
+from modules.errors import ConfigError
 
 
 def _write_pilot(path, preset="smoke", seeds=(100,), choices=None):

@@ -11,15 +11,15 @@ import torch.nn.functional as F
 from torch import nn
 
 import modules.models.gan_estimators as estimators
-from experiments.q2_batch_size.sweep import pretrained_batch_sizes, sweep_specs
-from experiments.q3_conditioning.ablation import ablation_specs
 from experiments.core.families import get_arg, get_family, z_dim_path
-from experiments.q1_game.game import RunMeasurements, evenly_spaced_updates, roughness
-from experiments.q2_batch_size.noise_scale import loss_terms
 from experiments.core.presets import get_preset
-from experiments.q3_conditioning.probes import distinct_greedy_across_z
 from experiments.core.results import ResultsTable
 from experiments.core.runner import build_datamodule, load_init_from, run_one
+from experiments.q1_game.game import RunMeasurements, evenly_spaced_updates, roughness
+from experiments.q2_batch_size.noise_scale import loss_terms
+from experiments.q2_batch_size.sweep import pretrained_batch_sizes, sweep_specs
+from experiments.q3_conditioning.ablation import ablation_specs
+from experiments.q3_conditioning.probes import distinct_greedy_across_z
 from modules.data import OracleDataModule
 from modules.data.batch import collate
 from modules.models import TextGAN, TransformerSeq2Seq

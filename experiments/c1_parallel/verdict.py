@@ -39,9 +39,9 @@ import os
 from pathlib import Path
 from typing import Optional
 
+from experiments.c1_parallel.measure import (FAMILIES, lengths_of, replicate_seconds, slopes_per_replicate,
+                                             target_tokens, thread_counts, thread_scaling)
 from experiments.core import verdicts as V
-from experiments.c1_parallel.measure import (FAMILIES, lengths_of, replicate_seconds, slopes_per_replicate, target_tokens,
-                                  thread_counts, thread_scaling)
 from experiments.core.stats import finite, t_interval, t_p_value
 
 CLAIM = "An RNN is sequential (step t needs step t-1), so it is hard to parallelise; a Transformer is not."

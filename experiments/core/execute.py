@@ -33,7 +33,7 @@ from pathlib import Path
 from typing import Callable, Optional
 
 from experiments.core.launch import (run_planned, run_planned_group, slot_threads, take_slot, worker_slots,
-                               write_run_plan)
+                                     write_run_plan)
 from experiments.core.results import ResultsTable
 from experiments.core.runner import group_key
 

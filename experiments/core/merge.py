@@ -24,7 +24,7 @@ from typing import Iterable, Optional
 
 from experiments.core.launch import merge_run_plans, read_run_plan
 from experiments.core.results import (ERRORS, TABLE, CSV_TABLE, ResultsTable, _clean, _json_default, _restore,
-                                 atomic_write_text, read_plan, rows_to_csv, write_plan)
+                                      atomic_write_text, read_plan, rows_to_csv, write_plan)
 from experiments.core.wandb_sweep import ROW_ARTIFACT
 from modules.errors import ConfigError, DataError, GvtError, MissingInputError
 

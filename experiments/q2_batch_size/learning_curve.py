@@ -31,7 +31,6 @@ from pathlib import Path
 from typing import Optional, Sequence
 
 from experiments.core.baselines import baselines_for
-from experiments.q2_batch_size.sweep import sweep_specs
 from experiments.core.execute import execute
 from experiments.core.families import get_family
 from experiments.core.pilot import pilot_rows, pilot_settings, validation_spec, words
@@ -39,6 +38,7 @@ from experiments.core.pilot_file import DEFAULT_SEEDS
 from experiments.core.plots import _band, _color, _plt
 from experiments.core.presets import PRESETS, get_preset
 from experiments.core.stats import finite, t_interval
+from experiments.q2_batch_size.sweep import sweep_specs
 from modules.errors import ConfigError, GvtError
 from modules.files import atomic_write_text
 
