@@ -24,6 +24,7 @@ from typing import Optional
 
 from experiments.core.families import merge_args
 from experiments.core.pilot_file import apply_pilot
+from experiments.q3_conditioning.settings import AblationSettings
 from modules.errors import ConfigError
 
 ORACLE = "modules.data.OracleDataModule"
@@ -152,33 +153,6 @@ class SweepSettings:
     # How runs train (experiments.core.runner.engine_of): "vectorised" (the seeds of one configuration as one vectorised
     # model wherever it allows, else Lightning's loop) or "lightning" (Lightning's fit loop, one run at a time)
     engine: str = "vectorised"
-
-
-@dataclass
-class AblationSettings:
-    """The conditioning ablation (Q3)."""
-
-    data: dict  # without condition / condition_strength (the grid sets them)
-    models: dict[str, dict]
-    families: list[str]
-    conditions: list[str]
-    strengths: list[float]
-    z_dims: list[int]  # GAN families only; the MLE family has no latent input
-    seeds: list[int]
-    batch_size: int = 16
-    budget: str = "samples"
-    budget_value: int = 1024
-    num_classes: int = 4
-    source_len: int = 4
-    probes: dict = field(default_factory=lambda: dict(num=300, contrast=16))
-    curve_points: int = 50
-    trainer: dict = field(default_factory=lambda: dict(accelerator="cpu", devices=1))
-    save_checkpoints: bool = False
-    threads: Optional[int] = 1
-    engine: str = "vectorised"  # as SweepSettings.engine
-    # The samples of each seed's and setting's own conditional MLE checkpoint (experiments.q3_conditioning.ablation), from
-    # which the families with init_from (mle-continued, gan-gumbel-pt) start; None: those families are left out
-    pretrain_budget: Optional[int] = None
 
 
 @dataclass
@@ -392,4 +366,4 @@ def get_preset(name: str, *, pilot: bool = True) -> Preset:
     return preset
 
 
-__all__ = ["AblationSettings", "GENERATOR_OPTIMIZER", "PRESETS", "Preset", "SweepSettings", "get_preset", "replace"]
+__all__ = ["GENERATOR_OPTIMIZER", "PRESETS", "Preset", "SweepSettings", "get_preset", "replace"]

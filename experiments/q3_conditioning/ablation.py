@@ -22,9 +22,9 @@ from __future__ import annotations
 import copy
 
 from experiments.core.families import get_family, set_arg, z_dim_path
-from experiments.core.presets import AblationSettings
 from experiments.core.scaling import PRETRAIN_FAMILY, check_pretrained_arm, model_args, updates_for
 from experiments.core.specs import make_spec
+from experiments.q3_conditioning.settings import AblationSettings
 from modules.errors import ConfigError
 
 
