@@ -68,10 +68,8 @@ from typing import Optional
 
 from experiments.c1_parallel.measure import ParallelSettings
 from experiments.c1_parallel.verdict import PARAMETER_TOLERANCE, RULE_SETTINGS as C1_RULE_SETTINGS
-from experiments.c1_parallel.verdict import SESOI as C1_SESOI, c1_section, c1_verdict, load_warning  # noqa: F401
-from experiments.c3_attention.claim import (C3_CLAIM, C3_PRIMARY, C3_RULE, C3_SESOI, MIN_TASK_ACCURACY,  # noqa: F401
-                                            C3Settings, c3_heatmaps, c3_section, c3_specs, c3_verdict, plot_alignment,
-                                            run_c3, score_task_run)
+from experiments.c1_parallel.verdict import SESOI as C1_SESOI, c1_verdict
+from experiments.c3_attention.claim import C3_PRIMARY, C3_RULE, C3_SESOI, MIN_TASK_ACCURACY, c3_verdict, run_c3
 from experiments.core import corpus_check
 from experiments.core import verdicts as V
 from experiments.lecture_report import log_to_wandb, write_figures, write_report

@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from experiments import lecture, lecture_report
+from experiments.c3_attention.claim import C3Settings
 from experiments.core import verdicts as V
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -198,7 +199,7 @@ MODELS = {"rnn-attention": {}, "transformer": {}}
 ])
 def test_c3_settings_refuse_what_cannot_be_scored(kwargs, match):
     with pytest.raises(lecture.ConfigError, match=match):
-        lecture.C3Settings(models=MODELS, **kwargs)
+        C3Settings(models=MODELS, **kwargs)
 
 
 def test_c3_presets_decide_on_the_content_task():

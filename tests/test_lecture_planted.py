@@ -7,9 +7,9 @@ import random
 
 import pytest
 
-from experiments.c3_attention.claim import baseline_of
+from experiments.c1_parallel.verdict import c1_verdict
+from experiments.c3_attention.claim import C3_SESOI, MIN_TASK_ACCURACY, baseline_of, c3_verdict
 from experiments.core import verdicts as V
-from experiments.lecture import C3_SESOI, MIN_TASK_ACCURACY, c1_verdict, c3_verdict
 from tests.test_parallel_verdict import timings
 
 # ---- C3 ---------------------------------------------------------------------------------------------------------
