@@ -1,7 +1,7 @@
 """
 Benchmark (claim C1): is an RNN's training step sequential in the sequence length where a Transformer's is not?
 
-A thin script over ``experiments/parallel.py`` (the measurement: both nets at matched parameter counts, full
+A thin script over ``experiments/c1_parallel/measure.py`` (the measurement: both nets at matched parameter counts, full
 training steps on random batches, interleaved rounds, each of ``--replicates`` replicates an independent process;
 read its docstring for what is timed). Printed per device, thread count, family and length: the step time, the
 minimum (``--statistic min``, the default: the least disturbed by other processes on a shared machine) or median
@@ -27,9 +27,9 @@ from pathlib import Path
 
 import torch
 
-from experiments.parallel import (FAMILIES, STATISTICS, ParallelSettings, loglog_slope, lengths_of,
-                                  measure_replicates, plot, slopes_per_replicate, summary_seconds, table_lines,
-                                  thread_counts, thread_scaling)
+from experiments.c1_parallel.measure import (FAMILIES, STATISTICS, ParallelSettings, loglog_slope, lengths_of,
+                                             measure_replicates, plot, slopes_per_replicate, summary_seconds,
+                                             table_lines, thread_counts, thread_scaling)
 
 
 def main():

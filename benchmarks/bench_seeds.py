@@ -25,11 +25,11 @@ import time
 import pytorch_lightning as pl
 import torch
 
-from experiments.batch_size_sweep import sweep_specs
-from experiments.datamodules import build_datamodule
-from experiments.families import get_family
-from experiments.presets import get_preset
-from experiments.runner import BudgetCallback, _Batches, _quiet_lightning, optimizer_steps_per_update
+from experiments.core.datamodules import build_datamodule
+from experiments.core.families import get_family
+from experiments.core.presets import get_preset
+from experiments.core.runner import BudgetCallback, _Batches, _quiet_lightning, optimizer_steps_per_update
+from experiments.q2_batch_size.sweep import sweep_specs
 from modules.models.gan_losses import update_log
 from modules.models.seed_group import SeedGroup
 from modules.models.transformer_seq2seq import generator_optimizer

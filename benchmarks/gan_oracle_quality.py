@@ -27,8 +27,8 @@ import time
 import pytorch_lightning as pl
 import torch
 
+from experiments.core.families import merge_args
 from modules.data import OracleDataModule
-from experiments.families import merge_args
 from modules.models import TextGAN
 
 # TextGAN's sections (modules.models.configs), merged per variant

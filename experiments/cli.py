@@ -11,18 +11,18 @@ the ``gvt`` command).
                           exactly one planned run (what a W&B agent runs)
     gvt sweep learning-curve [--preset P] [--budgets N ...] [--families ...] [--out RUN_DIR]
                           validation J against samples per family, with the counted baselines
-                          (experiments.learning_curve): choose a preset's budgets from it
+                          (experiments.q2_batch_size.learning_curve): choose a preset's budgets from it
     gvt sweep pilot       [--preset P] [--seeds ...] [--out RUN_DIR] [--pilot-file PATH]
-                          the learning-rate pilot: writes configs/pilot/PRESET.json (experiments.pilot)
+                          the learning-rate pilot: writes configs/pilot/PRESET.json (experiments.core.pilot)
     gvt ablate conditioning [--preset ...] [--families ...] [--conditions none,label,source] [--strengths ...]
                           [--z-dims ...] [--seeds ...] [--out RUN_DIR] [--workers N] [--wandb-mode MODE] [--no-report]
                           [--plan-only | --launcher local|wandb | --emit-wandb-sweep FILE]
     gvt ablate bottleneck [--preset lecture|smoke] [--datasets reverse,oracle,multi30k] [--seeds ...] [--out RUN_DIR]
                           [--workers N] [--wandb-mode MODE]
-                          C2: rnn / rnn-attention / transformer against source length (experiments.bottleneck)
+                          C2: rnn / rnn-attention / transformer against source length (experiments.c2_bottleneck.bottleneck)
     gvt ablate transfer   [--preset lecture|smoke] [--seeds ...] [--bodies lstm,transformer] [--out RUN_DIR]
                           [--workers N] [--wandb-mode MODE]
-                          C4: ULMFiT against training from scratch (experiments.transfer)
+                          C4: ULMFiT against training from scratch (experiments.c4_transfer.transfer)
     gvt temperature       --checkpoint PATH [--data-config YAML] | --run-dir RUN_DIR [--families ...]
                           [--batch-sizes ...]   [--temperatures ...] [--num-samples N] [--out DIR]
     gvt report RUN_DIR    [--out DIR] [--wandb-mode MODE]
@@ -47,22 +47,20 @@ import time
 import uuid
 from pathlib import Path
 
-from experiments.batch_size_sweep import sweep_specs
-from experiments.conditioning import ablation_specs
-from experiments.datamodules import datamodule_for_checkpoint
-from experiments.execute import _summary, execute
-from experiments.families import get_family
-from experiments.launch import PLAN, accepted_hashes, read_run_plan, run_planned, write_run_plan
-from experiments.merge import merge_run_folders, rows_from_wandb
-from experiments.plan import register
-from experiments.plots import plot_quality_diversity
-from experiments.presets import DEFAULT_TEMPERATURES, PRESETS, get_preset
-from experiments.report import make_report
-from experiments.results import ResultsTable, atomic_write_text, read_plan
-from experiments.temperature import quality_diversity_axes, temperature_curve, write_curve
-from experiments.verdicts import VerdictSettings, preregistration
-from experiments.wandb_sweep import SweepServerError, create_sweep, sweep_config, sweep_yaml
-from modules.errors import ConfigError, GvtError, MissingInputError
+from experiments.core.execute import _summary, execute
+from experiments.core.families import get_family
+from experiments.core.launch import PLAN, accepted_hashes, read_run_plan, run_planned, write_run_plan
+from experiments.core.merge import merge_run_folders, rows_from_wandb
+from experiments.core.plan import register
+from experiments.core.presets import PRESETS, get_preset
+from experiments.core.report import make_report
+from experiments.core.results import atomic_write_text, read_plan
+from experiments.core.verdicts import VerdictSettings, preregistration
+from experiments.core.wandb_sweep import SweepServerError, create_sweep, sweep_config, sweep_yaml
+from experiments.q2_batch_size.sweep import sweep_specs
+from experiments.q3_conditioning.ablation import ablation_specs
+from experiments.q4_temperature.command import run_temperature_command
+from modules.errors import ConfigError, GvtError
 
 DEFAULT_ROOT = "runs/experiments"
 
@@ -294,7 +292,7 @@ def _run_experiments(args, command: str, which: list[str]) -> int:
 
 
 def _run_one(argv: list[str]) -> int:
-    """``gvt sweep run-one RUN_DIR --key KEY``: exactly one planned run (see experiments.launch)."""
+    """``gvt sweep run-one RUN_DIR --key KEY``: exactly one planned run (see experiments.core.launch)."""
 
     parser = argparse.ArgumentParser(prog="gvt sweep run-one", description="Run exactly one planned run of RUN_DIR's "
                                      "plan.json and add its row to RUN_DIR/results.jsonl (a crash goes to "
@@ -359,66 +357,6 @@ def _report(args) -> int:
     return 0
 
 
-def attach(model, datamodule, root: Path):
-    """A minimal Trainer around ``model`` so that its shared evaluation code runs; returns the T = 1 test metrics."""
-    import pytorch_lightning as pl  # Lightning loads only when a checkpoint is evaluated (see run_temperature_command)
-
-    trainer = pl.Trainer(accelerator="auto", devices=1, logger=False, enable_progress_bar=False,
-                         enable_model_summary=False, enable_checkpointing=False, default_root_dir=str(root))
-    return trainer.test(model, datamodule=datamodule, verbose=False)[0]
-
-
-def run_temperature_command(*, checkpoint=None, run_dir=None, data_config=None, temperatures=None,
-                            num_samples=None, out=None, families=None, batch_sizes=None) -> int:
-    """``gvt temperature``: curves for one checkpoint, or for every checkpointed run of a run folder, with a
-    quality-diversity plot per family."""
-    # modules.checkpoints loads the model classes, hence pytorch_lightning: only when curves are measured, so that
-    # the other experiment commands (and the parents of their worker processes) do not carry it
-    from modules.checkpoints import load_model
-
-    temperatures = list(temperatures or DEFAULT_TEMPERATURES)
-    jobs = []  # (checkpoint, family label, where the curve goes)
-    if checkpoint:
-        ckpt = Path(checkpoint)
-        folder = Path(out) if out else ckpt.parent
-        jobs.append((ckpt, None, folder / f"{ckpt.stem}_temperature.csv"))
-    else:
-        root = Path(run_dir)
-        rows = ResultsTable(root).rows()
-        if not rows:
-            raise MissingInputError(f"{root} holds no finished runs (no results.jsonl)")
-        folder = Path(out) if out else root / "temperature"
-        for row in rows:
-            if (families and row["family"] not in families) or (batch_sizes and row["batch_size"] not in batch_sizes):
-                continue
-            ckpt = root / row["paths"]["folder"] / "final.ckpt"
-            if ckpt.exists():  # the runs' own files stay as the sweep wrote them
-                jobs.append((ckpt, row["family"], folder / f"{row['key']}.csv"))
-        if not jobs:
-            raise MissingInputError(f"no run in {root} kept a final.ckpt (presets save them; see save_checkpoints)")
-    curves: dict[str, list[list[dict]]] = {}
-    for ckpt, family, target in jobs:
-        model = load_model(str(ckpt))
-        dm = datamodule_for_checkpoint(ckpt, Path(data_config) if data_config else None)
-        dm.prepare()
-        with tempfile.TemporaryDirectory() as tmp:
-            attach(model, dm, Path(tmp))
-            # NLL_test's z draws are the run's own (eval_seed), so the T = 1 point is the run's NLL_test
-            points = temperature_curve(model, dm, temperatures, num_samples=num_samples)
-        write_curve(target, points)
-        label = family or model.family
-        if checkpoint is None:
-            label = f"{family} (bs {json.loads((ckpt.parent / 'run.json').read_text())['batch_size']})"
-        curves.setdefault(label, []).append(points)
-        x, y, _ = quality_diversity_axes(points)
-        print(f"{ckpt}: " + "  ".join(f"T={p['temperature']:g}: {x}={p[x]:.3f} {y}={p[y]:.3f}" for p in points))
-    folder.mkdir(parents=True, exist_ok=True)
-    png = folder / "quality_diversity.png"
-    plot_quality_diversity(curves, png)
-    print(f"curves: {folder if run_dir else jobs[0][2]}; plot: {png}")
-    return 0
-
-
 def _temperature(args) -> int:
     return run_temperature_command(
         checkpoint=args.checkpoint, run_dir=args.run_dir, data_config=args.data_config,
@@ -438,24 +376,24 @@ def main(command: str, argv: list[str]) -> int:
         except GvtError as err:  # bad input: one line (anything else is a bug and keeps its traceback)
             print(f"gvt sweep run-one: error: {err}", file=sys.stderr)
             return 2
-    if command == "sweep" and argv[:1] == ["pilot"]:  # the learning-rate pilot (experiments.pilot)
+    if command == "sweep" and argv[:1] == ["pilot"]:  # the learning-rate pilot (experiments.core.pilot)
         os.environ.setdefault("WANDB_SILENT", "true")
-        from experiments.pilot import main as pilot_main
+        from experiments.core.pilot import main as pilot_main
 
         return pilot_main(argv[1:])
-    if command == "sweep" and argv[:1] == ["learning-curve"]:  # J against samples (experiments.learning_curve)
+    if command == "sweep" and argv[:1] == ["learning-curve"]:  # J against samples (experiments.q2_batch_size.learning_curve)
         os.environ.setdefault("WANDB_SILENT", "true")
-        from experiments.learning_curve import main as learning_curve_main
+        from experiments.q2_batch_size.learning_curve import main as learning_curve_main
 
         return learning_curve_main(argv[1:])
-    if command == "ablate" and argv[:1] == ["bottleneck"]:  # C2, the context-vector bottleneck (experiments.bottleneck)
+    if command == "ablate" and argv[:1] == ["bottleneck"]:  # C2, the context-vector bottleneck (experiments.c2_bottleneck.bottleneck)
         os.environ.setdefault("WANDB_SILENT", "true")
-        from experiments.bottleneck import main as bottleneck_main
+        from experiments.c2_bottleneck.bottleneck import main as bottleneck_main
 
         return bottleneck_main(argv[1:])
-    if command == "ablate" and argv[:1] == ["transfer"]:  # C4, the transfer ablation (experiments.transfer)
+    if command == "ablate" and argv[:1] == ["transfer"]:  # C4, the transfer ablation (experiments.c4_transfer.transfer)
         os.environ.setdefault("WANDB_SILENT", "true")
-        from experiments.transfer import main as transfer_main
+        from experiments.c4_transfer.transfer import main as transfer_main
 
         return transfer_main(argv[1:])
     if command == "sweep":

@@ -1,5 +1,5 @@
 """``python -m experiments.sweep_configs``: regenerate the committed W&B sweep configs (``configs/sweeps/*.yaml``,
-one per preset command in ``experiments.wandb_sweep.COMMITTED``) with ``gvt sweep ... --emit-wandb-sweep``."""
+one per preset command in ``experiments.core.wandb_sweep.COMMITTED``) with ``gvt sweep ... --emit-wandb-sweep``."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import tempfile
 from pathlib import Path
 
 from experiments.cli import main
-from experiments.wandb_sweep import COMMITTED
+from experiments.core.wandb_sweep import COMMITTED
 
 
 def write_committed(root: str | Path = ".") -> list[Path]:

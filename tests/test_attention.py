@@ -1,11 +1,11 @@
-"""C3 (experiments/attention.py): cross-attention weights, alignment accuracy, heatmap PNGs, W&B images."""
+"""C3 (experiments/c3_attention/attention.py): cross-attention weights, alignment accuracy, heatmap PNGs, W&B images."""
 
 import pytest
 import pytorch_lightning as pl
 import torch
 from torch import nn
 
-from experiments.attention import (
+from experiments.c3_attention.attention import (
     AttentionHeatmaps,
     alignment_accuracy,
     alignment_hits,
@@ -377,7 +377,7 @@ def test_callback_writes_heatmaps_during_fit_and_the_command_from_a_checkpoint(t
     _is_png(written[0])
 
     # and from the checkpoint, for pairs given as text
-    from experiments.attention import main
+    from experiments.c3_attention.attention import main
 
     tr.save_checkpoint(tmp_path / "m.ckpt")
     out = tmp_path / "from_ckpt"

@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from experiments import baselines as B
+from experiments.core import baselines as B
 from modules.data import OracleDataModule
 
 TINY = dict(preset="small", vocab_size=3, seq_len=3, num_train=300, num_val=100, num_test=200)

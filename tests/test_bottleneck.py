@@ -1,4 +1,4 @@
-"""C2 (experiments/bottleneck.py): the plan at equal budgets, the runs and their measurements, resuming, the report
+"""C2 (experiments/c2_bottleneck/bottleneck.py): the plan at equal budgets, the runs and their measurements, resuming, the report
 section, the command; and the translation BLEU it reports (modules.metrics.bleu.corpus_bleu)."""
 
 import gzip
@@ -7,7 +7,10 @@ import random
 
 import pytest
 
-from experiments import bottleneck as B
+from experiments.c2_bottleneck import bottleneck as B
+from experiments.c2_bottleneck import measure as BM
+from experiments.c2_bottleneck import report as BR
+from experiments.c2_bottleneck import settings as BS
 from modules.errors import ConfigError
 from modules.metrics.bleu import corpus_bleu
 
@@ -49,18 +52,18 @@ def test_corpus_bleu_refuses_unpaired_input():
 
 @pytest.mark.parametrize("length, expected", [(1, "<=10"), (10, "<=10"), (11, "11-15"), (20, "16-20"), (21, ">20")])
 def test_bucket_of(length, expected):
-    assert B.bucket_of(length, (10, 15, 20)) == expected
-    assert expected in B.bucket_names((10, 15, 20))
+    assert BM.bucket_of(length, (10, 15, 20)) == expected
+    assert expected in BM.bucket_names((10, 15, 20))
 
 
 RATES = {"rnn": 1e-3, "rnn-attention": 3e-3, "transformer": 1e-2}
 
 
 def test_the_pilot_tries_every_rate_per_family_on_its_own_seeds():
-    settings = B.lecture()
+    settings = BS.lecture()
     pilot = B.pilot_plan(settings)
     assert len(pilot) == len({s["key"] for s in pilot}) == 3 * len(settings.pilot_lrs) * len(settings.pilot_seeds)
-    grid = {(f, lr) for f in B.FAMILIES for lr in settings.pilot_lrs}
+    grid = {(f, lr) for f in BS.FAMILIES for lr in settings.pilot_lrs}
     assert {(s["family"], s["model"]["lr"]) for s in pilot} == grid
     assert {s["seed"] for s in pilot}.isdisjoint(settings.seeds)
     assert all(s["kind"] == "bottleneck_pilot" and s["train"]["test"] is False for s in pilot)  # never reads test
@@ -81,7 +84,7 @@ def pilot_row(family, lr, seed, acc):
     ({1e-3: (0.05, 0.05), 1e-2: (float("nan"), None)}, 1e-3),  # a diverged run counts as 0, never chosen
 ])
 def test_the_pilot_keeps_the_rate_with_the_best_mean_validation_accuracy(grid, chosen):
-    from experiments.bottleneck_pilot import choose_rates
+    from experiments.c2_bottleneck.pilot import choose_rates
 
     rows = [pilot_row("rnn", lr, 100 + i, acc) for lr, accs in grid.items() for i, acc in enumerate(accs)]
     rows += [{**pilot_row("rnn", 1.0, 0, 1.0), "kind": "bottleneck"}]  # a verdict run is never a pilot run
@@ -91,13 +94,13 @@ def test_the_pilot_keeps_the_rate_with_the_best_mean_validation_accuracy(grid, c
 
 
 def test_plan_trains_every_family_on_mixed_lengths_at_its_own_rate():
-    settings = B.lecture()
+    settings = BS.lecture()
     specs = B.plan(settings, RATES)
     expected = (1 + len(settings.oracle_lengths) + 1) * 3 * len(settings.seeds)
     assert len(specs) == len({s["key"] for s in specs}) == expected
-    for dataset in B.DATASETS:
+    for dataset in BS.DATASETS:
         group = [s for s in specs if s["dataset"] == dataset]
-        assert {s["family"] for s in group} == set(B.FAMILIES)
+        assert {s["family"] for s in group} == set(BS.FAMILIES)
         assert len({(s["updates"], s["batch_size"]) for s in group}) == 1  # the same cap for every family
         for name, value in settings.shared.items():  # the same optimiser settings, the rate apart
             assert {json.dumps(s["model"][name]) for s in group} == {json.dumps(value)}
@@ -113,11 +116,11 @@ def test_plan_trains_every_family_on_mixed_lengths_at_its_own_rate():
 
 
 def test_lecture_nets_have_matched_parameter_counts():
-    from experiments.families import get_family
+    from experiments.core.families import get_family
 
-    settings = B.lecture()
+    settings = BS.lecture()
     counts = {}
-    for family in B.FAMILIES:
+    for family in BS.FAMILIES:
         fam = get_family(family)
         model = fam.load_class()(vocab_size=settings.task_num_words + 5,
                                  **fam.init_kwargs({**settings.shared, **settings.models[family], "lr": 1e-3}))
@@ -141,7 +144,7 @@ def test_lecture_nets_have_matched_parameter_counts():
     ({"families": ("rnn", "lstm-gan")}, "bottleneck.models has no net settings for"),
 ])
 def test_bad_settings_are_refused_by_name(change, message):
-    settings = B.lecture()
+    settings = BS.lecture()
     for name, value in change.items():
         setattr(settings, name, value)
     with pytest.raises(ConfigError, match=message):
@@ -150,14 +153,14 @@ def test_bad_settings_are_refused_by_name(change, message):
 
 def test_unknown_preset_is_refused():
     with pytest.raises(ConfigError, match="unknown bottleneck preset 'huge'"):
-        B.get_preset("huge")
+        BS.get_preset("huge")
 
 
 # ---- runs ------------------------------------------------------------------------------------------------------
 
 
 def smoke_spec(dataset="reverse", family="rnn-attention", settings=None):
-    return next(s for s in B.plan(settings or B.smoke(), RATES) if s["dataset"] == dataset and s["family"] == family)
+    return next(s for s in B.plan(settings or BS.smoke(), RATES) if s["dataset"] == dataset and s["family"] == family)
 
 
 def test_a_run_is_reproduced_by_its_seed_and_scored_per_length(tmp_path):
@@ -176,7 +179,7 @@ def test_a_run_is_reproduced_by_its_seed_and_scored_per_length(tmp_path):
 
 
 def test_a_run_stops_early_on_a_validation_plateau_and_keeps_the_best_check(tmp_path):
-    settings = B.smoke()
+    settings = BS.smoke()
     settings.task_max_updates, settings.task_val_every, settings.task_patience = 200, 10, 1
     spec = smoke_spec(settings=settings)
     spec["model"]["lr"] = 1e-9  # nothing is learned: the validation accuracy never improves after the first check
@@ -185,14 +188,14 @@ def test_a_run_stops_early_on_a_validation_plateau_and_keeps_the_best_check(tmp_
 
 
 def test_each_length_bucket_is_tested_on_sources_of_that_length_unseen_in_training():
-    from experiments.datamodules import build_datamodule
+    from experiments.core.datamodules import build_datamodule
 
     spec = smoke_spec()
     dm = build_datamodule(spec["data"], 8, 0)
     dm.prepare()
     seen = {tuple(ex.src) for split in ("train", "val") for ex in dm.examples(split)}
     assert {len(ex.src) for ex in dm.examples("train")} == {3, 4, 5}  # mixed lengths in training
-    sets = B.length_test_sets(spec["data"], dm, [3, 5], 8, 0)
+    sets = BM.length_test_sets(spec["data"], dm, [3, 5], 8, 0)
     for length, at in sets.items():
         test = [tuple(ex.src) for ex in at.examples("test")]
         assert len(test) == 16 and {len(t) for t in test} == {length} and not seen & set(test)
@@ -224,14 +227,14 @@ def test_multi30k_runs_are_scored_per_source_length_bucket(tmp_path):
 
     write_corpus(tmp_path, {"train": [pair() for _ in range(200)], "val": [pair() for _ in range(10)],
                             "test": [pair() for _ in range(40)]})
-    settings = B.smoke()
+    settings = BS.smoke()
     settings.datasets, settings.families, settings.pilot_lrs = ("multi30k",), ("rnn-attention",), (3e-3,)
     rows = B.run(settings, tmp_path / "out", workers=1, wandb_mode="disabled", echo=lambda *_: None,
                  multi30k_root=str(tmp_path))
     rows = [r for r in rows if r["kind"] == "bottleneck"]  # the pilot (on reverse) chose the rate
     assert len(rows) == 1 and rows[0]["lr"] == 3e-3
     buckets = rows[0]["buckets"]
-    assert rows[0]["bucket_names"] == B.bucket_names(settings.multi30k_buckets)
+    assert rows[0]["bucket_names"] == BM.bucket_names(settings.multi30k_buckets)
     assert set(buckets) == set(rows[0]["bucket_names"])
     assert sum(b["num_test"] for b in buckets.values()) == rows[0]["num_test"] == 40
     for b in buckets.values():
@@ -250,9 +253,9 @@ def test_the_command_runs_resumes_and_writes_the_report(tmp_path, capsys):
     assert "C2 inconclusive" in first  # one smoke seed: too few for a verdict
     rows = [json.loads(line) for line in (out / "results.jsonl").read_text().splitlines()]
     pilot = json.loads((out / "pilot.json").read_text())
-    assert set(pilot["chosen"]) == set(B.FAMILIES) and len(pilot["runs"]) == len(B.pilot_plan(B.smoke()))
+    assert set(pilot["chosen"]) == set(BS.FAMILIES) and len(pilot["runs"]) == len(B.pilot_plan(BS.smoke()))
     rates = {f: c["lr"] for f, c in pilot["chosen"].items()}
-    assert len(rows) == len(B.pilot_plan(B.smoke())) + len(B.plan(B.smoke(), rates))
+    assert len(rows) == len(B.pilot_plan(BS.smoke())) + len(B.plan(BS.smoke(), rates))
     for row in rows:  # every verdict run at its family's chosen rate
         assert row["kind"] == "bottleneck_pilot" or row["lr"] == rates[row["family"]]
     report = (out / "report" / "report.md").read_text()
@@ -275,7 +278,7 @@ def test_the_command_refuses_bad_input(capsys):
 
 def synthetic_rows():
     rows = []
-    for family in B.FAMILIES:
+    for family in BS.FAMILIES:
         for lr, acc in ((1e-3, 0.4), (3e-3, 0.7)):
             rows.append({"key": f"p{family}{lr}", "kind": "bottleneck_pilot", "dataset": "reverse", "family": family,
                          "seed": 100, "lr": lr, "val_token_accuracy": acc, "wall_time_s": 1.0})
@@ -294,7 +297,7 @@ def synthetic_rows():
 
 
 def test_report_section_has_tables_with_intervals_and_figures(tmp_path):
-    lines, figures = B.report_section(synthetic_rows(), tmp_path)
+    lines, figures = BR.report_section(synthetic_rows(), tmp_path)
     text = "\n".join(lines)
     assert "| rnn-attention | 0.96 [0.935, 0.985] (n=3) | 0.61 [0.585, 0.635] (n=3) |" in text
     assert "| rnn | 0.400 | **0.700** |" in text  # the pilot, its choice in bold
@@ -308,12 +311,12 @@ def test_report_section_has_tables_with_intervals_and_figures(tmp_path):
 
 
 def test_report_section_without_runs_says_so(tmp_path):
-    lines, figures = B.report_section([], tmp_path)
+    lines, figures = BR.report_section([], tmp_path)
     assert any(line.startswith("not run") for line in lines) and figures == {}
 
 
 def test_without_the_corpus_multi30k_is_skipped_saying_so(tmp_path):
-    settings = B.smoke()
+    settings = BS.smoke()
     settings.datasets, settings.families, settings.task_lengths = ("reverse", "multi30k"), ("rnn",), (3,)
     settings.pilot_lrs = (3e-3,)
     said = []

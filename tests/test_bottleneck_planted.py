@@ -4,9 +4,10 @@ inconclusive, each for the stated reason."""
 
 import pytest
 
-from experiments.bottleneck import C2_SESOI, CONTROL_MAX_DROP, LEARNED_ACCURACY, verdict
-from experiments.bottleneck_pilot import PILOT_KIND
-from experiments.verdicts import INCONCLUSIVE, NOT_RUN, NOT_SUPPORTED, SUPPORTED
+from experiments.c2_bottleneck.pilot import PILOT_KIND
+from experiments.c2_bottleneck.settings import C2_SESOI, CONTROL_MAX_DROP, LEARNED_ACCURACY
+from experiments.c2_bottleneck.verdict import verdict
+from experiments.core.verdicts import INCONCLUSIVE, NOT_RUN, NOT_SUPPORTED, SUPPORTED
 
 SHORT, MIDDLE, LONG = 4, 16, 32
 NOISE = (0.0, 0.012, -0.009, 0.02, -0.015)  # per-seed jitter of rnn's long length, so no interval has zero width

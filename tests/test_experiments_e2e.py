@@ -11,12 +11,12 @@ from pathlib import Path
 import pytest
 import torch
 
-from experiments.batch_size_sweep import sweep_specs
-from experiments.families import register_family
-from experiments.presets import get_preset
-from experiments.probes import condition_probes
-from experiments.results import ResultsTable
-from experiments.runner import run_one
+from experiments.core.families import register_family
+from experiments.core.presets import get_preset
+from experiments.core.results import ResultsTable
+from experiments.core.runner import run_one
+from experiments.q2_batch_size.sweep import sweep_specs
+from experiments.q3_conditioning.probes import condition_probes
 from modules.data import OracleDataModule
 from modules.models import TransformerSeq2Seq
 from modules.sampling import SampleOutput
@@ -152,7 +152,7 @@ def test_same_spec_and_seed_give_the_same_numbers(tmp_path):
 def test_run_logs_to_wandb_offline_in_the_sweep_group(tmp_path, monkeypatch):
     # Read from the live run object just before the runner finishes it: W&B's offline file is written by a
     # background service that may still be flushing it (reading it made this test flaky on a loaded machine).
-    import experiments.runner as runner
+    import experiments.core.runner as runner
 
     seen = []
     finish = runner._finish_wandb

@@ -8,15 +8,16 @@ import pytest
 import torch
 from pathlib import Path
 
-from experiments import verdicts as V
-from experiments.batch_size_sweep import sweep_specs, updates_for
-from experiments.families import get_family, lr_factor, register_family
-from experiments.noise_scale import estimate_from_norms
-from experiments.plan import PlanMismatch, register
-from experiments.presets import get_preset
-from experiments.results import ResultsTable
-from experiments.stats import log_t_interval, seeds_needed, t_interval, t_quantile
-from experiments.temperature import dominated_fraction, lower_envelope, matched_gap
+from experiments.core import verdicts as V
+from experiments.core.families import get_family, lr_factor, register_family
+from experiments.core.plan import PlanMismatch, register
+from experiments.core.presets import get_preset
+from experiments.core.results import ResultsTable
+from experiments.core.scaling import updates_for
+from experiments.core.stats import log_t_interval, seeds_needed, t_interval, t_quantile
+from experiments.q2_batch_size.noise_scale import estimate_from_norms
+from experiments.q2_batch_size.sweep import sweep_specs
+from experiments.q4_temperature.temperature import dominated_fraction, lower_envelope, matched_gap
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -245,7 +246,7 @@ def test_verdict_settings_come_from_the_plan_and_reject_unknown_names():
 
 
 def test_usable_compares_the_upper_bound_of_j_with_the_counted_bigram():
-    from experiments.baselines import usable
+    from experiments.core.baselines import usable
 
     def rows(j, spread=0.01):
         return [{"family": "gan-gumbel", "adversarial": True, "seed": s,
@@ -272,7 +273,7 @@ def test_usable_compares_the_upper_bound_of_j_with_the_counted_bigram():
 
 
 def test_progress_line_shows_the_models_own_mi_and_labels_the_oracle_bound():
-    from experiments.execute import _summary
+    from experiments.core.execute import _summary
 
     row = {"key": "gan-gumbel__bs16__label-s1.0-z8__seed0__abc", "final": {"nll_oracle_per_token": 7.0},
            "wall_time_s": 1.0, "probes": {"mi_self": 0.011, "mi_oracle": 1.386, "accuracy": 0.239,

@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from experiments import baselines as B
+from experiments.core import baselines as B
 from modules.data import OracleDataModule
 from modules.data.errors import DataError
 

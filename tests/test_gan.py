@@ -9,8 +9,8 @@ import pytorch_lightning as pl
 import torch
 import torch.nn.functional as F
 
+from experiments.core.families import merge_args
 from modules.data import OracleDataModule
-from experiments.families import merge_args
 from modules.models import TextGAN
 from modules.models.configs import nest_flat_args
 from modules.models.gan_estimators import (

@@ -11,8 +11,8 @@ import torch
 import modules.models.gan_estimators as estimators
 import modules.models.gan_losses as gan_losses
 import modules.sampling as sampling
+from experiments.core.families import merge_args
 from modules.data import OracleDataModule
-from experiments.families import merge_args
 from modules.models import TextGAN
 from modules.models.configs import nest_flat_args
 from modules.models.gan_estimators import (
@@ -305,8 +305,8 @@ def test_a_checkpoint_from_before_the_estimator_objects_still_loads(era):
 
 @pytest.mark.parametrize("preset", ["quick", "smoke", "paper", "coco"])
 def test_reinforce_arms_use_the_standard_loss_and_the_report_says_it_is_confounded(preset):
-    from experiments.presets import get_preset
-    from experiments.report import loss_confound_note
+    from experiments.core.presets import get_preset
+    from experiments.core.report import loss_confound_note
 
     settings = get_preset(preset).sweep
     assert settings.models["gan-reinforce"]["game"]["loss"] == "standard"
@@ -316,7 +316,7 @@ def test_reinforce_arms_use_the_standard_loss_and_the_report_says_it_is_confound
 
 
 def test_report_names_no_confound_when_the_estimators_share_a_loss():
-    from experiments.report import loss_confound_note
+    from experiments.core.report import loss_confound_note
 
     models = {"gan-gumbel": {"game": {"loss": "standard"}}, "gan-reinforce": {"game": {"loss": "standard"}}}
     assert loss_confound_note(models, ["gan-gumbel", "gan-reinforce"]) is None

@@ -9,15 +9,16 @@ import pytest
 import pytorch_lightning as pl
 import torch
 
-from experiments import report as R
-from experiments import verdicts as V
-from experiments.batch_size_sweep import sweep_specs
-from experiments.families import get_family
-from experiments.presets import PRESETS, get_preset
-from experiments.results import ResultsTable
-from experiments.runner import _finish_wandb, run_one
+from experiments.core import report as R
+from experiments.core import verdicts as V
+from experiments.core.families import get_family
+from experiments.core.families import merge_args
+from experiments.core.presets import PRESETS, get_preset
+from experiments.core.results import ResultsTable
+from experiments.core.runner import _finish_wandb, run_one
+from experiments.q2_batch_size import report as Q2R
+from experiments.q2_batch_size.sweep import sweep_specs
 from modules.data import OracleDataModule
-from experiments.families import merge_args
 from modules.models import TextGAN, TransformerSeq2Seq
 from modules.models.configs import nest_flat_args
 from checkpointing import SaveAtEpochEnd
@@ -352,7 +353,7 @@ def test_rows_without_the_flag_are_judged_by_their_update_count():
 
 def test_report_prints_the_generator_optimizer_and_final_beta():
     rows = [synthetic_row("transformer", 16, 0, 32, 3.0, False), synthetic_row("gan-gumbel", 64, 0, 8, 4.0, True)]
-    lines = R.optimizer_table(rows)
+    lines = Q2R.optimizer_table(rows)
     text = "\n".join(lines)
     assert "| transformer | 16 | adamw |" in text and "| gan-gumbel | 64 | adamw |" in text
     assert "(0.9, 0.98)" in text and "| 100 |" in text and "no (underpowered)" in text

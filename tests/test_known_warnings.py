@@ -66,7 +66,7 @@ def test_the_real_leafspec_warning_is_filtered_inside_the_block_only():
 
 
 def test_the_sweep_runner_scope_leaves_filters_and_logger_levels_as_they_were():
-    from experiments.runner import _quiet_lightning
+    from experiments.core.runner import _quiet_lightning
 
     filters, level = list(warnings.filters), logging.getLogger("pytorch_lightning").level
     with _quiet_lightning():

@@ -1,6 +1,6 @@
 """One plan, any launcher: plan.json, `gvt sweep run-one`, worker slots, W&B sweep configs, merged reports.
 
-The fast tests use a stand-in for the training run (``experiments.runner.run_one``) where only the bookkeeping
+The fast tests use a stand-in for the training run (``experiments.core.runner.run_one``) where only the bookkeeping
 around it is under test; the slow ones train the smoke preset's transformer runs for real, in `gvt` processes:
 simulated W&B agents on two "machines" (two folders), a killed `run-one`, and 1 vs 2 workers.
 """
@@ -20,18 +20,18 @@ from pathlib import Path
 import pytest
 import yaml
 
-import experiments.launch as launch
-import experiments.runner as runner
-from experiments.batch_size_sweep import sweep_specs
+import experiments.core.launch as launch
+import experiments.core.runner as runner
 from experiments.cli import main as gvt_main
-from experiments.launch import (PlanError, WorkerSlot, assign_workers, read_run_plan, run_planned, uses_accelerator,
+from experiments.core.launch import (PlanError, WorkerSlot, assign_workers, read_run_plan, run_planned, uses_accelerator,
                                 write_run_plan)
-from experiments.merge import RowConflict, comparable, merge_rows, merge_run_folders, rows_from_wandb
-from experiments.presets import get_preset
-from experiments.results import ResultsTable, write_plan
-from experiments.runner import run_key
-from experiments.wandb_sweep import (COMMITTED, ROW_ARTIFACT, SweepServerError, agent_argv, create_sweep, log_row,
+from experiments.core.merge import RowConflict, comparable, merge_rows, merge_run_folders, rows_from_wandb
+from experiments.core.presets import get_preset
+from experiments.core.results import ResultsTable, write_plan
+from experiments.core.specs import run_key
+from experiments.core.wandb_sweep import (COMMITTED, ROW_ARTIFACT, SweepServerError, agent_argv, create_sweep, log_row,
                                      sweep_config)
+from experiments.q2_batch_size.sweep import sweep_specs
 
 ROOT = Path(__file__).resolve().parents[1]
 SMOKE = ["--preset", "smoke", "--families", "transformer"]

@@ -1,7 +1,10 @@
 """The import layering: no module of modules/ or experiments/ needs itself back through other modules (module-level
-and function-level imports alike), and the library (modules/) never imports the experiments (experiments/)."""
+and function-level imports alike), the library (modules/) never imports the experiments (experiments/), and no
+question's or claim's sub-package of experiments/ (q1_game ... c4_transfer) imports another's: what they share is in
+experiments/core/."""
 
 import ast
+import re
 from pathlib import Path
 
 import pytest
@@ -79,6 +82,19 @@ def upward_edges(edges: dict[str, set[str]]) -> list[tuple[str, str]]:
                   if a.split(".")[0] == "modules" and b.split(".")[0] == "experiments")
 
 
+def part_of(module: str):
+    """The question's or claim's sub-package a module belongs to (``q1_game``, ``c4_transfer``, ...), or None."""
+    parts = module.split(".")
+    if len(parts) > 1 and parts[0] == "experiments" and re.fullmatch(r"[qc]\d+_\w+", parts[1]):
+        return parts[1]
+    return None
+
+
+def cross_part_edges(edges: dict[str, set[str]]) -> list[tuple[str, str]]:
+    return sorted((a, b) for a, targets in edges.items() for b in targets
+                  if part_of(a) and part_of(b) and part_of(a) != part_of(b))
+
+
 def test_no_import_circle():
     circle = find_circle(import_edges(ROOT))
     assert not circle, "import circle: " + " -> ".join(circle)
@@ -86,6 +102,10 @@ def test_no_import_circle():
 
 def test_the_library_never_imports_the_experiments():
     assert upward_edges(import_edges(ROOT)) == []
+
+
+def test_no_question_imports_another():
+    assert cross_part_edges(import_edges(ROOT)) == []
 
 
 # The checks themselves, on planted packages: each must see what it is there to see.
@@ -122,3 +142,24 @@ def test_a_layered_package_passes(tmp_path):
                                           "experiments/c.py": "import modules.b\nfrom experiments import d\n",
                                           "experiments/d.py": "def f():\n    from modules.a import x\n"}))
     assert find_circle(edges) == [] and upward_edges(edges) == []
+
+
+@pytest.mark.parametrize("text", ["from experiments.q2_batch_size.sweep import x\n",
+                                  "def f():\n    from experiments.c4_transfer import settings\n"])
+def test_a_planted_import_between_questions_is_found(tmp_path, text):
+    edges = import_edges(write(tmp_path, {"experiments/q3_conditioning/__init__.py": "",
+                                          "experiments/q3_conditioning/ablation.py": text,
+                                          "experiments/q2_batch_size/__init__.py": "",
+                                          "experiments/q2_batch_size/sweep.py": "",
+                                          "experiments/c4_transfer/__init__.py": "",
+                                          "experiments/c4_transfer/settings.py": "",
+                                          "experiments/core/__init__.py": "", "experiments/core/stats.py": ""}))
+    found = cross_part_edges(edges)
+    assert found and all(a == "experiments.q3_conditioning.ablation" for a, _ in found)
+
+
+def test_questions_importing_the_core_pass(tmp_path):
+    edges = import_edges(write(tmp_path, {"experiments/q1_game/__init__.py": "",
+                                          "experiments/q1_game/rule.py": "from experiments.core import stats\n",
+                                          "experiments/core/__init__.py": "", "experiments/core/stats.py": ""}))
+    assert cross_part_edges(edges) == []

@@ -4,9 +4,9 @@ import json
 
 import pytest
 
-from experiments import learning_curve as LC
 from experiments.cli import main as cli_main
-from experiments.presets import get_preset
+from experiments.core.presets import get_preset
+from experiments.q2_batch_size import learning_curve as LC
 from modules.errors import ConfigError
 
 

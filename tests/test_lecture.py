@@ -12,8 +12,9 @@ from pathlib import Path
 
 import pytest
 
-from experiments import lecture
-from experiments import verdicts as V
+from experiments import lecture, lecture_report
+from experiments.c3_attention.claim import C3Settings
+from experiments.core import verdicts as V
 
 ROOT = Path(__file__).resolve().parents[1]
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -144,13 +145,13 @@ def test_a_rerun_redoes_nothing(smoke):
 
 
 def test_absent_modules_leave_not_run_sections(tmp_path, monkeypatch):
-    monkeypatch.setitem(sys.modules, lecture.C2_MODULE, None)  # as if experiments.bottleneck were not there
+    monkeypatch.setitem(sys.modules, lecture.C2_MODULE, None)  # as if experiments.c2_bottleneck.bottleneck were not there
     result = lecture.run_lecture("lecture-smoke", tmp_path, only=["c2"], wandb_mode="disabled", echo=lambda m: None)
     by_q = {v.question: v for v in result.verdicts}
-    assert by_q["C2"].verdict == V.INCONCLUSIVE and by_q["C2"].reason == "not run: experiments.bottleneck is not there"
+    assert by_q["C2"].verdict == V.INCONCLUSIVE and by_q["C2"].reason == "not run: experiments.c2_bottleneck.bottleneck is not there"
     assert by_q["C1"].reason.startswith("not run: left out by --only")
     text = result.report.read_text()
-    assert "not run: experiments.bottleneck is not there (on this branch)" in text
+    assert "not run: experiments.c2_bottleneck.bottleneck is not there (on this branch)" in text
     assert not (tmp_path / "c1").exists() and not (tmp_path / "c3").exists()  # --only ran nothing else
 
 
@@ -198,7 +199,7 @@ MODELS = {"rnn-attention": {}, "transformer": {}}
 ])
 def test_c3_settings_refuse_what_cannot_be_scored(kwargs, match):
     with pytest.raises(lecture.ConfigError, match=match):
-        lecture.C3Settings(models=MODELS, **kwargs)
+        C3Settings(models=MODELS, **kwargs)
 
 
 def test_c3_presets_decide_on_the_content_task():
@@ -237,7 +238,7 @@ def test_figures_are_logged_as_wandb_images_offline(tmp_path, monkeypatch):
     assert list((tmp_path / "report").glob("wandb/offline-run-*/files/media/images/lecture/c3_heat*.png"))
 
 
-# ---- C1's measurement (experiments/parallel.py) and the benchmark over it ----------------------------------------
+# ---- C1's measurement (experiments/c1_parallel/measure.py) and the benchmark over it ----------------------------------------
 
 TINY = dict(lengths=[2, 4], batch_size=2, vocab_size=20, d_model=8, n_heads=2, layers=1, warmup=0, repeats=2)
 
@@ -245,7 +246,7 @@ TINY = dict(lengths=[2, 4], batch_size=2, vocab_size=20, d_model=8, n_heads=2, l
 def test_measure_keeps_every_timed_step_at_matched_sizes():
     import torch
 
-    from experiments.parallel import ParallelSettings, measure, slopes_per_replicate
+    from experiments.c1_parallel.measure import ParallelSettings, measure, slopes_per_replicate
 
     before = torch.get_num_threads()
     record = measure(ParallelSettings(**TINY, threads=[1]), echo=lambda m: None)
@@ -260,7 +261,7 @@ def test_measure_keeps_every_timed_step_at_matched_sizes():
 
 
 def test_each_replicate_is_its_own_process():
-    from experiments.parallel import ParallelSettings, measure_replicates, replicates_of, slopes_per_replicate
+    from experiments.c1_parallel.measure import ParallelSettings, measure_replicates, replicates_of, slopes_per_replicate
 
     lines = []
     record = measure_replicates(ParallelSettings(**TINY, threads=[1, 2], replicates=2), echo=lines.append)
@@ -275,13 +276,16 @@ def test_each_replicate_is_its_own_process():
 
 
 def test_a_failing_replicate_process_is_a_clear_error(tmp_path, monkeypatch):
-    """A child that dies (here a stand-in experiments.parallel found first from the working directory) is named
+    """A child that dies (here a stand-in experiments.c1_parallel.measure found first from the working directory) is named
     with its exit code and the end of its output, not read as a record."""
-    from experiments.parallel import ParallelSettings, run_replicate
+    from experiments.c1_parallel.measure import ParallelSettings, run_replicate
 
     (tmp_path / "experiments").mkdir()
     (tmp_path / "experiments" / "__init__.py").write_text("")
-    (tmp_path / "experiments" / "parallel.py").write_text("import sys\nsys.stderr.write('boom\\n')\nsys.exit(3)\n")
+    (tmp_path / "experiments" / "c1_parallel").mkdir()
+    (tmp_path / "experiments" / "c1_parallel" / "__init__.py").write_text("")
+    (tmp_path / "experiments" / "c1_parallel" / "measure.py").write_text(
+        "import sys\nsys.stderr.write('boom\\n')\nsys.exit(3)\n")
     monkeypatch.chdir(tmp_path)
     with pytest.raises(lecture.ConfigError, match=r"C1 replicate 0 \(1 thread\(s\)\) failed with exit code 3: boom"):
         run_replicate(ParallelSettings(**TINY), 0, 1, tmp_path)
@@ -289,7 +293,7 @@ def test_a_failing_replicate_process_is_a_clear_error(tmp_path, monkeypatch):
 
 @pytest.mark.skipif(__import__("torch").cuda.is_available(), reason="this machine has CUDA")
 def test_cuda_without_a_gpu_is_a_clear_error(tmp_path, capsys):
-    from experiments.parallel import ParallelSettings, measure_replicates
+    from experiments.c1_parallel.measure import ParallelSettings, measure_replicates
 
     with pytest.raises(lecture.ConfigError, match="C1's device is cuda, but CUDA is not available here"):
         measure_replicates(ParallelSettings(**TINY, device="cuda"), echo=lambda m: None)
@@ -318,7 +322,7 @@ def test_the_c1_device_and_rule_are_pre_registered():
                                           (dict(device="gpu"), "c1.device must be cpu, cuda or cuda:N"),
                                           (dict(d_model=10, n_heads=4), "divisible by c1.n_heads")])
 def test_parallel_settings_refuse_bad_input(bad, message):
-    from experiments.parallel import ParallelSettings
+    from experiments.c1_parallel.measure import ParallelSettings
 
     with pytest.raises(lecture.ConfigError, match=message):
         ParallelSettings(**bad)
@@ -338,21 +342,21 @@ def test_bench_parallel_script_prints_its_table_and_plot(tmp_path):
 
 def test_a_module_section_sits_one_heading_level_below_the_claim():
     lines = ["## C2: the bottleneck", "text", "### reverse", "#### detail", "## second"]
-    assert lecture.subsection(lines) == ["### Tables and figures", "text", "#### reverse", "##### detail",
+    assert lecture_report.subsection(lines) == ["### Tables and figures", "text", "#### reverse", "##### detail",
                                          "### second"]
 
 
 def test_the_preregistration_holds_c2s_pilot_grid_cap_and_gates(monkeypatch):
     import dataclasses
 
-    from experiments import bottleneck
+    from experiments.c2_bottleneck import settings as c2_settings
 
     settings = lecture._settings_for("lecture")
     prereg = lecture.preregistration(settings)
     c2 = prereg["settings"]["parts"]["C2"]
-    assert c2["settings"]["pilot_lrs"] == list(bottleneck.lecture().pilot_lrs) and c2["pilot_rule"]
-    assert c2["settings"]["task_max_updates"] == bottleneck.lecture().task_max_updates
-    assert c2["gates"]["control_max_drop"] == bottleneck.CONTROL_MAX_DROP
-    monkeypatch.setitem(bottleneck.PRESETS, "lecture", lambda: dataclasses.replace(bottleneck.lecture(),
+    assert c2["settings"]["pilot_lrs"] == list(c2_settings.lecture().pilot_lrs) and c2["pilot_rule"]
+    assert c2["settings"]["task_max_updates"] == c2_settings.lecture().task_max_updates
+    assert c2["gates"]["control_max_drop"] == c2_settings.CONTROL_MAX_DROP
+    monkeypatch.setitem(c2_settings.PRESETS, "lecture", lambda: dataclasses.replace(c2_settings.lecture(),
                                                                                    pilot_lrs=(1e-3,)))
     assert lecture.preregistration(settings)["hash"] != prereg["hash"]  # another grid is another registration

@@ -8,8 +8,10 @@ import sys
 
 import pytest
 
-from experiments import corpus_check, lecture
-from experiments import verdicts as V
+from experiments.core import corpus_check
+
+from experiments import lecture, lecture_settings
+from experiments.core import verdicts as V
 
 
 @pytest.fixture()
@@ -22,8 +24,8 @@ def empty_data(tmp_path, monkeypatch):
 
 def smoke_with_translation():
     """The smoke preset with translation heatmaps asked for (the lecture preset's Multi30k), so C3 needs a corpus."""
-    settings = lecture._smoke()
-    settings.c3 = lecture.dataclasses.replace(settings.c3, translation_data=copy.deepcopy(lecture.MULTI30K))
+    settings = lecture_settings._smoke()
+    settings.c3 = lecture.dataclasses.replace(settings.c3, translation_data=copy.deepcopy(lecture_settings.MULTI30K))
     return settings
 
 
@@ -47,31 +49,32 @@ def test_the_smoke_lecture_without_corpora_reports_what_did_not_run_and_exits_0(
 
 
 def test_c4_declares_both_corpora_as_needed(empty_data):
-    from experiments import transfer
+    from experiments.c4_transfer import settings as c4_settings
 
-    why, notes = corpus_check.check(transfer.corpora(transfer.smoke()))
+    why, notes = corpus_check.check(c4_settings.corpora(c4_settings.smoke()))
     assert why == f"not run: corpus general not found at {empty_data / 'coco' / 'train.txt'} (set GVT_DATA_DIR)"
     assert notes == []
 
 
 def test_c4_with_the_general_corpus_but_no_mr_names_mr(empty_data):
-    from experiments import transfer
+    from experiments.c4_transfer import settings as c4_settings
 
     for rel in ("coco/train.txt", "multi30k/train.en.gz"):
         (empty_data / rel).parent.mkdir(parents=True, exist_ok=True)
         (empty_data / rel).write_text("a line\n")
-    why, _ = corpus_check.check(transfer.corpora(transfer.smoke()))
+    why, _ = corpus_check.check(c4_settings.corpora(c4_settings.smoke()))
     assert why == f"not run: corpus MR not found at {empty_data / 'mr' / 'rt-polarity.neg'} (set GVT_DATA_DIR)"
 
 
 def test_c2_without_multi30k_runs_the_rest_and_names_the_missing_buckets(empty_data):
-    from experiments import bottleneck
+    from experiments.c2_bottleneck import bottleneck
+    from experiments.c2_bottleneck import settings as c2_settings
 
-    why, notes = corpus_check.check(bottleneck.corpora(bottleneck.lecture()))
+    why, notes = corpus_check.check(bottleneck.corpora(c2_settings.lecture()))
     assert why is None  # the reverse task decides C2
     assert notes == [f"The Multi30k buckets not run: corpus multi30k not found at "
                      f"{empty_data / 'multi30k' / 'train.de.gz'} (set GVT_DATA_DIR); the rest of the part ran."]
-    assert bottleneck.corpora(bottleneck.smoke()) == {}  # the smoke preset names no corpus
+    assert bottleneck.corpora(c2_settings.smoke()) == {}  # the smoke preset names no corpus
 
 
 def test_a_part_whose_needed_corpus_is_missing_is_never_started(empty_data, tmp_path, monkeypatch):
@@ -99,6 +102,6 @@ def test_present_corpora_are_not_reported_missing(tmp_path, monkeypatch):
 
 
 def test_text_data_files_lists_every_split_under_its_root():
-    files = corpus_check.text_data_files(lecture.MULTI30K)
+    files = corpus_check.text_data_files(lecture_settings.MULTI30K)
     assert files == [f"$GVT_DATA_DIR/multi30k/{n}" for n in ("train.de.gz", "train.en.gz", "val.de.gz", "val.en.gz",
                                                              "test_2016_flickr.de.gz", "test_2016_flickr.en.gz")]

@@ -1,4 +1,4 @@
-"""Planted effects for the C3 verdict function (experiments/lecture_c3.py) and Holm across the lecture's claims:
+"""Planted effects for the C3 verdict function (experiments/c3_attention/claim.py) and Holm across the lecture's claims:
 scored rows with a known effect, each way, a null, too few seeds and a failed precondition reach all three
 outcomes; also an alignment above chance that a positional pattern explains, and the masking test. C1's rule has its
 own planted effects (tests/test_parallel_verdict.py)."""
@@ -7,9 +7,9 @@ import random
 
 import pytest
 
-from experiments import verdicts as V
-from experiments.lecture import C3_SESOI, MIN_TASK_ACCURACY, c1_verdict, c3_verdict
-from experiments.lecture_c3 import baseline_of
+from experiments.c1_parallel.verdict import c1_verdict
+from experiments.c3_attention.claim import C3_SESOI, MIN_TASK_ACCURACY, baseline_of, c3_verdict
+from experiments.core import verdicts as V
 from tests.test_parallel_verdict import timings
 
 # ---- C3 ---------------------------------------------------------------------------------------------------------

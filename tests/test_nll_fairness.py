@@ -13,14 +13,14 @@ import torch.nn.functional as F
 from torch import nn
 
 import modules.sampling as sampling
+from experiments.core.families import merge_args
 from modules.data import OracleDataModule
 from modules.data.batch import Example, collate
 from modules.data.text_datamodule import TextDataModule
 from modules.data.vocab import BOS_ID, EOS_ID, NULL_ID, PAD_ID, UNK_ID, Vocab
-from experiments.families import merge_args
 from modules.models import TextGAN, TransformerSeq2Seq
-from modules.models.configs import EvaluationConfig, nest_flat_args
 from modules.models.base import GeneratorModule, mle_loss
+from modules.models.configs import EvaluationConfig, nest_flat_args
 from modules.nets.lstm_generator import LSTMGenerator
 from modules.sampling import generate, position_banned_mask, sampling_log_probs
 
@@ -253,8 +253,8 @@ def test_training_losses_of_both_families_are_the_masked_loss(monkeypatch):
 
 
 def test_probe_likelihoods_are_the_masked_ones(monkeypatch):
-    import experiments.probes as probes
-    from experiments.probes import _model_scores
+    import experiments.q3_conditioning.probes as probes
+    from experiments.q3_conditioning.probes import _model_scores
 
     calls = []
     real = probes.target_log_probs  # the shared function of modules.sampling
@@ -279,7 +279,7 @@ def test_probe_likelihoods_are_the_masked_ones(monkeypatch):
 
 @pytest.mark.parametrize("temperature", [0.6, 1.0, 1.5])
 def test_temperature_curve_nll_is_the_masked_tempered_nll(temperature):
-    from experiments.temperature import nll_test_at
+    from experiments.q4_temperature.temperature import nll_test_at
 
     dm = tiny_oracle()
     dm.prepare()
@@ -391,7 +391,7 @@ def test_test_stage_logs_the_bound_at_1_8_and_64_draws_up_to_its_own(draws, leve
     assert m["test/nll_test_per_token"] == pytest.approx(m[f"test/nll_test_per_token_z{draws}"], rel=1e-6)
     assert m["test/nll_test_per_sentence_z1"] == pytest.approx(dm.seq_len * m["test/nll_test_per_token_z1"], rel=1e-6)
     # the run's own NLL_test is what the temperature curve reports at T = 1 (same seeded draws)
-    from experiments.temperature import nll_test_at
+    from experiments.q4_temperature.temperature import nll_test_at
 
     assert nll_test_at(gan, dm, 1.0)["per_token"] == pytest.approx(m["test/nll_test_per_token"], rel=1e-5)
     mle = pl.Trainer(**tr).test(mle_model(dm.vocab_size, num_eval_samples=8), dm, verbose=False)[0]

@@ -1,4 +1,4 @@
-"""Planted effects for C1's rule (experiments/parallel_verdict.py): synthetic timing records with a known effect, no
+"""Planted effects for C1's rule (experiments/c1_parallel/verdict.py): synthetic timing records with a known effect, no
 real timing. A robust effect, one carried by the longest length alone (each way), a null, the opposite direction,
 a marginal estimate, too few replicates and failed gates reach the outcomes the rule promises."""
 
@@ -7,10 +7,10 @@ import random
 
 import pytest
 
-from experiments import verdicts as V
-from experiments.parallel_verdict import (MIN_LENGTHS, PRIMARY, SESOI, WITHOUT_LONGEST, C1Verdict, c1_verdict,
+from experiments.c1_parallel.verdict import (MIN_LENGTHS, PRIMARY, SESOI, WITHOUT_LONGEST, C1Verdict, c1_verdict,
                                           thread_scaling_line)
-from experiments.stats import t_p_value
+from experiments.core import verdicts as V
+from experiments.core.stats import t_p_value
 
 LENGTHS = (16, 32, 64, 128, 256)
 

@@ -1,4 +1,4 @@
-"""The learning-rate pilot (issue 10 item 5; experiments.pilot): seeds apart from the verdict seeds, the choice by
+"""The learning-rate pilot (issue 10 item 5; experiments.core.pilot): seeds apart from the verdict seeds, the choice by
 the lowest mean validation J, the committed multipliers in the specs, validation-split evaluation, and the pilot
 file's place in the pre-registration hash."""
 
@@ -11,12 +11,12 @@ import re
 
 import pytest
 
-from experiments import pilot as P
-from experiments import pilot_file
-from experiments.batch_size_sweep import sweep_specs
-from experiments.families import get_arg, get_family, set_arg
+from experiments.core import pilot as P
+from experiments.core import pilot_file
+from experiments.core.families import get_arg, get_family, set_arg
+from experiments.core.presets import get_preset
+from experiments.q2_batch_size.sweep import sweep_specs
 from modules.errors import ConfigError
-from experiments.presets import get_preset
 
 
 def _write_pilot(path, preset="smoke", seeds=(100,), choices=None):
@@ -178,8 +178,8 @@ def test_choices_at_an_end_of_the_grid_are_named():
 
 
 def _prereg_hash(run_dir, preset):
-    from experiments.plan import register
-    from experiments.verdicts import VerdictSettings, preregistration
+    from experiments.core.plan import register
+    from experiments.core.verdicts import VerdictSettings, preregistration
 
     plan = register(run_dir, "batch-size", preset.name, preset.sweep, "gan-vs-transformer", group="g")
     return preregistration(plan, VerdictSettings())["hash"]
@@ -205,7 +205,7 @@ def test_the_preregistration_hash_changes_with_the_pilot_file(tmp_path, change):
 def test_pilot_runs_evaluate_on_the_validation_split(tmp_path, monkeypatch):
     """The smoke preset, one tiny family, one multiplier: the run reads the val split, never the test split."""
     from modules.data.base import SequenceDataModule
-    from experiments.runner import run_one
+    from experiments.core.runner import run_one
 
     read = []
     for split in ("val", "test"):
@@ -329,8 +329,8 @@ def test_the_pilot_extends_the_grid_until_the_optimum_is_interior_or_the_cap(tmp
 
 def test_plan_only_writes_the_preregistration_to_commit(tmp_path, capsys):
     from experiments.cli import main as cli_main
-    from experiments.results import read_plan
-    from experiments.verdicts import VerdictSettings, preregistration
+    from experiments.core.results import read_plan
+    from experiments.core.verdicts import VerdictSettings, preregistration
 
     target = tmp_path / "prereg.json"
     assert cli_main("sweep", ["all", "--preset", "smoke", "--plan-only", "--out", str(tmp_path / "run"),

@@ -9,11 +9,11 @@ import pytest
 import pytorch_lightning as pl
 import torch
 
+from experiments.core.families import merge_args
 from modules.data import OracleDataModule
-from experiments.families import merge_args
 from modules.models import TextGAN, TransformerSeq2Seq
-from modules.models.configs import nest_flat_args
 from modules.models.base import PredictionSettings
+from modules.models.configs import nest_flat_args
 from modules.sample_cli import CheckpointError, load_weights
 
 COLUMNS = ["condition_index", "condition", "sample_index", "sample"]

@@ -7,13 +7,14 @@ import math
 import pytest
 import torch
 
-import experiments.execute as execute_module
-from experiments.batch_size_sweep import sweep_specs
-from experiments.execute import execute
-from experiments.presets import get_preset
-from experiments.report import adversarial_phase_effects, handover_curve_comparison, make_report, pretrained_section
-from experiments.results import ResultsTable
-from experiments.runner import load_init_from, run_key
+import experiments.core.execute as execute_module
+from experiments.core.execute import execute
+from experiments.core.presets import get_preset
+from experiments.core.report import adversarial_phase_effects, handover_curve_comparison, make_report, pretrained_section
+from experiments.core.results import ResultsTable
+from experiments.core.runner import load_init_from
+from experiments.core.specs import run_key
+from experiments.q2_batch_size.sweep import sweep_specs
 from modules.models import TextGAN, TransformerSeq2Seq
 
 ARCH = dict(d_model=16, n_heads=2, n_encoder_layers=1, n_decoder_layers=1, d_ff=32)
@@ -139,7 +140,7 @@ def test_an_arms_key_changes_with_its_producers_key_and_nothing_else_does():
 
 
 def test_pretrained_arms_stay_out_of_a_conditioning_ablation_without_its_own_checkpoint():
-    from experiments.conditioning import ablation_specs
+    from experiments.q3_conditioning.ablation import ablation_specs
 
     settings = get_preset("smoke").ablation
     settings.families = ["transformer", "gan-gumbel", *ARMS]
@@ -157,7 +158,7 @@ def _conditional_ablation(**kw):
 
 
 def test_each_seed_and_setting_of_the_ablation_has_its_own_conditional_checkpoint():
-    from experiments.conditioning import ablation_specs
+    from experiments.q3_conditioning.ablation import ablation_specs
 
     specs = ablation_specs(_conditional_ablation(), {})
     pre = {(s["seed"], s["data"]["init_args"]["condition_strength"]): s for s in specs
@@ -174,7 +175,7 @@ def test_each_seed_and_setting_of_the_ablation_has_its_own_conditional_checkpoin
 
 
 def test_an_ablation_arm_runs_from_its_conditional_checkpoint(tmp_path):
-    from experiments.conditioning import ablation_specs
+    from experiments.q3_conditioning.ablation import ablation_specs
 
     specs = ablation_specs(_conditional_ablation(seeds=[0], strengths=[1.0], families=["mle-continued"]),
                            {"wandb_mode": "disabled"})

@@ -11,15 +11,15 @@ import torch.nn.functional as F
 from torch import nn
 
 import modules.models.gan_estimators as estimators
-from experiments.batch_size_sweep import pretrained_batch_sizes, sweep_specs
-from experiments.conditioning import ablation_specs
-from experiments.families import get_arg, get_family, z_dim_path
-from experiments.game import RunMeasurements, evenly_spaced_updates, roughness
-from experiments.noise_scale import loss_terms
-from experiments.presets import get_preset
-from experiments.probes import distinct_greedy_across_z
-from experiments.results import ResultsTable
-from experiments.runner import build_datamodule, load_init_from, run_one
+from experiments.core.families import get_arg, get_family, z_dim_path
+from experiments.core.presets import get_preset
+from experiments.core.results import ResultsTable
+from experiments.core.runner import build_datamodule, load_init_from, run_one
+from experiments.q1_game.game import RunMeasurements, evenly_spaced_updates, roughness
+from experiments.q2_batch_size.noise_scale import loss_terms
+from experiments.q2_batch_size.sweep import pretrained_batch_sizes, sweep_specs
+from experiments.q3_conditioning.ablation import ablation_specs
+from experiments.q3_conditioning.probes import distinct_greedy_across_z
 from modules.data import OracleDataModule
 from modules.data.batch import collate
 from modules.models import TextGAN, TransformerSeq2Seq
@@ -86,7 +86,7 @@ def _flat_grad(loss, params):
 
 def _accumulated_and_batch_gradients(model, dm, term: str, noise: RowNoise | None):
     """(mean of the K batch-1 gradients, the batch-K gradient) of the loss ``term`` of ``model``, computed by the
-    code of its training step (``experiments.noise_scale.loss_terms``)."""
+    code of its training step (``experiments.q2_batch_size.noise_scale.loss_terms``)."""
     loss_fn, params = loss_terms(model)[term]
     examples = dm.examples("train")[:K]
 

@@ -117,7 +117,7 @@ def test_bad_settings_name_the_setting(kwargs, match):
 
 
 def test_families_rnn_and_rnn_attention():
-    from experiments.families import get_family
+    from experiments.core.families import get_family
 
     for name, attention in (("rnn", "none"), ("rnn-attention", "additive")):
         family = get_family(name)

@@ -1,5 +1,5 @@
 """Vectorised seeds (issue 15): the seeds of one configuration trained as one vectorised model
-(``modules.models.seed_group`` through ``experiments.runner.run_group``) give each seed the numbers of its single run.
+(``modules.models.seed_group`` through ``experiments.core.runner.run_group``) give each seed the numbers of its single run.
 
 - Equivalence with Lightning's loop: seed s inside a group of 3 gives the losses, weights' consequences and final
   metrics of the single run of seed s trained by Lightning's ``training_step`` (``engine: lightning``), to a stated
@@ -16,13 +16,14 @@ import math
 import pytest
 import torch
 
-from experiments.batch_size_sweep import sweep_specs
-from experiments.execute import execute, tasks_of
-from experiments.families import register_family
-from experiments.merge import comparable
-from experiments.presets import get_preset
-from experiments.results import ResultsTable
-from experiments.runner import run_group, run_key, run_one
+from experiments.core.execute import execute, tasks_of
+from experiments.core.families import register_family
+from experiments.core.merge import comparable
+from experiments.core.presets import get_preset
+from experiments.core.results import ResultsTable
+from experiments.core.runner import run_group, run_one
+from experiments.core.specs import run_key
+from experiments.q2_batch_size.sweep import sweep_specs
 from modules.models import TransformerSeq2Seq
 from modules.models.seed_group import vectorisable
 
@@ -163,8 +164,8 @@ def test_what_cannot_be_vectorised_is_named_and_runs_through_lightning(tmp_path,
     specs = specs_for("gan-gumbel", seeds=[0, 1], **change)
     rows = run_group(specs, tmp_path)
     assert [r["engine"] for r in rows] == ["lightning", "lightning"]
-    from experiments.families import get_family
-    from experiments.datamodules import build_datamodule
+    from experiments.core.families import get_family
+    from experiments.core.datamodules import build_datamodule
 
     dm = build_datamodule(specs[0]["data"], 4, 0)
     family = get_family("gan-gumbel")

@@ -13,12 +13,16 @@ import pytest
 import pytorch_lightning as pl
 import torch
 
-from experiments import transfer as T
-from experiments import transfer_baselines as B
-from experiments.runner import _quiet_lightning
+from experiments.c4_transfer import transfer as T
+from experiments.c4_transfer import baselines as B
+from experiments.c4_transfer import data as TD
+from experiments.c4_transfer import report as TR
+from experiments.c4_transfer import settings as TS
+from experiments.c4_transfer import verdict as TV
+from experiments.core.runner import _quiet_lightning
+from modules.callbacks import KeepBestOnValidation
 from modules.data.batch import Example, collate
 from modules.data.vocab import NULL_ID, UNK_ID, Vocab
-from modules.callbacks import KeepBestOnValidation
 from modules.errors import ConfigError
 from modules.models.classifier import LanguageModel, SentenceClassifier
 from modules.nets.classifier import ClassifierNet, LanguageModelNet, concat_pool, make_body
@@ -155,11 +159,11 @@ def write_corpora(root: Path, n_general: int = 60, n_mr: int = 40) -> Path:
     return root
 
 
-def tiny_settings(**overrides) -> T.TransferSettings:
-    smoke = T.smoke()
+def tiny_settings(**overrides) -> TS.TransferSettings:
+    smoke = TS.smoke()
     data = {**smoke.data, "bpe_vocab_size": 300, "max_general": None, "general_val": 10, "max_mr_train": None,
             "max_mr_test": None}
-    settings = replace(smoke, data=data, body_args=TINY, label_sizes=[4, T.ALL], primary_size=4, seeds=[0],
+    settings = replace(smoke, data=data, body_args=TINY, label_sizes=[4, TS.ALL], primary_size=4, seeds=[0],
                        pretrain=dict(target_nll=1.0, max_updates=2, val_every=1, batch_size=8, lr=1e-3),
                        adapt=dict(max_updates=2, val_every=1, patience=2, batch_size=8, lr=1e-3),
                        finetune=dict(batch_size=8, epochs=1, min_updates=3, max_updates=3, lr=1e-3, head_dropout=0.0,
@@ -179,9 +183,9 @@ def corpora(tmp_path, monkeypatch):
 
 def test_prepared_data_share_one_vocabulary_and_a_stratified_fixed_split(corpora, tmp_path):
     settings = tiny_settings()
-    path = T.prepare_data(settings, tmp_path / "out", echo=lambda m: None)
+    path = TD.prepare_data(settings, tmp_path / "out", echo=lambda m: None)
     assert path.is_relative_to(tmp_path / "out")
-    data = T.load_prepared(path)
+    data = TD.load_prepared(path)
     assert data["vocab"]["labels"] == ["neg", "pos"]
     mr = data["mr"]
     assert {k: len(v) for k, v in mr.items()} == {"train": 56, "val": 8, "test": 16}  # 80 sentences, 10% / 20%
@@ -191,37 +195,37 @@ def test_prepared_data_share_one_vocabulary_and_a_stratified_fixed_split(corpora
     # one vocabulary fitted on both corpora: no training sentence of either has an unknown token
     assert all(UNK_ID not in ids for ids in data["general"])
     assert all(UNK_ID not in ids for _, ids in mr["train"])
-    again = T.prepare_data(replace(settings, seeds=[5]), tmp_path / "out", echo=lambda m: None)
+    again = TD.prepare_data(replace(settings, seeds=[5]), tmp_path / "out", echo=lambda m: None)
     assert again == path  # cached per data setting, whatever the runs
 
 
 def test_missing_corpus_is_named(tmp_path, monkeypatch):
     monkeypatch.setenv("GVT_DATA_DIR", str(tmp_path / "nowhere"))
     with pytest.raises(ConfigError, match="transfer.data.general"):
-        T.prepare_data(tiny_settings(), tmp_path / "out", echo=lambda m: None)
+        TD.prepare_data(tiny_settings(), tmp_path / "out", echo=lambda m: None)
 
 
 @pytest.mark.parametrize("n", [2, 4, 10])
 def test_balanced_subset_is_balanced_seeded_and_nested(n):
     train = [(i % 2, [10 + i]) for i in range(40)]
-    subset = T.balanced_subset(train, n, seed=3)
+    subset = TD.balanced_subset(train, n, seed=3)
     assert len(subset) == n
     assert sum(label for label, _ in subset) == n // 2
-    assert subset == T.balanced_subset(train, n, seed=3)
-    assert set(map(str, subset)) <= set(map(str, T.balanced_subset(train, 20, seed=3)))
-    others = [T.balanced_subset(train, n, seed=s) for s in range(4, 9)]
+    assert subset == TD.balanced_subset(train, n, seed=3)
+    assert set(map(str, subset)) <= set(map(str, TD.balanced_subset(train, 20, seed=3)))
+    others = [TD.balanced_subset(train, n, seed=s) for s in range(4, 9)]
     assert any(o != subset for o in others)
 
 
 def test_balanced_subset_larger_than_a_class_is_refused():
     train = [(i % 2, [10 + i]) for i in range(10)]
     with pytest.raises(ConfigError, match="transfer.label_sizes: 12 labelled examples need 6 of class"):
-        T.balanced_subset(train, 12, seed=0)
+        TD.balanced_subset(train, 12, seed=0)
 
 
 @pytest.mark.parametrize("n, expected", [(10, 100), (500, 313), (2000, 600), (7464, 600)])  # 20 epochs of 32
 def test_finetune_budget_is_epochs_clamped(n, expected):
-    assert T.finetune_updates(T.lecture().finetune, n) == expected
+    assert TS.finetune_updates(TS.lecture().finetune, n) == expected
 
 
 @pytest.mark.parametrize("overrides, message", [
@@ -257,7 +261,7 @@ def test_finetune_budget_is_epochs_clamped(n, expected):
 ])
 def test_bad_settings_are_refused_by_name(overrides, message):
     with pytest.raises(ConfigError, match=message.replace("[", r"\[").replace("(", r"\(")):
-        replace(T.lecture(), **overrides)
+        replace(TS.lecture(), **overrides)
 
 
 def test_command_line_refuses_an_unknown_body(capsys):
@@ -277,11 +281,11 @@ def test_run_is_resumable_and_reports(corpora, tmp_path, monkeypatch):
     kinds = sorted((r["kind"], r.get("arm") or r.get("method") or r.get("init"), r.get("size"), r["seed"])
                    for r in rows if r["kind"] != "pilot")
     assert kinds == sorted([("baseline", m, n, 0) for m in ("logistic", "naive_bayes") for n in ("4", "all")]
-                           + [("classifier", a, n, 0) for a in T.ARMS for n in ("4", "all")]
+                           + [("classifier", a, n, 0) for a in TS.ARMS for n in ("4", "all")]
                            + [("lm", init, None, s) for init in ("general", "none") for s in (0, 1000)])
     pilot = [r for r in rows if r["kind"] == "pilot"]
     assert sorted((r["arm"], r["lr"], r["seed"]) for r in pilot) == sorted(
-        (a, lr, 1000) for a in T.ARMS for lr in (1e-3, 3e-3))  # every arm at every rate, on the pilot seed only
+        (a, lr, 1000) for a in TS.ARMS for lr in (1e-3, 3e-3))  # every arm at every rate, on the pilot seed only
     lms = {(r["init"], r["seed"]): r for r in rows if r["kind"] == "lm"}
     lm, adapt_only = lms[("general", 0)], lms[("none", 0)]
     assert set(lm["nll_mr_test"]) == {"init", "pretrained", "adapted"}
@@ -289,7 +293,7 @@ def test_run_is_resumable_and_reports(corpora, tmp_path, monkeypatch):
     stop = lm["stages"]["pretrain"]
     assert stop["stop"] == "cap" and stop["target_nll"] == 1.0 and lm["updates"]["pretrain"] == 2  # 1.0: unreachable
     assert lm["uniform_nll"] == pytest.approx(math.log(len(Vocab.from_state_dict(
-        T.load_prepared(next((out / "data").rglob("prepared.pt")))["vocab"])) - 4 - 2))  # PAD BOS UNK NULL, 2 labels
+        TD.load_prepared(next((out / "data").rglob("prepared.pt")))["vocab"])) - 4 - 2))  # PAD BOS UNK NULL, 2 labels
     assert (out / "runs" / lm["key"] / "body.pt").is_file()
     clf = [r for r in rows if r["kind"] == "classifier"]
     assert all(0.0 <= r["accuracy"] <= 1.0 and r["majority_accuracy"] == 0.5 for r in clf)
@@ -321,12 +325,12 @@ def test_run_is_resumable_and_reports(corpora, tmp_path, monkeypatch):
     assert len(lines) == 4 + 6 + 4 + 6  # baselines, classifiers, language models, pilot
     assert all(0.0 <= r["accuracy"] <= 1.0 for r in rows if r["kind"] == "baseline")
 
-    section, figures = T.report_section(rows, out / "report")
+    section, figures = TR.report_section(rows, out / "report")
     assert section[0].startswith("## C4")
     text = "\n".join(section)
     assert "adapt_only" in text and "stopped by cap" in text and "pilot's choices" in text
     assert figures["transfer_accuracy"].is_file()
-    v = T.verdict(rows)
+    v = TV.verdict(rows)
     assert v.question == "C4" and v.verdict == "inconclusive"  # one seed
     assert "adapt_only_minus_scratch_n4" in v.cells and "pretrained_minus_adapt_only_n4" in v.cells
     json.dumps(v.to_json(), default=str)
@@ -448,22 +452,22 @@ def test_an_unreached_target_runs_to_the_cap():
 
 
 def test_preregistration_names_settings_sesoi_and_gates():
-    pre = T.preregistration("lecture")
-    assert pre["sesoi"] == T.SESOI and pre["settings"] == T.lecture().to_dict()
+    pre = TS.preregistration("lecture")
+    assert pre["sesoi"] == TS.SESOI and pre["settings"] == TS.lecture().to_dict()
     assert set(pre["gates"]["baselines"]) == {"naive_bayes", "logistic"}
-    assert pre["pilot"]["lrs"] == T.lecture().pilot["lrs"] and "validation accuracy" in pre["pilot"]["rule"]
-    chosen = T.preregistration("lecture", {"lstm": {"pretrained": 1e-3, "adapt_only": 3e-3, "scratch": 3e-4}})
+    assert pre["pilot"]["lrs"] == TS.lecture().pilot["lrs"] and "validation accuracy" in pre["pilot"]["rule"]
+    chosen = TS.preregistration("lecture", {"lstm": {"pretrained": 1e-3, "adapt_only": 3e-3, "scratch": 3e-4}})
     assert chosen["lr_choices"]["lstm"]["scratch"] == 3e-4 and "lr_choices" not in pre
     json.dumps(pre)
     with pytest.raises(ConfigError, match="transfer preset 'nope'"):
-        T.preregistration("nope")
+        TS.preregistration("nope")
 
 
 def test_real_corpora_prepare_without_writing_there(shared_data, tmp_path):
     before = sorted((p.relative_to(shared_data), p.stat().st_mtime) for p in shared_data.rglob("*"))
-    settings = T.smoke()
-    path = T.prepare_data(settings, tmp_path / "out", echo=lambda m: None)
-    data = T.load_prepared(path)
+    settings = TS.smoke()
+    path = TD.prepare_data(settings, tmp_path / "out", echo=lambda m: None)
+    data = TD.load_prepared(path)
     mr = data["mr"]
     # MR's 10,662 sentences split 70 / 10 / 20 by class; the smoke preset keeps a balanced slice of train and test
     assert len(mr["val"]) == 1066
@@ -475,17 +479,17 @@ def test_real_corpora_prepare_without_writing_there(shared_data, tmp_path):
 
 def test_the_lectures_preregistration_holds_c4s_pilot_and_its_choices(tmp_path):
     from experiments import lecture
-    from experiments.transfer import write_choices
+    from experiments.c4_transfer.transfer import write_choices
 
     settings = lecture.PRESETS["lecture-smoke"]()
     before = lecture.preregistration(settings, tmp_path)
-    assert before["settings"]["c4"]["pilot"]["lrs"] == T.smoke().pilot["lrs"]
+    assert before["settings"]["c4"]["pilot"]["lrs"] == TS.smoke().pilot["lrs"]
     assert "lr_choices" not in before["settings"]["c4"]  # no pilot has run in this folder yet
     (tmp_path / "c4").mkdir()
-    picked = {"lr": {b: {a: 1e-3 for a in T.ARMS} for b in T.BODIES}, "val_accuracy": None}
-    write_choices(T.smoke(), tmp_path / "c4", picked)
+    picked = {"lr": {b: {a: 1e-3 for a in TS.ARMS} for b in TS.BODIES}, "val_accuracy": None}
+    write_choices(TS.smoke(), tmp_path / "c4", picked)
     after = lecture.preregistration(settings, tmp_path)
     assert after["settings"]["c4"]["lr_choices"] == picked["lr"] and after["hash"] != before["hash"]
-    other = {"lr": {b: {a: 3e-3 for a in T.ARMS} for b in T.BODIES}, "val_accuracy": None}
+    other = {"lr": {b: {a: 3e-3 for a in TS.ARMS} for b in TS.BODIES}, "val_accuracy": None}
     with pytest.raises(ConfigError, match="pre-registered with"):  # a folder's verdict rows ran at its first choice
-        write_choices(T.smoke(), tmp_path / "c4", other)
+        write_choices(TS.smoke(), tmp_path / "c4", other)

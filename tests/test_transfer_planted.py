@@ -1,12 +1,13 @@
-"""Planted effects for verdict C4 (experiments.transfer.verdict): synthetic classifier rows with a known
+"""Planted effects for verdict C4 (experiments.c4_transfer.verdict): synthetic classifier rows with a known
 difference between the pretrained and the scratch arm reach every outcome of the rule, and the gate."""
 
 import math
 
 import pytest
 
-from experiments.transfer import SESOI, labels_to_match, verdict
-from experiments.verdicts import INCONCLUSIVE, NOT_SUPPORTED, SUPPORTED
+from experiments.c4_transfer.settings import SESOI
+from experiments.c4_transfer.verdict import labels_to_match, verdict
+from experiments.core.verdicts import INCONCLUSIVE, NOT_SUPPORTED, SUPPORTED
 
 SIZES = {"50": 50, "100": 100, "500": 500, "all": 7464}
 # small, fixed per-seed wobbles (no randomness in a test): the intervals are never of zero width
@@ -273,7 +274,7 @@ def test_the_gate_still_holds_both_primary_arms_with_adapt_only_beside_them(fail
 def _pilot_settings(**pilot):
     from dataclasses import replace
 
-    from experiments.transfer import smoke
+    from experiments.c4_transfer.settings import smoke
 
     return replace(smoke(), bodies=["lstm"], pilot={"seed": 1000, "lrs": [1e-3, 3e-3, 1e-2], "sizes": [20, "all"],
                                                     **pilot})
@@ -289,7 +290,7 @@ def _pilot_rows(val, test=None):
 
 
 def test_pilot_chooses_each_arms_best_validation_rate():
-    from experiments.transfer_pilot import choose_rates
+    from experiments.c4_transfer.pilot import choose_rates
 
     best = {"pretrained": 1e-3, "adapt_only": 3e-3, "scratch": 1e-2}  # planted: each arm peaks elsewhere
     val = lambda arm, lr, size: 0.7 - (0.05 if lr != best[arm] else 0.0) + (0.03 if size == "all" else 0.0)  # noqa
@@ -299,7 +300,7 @@ def test_pilot_chooses_each_arms_best_validation_rate():
 
 
 def test_pilot_reads_validation_never_test_accuracy():
-    from experiments.transfer_pilot import choose_rates
+    from experiments.c4_transfer.pilot import choose_rates
 
     val = lambda arm, lr, size: 0.7 if lr == 3e-3 else 0.6  # noqa: E731
     test = lambda arm, lr, size: 0.9 if lr == 1e-2 else 0.5  # noqa: E731  the test split prefers another rate
@@ -308,7 +309,7 @@ def test_pilot_reads_validation_never_test_accuracy():
 
 
 def test_pilot_averages_over_its_sizes_and_breaks_ties_by_the_first_rate():
-    from experiments.transfer_pilot import choose_rates
+    from experiments.c4_transfer.pilot import choose_rates
 
     # 1e-2 is best at 20 labels but worst at all labels; 1e-3 and 3e-3 tie on the mean
     table = {(1e-3, "20"): 0.6, (1e-3, "all"): 0.8, (3e-3, "20"): 0.6, (3e-3, "all"): 0.8, (1e-2, "20"): 0.75,
@@ -318,7 +319,7 @@ def test_pilot_averages_over_its_sizes_and_breaks_ties_by_the_first_rate():
 
 
 def test_pilot_with_missing_runs_refuses_to_choose():
-    from experiments.transfer_pilot import choose_rates
+    from experiments.c4_transfer.pilot import choose_rates
     from modules.errors import ConfigError
 
     rows = [r for r in _pilot_rows(lambda arm, lr, size: 0.7) if not (r["arm"] == "scratch" and r["lr"] == 1e-2
@@ -330,8 +331,8 @@ def test_pilot_with_missing_runs_refuses_to_choose():
 def test_no_pilot_gives_every_arm_the_fixed_rate():
     from dataclasses import replace
 
-    from experiments.transfer import smoke
-    from experiments.transfer_pilot import choose_rates
+    from experiments.c4_transfer.settings import smoke
+    from experiments.c4_transfer.pilot import choose_rates
 
     settings = replace(smoke(), pilot=None)
     choices = choose_rates(settings, [])

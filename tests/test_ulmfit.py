@@ -6,7 +6,7 @@ import pytest
 import pytorch_lightning as pl
 import torch
 
-from experiments.runner import _quiet_lightning
+from experiments.core.runner import _quiet_lightning
 from modules import ulmfit as U
 from modules.data.batch import Example, collate
 from modules.data.vocab import NULL_ID

@@ -11,8 +11,13 @@ import random
 
 import pytest
 
-from experiments import verdicts as V
-from experiments.stats import t_interval
+from experiments.core import verdicts as V
+from experiments.core.report import all_verdicts
+from experiments.core.stats import t_interval
+from experiments.q1_game.rule import q1
+from experiments.q2_batch_size.rule import q2
+from experiments.q3_conditioning.rule import q3_condition, q3_latent
+from experiments.q4_temperature.rule import q4
 
 SESOI = V.DEFAULT_SESOI
 H_ORACLE, H_MODEL, UNIGRAM_J, BIGRAM_J = 3.3, 4.0, 3.5, 3.3
@@ -116,7 +121,7 @@ def row(family, seed, j_final, *, bs=REF_BS, j_init=4.0, kind="sweep", adversari
 
 
 def test_planted_rows_have_the_planted_j():
-    from experiments.baselines import j_score, learning
+    from experiments.core.baselines import j_score, learning
 
     r = row("transformer", 0, 3.1, nll_oracle=5.0)
     assert j_score(r) == pytest.approx(3.1, abs=0.01) and learning(r) == pytest.approx(0.9, abs=0.01)
@@ -157,13 +162,13 @@ Q1_CASES = {
 @pytest.mark.parametrize("case", list(Q1_CASES))
 def test_q1_on_planted_rows(case):
     rows, expected, why = Q1_CASES[case]
-    v = V.q1(rows, {}, REF_BS)
+    v = q1(rows, {}, REF_BS)
     assert v.verdict == expected and why in v.reason, v.reason
     assert v.margin == SESOI["Q1"] and v.primary == "rho_difference"
 
 
 def test_q1_null_from_permuted_checkpoints_is_centred_on_zero():
-    v = V.q1(q1_rows(gan_tracks=True), {}, REF_BS)
+    v = q1(q1_rows(gan_tracks=True), {}, REF_BS)
     null = v.extra["null"]
     assert null["permutations"] == V.VerdictSettings().permutations
     assert abs(null["mean"]) < 0.1 and null["interval"][0] < 0 < null["interval"][1]
@@ -205,7 +210,7 @@ Q2_CASES = {
 @pytest.mark.parametrize("case", list(Q2_CASES))
 def test_q2_on_planted_rows(case):
     rows, expected, why = Q2_CASES[case]
-    v = V.q2(rows, REF_BS)
+    v = q2(rows, REF_BS)
     assert v.verdict == expected and why in v.reason, v.reason
     assert v.primary == "gan_batch1_loss" and v.margin == SESOI["Q2"]
 
@@ -215,12 +220,12 @@ def test_q2_needs_a_game_effect_at_the_reference_to_lose():
     for r in rows:
         if r["family"] == V.VerdictSettings().q2_null and r["batch_size"] == 16:  # the frozen-D arm moves as far as the GAN
             r["final"] = stage(3.2 + 0.01 * math.sin(r["seed"]))
-    v = V.q2(rows, REF_BS)
+    v = q2(rows, REF_BS)
     assert v.verdict == V.INCONCLUSIVE and "no game effect" in v.reason, v.reason
 
 
 def test_q2_names_no_confound_when_the_arms_are_sound():
-    assert V.q2(q2_rows(gan_min=0.2), REF_BS).extra["confounds"] == []
+    assert q2(q2_rows(gan_min=0.2), REF_BS).extra["confounds"] == []
 
 
 def test_q2_names_a_failed_null_arm_and_a_gan_that_lost_ground_as_confounds():
@@ -229,7 +234,7 @@ def test_q2_names_a_failed_null_arm_and_a_gan_that_lost_ground_as_confounds():
     for r in rows:
         if r["family"] == arms.q2_null and r["batch_size"] == 16 and r["seed"] < 3:
             r["diverged"] = True
-    v = V.q2(rows, REF_BS)
+    v = q2(rows, REF_BS)
     confounds = v.extra["confounds"]
     assert len(confounds) == 2, confounds
     assert any("failed (diverged or collapsed) in 3/8 seeds at batch size 16" in c for c in confounds), confounds
@@ -241,13 +246,13 @@ def test_q2_arms_are_settings_by_name():
     arms = V.VerdictSettings()
     names = {arms.q2_mle: "transformer", arms.q2_gan: "gan-gumbel", arms.q2_null: "gan-frozen-d"}
     rows = [{**r, "family": names[r["family"]], "kind": "sweep"} for r in q2_rows(gan_min=0.2)]
-    assert V.q2(rows, REF_BS).verdict == V.INCONCLUSIVE  # the default arms (from the checkpoint) are not in these rows
+    assert q2(rows, REF_BS).verdict == V.INCONCLUSIVE  # the default arms (from the checkpoint) are not in these rows
     settings = V.VerdictSettings(q2_mle="transformer", q2_gan="gan-gumbel", q2_null="gan-frozen-d")
-    assert V.q2(rows, REF_BS, settings).verdict == V.SUPPORTED
+    assert q2(rows, REF_BS, settings).verdict == V.SUPPORTED
 
 
 def test_q2_json_has_budgets_and_controls():
-    v = V.q2(q2_rows(gan_min=0.2), REF_BS).to_json()
+    v = q2(q2_rows(gan_min=0.2), REF_BS).to_json()
     assert v["budgets"] == {"samples": {"1": 512, "16": 512}, "steps": {"1": 512, "16": 32}}
     assert set(v["controls"]) == {"null", "minibatch_std", "accumulation"}
     assert v["controls"]["minibatch_std"] == V.NOT_RUN and v["controls"]["null"]["family"] == V.VerdictSettings().q2_null
@@ -281,7 +286,7 @@ Q3_CASES = {
 @pytest.mark.parametrize("case", list(Q3_CASES))
 def test_q3_on_planted_rows(case):
     rows, expected, why = Q3_CASES[case]
-    v = V.q3_condition(rows)
+    v = q3_condition(rows)
     assert v.verdict == expected and why in v.reason, v.reason
 
 
@@ -296,7 +301,7 @@ Q3Z_CASES = {
 @pytest.mark.parametrize("case", list(Q3Z_CASES))
 def test_q3_latent_on_planted_rows(case):
     rows, expected, why = Q3Z_CASES[case]
-    v = V.q3_latent(rows)
+    v = q3_latent(rows)
     assert v.verdict == expected and why in v.reason, v.reason
 
 
@@ -336,7 +341,7 @@ Q4A_CASES = {
 @pytest.mark.parametrize("case", list(Q4A_CASES))
 def test_q4a_on_planted_rows(case):
     rows, expected, why = Q4A_CASES[case]
-    v = V.q4(rows, temps_of, REF_BS)[0]
+    v = q4(rows, temps_of, REF_BS)[0]
     assert v.verdict == expected and why in v.reason, v.reason
 
 
@@ -354,12 +359,12 @@ Q4B_CASES = {
 @pytest.mark.parametrize("case", list(Q4B_CASES))
 def test_q4b_on_planted_rows(case):
     rows, expected, why = Q4B_CASES[case]
-    v = V.q4(rows, temps_of, REF_BS)[1]
+    v = q4(rows, temps_of, REF_BS)[1]
     assert v.verdict == expected and why in v.reason, v.reason
 
 
 def test_q4b_matched_quality_gap_is_the_planted_shift():
-    v = V.q4(q4_rows(+0.5), temps_of, REF_BS)[1]
+    v = q4(q4_rows(+0.5), temps_of, REF_BS)[1]
     assert v.cells["quality_at_matched_diversity"].interval.mean == pytest.approx(0.5, abs=0.02)
     assert v.cells["diversity_at_matched_quality"].interval.mean > 0  # a worse-quality curve needs more coverage
 
@@ -374,7 +379,7 @@ def test_all_verdicts_decide_together_and_serialise():
     import json
 
     rows = q2_rows(gan_min=0.2) + q4_rows(+0.5)
-    vs = V.all_verdicts(rows, {}, temps_of, REF_BS)
+    vs = all_verdicts(rows, {}, temps_of, REF_BS)
     assert [v.question for v in vs] == ["Q1", "Q2", "Q3", "Q3z", "Q4a", "Q4b"]
     testable = [v for v in vs if v.holm.get("rank")]
     assert testable and all(v.level > 0.95 or v.holm["rank"] == len(testable) for v in testable)
@@ -412,7 +417,7 @@ def test_power_check_is_absent_without_a_spread_or_a_margin():
 
 def test_each_verdict_says_whether_it_is_decided_and_why_not():
     strong, wide = _verdict("A", noisy(3.0)), _verdict("B", [0.5, -0.8, 1.9, 0.2, -0.4, 1.5])
-    gated = V.q2(q2_rows(gan_min=0.2, null_failures=3), REF_BS)
+    gated = q2(q2_rows(gan_min=0.2, null_failures=3), REF_BS)
     V.holm([strong, wide], alpha=0.05)
     assert strong.to_json()["decided"] is True and strong.to_json()["undecided_because"] is None
     spread = wide.to_json()["undecided_because"]

@@ -20,7 +20,7 @@ Logged metrics:
 
 Optimiser of both: ``optimizer`` (adamw or adam) with ``lr``, ``betas`` and ``weight_decay`` on matrices only,
 the package's one generator rule (``generator_optimizer``), gradients clipped by norm at ``gradient_clip``; the
-experiments pass ``experiments.presets.GENERATOR_OPTIMIZER``. The language model's learning rate is constant. The
+experiments pass ``experiments.core.presets.GENERATOR_OPTIMIZER``. The language model's learning rate is constant. The
 classifier can fine-tune by ULMFiT's recipe (``modules.ulmfit``): ``lr_factor`` (discriminative learning rates,
 2.6 in ULMFiT: layer group l of G gets ``lr / lr_factor ** (G - 1 - l)``; 1 = one rate), ``schedule="stlr"``
 (slanted triangular over ``total_updates``, ``cut_frac``, ``ratio``; else constant) and ``unfreeze_every``

@@ -472,7 +472,7 @@ class GumbelEstimator(nn.Module):
     def fakes(self, gan: "TextGAN", batch: "Batch", L: int, generator: torch.Generator | None = None,
               noise: UpdateNoise | None = None) -> tuple[Tensor, Tensor]:
         """-> relaxed one-hots (B, L, V), pad_mask (B, L). ``noise``: the update's (``draw``); else drawn from
-        ``generator`` (the fixed-noise measurements of experiments/game.py; None: the training RNG)."""
+        ``generator`` (the fixed-noise measurements of experiments/q1_game/game.py; None: the training RNG)."""
         noise = noise if noise is not None else self.draw(gan, len(batch), L, generator)
         out = self._unroll(gan, batch, L, gan.temperature, noise)
         return out.onehots, out.pad_mask

@@ -7,7 +7,7 @@ the family's own loss code once, under ``torch.vmap`` over the seed dimension (`
 the stacked weights into a template copy of the module). Each seed keeps everything its single run has:
 
 - its initialisation and data order: the caller builds seed s's model and data module exactly as the single run of
-  seed s does (``experiments.runner``) and passes its batches;
+  seed s does (``experiments.core.runner``) and passes its batches;
 - its noise: one ``torch.Generator`` per seed holds the RNG state the single run has when training starts; every
   update draws its random numbers from it with the family's own ``draw_noise`` (``modules.models.noise``), in the
   single run's order, before the vectorised loss runs;
