@@ -2,6 +2,7 @@
 through their modules' contract. C2 and C4 are FAKE modules here (monkeypatched into sys.modules) or absent: no
 test claims that the real bottleneck or transfer ablation ran."""
 
+import hashlib
 import json
 import os
 import subprocess
@@ -360,3 +361,32 @@ def test_the_preregistration_holds_c2s_pilot_grid_cap_and_gates(monkeypatch):
     monkeypatch.setitem(c2_settings.PRESETS, "lecture", lambda: dataclasses.replace(c2_settings.lecture(),
                                                                                    pilot_lrs=(1e-3,)))
     assert lecture.preregistration(settings)["hash"] != prereg["hash"]  # another grid is another registration
+
+
+LECTURE_PREREGISTRATION = ROOT / "configs" / "preregistration" / "lecture.json"
+LECTURE_REPORT = ROOT / "docs" / "lecture_report" / "verdicts.json"
+
+
+def rehash(settings: dict) -> str:
+    """The lecture's hash of recorded settings (``lecture.preregistration``'s digest)."""
+    return hashlib.sha256(json.dumps(settings, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def test_the_committed_lecture_preregistration_is_the_lecture_presets():
+    """configs/preregistration/lecture.json holds what the lecture preset defines now: a change to the preset, a
+    SESOI, a gate or a rule fails here until a new pre-registration is committed."""
+    committed = json.loads(LECTURE_PREREGISTRATION.read_text())
+    now = json.loads(json.dumps(lecture.preregistration(lecture.PRESETS["lecture"]()), default=str))
+    assert now["hash"] == committed["hash"] == rehash(committed["settings"])
+    assert now["settings"] == committed["settings"]
+
+
+def test_the_committed_lecture_report_was_judged_by_the_committed_preregistration():
+    """docs/lecture_report's recorded settings give its hash, and they are the committed pre-registration's but for
+    the rates C4's pilot chose during the run."""
+    committed = json.loads(LECTURE_PREREGISTRATION.read_text())
+    recorded = json.loads(LECTURE_REPORT.read_text())["preregistration"]
+    assert rehash(recorded["settings"]) == recorded["hash"] == committed["report_hash"]
+    chosen = recorded["settings"]["c4"].pop("lr_choices")
+    assert chosen and committed["settings"]["c4"].pop("lr_choices", None) is None
+    assert recorded["settings"] == committed["settings"]
