@@ -6,7 +6,9 @@ On the small oracle with the quick preset's models (the tiny Transformer, d_mode
 generator; the GAN's CNN discriminator), for each family and batch size:
 
 - ``sequential``: S single runs one after another, each trained by Lightning's fit loop (the package's single-run
-  path, ``engine: lightning``: ``training_step``, manual optimization for the GAN, logging, the budget callback);
+  path, ``engine: lightning``: ``training_step``, manual optimization for the GAN, logging, the budget callback),
+  timed from the end of its warm-up to the end of training; ``start-up`` is the rest of one fit (set-up, loaders,
+  the warm-up updates), which a single run pays once;
 - ``vectorised``: the same S seeds as one vectorised model (``modules.models.seed_group.SeedGroup``, what the
   experiments run by default); the ratio is vectorised samples/s over sequential samples/s, in this process;
 - for the GAN, ``plain``: one seed's updates in a plain torch loop over the very same update functions (noise drawn
@@ -55,17 +57,39 @@ def build(spec: dict, device: str):
     return model.to(device), dm
 
 
-def lightning_fit(spec: dict, updates: int, device: str) -> float:
-    """Seconds of Lightning's fit loop for ``updates`` generator updates of one single run."""
+class _StepClock(pl.Callback):
+    """The time from the start of training batch ``warmup`` (0-based) to the end of training: the fit loop's
+    updates after the warm-up, without Lightning's start-up (set-up, loaders, the first batches)."""
+
+    def __init__(self, warmup: int):
+        self.warmup, self.batches, self.start, self.end = warmup, 0, None, None
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+        if self.batches == self.warmup:
+            self.start = time.perf_counter()
+        self.batches += 1
+
+    def on_train_end(self, trainer, pl_module):
+        self.end = time.perf_counter()
+
+
+def lightning_fit(spec: dict, updates: int, device: str, warmup: int) -> tuple[float, float]:
+    """One single run's ``warmup`` + ``updates`` generator updates in Lightning's fit loop -> (seconds of the whole
+    fit, start-up included; seconds of the ``updates`` after the warm-up)."""
     model, dm = build(spec, device)
-    budget = BudgetCallback(updates, spec["batch_size"], every=max(1, updates // 100))
-    trainer = pl.Trainer(accelerator=device, devices=1, logger=False, callbacks=[budget.as_lightning()],
-                         max_steps=updates * optimizer_steps_per_update(model), max_epochs=-1, limit_val_batches=0,
+    total = updates + warmup
+    budget = BudgetCallback(total, spec["batch_size"], every=max(1, total // 100))
+    clock = _StepClock(warmup)
+    trainer = pl.Trainer(accelerator=device, devices=1, logger=False, callbacks=[budget.as_lightning(), clock],
+                         max_steps=total * optimizer_steps_per_update(model), max_epochs=-1, limit_val_batches=0,
                          num_sanity_val_steps=0, enable_checkpointing=False, enable_progress_bar=False,
-                         enable_model_summary=False, log_every_n_steps=max(1, updates // 100))
+                         enable_model_summary=False, log_every_n_steps=max(1, total // 100))
     start = time.perf_counter()
     trainer.fit(model, datamodule=dm)
-    return time.perf_counter() - start
+    whole = time.perf_counter() - start
+    if clock.batches != total:
+        raise RuntimeError(f"the fit loop ran {clock.batches} batches, expected {total}")
+    return whole, clock.end - clock.start
 
 
 def vectorised(specs: list[dict], updates: int, device: str, warmup: int) -> float:
@@ -148,18 +172,20 @@ def main() -> None:
     S, U = args.seeds, args.updates
     print(f"{S} seeds, {U} timed updates per run, {args.threads} torch thread(s), device {args.device}, "
           f"torch {torch.__version__}; samples/s = seeds x updates x batch size / seconds")
-    print(f"{'family':<12} {'batch':>5} {'sequential':>12} {'vectorised':>12} {'ratio':>6} {'plain 1 seed':>13} "
-          f"{'Lightning/plain':>16}")
+    print(f"{'family':<12} {'batch':>5} {'sequential':>12} {'vectorised':>12} {'ratio':>6} {'start-up':>11} "
+          f"{'plain 1 seed':>13} {'Lightning/plain':>16}")
     with _quiet_lightning():
         for family in args.families.split(","):
             for B in map(int, args.batch_sizes.split(",")):
                 specs = [spec_of(family, B, seed) for seed in range(S)]
-                # Lightning's fit includes its start-up; the warm-up updates are added so that every method times
-                # U updates after warming up (their share of the start-up is below 5% at these counts)
-                sequential = sum(lightning_fit(s, U + args.warmup, args.device) for s in specs) * U / (U + args.warmup)
+                # every method times U updates after its warm-up; a single run's Lightning start-up is printed apart
+                fits = [lightning_fit(s, U, args.device, args.warmup) for s in specs]
+                sequential = sum(steps for _, steps in fits)
+                startup = sum(whole - steps for whole, steps in fits) / len(fits)
                 vec = vectorised(specs, U, args.device, args.warmup)
                 seq_rate, vec_rate = S * U * B / sequential, S * U * B / vec
                 line = f"{family:<12} {B:>5} {seq_rate:>10.0f}/s {vec_rate:>10.0f}/s {vec_rate / seq_rate:>5.2f}x"
+                line += f" {startup:>9.2f} s"
                 if family.startswith("gan"):
                     plain = plain_gan(specs[0], U, args.device, args.warmup)
                     plain_rate = U * B / plain
