@@ -32,9 +32,9 @@ class PlantedEstimator(torch.nn.Module):
         self.calls.append("fakes")
         return self.real.fakes(gan, batch, L, generator, noise)
 
-    def generator_loss(self, gan, batch, real, real_pad, L, noise=None):
+    def generator_loss(self, gan, batch, real, real_pad, L, noise=None, fakes=None):
         self.calls.append("generator_loss")
-        loss, extras = self.real.generator_loss(gan, batch, real, real_pad, L, noise)
+        loss, extras = self.real.generator_loss(gan, batch, real, real_pad, L, noise, fakes)
         return loss, {**extras, "train/planted_extra": 7.0}
 
     def __getattr__(self, name):  # anything else TextGAN reached for would show up as a missing method

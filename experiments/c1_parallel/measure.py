@@ -61,6 +61,7 @@ from modules.models.base import mle_loss
 from modules.nets.rnn_seq2seq import LSTMSeq2Seq, RNNSeq2SeqConfig
 from modules.nets.transformer import EncoderDecoderTransformer, TransformerConfig
 from modules.sampling import banned_mask
+from experiments.core.plots import save_figure
 
 FAMILIES = ("lstm", "transformer")
 STATISTICS = {"min": min, "median": statistics.median}
@@ -435,11 +436,7 @@ def plot(record: dict, path: str | Path, statistic: str = "median", title: str =
     fig.suptitle(title or (f"training step vs length on {where}: LSTM seq2seq "
                            f"({p.get('lstm', 0):,} params) vs Transformer ({p.get('transformer', 0):,} params), "
                            f"batch {B}"), fontsize=9)
-    fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    return path
+    return save_figure(fig, path, dpi=110)
 
 
 def main(argv: Optional[list[str]] = None) -> int:

@@ -10,6 +10,7 @@ from experiments.c2_bottleneck.verdict import (_bucket_order, _rows, _stopping_l
                                                families_in, lengths_of)
 from experiments.core.stats import t_interval
 from experiments.core.verdicts import per_seed
+from experiments.core.plots import save_figure
 
 
 # ---- the report section --------------------------------------------------------------------------------------
@@ -53,10 +54,7 @@ def plot_dataset(rows: list[dict], dataset: str, path: Path) -> Path:
         ax.grid(alpha=0.3)
     axes[0].legend(fontsize=8)
     fig.suptitle(f"C2, {dataset}: quality against source length (mean over seeds, 95% interval)", fontsize=9)
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=100)
-    return path
+    return save_figure(fig, path, dpi=100)
 
 
 def _table(rows: list[dict], dataset: str, name: str, label: str) -> list[str]:

@@ -39,6 +39,7 @@ import pytorch_lightning as pl
 import torch
 from torch import Tensor
 
+from experiments.core.plots import save_figure
 from modules.data.batch import Example, collate
 from modules.data.vocab import PAD_ID, UNK_ID
 from modules.errors import ConfigError
@@ -263,7 +264,7 @@ def plot_attention(weights: Tensor, src_tokens: Sequence[str], out_tokens: Seque
     ax = fig.add_subplot()
     _draw(ax, weights[:T, :S], src_tokens, out_tokens, title)
     fig.colorbar(ax.images[0], ax=ax, fraction=0.04)
-    return _save(fig, path)
+    return save_figure(fig, path, dpi=100)
 
 
 def plot_attention_heads(heads: Tensor, src_tokens: Sequence[str], out_tokens: Sequence[str], path: str | Path,
@@ -282,7 +283,7 @@ def plot_attention_heads(heads: Tensor, src_tokens: Sequence[str], out_tokens: S
                   f"layer {layer} head {head}", labels=layer == L - 1 or head == 0)
     if title:
         fig.suptitle(title)
-    return _save(fig, path)
+    return save_figure(fig, path, dpi=100)
 
 
 def _draw(ax, weights: Tensor, src_tokens, out_tokens, title: str, labels: bool = True) -> None:
@@ -293,14 +294,6 @@ def _draw(ax, weights: Tensor, src_tokens, out_tokens, title: str, labels: bool 
     ax.set_ylabel("output")
     if title:
         ax.set_title(title, fontsize=8)
-
-
-def _save(fig, path: str | Path) -> Path:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    return path
 
 
 def _tokens(vocab, ids: Sequence[int]) -> list[str]:

@@ -39,6 +39,7 @@ from typing import Optional
 
 from experiments.core import verdicts as V
 from experiments.core.stats import finite, t_interval
+from experiments.core.plots import save_figure
 from modules.data.tasks import CONTENT_TASKS, POSITIONAL_TASKS, TASKS
 from modules.errors import ConfigError
 from modules.files import atomic_write_text
@@ -367,10 +368,7 @@ def plot_alignment(rows: list[dict], path: Path) -> Optional[Path]:
     ax.set_ylim(0, 1.05)
     ax.set_ylabel("alignment accuracy (argmax attention\non the true source position)")
     ax.legend(fontsize=8, loc="lower right")
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=100)
-    return path
+    return save_figure(fig, path, dpi=100)
 
 
 # ---- the report section -----------------------------------------------------------------------------------------

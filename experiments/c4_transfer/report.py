@@ -8,6 +8,7 @@ from pathlib import Path
 from experiments.c4_transfer.settings import ARMS
 from experiments.c4_transfer.verdict import _classifier_rows, _difference, _sizes, accuracy_by_seed, baseline_accuracy
 from experiments.core.stats import t_interval
+from experiments.core.plots import save_figure
 
 
 # ---- report --------------------------------------------------------------------------------------------------
@@ -117,7 +118,4 @@ def plot_accuracy(rows: list[dict], path: Path) -> Path:
         ax.set_ylabel("MR test accuracy")
         ax.set_title(body)
         ax.legend(fontsize=8)
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=100)
-    return path
+    return save_figure(fig, path, dpi=100)

@@ -8,6 +8,8 @@ processes never pay for it.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 
 COLORS = {"transformer": "#1f77b4", "gan-gumbel": "#d62728", "gan-reinforce": "#2ca02c",
           "gan-gumbel-lstm": "#ff7f0e", "gan-reinforce-lstm": "#9467bd", "gan-frozen-d": "#7f7f7f",
@@ -37,3 +39,15 @@ def _band(ax, xs, ivs, color, label):
     ax.fill_between(xs, lo, hi, color=color, alpha=0.18, lw=0)
 
 
+
+
+def save_figure(fig, path, dpi=None, rect=None) -> Path:
+    """Lay ``fig`` out (``rect``: tight_layout's), write it to ``path`` (its folder made; ``dpi``: else the
+    figure's) and free it where pyplot holds it. -> the path."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.tight_layout(**({} if rect is None else {"rect": rect}))
+    fig.savefig(path, **({} if dpi is None else {"dpi": dpi}))
+    if fig.canvas.manager is not None:  # a pyplot figure (a bare Figure has no manager and nothing to free)
+        _plt().close(fig)
+    return path

@@ -1,4 +1,4 @@
-"""Pieces every report section uses: an interval's cell, the counted baselines' rows, and values made JSON-safe."""
+"""Pieces every report section uses: the counted baselines' rows, and values made JSON-safe."""
 
 from __future__ import annotations
 
@@ -8,11 +8,7 @@ from experiments.core.baselines import references_of
 from experiments.core.stats import finite
 
 
-def _fmt(iv, digits=3):
-    return iv.fmt(digits)
-
-
-def _baseline_cells(b: dict, keys: list[str]) -> list[str]:
+def baseline_cells(b: dict, keys: list[str]) -> list[str]:
     return [f"{b[k]:.3f}" if finite(b.get(k)) else "-" for k in keys]
 
 
@@ -23,7 +19,7 @@ def baseline_rows(rows: list[dict], keys: list[str], width: int, lead: int) -> l
     for ref in references_of(rows):
         for b in (ref["unigram"], ref["bigram"]):
             label = f"*{b['name']} (counted, add-{b['k']:g})*"
-            cells = [label] + ["-"] * (lead - 1) + _baseline_cells(b, keys)
+            cells = [label] + ["-"] * (lead - 1) + baseline_cells(b, keys)
             out.append("| " + " | ".join(cells + ["-"] * (width - len(cells))) + " |")
     return out
 

@@ -6,7 +6,7 @@ from pathlib import Path
 from typing import Optional
 
 from experiments.core import verdicts as V
-from experiments.core.plots import _plt
+from experiments.core.plots import _plt, save_figure
 from experiments.core.stats import finite
 
 
@@ -77,7 +77,4 @@ def plot_losses(rows: list[dict], curves: dict[str, list[dict]], path: Path, bat
     fig.legend(handles=handles, loc="lower center", ncol=4, fontsize=8, frameon=False)
     fig.suptitle("Q1: two losses in a game (G and D) beside one cooperative loss (MLE)\n"
                  "thick: mean over seeds (moving average on long curves); faint: each seed", fontsize=10)
-    fig.tight_layout(rect=(0, 0.04, 1, 1))
-    fig.savefig(path)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path, rect=(0, 0.04, 1, 1))

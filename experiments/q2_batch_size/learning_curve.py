@@ -35,7 +35,7 @@ from experiments.core.execute import execute
 from experiments.core.families import get_family
 from experiments.core.pilot import pilot_rows, pilot_settings, validation_spec, words
 from experiments.core.pilot_file import DEFAULT_SEEDS
-from experiments.core.plots import _band, _color, _plt
+from experiments.core.plots import _band, _color, _plt, save_figure
 from experiments.core.presets import PRESETS, get_preset
 from experiments.core.stats import finite, t_interval
 from experiments.q2_batch_size.sweep import sweep_specs
@@ -142,10 +142,7 @@ def plot_learning_curve(curves: dict, reference: Optional[dict], path: Path, tit
         ax.grid(alpha=0.3)
         ax.legend(loc="best", fontsize=7)
     fig.suptitle(title, fontsize=10)
-    fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)
 
 
 def run_learning_curve(preset_name: str, budgets: Optional[Sequence[int]] = None,

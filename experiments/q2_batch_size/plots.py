@@ -9,7 +9,7 @@ from typing import Optional
 from experiments.core import verdicts as V
 from experiments.core.baselines import learning, references_of
 from experiments.core.families import get_arg
-from experiments.core.plots import _band, _color, _plt
+from experiments.core.plots import _band, _color, _plt, save_figure
 from experiments.core.stats import finite, t_interval
 
 
@@ -68,10 +68,7 @@ def plot_metrics_vs_batch(rows: list[dict], path: Path) -> Optional[Path]:
     budget = sweep[0].get("budget_kind"), sweep[0].get("budget_value")
     fig.suptitle(f"Final metrics vs batch size at an equal budget ({budget[1]} {budget[0]}); "
                  "mean and 95% t-interval over seeds", fontsize=11)
-    fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)
 
 
 def plot_noise(table, path: Path) -> Optional[Path]:
@@ -94,10 +91,7 @@ def plot_noise(table, path: Path) -> Optional[Path]:
     ax.set_title("Gradient noise scale (critical batch size) per family and loss\n"
                  "geometric mean over seeds, 95% interval (circle: generator loss, square: discriminator loss)")
     ax.grid(alpha=0.3, axis="y", which="both")
-    fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)
 
 
 def plot_dose_response(rows: list[dict], path: Path) -> Optional[Path]:
@@ -137,7 +131,4 @@ def plot_dose_response(rows: list[dict], path: Path) -> Optional[Path]:
         ax.legend(loc="best", fontsize=7)
     fig.suptitle("Q2 dose-response: learning from the shared MLE checkpoint against batch size "
                  "(mean, 95% t-interval over seeds)", fontsize=10)
-    fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)

@@ -11,7 +11,7 @@ from experiments.core.baselines import j_score, learning
 from experiments.core.evaluate import COLLAPSE_DISTINCT2_RATIO, COLLAPSE_UNIQUE, DIVERGENCE_NATS
 from experiments.core.families import get_arg
 from experiments.core.stats import finite, t_interval
-from experiments.core.tables import _fmt, baseline_rows, nan_to_none
+from experiments.core.tables import baseline_rows, nan_to_none
 from experiments.core.verdicts import Verdict
 
 SECTIONS = {"Q2": ("metrics", "Q2: batch size, down to one sample")}  # question -> (figure, title)
@@ -82,7 +82,7 @@ def metrics_table(rows: list[dict]) -> list[str]:
     for fam in V.families_of(sweep):
         for b in sorted({r["batch_size"] for r in V._by(sweep, family=fam)}):
             rs = V._by(sweep, family=fam, batch_size=b)
-            cells = [_fmt(t_interval([k(r) if callable(k) else get_arg(r, k) for r in rs]), 3) for _, k, _ in cols]
+            cells = [t_interval([k(r) if callable(k) else get_arg(r, k) for r in rs]).fmt(3) for _, k, _ in cols]
             fails = sum(bool(r.get("diverged") or r.get("collapsed")) for r in rs)
             wall = sum(r.get("wall_time_s", 0) for r in rs) / len(rs)
             updates = f"{rs[0].get('updates')}" + (" (underpowered)" if any(V.is_underpowered(r) for r in rs) else "")

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Optional
 
-from experiments.core.plots import _color, _plt
+from experiments.core.plots import _color, _plt, save_figure
 from experiments.core.stats import t_interval
 
 
@@ -78,7 +78,4 @@ def plot_mi(rows: list[dict], path: Path) -> Optional[Path]:
     ax.grid(alpha=0.3, axis="y")
     fig.suptitle("Q3: how much the output depends on the condition and on z (conditional oracles; 95% t-intervals)",
                  fontsize=11)
-    fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)

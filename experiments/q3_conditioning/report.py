@@ -6,7 +6,6 @@ from pathlib import Path
 
 from experiments.core.baselines import j_score, references_of
 from experiments.core.stats import t_interval
-from experiments.core.tables import _fmt
 from experiments.core.verdicts import Verdict
 from experiments.q3_conditioning.plots import variant_label
 
@@ -51,9 +50,9 @@ def ablation_table(rows: list[dict]) -> list[str]:
         chance, oracle_acc = p("chance_accuracy").mean, p("oracle_accuracy").mean
         lines.append(
             f"| {variant} | {cond} | {strength if strength is not None else '-'} | "
-            f"{_fmt(t_interval(j_score(r) for r in rs))} | {_fmt(p('mi_self'))} | "
-            f"{p('mi_oracle').fmt(3)} | {_fmt(p('mi_self_fraction'))} | {_fmt(p('mi_model'))} | "
-            f"{_fmt(p('accuracy'))} ({chance:.2f}, {oracle_acc:.2f}) | "
+            f"{t_interval(j_score(r) for r in rs).fmt(3)} | {p('mi_self').fmt(3)} | "
+            f"{p('mi_oracle').fmt(3)} | {p('mi_self_fraction').fmt(3)} | {p('mi_model').fmt(3)} | "
+            f"{p('accuracy').fmt(3)} ({chance:.2f}, {oracle_acc:.2f}) | "
             f"{p('change_noise').mean:.2f} / {p('change_z').mean:.2f} / {p('change_condition').mean:.2f} | "
             f"{p('swap_follow').mean:.2f} / {p('swap_stick').mean:.2f} |")
     for ref in references_of(abl):

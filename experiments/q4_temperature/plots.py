@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Optional
 
 from experiments.core import verdicts as V
-from experiments.core.plots import _color, _plt
+from experiments.core.plots import _color, _plt, save_figure
 from experiments.q4_temperature.temperature import quality_diversity_axes
 
 
@@ -57,10 +57,7 @@ def plot_quality_diversity(curves: dict[str, list[list[dict]]], path: Path,
     ax.set_title("Quality vs diversity across temperatures (labels: T; square: T = 1)")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)
 
 
 # ---- pretrained arms: did the adversarial phase help or hurt? ------------------------------------------------

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from experiments.core.baselines import references_of
-from experiments.core.tables import _baseline_cells
+from experiments.core.tables import baseline_cells
 from experiments.core.verdicts import Verdict
 
 SECTIONS = {"Q4a": ("qd", "Q4: quality vs diversity across temperatures"),  # question -> (figure, title)
@@ -31,7 +31,7 @@ def tempered_unigram_table(rows: list[dict]) -> list[str]:
         return []
     lines = ["| T | NLL_test | NLL_oracle | H | J |", "|---:|---:|---:|---:|---:|"]
     for p in refs[0]["unigram_tempered"]:
-        lines.append(f"| {p['temperature']:g} | " + " | ".join(_baseline_cells(p, ["nll_test_per_token",
+        lines.append(f"| {p['temperature']:g} | " + " | ".join(baseline_cells(p, ["nll_test_per_token",
                                                                                     "nll_oracle_per_token",
                                                                                     "entropy_per_token", "j"])) + " |")
     return lines

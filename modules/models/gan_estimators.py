@@ -478,17 +478,14 @@ class GumbelEstimator(nn.Module):
         return out.onehots, out.pad_mask
 
     def generator_loss(self, gan: "TextGAN", batch: "Batch", real: Tensor, real_pad: Tensor, L: int,
-                       noise: UpdateNoise | None = None) -> tuple[Tensor, dict]:
+                       noise: UpdateNoise | None = None, fakes: tuple[Tensor, Tensor] | None = None
+                       ) -> tuple[Tensor, dict]:
+        """``fakes``: G's output for this update's noise (``fakes``, with gradients), when it is made already."""
         noise = noise if noise is not None else self.draw(gan, len(batch), L)
-        out = self._unroll(gan, batch, L, gan.temperature, noise)
-        return self.generator_loss_on(gan, batch, real, real_pad, out, noise)
-
-    def generator_loss_on(self, gan: "TextGAN", batch: "Batch", real: Tensor, real_pad: Tensor,
-                          out: GumbelOutput, noise: UpdateNoise) -> tuple[Tensor, dict]:
-        """G's loss on its output ``out`` (``_unroll`` with the update's noise) -> (loss, logged extras)."""
+        onehots, pad = fakes if fakes is not None else self.fakes(gan, batch, L, noise=noise)  # (B, L, V), (B, L)
         beta = gan.temperature
         D = gan.discriminator  # its parameters are frozen by the optimizer toggle: no gradient reaches them
-        d_fake = D(out.onehots, batch.src, batch.src_pad_mask, out.pad_mask, dropout_mask=noise.d_mask(0))  # (B,)
+        d_fake = D(onehots, batch.src, batch.src_pad_mask, pad, dropout_mask=noise.d_mask(0))  # (B,)
         d_real = (D(real, batch.src, batch.src_pad_mask, real_pad, dropout_mask=noise.d_mask(1))
                   if self.loss == "rsgan" else None)
         return generator_loss(self.loss, d_real, d_fake), {"train/gumbel_temperature": beta}
@@ -591,7 +588,9 @@ class ReinforceEstimator(nn.Module):
         return discounted_returns(rewards, pad, self.discount)
 
     def generator_loss(self, gan: "TextGAN", batch: "Batch", real: Tensor, real_pad: Tensor, L: int,
-                       noise: UpdateNoise | None = None) -> tuple[Tensor, dict]:
+                       noise: UpdateNoise | None = None, fakes: None = None) -> tuple[Tensor, dict]:
+        if fakes is not None:
+            raise ValueError("REINFORCE scores the log-probabilities of its own sampling pass: it takes no fakes")
         noise = noise if noise is not None else self.draw(gan, len(batch), L)
         # drawn with gradients: the log-probs in the loss are those of the distributions the tokens came from
         policy = self._sample(gan, batch, L, noise)

@@ -38,7 +38,6 @@ from torch.func import functional_call
 
 from modules.data.batch import Batch
 from modules.data.vocab import PAD_ID
-from modules.models.gan_estimators import GumbelOutput, real_for_discriminator
 from modules.models.gan_losses import update_log
 from modules.models.noise import UpdateNoise
 from modules.models.text_gan import TextGAN
@@ -108,6 +107,12 @@ def _aliases(module: nn.Module) -> dict[str, str]:
         else:
             first[id(param)] = name
     return out
+
+
+def _tensor_extras(loss: Tensor, extras: dict) -> tuple[Tensor, dict[str, Tensor]]:
+    """A G loss and its logged extras as ``torch.vmap`` can return them: the extras that are tensors (a Python
+    number, such as the shared Gumbel beta, is logged apart)."""
+    return loss, {k: v for k, v in extras.items() if isinstance(v, Tensor)}
 
 
 class _Apply(nn.Module):
@@ -278,21 +283,17 @@ class SeedGroup:
             d_loss, d_real, d_fake = self._vmap(lambda gan, b, n: gan.discriminator_update_loss(b, n), batch,
                                                 self._noise(B))
             d_norm = self.players["discriminator"].step(d_loss)
-
-        def g_step(gan, b, n):
-            loss, extras = gan.generator_update_loss(b, n)
-            return loss, {k: v for k, v in extras.items() if isinstance(v, Tensor)}
-
-        g_loss, extras = self._vmap(g_step, batch, self._noise(B))
-        return self._gan_logs(d_loss, d_real, d_fake, d_norm, g_loss, extras, None)
+        g_loss, extras = self._vmap(lambda gan, b, n: _tensor_extras(*gan.generator_update_loss(b, n)), batch,
+                                    self._noise(B))
+        return self._generator_step_and_logs(d_loss, d_real, d_fake, d_norm, g_loss, extras, None)
 
     def _gumbel_update(self, batch: dict, B: int) -> list[dict[str, float]]:
         """The Gumbel GAN's update with one unroll of G for all its player updates. D's updates do not change G, so
         the fakes of each D update and the relaxed one-hots of G's update come from the same weights: one unroll of
         (d_steps + 1) x B rows, each row with its own update's noise (drawn in the single run's order: every D
-        update's, then G's), computes them all at once; a row's numbers do not depend on the rows beside it. The
-        D updates read their rows detached, as the single run's no-grad fakes; G's update reads its rows with
-        gradients and scores them with D as D's updates left it."""
+        update's, then G's), computes them all at once; a row's numbers do not depend on the rows beside it. Each
+        player update then gets its rows as ``fakes`` (D's detached, as the single run's no-grad fakes; G's with
+        gradients, scored by D as D's updates left it)."""
         m = self.template
         updates, L = m.game.d_steps + 1, m.generation_lengths()[1]
         noises = [self._noise(B) for _ in range(updates)]  # each name -> (S, ...); the single run's order of draws
@@ -300,29 +301,19 @@ class SeedGroup:
         unroll_noise = {"tokens": torch.cat([n["tokens"] for n in noises], dim=2)}  # (S, L, k B, V)
         if "z" in noises[0]:
             unroll_noise["z"] = torch.cat([n["z"] for n in noises], dim=1)  # (S, k B, z)
-
-        def unroll(gan, b, n):
-            out = gan.estimator._unroll(gan, b, L, gan.temperature, n)
-            return out.onehots, out.pad_mask  # (k B, L, V), (k B, L)
-
-        onehots, pads = self._vmap(unroll, rows, unroll_noise)  # (S, k B, L, V), (S, k B, L)
+        onehots, pads = self._vmap(lambda gan, b, n: gan.estimator.fakes(gan, b, L, noise=n), rows, unroll_noise)
+        fakes = [{"fake": onehots[:, u * B:(u + 1) * B], "fake_pad": pads[:, u * B:(u + 1) * B]}
+                 for u in range(updates)]  # (S, B, L, V), (S, B, L) per player update
         for step in range(updates - 1):
-            rows_of_step = slice(step * B, (step + 1) * B)
-            fakes = {"fake": onehots[:, rows_of_step].detach(), "fake_pad": pads[:, rows_of_step]}
-            d_loss, d_real, d_fake = self._vmap(lambda gan, b, n, fake, fake_pad: gan.discriminator_loss_on(
-                b, fake, fake_pad, n), batch, noises[step], fakes)
+            d_loss, d_real, d_fake = self._vmap(lambda gan, b, n, fake, fake_pad: gan.discriminator_update_loss(
+                b, n, (fake, fake_pad)), batch, noises[step], fakes[step])
             d_norm = self.players["discriminator"].step(d_loss)
+        g_loss, extras = self._vmap(lambda gan, b, n, fake, fake_pad: _tensor_extras(*gan.generator_update_loss(
+            b, n, (fake, fake_pad))), batch, noises[-1], fakes[-1])
+        return self._generator_step_and_logs(d_loss, d_real, d_fake, d_norm, g_loss, extras, m.temperature)
 
-        def g_step(gan, b, n, fake, fake_pad):
-            real, real_pad = real_for_discriminator(b.tgt, L)
-            out = GumbelOutput(fake, None, fake_pad)
-            loss, extras = gan.estimator.generator_loss_on(gan, b, real, real_pad, out, n)
-            return loss, {k: v for k, v in extras.items() if isinstance(v, Tensor)}
-
-        g_loss, extras = self._vmap(g_step, batch, noises[-1], {"fake": onehots[:, -B:], "fake_pad": pads[:, -B:]})
-        return self._gan_logs(d_loss, d_real, d_fake, d_norm, g_loss, extras, m.temperature)
-
-    def _gan_logs(self, d_loss, d_real, d_fake, d_norm, g_loss, extras, beta) -> list[dict[str, float]]:
+    def _generator_step_and_logs(self, d_loss, d_real, d_fake, d_norm, g_loss, extras,
+                                 beta) -> list[dict[str, float]]:
         """G's step, then each seed's logged values (its single run's names); ``beta``: the Gumbel temperature."""
         m = self.template
         g_norm = self.players["generator"].step(g_loss)

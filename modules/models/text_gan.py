@@ -141,24 +141,23 @@ class TextGAN(GeneratorModule):
         """One player update's random numbers (``modules.models.noise``); from ``generator`` or the training RNG."""
         return self.estimator.draw(self, batch_size, self.generation_lengths()[1], generator)
 
-    def discriminator_update_loss(self, batch: Batch, noise: UpdateNoise):
-        """D's loss of one update -> (loss, d_real, d_fake detached), on fakes made without gradient to G."""
-        with torch.no_grad():
-            fake, fake_pad = self.estimator.fakes(self, batch, self.generation_lengths()[1], noise=noise)
-        return self.discriminator_loss_on(batch, fake, fake_pad, noise)
-
-    def discriminator_loss_on(self, batch: Batch, fake: torch.Tensor, fake_pad: torch.Tensor, noise: UpdateNoise):
-        """D's loss of one update on G's fakes for it (with the update's dropout masks and label swaps)."""
+    def discriminator_update_loss(self, batch: Batch, noise: UpdateNoise, fakes=None):
+        """D's loss of one update -> (loss, d_real, d_fake detached), on fakes without gradient to G: ``fakes``
+        (relaxed one-hots or ids, pad mask) that G made from this update's noise, else made here."""
+        if fakes is None:
+            with torch.no_grad():
+                fakes = self.estimator.fakes(self, batch, self.generation_lengths()[1], noise=noise)
+        fake, fake_pad = fakes[0].detach(), fakes[1]
         real, real_pad = real_for_discriminator(batch.tgt, self.generation_lengths()[1])  # (B, L)
         if noise.swap is not None:  # shuffled labels: D learns nothing about the population
             real, real_pad, fake, fake_pad = swap_rows(real, real_pad, fake, fake_pad, noise.swap,
                                                        self.hparams.vocab_size)
         return self.discriminator_loss(batch, real, real_pad, fake, fake_pad, noise.d_dropout)
 
-    def generator_update_loss(self, batch: Batch, noise: UpdateNoise) -> tuple[torch.Tensor, dict]:
-        """G's loss of one update (the estimator's) -> (loss, logged extras)."""
+    def generator_update_loss(self, batch: Batch, noise: UpdateNoise, fakes=None) -> tuple[torch.Tensor, dict]:
+        """G's loss of one update (the estimator's) -> (loss, logged extras); ``fakes`` as D's, with gradients."""
         real, real_pad = real_for_discriminator(batch.tgt, self.generation_lengths()[1])  # (B, L)
-        return self.estimator.generator_loss(self, batch, real, real_pad, real.size(1), noise)
+        return self.estimator.generator_loss(self, batch, real, real_pad, real.size(1), noise, fakes)
 
     def _pretrain_step(self, batch: Batch) -> None:
         _, _, mle_opt = self.optimizers()
